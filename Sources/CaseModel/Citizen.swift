@@ -1,0 +1,74 @@
+/// The citizen a ticket is about, minimised (152-FZ): a reference into the
+/// citizen registry, and only those contact fields the request needs.
+public struct Citizen: Sendable, Equatable {
+    /// Opaque reference, e.g. `CIT-7F3K2`; never an INN, passport or SNILS.
+    public var ref: String
+    public var name: String?
+    /// Eleven digits; shown masked unless explicitly unmasked.
+    public var snils: Snils?
+    /// `+7` and ten digits.
+    public var phone: String?
+
+    public init(ref: String, name: String? = nil, snils: Snils? = nil, phone: String? = nil) {
+        self.ref = ref
+        self.name = name
+        self.snils = snils
+        self.phone = phone
+    }
+
+    public static func validate(ref: String, name: String?, phone: String?) throws(TicketError) {
+        let r = Array(ref.utf8)
+        guard (1...64).contains(r.count),
+              r.allSatisfy({ ($0 >= 48 && $0 <= 57) || ($0 >= 65 && $0 <= 90) || ($0 >= 97 && $0 <= 122) || $0 == 45 })
+        else { throw .invalidField(field: "citizen.ref", rule: "1 to 64 letters, digits or hyphens") }
+        if let name, name.isEmpty || name.count > 200 {
+            throw .invalidField(field: "citizen.name", rule: "1 to 200 characters")
+        }
+        if let phone {
+            let u = Array(phone.utf8)
+            guard u.count == 12, u[0] == 43, u[1] == 55, u[2...].allSatisfy({ $0 >= 48 && $0 <= 57 }) else {
+                throw .invalidField(field: "citizen.phone", rule: "+7 followed by 10 digits")
+            }
+        }
+    }
+
+    /// `+7 *** ***-**-67`
+    public static func maskPhone(_ p: String) -> String {
+        "+7 *** ***-**-" + String(p.suffix(2))
+    }
+}
+
+/// СНИЛС, the insurance number: 9 digits and a 2-digit checksum.
+public struct Snils: Sendable, Equatable {
+    public let digits: String  // 11 digits, no separators
+
+    public init(_ text: String) throws(TicketError) {
+        let d = text.filter { $0 != "-" && $0 != " " }
+        guard d.count == 11, d.allSatisfy({ $0.isASCII && $0.isNumber }) else {
+            throw .invalidField(field: "citizen.snils", rule: "11 digits, as 123-456-789 01")
+        }
+        let nums = d.utf8.map { Int($0) - 48 }
+        let number = nums[0..<9].reduce(0) { $0 * 10 + $1 }
+        if number > 1_001_998 {
+            var sum = 0
+            for i in 0..<9 { sum += nums[i] * (9 - i) }
+            var expected = sum % 101
+            if expected == 100 { expected = 0 }
+            guard expected == nums[9] * 10 + nums[10] else {
+                throw .invalidField(field: "citizen.snils", rule: "checksum does not match")
+            }
+        }
+        self.digits = d
+    }
+
+    public var formatted: String {
+        let a = Array(digits)
+        return "\(String(a[0..<3]))-\(String(a[3..<6]))-\(String(a[6..<9])) \(String(a[9..<11]))"
+    }
+
+    /// Masked by default: only the last three digits and the checksum.
+    public var masked: String {
+        let a = Array(digits)
+        return "***-***-\(String(a[6..<9])) \(String(a[9..<11]))"
+    }
+}

@@ -1,0 +1,47 @@
+/// Why the model refused an edit. The HTTP edge maps each case to a status code
+/// and a JSON body that names the field and the rule.
+public enum TicketError: Error, Equatable, Sendable {
+    case invalidField(field: String, rule: String)
+    case transitionNotAllowed(from: TicketStatus, to: TicketStatus)
+    case transitionNeedsWorkflow(from: TicketStatus, to: TicketStatus, workflow: Lifecycle.Cause)
+    case appealNeedsAnswer(from: TicketStatus)
+    case deferralOnlyForConsultations
+    case immutableField(field: String, status: TicketStatus)
+    case extensionAlreadyUsed
+    case extensionNotApplicable
+    case readOnlyMirror(status: TicketStatus)
+    case personalDataOnMessenger
+
+    public var field: String? {
+        switch self {
+        case .invalidField(let f, _): return f
+        case .transitionNotAllowed, .transitionNeedsWorkflow, .appealNeedsAnswer, .deferralOnlyForConsultations:
+            return "status"
+        case .immutableField(let f, _): return f
+        case .extensionAlreadyUsed, .extensionNotApplicable: return "extendAnswerByDays"
+        case .readOnlyMirror: return nil
+        case .personalDataOnMessenger: return "citizen"
+        }
+    }
+
+    public var message: String {
+        switch self {
+        case .invalidField(let f, let rule): return "\(f): \(rule)"
+        case .transitionNotAllowed(let from, let to):
+            return "transition \(from.rawValue) → \(to.rawValue) is not allowed by the ticket lifecycle"
+        case .transitionNeedsWorkflow(let from, let to, let w):
+            return "transition \(from.rawValue) → \(to.rawValue) happens only through the \(w == .transfer ? "transfer" : "merge") workflow"
+        case .appealNeedsAnswer(let from):
+            return "a 59-FZ appeal cannot go \(from.rawValue) → CLOSED without an answer"
+        case .deferralOnlyForConsultations:
+            return "only ЕКЦ consultations can be DEFERRED; a 59-FZ appeal keeps its legal clock"
+        case .immutableField(let f, let s):
+            return "\(f) is immutable once registered (ticket is \(s.rawValue)); add a note to correct it"
+        case .extensionAlreadyUsed: return "the answer deadline can be extended only once"
+        case .extensionNotApplicable: return "only a registered 59-FZ appeal has an answer deadline to extend"
+        case .readOnlyMirror(let s): return "ticket is \(s.rawValue): a read-only mirror of the receiving body's status"
+        case .personalDataOnMessenger:
+            return "citizen data may not be taken through a foreign messenger (152-FZ); use another channel"
+        }
+    }
+}

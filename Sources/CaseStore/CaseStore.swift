@@ -1,0 +1,209 @@
+import CaseModel
+import Foundation
+import LMDB
+import Replication
+
+public struct StoreConfiguration: Sendable {
+    public var node: NodeID
+    /// Region code for readable numbers (`38` for Irkutsk oblast).
+    public var region: String
+    /// The centre's local time zone, east of UTC, for numbering years and working hours.
+    public var utcOffsetMinutes: Int
+    public var environment: Environment.Configuration
+    /// Most edits one group commit takes.
+    public var maxGroup: Int
+    public var wallClock: @Sendable () -> Millis
+
+    public init(node: NodeID, region: String, utcOffsetMinutes: Int = 180,
+                environment: Environment.Configuration = .init(), maxGroup: Int = 2048,
+                wallClock: @escaping @Sendable () -> Millis = CaseStore.systemMillis) {
+        self.node = node
+        self.region = region
+        self.utcOffsetMinutes = utcOffsetMinutes
+        self.environment = environment
+        self.maxGroup = maxGroup
+        self.wallClock = wallClock
+    }
+
+    public var workingHours: WorkingHours { WorkingHours(offsetMinutes: utcOffsetMinutes) }
+}
+
+/// A ticket by its global id or its readable number.
+public enum TicketRef: Sendable, Hashable, CustomStringConvertible {
+    case id(TicketID)
+    case number(TicketNumber)
+
+    public init?(_ text: String) {
+        if let id = TicketID(text) { self = .id(id) } else if let n = TicketNumber(text) { self = .number(n) } else { return nil }
+    }
+
+    public var description: String {
+        switch self {
+        case .id(let id): return id.description
+        case .number(let n): return n.description
+        }
+    }
+}
+
+/// The case store: tickets, notes, history, indexes and the change feed, in one
+/// LMDB environment. Reads run on the caller's thread in a short read transaction;
+/// edits go through the group-commit queue.
+public final class CaseStore: @unchecked Sendable {
+    public let env: Environment
+    let schema: Schema
+    public let configuration: StoreConfiguration
+    /// A random id made when the store was created: a checkpoint taken against one
+    /// store is never applied to another (a restored or recreated one).
+    public let storeID: String
+    public let faults = FaultInjector()
+    var writer: WriterState
+    private var queue: CommitQueue<PendingEdit>!
+
+    public static let systemMillis: @Sendable () -> Millis = {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        return Millis(ts.tv_sec) * 1000 + Millis(ts.tv_nsec / 1_000_000)
+    }
+
+    public init(path: String, configuration: StoreConfiguration) throws {
+        self.configuration = configuration
+        do {
+            env = try Environment(path: path, configuration: configuration.environment)
+            schema = try Schema(env: env)
+        } catch let e as LMDBError {
+            throw StoreError.storage(e)
+        }
+        let schema = self.schema
+        let node = configuration.node
+        let (storeID, lastStamp) = try env.write { txn -> (String, Stamp) in
+            if let v = try txn.get(schema.meta, key: Schema.MetaKey.schemaVersion) {
+                let version = v.withUnsafeBytes { UInt64(bigEndianBytes: $0) } ?? 0
+                guard version == UInt64(Schema.version) else {
+                    throw StoreError.identityMismatch("store schema \(version), this build reads \(Schema.version)")
+                }
+                let owner = try txn.get(schema.meta, key: Schema.MetaKey.nodeID).map { String(decoding: $0, as: UTF8.self) }
+                guard owner == node.value else {
+                    throw StoreError.identityMismatch("store at \(path) belongs to node \(owner ?? "?"), not \(node.value)")
+                }
+            } else {
+                var rng = SystemRandomNumberGenerator()
+                let id = (0..<16).map { _ in UInt8.random(in: 0...255, using: &rng) }
+                try txn.put(schema.meta, key: Schema.MetaKey.storeID, value: id)
+                try txn.put(schema.meta, key: Schema.MetaKey.schemaVersion, value: UInt64(Schema.version).bigEndianBytes)
+                try txn.put(schema.meta, key: Schema.MetaKey.nodeID, value: Array(node.value.utf8))
+                try txn.put(schema.meta, key: Schema.MetaKey.lastSequence, value: UInt64(0).bigEndianBytes)
+            }
+            let sid = try txn.get(schema.meta, key: Schema.MetaKey.storeID)!.map { String($0, radix: 16).leftPadded(2) }.joined()
+            let stamp = try txn.u64(schema.meta, Schema.MetaKey.lastStamp)
+            return (sid, Stamp(raw: stamp ?? 0))
+        }
+        self.storeID = storeID
+        // The clock resumes after the last stamp ever committed, so stamps never repeat across restarts.
+        writer = WriterState(clock: HybridLogicalClock(last: lastStamp))
+        queue = CommitQueue(name: "ekc-commit", maxGroup: configuration.maxGroup) { [unowned self] group in
+            self.commit(group)
+        }
+    }
+
+    /// Finishes queued edits and stops the commit thread. Idempotent.
+    public func close() { queue.shutdown() }
+
+    deinit { queue?.shutdown() }
+
+    func submitPending(_ p: PendingEdit) {
+        if !queue.submit(p) { p.completion(.failure(.closed)) }
+    }
+
+    public var queueDepth: Int { queue.depth }
+
+    // MARK: Reads
+
+    func resolve(_ ref: TicketRef, _ txn: some TransactionProtocol) throws -> TicketID? {
+        switch ref {
+        case .id(let id): return id
+        case .number(let n):
+            return try txn.withValue(schema.numbers, key: Array(n.description.utf8)) { TicketID(bytes: $0) } ?? nil
+        }
+    }
+
+    func loadTicket(_ id: TicketID, _ txn: some TransactionProtocol) throws -> Ticket? {
+        try txn.withValue(schema.tickets, key: id.bytes) { try RecordCodec.decodeTicket($0) }
+    }
+
+    public func ticket(_ ref: TicketRef) throws -> Ticket? {
+        try readTxn { txn in
+            guard let id = try resolve(ref, txn) else { return nil }
+            return try loadTicket(id, txn)
+        }
+    }
+
+    public func notes(of ref: TicketRef) throws -> [Note]? {
+        try readTxn { txn in
+            guard let id = try resolve(ref, txn), try txn.contains(schema.tickets, key: id.bytes) else { return nil }
+            return try scanPrefix(schema.notes, prefix: id.bytes, txn) { try RecordCodec.decodeNote($0) }
+        }
+    }
+
+    public func history(of ref: TicketRef) throws -> [HistoryEvent]? {
+        try readTxn { txn in
+            guard let id = try resolve(ref, txn), try txn.contains(schema.tickets, key: id.bytes) else { return nil }
+            return try scanPrefix(schema.history, prefix: id.bytes, txn) { try RecordCodec.decodeEvent($0) }
+        }
+    }
+
+    func scanPrefix<T>(_ db: Database, prefix: [UInt8], _ txn: some TransactionProtocol,
+                       _ decode: (UnsafeRawBufferPointer) throws -> T) throws -> [T] {
+        try txn.withCursor(db) { c in
+            var out: [T] = []
+            var ok = try c.seek(atLeast: prefix)
+            while ok && c.keyHasPrefix(prefix) {
+                out.append(try decode(c.value))
+                ok = try c.next()
+            }
+            return out
+        }
+    }
+
+    /// A read transaction with LMDB and decoding errors mapped to `StoreError`.
+    func readTxn<T>(_ body: (ReadTransaction) throws -> T) throws(StoreError) -> T {
+        do {
+            return try env.read(body)
+        } catch let e as StoreError {
+            throw e
+        } catch let e as LMDBError {
+            throw .storage(e)
+        } catch let e as CorruptRecord {
+            throw .corrupt(e.what)
+        } catch {
+            throw .corrupt("\(error)")
+        }
+    }
+
+    public var lastSequence: UInt64 {
+        (try? readTxn { txn in
+            try txn.u64(schema.meta, Schema.MetaKey.lastSequence) ?? 0
+        }) ?? 0
+    }
+}
+
+struct WriterState {
+    var clock: HybridLogicalClock
+    var lastID = TicketID(high: 0, low: 0)
+    var rng = SystemRandomNumberGenerator()
+
+    /// Monotonic ULIDs: a fresh random id in a new millisecond, the successor otherwise.
+    mutating func nextID(now: Millis) -> TicketID {
+        let ms = UInt64(max(0, now))
+        if ms > lastID.millis {
+            lastID = TicketID(millis: ms, randomHigh: UInt16.random(in: 0...UInt16.max, using: &rng) & 0x7FFF,
+                              randomLow: UInt64.random(in: 0...UInt64.max, using: &rng))
+        } else {
+            lastID = lastID.incremented()
+        }
+        return lastID
+    }
+}
+
+extension String {
+    func leftPadded(_ n: Int) -> String { count >= n ? self : String(repeating: "0", count: n - count) + self }
+}

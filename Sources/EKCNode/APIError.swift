@@ -1,0 +1,83 @@
+import CaseModel
+import CaseStore
+import NIOHTTP1
+
+/// An error as the operator API reports it: a status and
+/// `{"error": {"code": "...", "message": "...", "field": "..."}}`.
+public struct APIError: Error, Sendable {
+    public let status: HTTPResponseStatus
+    public let code: String
+    public let message: String
+    public let field: String?
+    public var extra: [(String, String)] = []
+
+    static func badRequest(_ code: String, _ message: String, field: String?) -> APIError {
+        APIError(status: .badRequest, code: code, message: message, field: field)
+    }
+    static func unprocessable(_ code: String, _ message: String, field: String?) -> APIError {
+        APIError(status: .unprocessableEntity, code: code, message: message, field: field)
+    }
+    static func notFound(_ what: String) -> APIError {
+        APIError(status: .notFound, code: "not_found", message: what, field: nil)
+    }
+
+    init(status: HTTPResponseStatus, code: String, message: String, field: String?) {
+        self.status = status
+        self.code = code
+        self.message = message
+        self.field = field
+    }
+
+    init(_ e: TicketError) {
+        let status: HTTPResponseStatus
+        let code: String
+        switch e {
+        case .invalidField: (status, code) = (.unprocessableEntity, "invalid_value")
+        case .transitionNotAllowed: (status, code) = (.conflict, "transition_not_allowed")
+        case .transitionNeedsWorkflow: (status, code) = (.conflict, "transition_needs_workflow")
+        case .appealNeedsAnswer: (status, code) = (.conflict, "appeal_needs_answer")
+        case .deferralOnlyForConsultations: (status, code) = (.conflict, "deferral_not_allowed")
+        case .immutableField: (status, code) = (.conflict, "immutable_field")
+        case .extensionAlreadyUsed: (status, code) = (.conflict, "extension_already_used")
+        case .extensionNotApplicable: (status, code) = (.conflict, "extension_not_applicable")
+        case .readOnlyMirror: (status, code) = (.conflict, "read_only")
+        case .personalDataOnMessenger: (status, code) = (.unprocessableEntity, "personal_data_not_allowed")
+        }
+        self.init(status: status, code: code, message: e.message, field: e.field)
+        if case .transitionNotAllowed(let from, let to) = e {
+            extra = [("currentStatus", from.rawValue), ("attemptedStatus", to.rawValue)]
+        }
+    }
+
+    init(_ e: StoreError) {
+        switch e {
+        case .ticketNotFound(let ref):
+            self.init(status: .notFound, code: "not_found", message: "no ticket \(ref)", field: nil)
+        case .versionMismatch(let current, let expected):
+            self.init(status: .preconditionFailed, code: "version_mismatch",
+                      message: "the ticket is at version \(current), not \(expected): re-read it and retry",
+                      field: "If-Match")
+            extra = [("currentVersion", String(current))]
+        case .rejected(let t):
+            self.init(t)
+        case .closed:
+            self.init(status: .serviceUnavailable, code: "shutting_down", message: "the node is shutting down", field: nil)
+        default:
+            self.init(status: .internalServerError, code: "storage_error", message: "\(e)", field: nil)
+        }
+    }
+
+    func render() -> JSONWriter {
+        var w = JSONWriter(capacity: 256)
+        w.beginObject()
+        w.key("error")
+        w.beginObject()
+        w.field("code", code)
+        w.field("message", message)
+        w.field("field", field)
+        for (k, v) in extra { w.key(k); w.string(v) }
+        w.endObject()
+        w.endObject()
+        return w
+    }
+}

@@ -1,0 +1,87 @@
+import NIOCore
+import NIOHTTP1
+
+/// One HTTP exchange at a time: for HTTP/1.1 the connection (NIO's pipelining
+/// helper keeps requests in order), for HTTP/2 one stream (behind NIO's
+/// HTTP/2-to-HTTP/1 codec). Bodies are bounded: an oversized one is answered
+/// with 413 as soon as it is known and never buffered.
+final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private let api: OperatorAPI
+    private var head: HTTPRequestHead?
+    private var body: ByteBuffer?
+    private var rejected = false
+
+    init(api: OperatorAPI) { self.api = api }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let h):
+            head = h
+            body = nil
+            rejected = false
+            if let len = h.headers.first(name: "content-length").flatMap(Int.init), len > api.maxBodyBytes {
+                reject(context, h)
+            }
+        case .body(var chunk):
+            guard !rejected, let h = head else { return }
+            if (body?.readableBytes ?? 0) + chunk.readableBytes > api.maxBodyBytes {
+                body = nil
+                reject(context, h)
+            } else if body == nil {
+                body = chunk
+            } else {
+                body!.writeBuffer(&chunk)
+            }
+        case .end:
+            guard let h = head, !rejected else { head = nil; return }
+            let request = APIRequest(method: h.method, uri: h.uri, headers: h.headers, body: body)
+            head = nil
+            body = nil
+            switch api.handle(request, on: context.eventLoop) {
+            case .now(let r):
+                write(r, for: h, context: context)
+            case .later(let future):
+                future.assumeIsolated().whenComplete { [self] result in
+                    switch result {
+                    case .success(let r): write(r, for: h, context: context)
+                    case .failure(let e):
+                        write(.error(APIError(status: .internalServerError, code: "internal", message: "\(e)", field: nil)),
+                              for: h, context: context)
+                    }
+                }
+            }
+        }
+    }
+
+    private func reject(_ context: ChannelHandlerContext, _ h: HTTPRequestHead) {
+        rejected = true
+        let e = APIError(status: .payloadTooLarge, code: "body_too_large",
+                         message: "the body exceeds \(api.maxBodyBytes) bytes", field: nil)
+        api.count(route: "error", status: .payloadTooLarge)
+        // HTTP/1.1: the rest of the body would be read as the next request; close instead.
+        write(.error(e), for: h, context: context, forceClose: h.version.major == 1)
+    }
+
+    private func write(_ r: APIResponse, for h: HTTPRequestHead, context: ChannelHandlerContext, forceClose: Bool = false) {
+        let http1 = h.version.major == 1
+        let close = http1 && (forceClose || !h.isKeepAlive)
+        var headers = r.headers
+        headers.replaceOrAdd(name: "content-length", value: String(r.body.readableBytes))
+        if close { headers.replaceOrAdd(name: "connection", value: "close") }
+        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: h.version, status: r.status, headers: headers))), promise: nil)
+        if r.body.readableBytes > 0 {
+            context.write(wrapOutboundOut(.body(.byteBuffer(r.body))), promise: nil)
+        }
+        let done = context.writeAndFlush(wrapOutboundOut(.end(nil)))
+        if close {
+            done.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        context.close(promise: nil)
+    }
+}

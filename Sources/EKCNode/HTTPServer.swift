@@ -1,0 +1,129 @@
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOHTTP2
+import NIOPosix
+import NIOSSL
+import NIOTLS
+
+/// The node's HTTP listener: one port speaking HTTP/1.1 and HTTP/2. In cleartext
+/// the first bytes decide (the HTTP/2 connection preface means prior-knowledge h2);
+/// with a certificate, TLS with ALPN offering h2 and http/1.1.
+public final class HTTPServer: Sendable {
+    let group: MultiThreadedEventLoopGroup
+    let channel: Channel
+    public let port: Int
+    public let scheme: String
+
+    public static func start(api: OperatorAPI, host: String, port: Int, tls: NIOSSLContext?,
+                             threads: Int = System.coreCount, logger: Logger) async throws -> HTTPServer {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
+        let bootstrap = ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 512)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.maxMessagesPerRead, value: 16)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let sync = channel.pipeline.syncOperations
+                    if let tls {
+                        try sync.addHandler(NIOSSLServerHandler(context: tls))
+                        try sync.addHandler(ApplicationProtocolNegotiationHandler { result, channel in
+                            channel.eventLoop.makeCompletedFuture {
+                                if case .negotiated("h2") = result {
+                                    try HTTPServer.configureHTTP2(channel, api: api)
+                                } else {
+                                    try HTTPServer.configureHTTP1(channel, api: api)
+                                }
+                            }
+                        })
+                    } else {
+                        try sync.addHandler(ProtocolSniffer(api: api))
+                    }
+                }
+            }
+        do {
+            let channel = try await bootstrap.bind(host: host, port: port).get()
+            let bound = channel.localAddress?.port ?? port
+            logger.info("listening", metadata: ["host": "\(host)", "port": "\(bound)", "tls": "\(tls != nil)"])
+            return HTTPServer(group: group, channel: channel, port: bound, scheme: tls == nil ? "http" : "https")
+        } catch {
+            try? await group.shutdownGracefully()
+            throw error
+        }
+    }
+
+    private init(group: MultiThreadedEventLoopGroup, channel: Channel, port: Int, scheme: String) {
+        self.group = group
+        self.channel = channel
+        self.port = port
+        self.scheme = scheme
+    }
+
+    public func stop() async {
+        try? await channel.close()
+        try? await group.shutdownGracefully()
+    }
+
+    /// Appends the HTTP/1.1 handlers (the sniffer, when present, is the only handler before them).
+    static func configureHTTP1(_ channel: Channel, api: OperatorAPI) throws {
+        let sync = channel.pipeline.syncOperations
+        let handler = HTTPHandler(api: api)
+        try sync.configureHTTPServerPipeline(position: .last, withPipeliningAssistance: true, withErrorHandling: true)
+        try sync.addHandler(handler)
+    }
+
+    static func configureHTTP2(_ channel: Channel, api: OperatorAPI) throws {
+        var connection = NIOHTTP2Handler.ConnectionConfiguration()
+        connection.initialSettings = [
+            HTTP2Setting(parameter: .maxConcurrentStreams, value: 256),
+            HTTP2Setting(parameter: .maxHeaderListSize, value: 64 * 1024),
+            HTTP2Setting(parameter: .initialWindowSize, value: 1 << 20),
+        ]
+        _ = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
+            mode: .server, connectionConfiguration: connection, streamConfiguration: .init(), position: .last
+        ) { stream in
+            stream.eventLoop.makeCompletedFuture {
+                try stream.pipeline.syncOperations.addHandlers([
+                    HTTP2FramePayloadToHTTP1ServerCodec(), HTTPHandler(api: api),
+                ])
+            }
+        }
+    }
+}
+
+/// Tells HTTP/2 with prior knowledge from HTTP/1.1 by the first bytes of a
+/// cleartext connection, installs the matching pipeline, and steps aside.
+final class ProtocolSniffer: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+    static let preface: [UInt8] = Array("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".utf8)
+
+    private let api: OperatorAPI
+    private var buffered: ByteBuffer?
+
+    init(api: OperatorAPI) { self.api = api }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var chunk = unwrapInboundIn(data)
+        if buffered == nil { buffered = chunk } else { buffered!.writeBuffer(&chunk) }
+        let bytes = buffered!.readableBytesView
+        let n = min(bytes.count, ProtocolSniffer.preface.count)
+        let matches = bytes.prefix(n).elementsEqual(ProtocolSniffer.preface.prefix(n))
+        if matches && n < ProtocolSniffer.preface.count { return }  // wait for more bytes
+        do {
+            if matches {
+                try HTTPServer.configureHTTP2(context.channel, api: api)
+            } else {
+                try HTTPServer.configureHTTP1(context.channel, api: api)
+            }
+        } catch {
+            context.close(promise: nil)
+            return
+        }
+        let data = buffered!
+        buffered = nil
+        context.fireChannelRead(wrapInboundOut(data))
+        context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+    }
+}

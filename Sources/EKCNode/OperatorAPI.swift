@@ -1,0 +1,407 @@
+import CaseModel
+import CaseStore
+import Foundation
+import Metrics
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOHTTP1
+import Prometheus
+
+public struct APIRequest {
+    public var method: HTTPMethod
+    public var uri: String
+    public var headers: HTTPHeaders
+    public var body: ByteBuffer?
+}
+
+public struct APIResponse: Sendable {
+    public var status: HTTPResponseStatus
+    public var headers: HTTPHeaders
+    public var body: ByteBuffer
+
+    static func json(_ status: HTTPResponseStatus, _ w: JSONWriter, headers extra: HTTPHeaders = [:]) -> APIResponse {
+        var h: HTTPHeaders = ["content-type": "application/json"]
+        h.add(contentsOf: extra)
+        return APIResponse(status: status, headers: h, body: w.buffer)
+    }
+
+    static func error(_ e: APIError) -> APIResponse { .json(e.status, e.render()) }
+}
+
+public enum Reply {
+    case now(APIResponse)
+    case later(EventLoopFuture<APIResponse>)
+}
+
+/// The operator API: routes a request to the case store and renders the answer.
+/// Reads run on the calling event loop (a short LMDB read transaction); edits are
+/// handed to the store's commit thread and answered when their commit returns.
+public final class OperatorAPI: Sendable {
+    public let store: CaseStore
+    public let node: NodeID
+    public let region: String
+    public let maxBodyBytes: Int
+    let registry: PrometheusCollectorRegistry?
+    let openAPIDocument: ByteBuffer
+    let startedAt = Date()
+    private let requestCounters = NIOLockedValueBox<[String: Metrics.Counter]>([:])
+
+    public init(store: CaseStore, registry: PrometheusCollectorRegistry?, maxBodyBytes: Int = 128 * 1024) {
+        self.store = store
+        self.node = store.configuration.node
+        self.region = store.configuration.region
+        self.maxBodyBytes = maxBodyBytes
+        self.registry = registry
+        self.openAPIDocument = ByteBuffer(bytes: OperatorAPI.loadOpenAPI())
+    }
+
+    static func loadOpenAPI() -> [UInt8] {
+        guard let url = Bundle.module.url(forResource: "openapi", withExtension: "yaml"),
+              let data = try? Data(contentsOf: url) else { return Array("openapi: 3.1.0\n".utf8) }
+        return Array(data)
+    }
+
+    func count(route: String, status: HTTPResponseStatus) {
+        let key = "\(route) \(status.code)"
+        let counter = requestCounters.withLockedValue { cache -> Metrics.Counter in
+            if let c = cache[key] { return c }
+            let c = Metrics.Counter(label: "ekc_http_requests_total", dimensions: [("route", route), ("code", String(status.code))])
+            cache[key] = c
+            return c
+        }
+        counter.increment()
+    }
+
+    public func handle(_ req: APIRequest, on loop: EventLoop) -> Reply {
+        let (path, query) = OperatorAPI.split(req.uri)
+        let parts = path.split(separator: "/", omittingEmptySubsequences: true).map(String.init)
+        let route: String
+        let reply: Reply
+        do {
+            (route, reply) = try dispatch(req, parts, query, loop)
+        } catch let e as APIError {
+            count(route: "error", status: e.status)
+            return .now(.error(e))
+        } catch {
+            let e = APIError(status: .internalServerError, code: "internal", message: "\(error)", field: nil)
+            return .now(.error(e))
+        }
+        switch reply {
+        case .now(let r):
+            count(route: route, status: r.status)
+        case .later(let f):
+            f.whenSuccess { [self] r in count(route: route, status: r.status) }
+        }
+        return reply
+    }
+
+    private func dispatch(_ req: APIRequest, _ parts: [String], _ query: [String: String], _ loop: EventLoop) throws
+        -> (String, Reply)
+    {
+        func only(_ allowed: HTTPMethod...) throws {
+            guard allowed.contains(req.method) else {
+                var e = APIError(status: .methodNotAllowed, code: "method_not_allowed",
+                                 message: "\(req.method.rawValue) is not allowed here; use \(allowed.map(\.rawValue).joined(separator: ", "))",
+                                 field: nil)
+                e.extra = [("allow", allowed.map(\.rawValue).joined(separator: ", "))]
+                throw e
+            }
+        }
+        switch (parts.first, parts.count) {
+        case ("metrics", 1):
+            try only(.GET)
+            return ("metrics", .now(metrics()))
+        case ("openapi.yaml", 1):
+            try only(.GET)
+            return ("openapi", .now(APIResponse(status: .ok, headers: ["content-type": "application/yaml"], body: openAPIDocument)))
+        case ("v1", _):
+            break
+        default:
+            throw APIError.notFound("no such path: \(req.uri)")
+        }
+        let rest = Array(parts.dropFirst())
+        switch (rest.first, rest.count) {
+        case ("health", 1):
+            try only(.GET)
+            return ("health", .now(try health()))
+        case ("changes", 1):
+            try only(.GET)
+            return ("changes", .now(try changes(query)))
+        case ("tickets", 1):
+            try only(.GET, .POST)
+            if req.method == .POST { return ("create", .later(try create(req, loop))) }
+            return ("list", .now(try list(query)))
+        case ("tickets", 2):
+            try only(.GET, .PATCH)
+            let ref = try ticketRef(rest[1])
+            if req.method == .PATCH { return ("patch", .later(try patch(ref, req, loop))) }
+            return ("show", .now(try show(ref)))
+        case ("tickets", 3) where rest[2] == "notes":
+            try only(.GET, .POST)
+            let ref = try ticketRef(rest[1])
+            if req.method == .POST { return ("note", .later(try addNote(ref, req, loop))) }
+            return ("notes", .now(try notes(ref)))
+        case ("tickets", 3) where rest[2] == "history":
+            try only(.GET)
+            return ("history", .now(try history(try ticketRef(rest[1]))))
+        default:
+            throw APIError.notFound("no such path: \(req.uri)")
+        }
+    }
+
+    // MARK: Parsing helpers
+
+    static func split(_ uri: String) -> (String, [String: String]) {
+        guard let q = uri.firstIndex(of: "?") else { return (uri, [:]) }
+        var out: [String: String] = [:]
+        for pair in uri[uri.index(after: q)...].split(separator: "&") where !pair.isEmpty {
+            let kv = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            let k = String(kv[0]).removingPercentEncoding ?? String(kv[0])
+            let v = kv.count > 1 ? (String(kv[1]).replacingOccurrences(of: "+", with: " ").removingPercentEncoding ?? "") : ""
+            out[k] = out[k] == nil ? v : "\u{0}duplicate"
+        }
+        return (String(uri[..<q]), out)
+    }
+
+    func ticketRef(_ s: String) throws(APIError) -> TicketRef {
+        let s = s.removingPercentEncoding ?? s
+        guard let ref = TicketRef(s) else {
+            throw APIError.notFound("\(s) is neither a ticket id (26-character ULID) nor a number like \(region)-2026-000001")
+        }
+        return ref
+    }
+
+    func checkQuery(_ q: [String: String], allowed: Set<String>) throws(APIError) {
+        for (k, v) in q {
+            guard allowed.contains(k) else {
+                throw .badRequest("unknown_parameter", "\(k) is not a parameter here; allowed: \(allowed.sorted().joined(separator: ", "))", field: k)
+            }
+            if v == "\u{0}duplicate" { throw .badRequest("duplicate_parameter", "\(k) is given more than once", field: k) }
+        }
+    }
+
+    func intParam(_ q: [String: String], _ name: String, range: ClosedRange<Int>) throws(APIError) -> Int? {
+        guard let s = q[name] else { return nil }
+        guard let v = Int(s), range.contains(v) else {
+            throw .badRequest("invalid_parameter", "\(name) must be an integer from \(range.lowerBound) to \(range.upperBound)", field: name)
+        }
+        return v
+    }
+
+    func timeParam(_ q: [String: String], _ name: String) throws(APIError) -> Millis? {
+        guard let s = q[name] else { return nil }
+        guard let t = TimeParsing.parse(s) else {
+            throw .badRequest("invalid_parameter", "\(name) must be an RFC 3339 time or epoch milliseconds", field: name)
+        }
+        return t
+    }
+
+    func actor(_ headers: HTTPHeaders) throws(APIError) -> Actor {
+        let user = headers.first(name: "x-ekc-actor") ?? "anonymous"
+        let role = headers.first(name: "x-ekc-role") ?? "operator"
+        guard Actor.isValidName(user) else {
+            throw .badRequest("invalid_header", "X-EKC-Actor must be 1 to 64 letters, digits, '.', '_', '-' or '@'", field: "X-EKC-Actor")
+        }
+        guard Actor.isValidName(role) else {
+            throw .badRequest("invalid_header", "X-EKC-Role must be 1 to 64 letters, digits, '.', '_', '-' or '@'", field: "X-EKC-Role")
+        }
+        return Actor(user: user, role: role)
+    }
+
+    func jsonBody(_ req: APIRequest) throws(APIError) -> JSONValue {
+        let type = req.headers.first(name: "content-type")?.lowercased() ?? ""
+        guard type.hasPrefix("application/json") || type.hasPrefix("application/merge-patch+json") else {
+            throw APIError(status: .unsupportedMediaType, code: "unsupported_media_type",
+                           message: "send the body as application/json", field: "Content-Type")
+        }
+        return try JSONValue.parse(req.body ?? ByteBuffer())
+    }
+
+    /// `If-Match: "7"`, `7` or `W/"7"`; `*` matches any version.
+    func ifMatch(_ headers: HTTPHeaders) throws(APIError) -> UInt64? {
+        guard let raw = headers.first(name: "if-match")?.trimmingCharacters(in: .whitespaces) else { return nil }
+        if raw == "*" { return nil }
+        var s = Substring(raw)
+        if s.hasPrefix("W/") { s = s.dropFirst(2) }
+        if s.hasPrefix("\"") && s.hasSuffix("\"") && s.count >= 2 { s = s.dropFirst().dropLast() }
+        guard let v = UInt64(s) else {
+            throw .badRequest("invalid_header", "If-Match must be a ticket version such as \"3\"", field: "If-Match")
+        }
+        return v
+    }
+
+    static func etag(_ t: Ticket) -> String { "\"\(t.version)\"" }
+
+    // MARK: Handlers
+
+    func show(_ ref: TicketRef) throws -> APIResponse {
+        guard let t = try store.ticket(ref) else { throw APIError.notFound("no ticket \(ref)") }
+        var w = JSONWriter(capacity: 1024 + t.statement.utf8.count)
+        w.ticket(t)
+        return .json(.ok, w, headers: ["etag": OperatorAPI.etag(t)])
+    }
+
+    func list(_ q: [String: String]) throws -> APIResponse {
+        try checkQuery(q, allowed: ["status", "assignee", "updatedSince", "dueBefore", "limit", "cursor"])
+        var query = TicketQuery()
+        if let s = q["status"] {
+            guard let st = TicketStatus(rawValue: s) else {
+                throw APIError.badRequest("invalid_parameter", "status must be one of: \(TicketStatus.allCases.map(\.rawValue).joined(separator: ", "))", field: "status")
+            }
+            query.status = st
+        }
+        if let a = q["assignee"] {
+            guard Actor.isValidName(a) else { throw APIError.badRequest("invalid_parameter", "assignee is not a valid operator id", field: "assignee") }
+            query.assignee = a
+        }
+        query.updatedSince = try timeParam(q, "updatedSince")
+        query.dueBefore = try timeParam(q, "dueBefore")
+        query.limit = try intParam(q, "limit", range: 1...TicketQuery.maxLimit) ?? 50
+        query.cursor = q["cursor"]
+        let page: TicketPage
+        do {
+            page = try store.list(query)
+        } catch QueryError.invalidCursor {
+            throw APIError.badRequest("invalid_cursor", "cursor is not a `next` value of this listing", field: "cursor")
+        }
+        var w = JSONWriter(capacity: 1024 * max(1, page.items.count))
+        w.beginObject()
+        w.key("items")
+        w.beginArray()
+        for t in page.items { w.ticket(t) }
+        w.endArray()
+        w.field("next", page.next)
+        w.endObject()
+        return .json(.ok, w)
+    }
+
+    func notes(_ ref: TicketRef) throws -> APIResponse {
+        guard let notes = try store.notes(of: ref) else { throw APIError.notFound("no ticket \(ref)") }
+        var w = JSONWriter()
+        w.beginObject(); w.key("items"); w.beginArray()
+        for n in notes { w.note(n) }
+        w.endArray(); w.endObject()
+        return .json(.ok, w)
+    }
+
+    func history(_ ref: TicketRef) throws -> APIResponse {
+        guard let events = try store.history(of: ref) else { throw APIError.notFound("no ticket \(ref)") }
+        var w = JSONWriter()
+        w.beginObject(); w.key("items"); w.beginArray()
+        for e in events { w.event(e) }
+        w.endArray(); w.endObject()
+        return .json(.ok, w)
+    }
+
+    func changes(_ q: [String: String]) throws -> APIResponse {
+        try checkQuery(q, allowed: ["since", "limit"])
+        var since: UInt64 = 0
+        if let s = q["since"] {
+            guard let v = UInt64(s) else { throw APIError.badRequest("invalid_parameter", "since must be a sequence number (0 or more)", field: "since") }
+            since = v
+        }
+        let limit = try intParam(q, "limit", range: 1...10_000) ?? 100
+        let page = try store.changes(since: since, limit: limit)
+        var w = JSONWriter(capacity: 128 * max(1, page.changes.count))
+        w.beginObject()
+        w.key("changes"); w.beginArray()
+        for c in page.changes {
+            w.beginObject()
+            w.field("seq", c.sequence)
+            w.field("id", c.ticket.id.description)
+            w.field("number", c.ticket.number.description)
+            w.field("version", c.ticket.version)
+            w.field("status", c.ticket.status.rawValue)
+            w.field("updatedAt", time: c.ticket.updatedAt)
+            w.endObject()
+        }
+        w.endArray()
+        w.field("lastSequence", page.lastSequence)
+        w.field("next", page.changes.last?.sequence ?? since)
+        w.endObject()
+        return .json(.ok, w)
+    }
+
+    func health() throws -> APIResponse {
+        let s = try store.stats()
+        var w = JSONWriter()
+        w.beginObject()
+        w.field("status", "ok")
+        w.field("node", node.value)
+        w.field("region", region)
+        w.field("uptimeSeconds", Int(Date().timeIntervalSince(startedAt)))
+        w.key("store"); w.beginObject()
+        w.field("storeId", s.storeID)
+        w.field("tickets", s.tickets)
+        w.field("lastSequence", s.lastSequence)
+        w.field("mapSizeBytes", s.mapSize)
+        w.field("usedBytes", s.usedBytes)
+        w.field("mapGrowths", s.mapGrowths)
+        w.field("commitQueueDepth", store.queueDepth)
+        w.endObject()
+        w.endObject()
+        return .json(.ok, w)
+    }
+
+    func metrics() -> APIResponse {
+        if let s = try? store.stats() {
+            Gauge(label: "ekc_store_tickets").record(s.tickets)
+            Gauge(label: "ekc_store_last_sequence").record(Int64(clamping: s.lastSequence))
+            Gauge(label: "ekc_store_map_size_bytes").record(s.mapSize)
+            Gauge(label: "ekc_store_used_bytes").record(s.usedBytes)
+            Gauge(label: "ekc_store_map_growths").record(s.mapGrowths)
+            Gauge(label: "ekc_store_commit_queue_depth").record(store.queueDepth)
+        }
+        var bytes: [UInt8] = []
+        registry?.emit(into: &bytes)
+        return APIResponse(status: .ok, headers: ["content-type": "text/plain; version=0.0.4"], body: ByteBuffer(bytes: bytes))
+    }
+
+    // MARK: Edits
+
+    private func submit(_ edit: Edit, _ actor: Actor, _ loop: EventLoop,
+                        render: @escaping @Sendable (EditOutcome) -> APIResponse) -> EventLoopFuture<APIResponse> {
+        let promise = loop.makePromise(of: APIResponse.self)
+        store.submit(edit, actor: actor) { result in
+            switch result {
+            case .success(let outcome): promise.succeed(render(outcome))
+            case .failure(let e): promise.succeed(.error(APIError(e)))
+            }
+        }
+        return promise.futureResult
+    }
+
+    func create(_ req: APIRequest, _ loop: EventLoop) throws -> EventLoopFuture<APIResponse> {
+        let draft = try RequestDecoding.draft(try jsonBody(req))
+        let actor = try actor(req.headers)
+        return submit(.create(draft), actor, loop) { outcome in
+            let t = outcome.ticket!
+            var w = JSONWriter(capacity: 1024 + t.statement.utf8.count)
+            w.ticket(t)
+            return .json(.created, w, headers: ["etag": OperatorAPI.etag(t), "location": "/v1/tickets/\(t.id)"])
+        }
+    }
+
+    func patch(_ ref: TicketRef, _ req: APIRequest, _ loop: EventLoop) throws -> EventLoopFuture<APIResponse> {
+        let patch = try RequestDecoding.patch(try jsonBody(req))
+        let expected = try ifMatch(req.headers)
+        let actor = try actor(req.headers)
+        return submit(.patch(ref, patch, ifMatch: expected), actor, loop) { outcome in
+            let t = outcome.ticket!
+            var w = JSONWriter(capacity: 1024 + t.statement.utf8.count)
+            w.ticket(t)
+            return .json(.ok, w, headers: ["etag": OperatorAPI.etag(t)])
+        }
+    }
+
+    func addNote(_ ref: TicketRef, _ req: APIRequest, _ loop: EventLoop) throws -> EventLoopFuture<APIResponse> {
+        let (text, vis) = try RequestDecoding.note(try jsonBody(req))
+        let actor = try actor(req.headers)
+        return submit(.addNote(ref, text: text, visibility: vis), actor, loop) { outcome in
+            guard case .note(let n) = outcome else { return .error(APIError(.corrupt("no note"))) }
+            var w = JSONWriter()
+            w.note(n)
+            return .json(.created, w)
+        }
+    }
+}

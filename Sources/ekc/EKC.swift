@@ -1,0 +1,9 @@
+import ArgumentParser
+
+@main
+struct EKC: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ekc",
+        abstract: "Federation node for unified social-support contact centres (ЕКЦ).",
+        subcommands: [NodeCommand.self, TicketCommand.self, StoreCommand.self, DemoCommand.self])
+}

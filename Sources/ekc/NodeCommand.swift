@@ -1,0 +1,84 @@
+import ArgumentParser
+import CaseModel
+import EKCNode
+import Foundation
+import Logging
+import Metrics
+import Prometheus
+import ServiceLifecycle
+
+struct NodeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "node", abstract: "Run a federation node.", subcommands: [Start.self])
+
+    struct Start: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Start a node. With no flags: a standalone development node, data in ./.ekc/, on 127.0.0.1:8400.")
+
+        @Option(help: "Topology file (cluster/*.json); with --node-id picks that node's settings.") var config: String?
+        @Option(help: "This node's id (lower-case letters, digits, hyphens).") var nodeId: String?
+        @Option(help: "Data directory (LMDB environment).") var data: String?
+        @Option(help: "HOST:PORT to listen on.") var listen: String?
+        @Option(help: "Region code for ticket numbers (38 = Irkutsk oblast).") var region: String?
+        @Option(help: "Local time offset from UTC in minutes (480 = Irkutsk).") var utcOffset: Int?
+        @Option(help: "PEM certificate chain: serve HTTPS with ALPN h2 and http/1.1.") var tlsCert: String?
+        @Option(help: "PEM private key for --tls-cert.") var tlsKey: String?
+        @Option(help: "debug, info, notice, warning, error") var logLevel: String = "info"
+
+        func validate() throws {
+            if (tlsCert == nil) != (tlsKey == nil) { throw ValidationError("--tls-cert and --tls-key go together") }
+            if let nodeId, !NodeID.isValid(nodeId) {
+                throw ValidationError("--node-id \(nodeId): use 1-63 lower-case letters, digits and hyphens")
+            }
+            if let region, !RegionCode.isValid(region) { throw ValidationError("--region \(region): use 2-8 digits or lower-case letters") }
+            if let utcOffset, !(-720...840).contains(utcOffset) { throw ValidationError("--utc-offset must be within -720…840 minutes") }
+            if Logger.Level(rawValue: logLevel) == nil { throw ValidationError("--log-level \(logLevel) is not a level") }
+        }
+
+        func settings() throws -> NodeSettings {
+            var entry: Topology.NodeEntry? = nil
+            if let config {
+                let topology = try Topology.load(config)
+                guard let id = nodeId ?? (topology.nodes.count == 1 ? topology.nodes[0].id : nil) else {
+                    throw ValidationError("--config lists several nodes; say which with --node-id (one of \(topology.nodes.map(\.id).joined(separator: ", ")))")
+                }
+                entry = try topology.node(id)
+            }
+            let id = nodeId ?? entry?.id ?? "irk-dev"
+            let (host, port) = try NodeSettings.parseListen(listen ?? entry?.listen ?? "127.0.0.1:8400")
+            return NodeSettings(
+                node: NodeID(id)!, region: region ?? entry?.region ?? "38",
+                utcOffsetMinutes: utcOffset ?? entry?.utcOffsetMinutes ?? 480,
+                dataDirectory: data ?? entry?.data ?? ".ekc/\(id)", host: host, port: port,
+                tlsCertificate: tlsCert ?? entry?.tls?.cert, tlsKey: tlsKey ?? entry?.tls?.key)
+        }
+
+        func run() async throws {
+            let settings: NodeSettings
+            do { settings = try self.settings() } catch let e as ConfigurationError { throw CLIError(e.description) }
+            let level = Logger.Level(rawValue: logLevel)!
+            let node = settings.node.value
+            LoggingSystem.bootstrap { label in
+                var h = StreamLogHandler.standardError(label: label)
+                h.logLevel = level
+                h.metadata = ["node": "\(node)"]
+                return h
+            }
+            let registry = PrometheusCollectorRegistry()
+            MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+            let logger = Logger(label: "ekc.node")
+            try FileManager.default.createDirectory(atPath: settings.dataDirectory, withIntermediateDirectories: true)
+            let service = NodeService(settings: settings, logger: logger, registry: registry) { url in
+                print("ekc node \(node) listening on \(url) (data: \(settings.dataDirectory))")
+                fflush(nil)
+            }
+            let group = ServiceGroup(configuration: .init(
+                services: [.init(service: service)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+            do {
+                try await group.run()
+            } catch let e as ConfigurationError {
+                throw CLIError(e.description)
+            }
+        }
+    }
+}
