@@ -5,6 +5,63 @@ import PackageDescription
 //   CaseModel ← Replication ← CaseStore ← EKCNode ← ekc
 // LMDB (the safe layer over liblmdb) is used by CaseStore only; nothing below
 // EKCNode imports NIO, and nothing in CaseModel or Replication imports LMDB.
+
+let nio: [Target.Dependency] = [
+    .product(name: "NIOCore", package: "swift-nio"),
+    .product(name: "NIOPosix", package: "swift-nio"),
+    .product(name: "NIOHTTP1", package: "swift-nio"),
+    .product(name: "NIOHTTP2", package: "swift-nio-http2"),
+]
+
+let targets: [Target] = [
+    .systemLibrary(name: "CLMDB", pkgConfig: "lmdb", providers: [.apt(["liblmdb-dev"])]),
+    .target(name: "LMDB", dependencies: ["CLMDB"]),
+    .target(name: "CaseModel"),
+    .target(name: "Replication", dependencies: ["CaseModel"]),
+    .target(
+        name: "CaseStore",
+        dependencies: ["CaseModel", "Replication", "LMDB",
+                       .product(name: "Logging", package: "swift-log"),
+                       .product(name: "Metrics", package: "swift-metrics")]),
+    .target(
+        name: "EKCNode",
+        dependencies: ["CaseModel", "CaseStore"] + nio + [
+            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            .product(name: "NIOTLS", package: "swift-nio"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "Metrics", package: "swift-metrics"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ],
+        resources: [.copy("Resources/openapi.yaml")]),
+    .executableTarget(
+        name: "ekc",
+        dependencies: [
+            "CaseModel", "CaseStore", "EKCNode", "LMDB",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "Metrics", package: "swift-metrics"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]),
+    .executableTarget(
+        name: "ekc-bench",
+        dependencies: ["CaseModel", "CaseStore", "LMDB", .product(name: "ArgumentParser", package: "swift-argument-parser")] + nio),
+    .testTarget(name: "LMDBTests", dependencies: ["LMDB"]),
+    .testTarget(name: "CaseModelTests", dependencies: ["CaseModel"]),
+    .testTarget(name: "ReplicationTests", dependencies: ["Replication"]),
+    .testTarget(name: "CaseStoreTests", dependencies: ["CaseStore", "CaseModel", "LMDB"]),
+    .testTarget(name: "EKCNodeTests", dependencies: ["EKCNode", "CaseStore", "CaseModel"]),
+]
+
+// Generic code of the storage layer (transactions, cursors, codecs) must be
+// specialised across module boundaries, or every read pays for runtime generic
+// metadata lookups.
+for target in targets where target.type != .system {
+    target.swiftSettings = [.unsafeFlags(["-cross-module-optimization"], .when(configuration: .release))]
+}
+
 let package = Package(
     name: "ekc",
     platforms: [.macOS(.v14)],
@@ -22,56 +79,6 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
     ],
-    targets: [
-        .systemLibrary(name: "CLMDB", pkgConfig: "lmdb", providers: [.apt(["liblmdb-dev"])]),
-        .target(name: "LMDB", dependencies: ["CLMDB"]),
-        .target(name: "CaseModel"),
-        .target(name: "Replication", dependencies: ["CaseModel"]),
-        .target(
-            name: "CaseStore",
-            dependencies: ["CaseModel", "Replication", "LMDB",
-                           .product(name: "Logging", package: "swift-log"),
-                           .product(name: "Metrics", package: "swift-metrics")]),
-        .target(
-            name: "EKCNode",
-            dependencies: [
-                "CaseModel", "CaseStore",
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
-                .product(name: "NIOHTTP1", package: "swift-nio"),
-                .product(name: "NIOTLS", package: "swift-nio"),
-                .product(name: "NIOHTTP2", package: "swift-nio-http2"),
-                .product(name: "NIOSSL", package: "swift-nio-ssl"),
-                .product(name: "Logging", package: "swift-log"),
-                .product(name: "Metrics", package: "swift-metrics"),
-                .product(name: "Prometheus", package: "swift-prometheus"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-            ],
-            resources: [.copy("Resources/openapi.yaml")]),
-        .executableTarget(
-            name: "ekc",
-            dependencies: [
-                "CaseModel", "CaseStore", "EKCNode", "LMDB",
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
-                .product(name: "Logging", package: "swift-log"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-            ]),
-        .executableTarget(
-            name: "ekc-bench",
-            dependencies: [
-                "CaseModel", "CaseStore", "LMDB",
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "NIOHTTP1", package: "swift-nio"),
-                .product(name: "NIOHTTP2", package: "swift-nio-http2"),
-            ]),
-        .testTarget(name: "LMDBTests", dependencies: ["LMDB"]),
-        .testTarget(name: "CaseModelTests", dependencies: ["CaseModel"]),
-        .testTarget(name: "ReplicationTests", dependencies: ["Replication"]),
-        .testTarget(name: "CaseStoreTests", dependencies: ["CaseStore", "CaseModel", "LMDB"]),
-        .testTarget(name: "EKCNodeTests", dependencies: ["EKCNode", "CaseStore", "CaseModel"]),
-    ],
+    targets: targets,
     swiftLanguageModes: [.v6]
 )

@@ -28,12 +28,29 @@ public struct TicketID: Hashable, Comparable, Sendable, CustomStringConvertible 
 
     /// 16 bytes, big-endian, so byte order equals id order.
     public var bytes: [UInt8] {
-        var out = [UInt8](repeating: 0, count: 16)
-        for i in 0..<8 {
-            out[i] = UInt8(truncatingIfNeeded: high >> (56 - 8 * i))
-            out[8 + i] = UInt8(truncatingIfNeeded: low >> (56 - 8 * i))
+        [UInt8](unsafeUninitializedCapacity: 16) { buf, n in
+            UnsafeMutableRawBufferPointer(buf).storeBytes(of: high.bigEndian, toByteOffset: 0, as: UInt64.self)
+            UnsafeMutableRawBufferPointer(buf).storeBytes(of: low.bigEndian, toByteOffset: 8, as: UInt64.self)
+            n = 16
         }
-        return out
+    }
+
+    /// From 16 big-endian bytes (the caller guarantees the count).
+    @inlinable
+    public init(raw b: UnsafeRawBufferPointer) {
+        precondition(b.count >= 16)
+        self.init(high: UInt64(bigEndian: b.loadUnaligned(fromByteOffset: 0, as: UInt64.self)),
+                  low: UInt64(bigEndian: b.loadUnaligned(fromByteOffset: 8, as: UInt64.self)))
+    }
+
+    public init?(bytes: UnsafeRawBufferPointer) {
+        guard bytes.count == 16 else { return nil }
+        self.init(raw: bytes)
+    }
+
+    public init?(bytes: [UInt8]) {
+        guard bytes.count == 16 else { return nil }
+        self = bytes.withUnsafeBytes { TicketID(raw: $0) }
     }
 
     public init?(bytes: some Collection<UInt8>) {
@@ -107,11 +124,13 @@ public struct NodeID: Hashable, Sendable, Comparable, CustomStringConvertible {
         self.value = value
     }
     public static func isValid(_ s: String) -> Bool {
-        let u = Array(s.utf8)
+        let u = s.utf8
         guard (1...63).contains(u.count) else { return false }
-        for (i, c) in u.enumerated() {
-            let ok = (c >= 97 && c <= 122) || (c >= 48 && c <= 57) || (c == 45 && i > 0)
+        var first = true
+        for c in u {
+            let ok = (c >= 97 && c <= 122) || (c >= 48 && c <= 57) || (c == 45 && !first)
             if !ok { return false }
+            first = false
         }
         return true
     }
@@ -163,7 +182,8 @@ public struct TicketNumber: Hashable, Sendable, CustomStringConvertible {
     public init?(_ text: String) {
         let parts = text.split(separator: "-", omittingEmptySubsequences: false)
         guard parts.count == 3, RegionCode.isValid(String(parts[0])),
-              parts[1].count == 4, let year = Int(parts[1]),
+              parts[1].count == 4, parts[1].allSatisfy({ $0.isASCII && $0.isNumber }), parts[1].first != "0",
+              let year = Int(parts[1]),
               !parts[2].isEmpty, parts[2].count <= 19, parts[2].allSatisfy({ $0.isASCII && $0.isNumber }),
               let seq = UInt64(parts[2]), seq > 0
         else { return nil }

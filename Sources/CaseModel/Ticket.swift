@@ -112,6 +112,7 @@ public struct TicketDraft: Sendable, Equatable {
     }
 
     /// Opens the ticket. `now` is the entry time; the readable number and id come from the store.
+    /// Validates the draft and opens the ticket. `now` is the entry time; the readable number and id come from the store.
     public func open(id: TicketID, number: TicketNumber, node: NodeID, now: Millis, stamp: Stamp) throws(TicketError) -> Ticket {
         try validate(now: now)
         let received = receivedAt ?? now
@@ -141,14 +142,20 @@ public enum Validation {
         else { throw .invalidField(field: field, rule: "1 to 64 lower-case letters, digits, '-', '_' or '.'") }
     }
 
+    /// Free text: not blank, at most `max` characters, no control characters but line breaks and tabs.
     public static func text(_ s: String, field: String, max: Int) throws(TicketError) {
-        if s.unicodeScalars.allSatisfy({ $0.properties.isWhitespace }) {
-            throw .invalidField(field: field, rule: "must not be empty")
+        var visibleASCII = false
+        var nonASCII = false
+        for b in s.utf8 {
+            if (b < 32 && b != 10 && b != 9 && b != 13) || b == 127 {
+                throw .invalidField(field: field, rule: "must not contain control characters")
+            }
+            if b >= 0x80 { nonASCII = true } else if b > 32 { visibleASCII = true }
         }
-        if s.count > max { throw .invalidField(field: field, rule: "at most \(max) characters") }
-        if s.unicodeScalars.contains(where: { $0.value < 32 && $0 != "\n" && $0 != "\t" && $0 != "\r" }) {
-            throw .invalidField(field: field, rule: "must not contain control characters")
-        }
+        // Text of only non-ASCII whitespace (e.g. U+00A0) is blank too.
+        if !visibleASCII && (!nonASCII || s.unicodeScalars.allSatisfy({ $0.properties.isWhitespace })) { throw .invalidField(field: field, rule: "must not be empty") }
+        // Counting characters walks grapheme clusters; UTF-8 length bounds it from above.
+        if s.utf8.count > max && s.count > max { throw .invalidField(field: field, rule: "at most \(max) characters") }
     }
 
     public static func user(_ s: String, field: String) throws(TicketError) {

@@ -30,7 +30,13 @@ public enum TicketError: Error, Equatable, Sendable {
         case .transitionNotAllowed(let from, let to):
             return "transition \(from.rawValue) → \(to.rawValue) is not allowed by the ticket lifecycle"
         case .transitionNeedsWorkflow(let from, let to, let w):
-            return "transition \(from.rawValue) → \(to.rawValue) happens only through the \(w == .transfer ? "transfer" : "merge") workflow"
+            let how: String
+            switch w {
+            case .transfer: how = "through the transfer workflow"
+            case .merge: how = "through a merge of duplicates"
+            case .operatorEdit: how = "by an operator's edit"
+            }
+            return "transition \(from.rawValue) → \(to.rawValue) happens only \(how)"
         case .appealNeedsAnswer(let from):
             return "a 59-FZ appeal cannot go \(from.rawValue) → CLOSED without an answer"
         case .deferralOnlyForConsultations:

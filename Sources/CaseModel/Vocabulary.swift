@@ -26,8 +26,7 @@ public enum Channel: String, CaseIterable, Sendable, Codable {
 
 public enum Priority: String, CaseIterable, Sendable, Codable, Comparable {
     case low, normal, high, urgent
-    var rank: Int { Priority.allCases.firstIndex(of: self)! }
-    public static func < (a: Priority, b: Priority) -> Bool { a.rank < b.rank }
+    public static func < (a: Priority, b: Priority) -> Bool { a.code < b.code }
 }
 
 /// A consultation of the contact centre, or a formal appeal under federal law 59-FZ
@@ -58,12 +57,27 @@ public enum TicketStatus: String, CaseIterable, Sendable, Codable {
         }
     }
 
-    public var code: UInt8 { UInt8(TicketStatus.allCases.firstIndex(of: self)!) }
-    public init?(code: UInt8) {
-        guard Int(code) < TicketStatus.allCases.count else { return nil }
-        self = TicketStatus.allCases[Int(code)]
+}
+
+/// A stable one-byte code for each case: its position in `allCases`, which may only
+/// grow at the end. Stored records and index keys use it.
+public protocol StoredCode: CaseIterable, Equatable, Sendable {
+    static var ordered: [Self] { get }
+}
+
+extension StoredCode {
+    @inlinable public var code: UInt8 { UInt8(Self.ordered.firstIndex(of: self)!) }
+    @inlinable public init?(code: UInt8) {
+        guard Int(code) < Self.ordered.count else { return nil }
+        self = Self.ordered[Int(code)]
     }
 }
+
+extension TicketStatus: StoredCode { public static let ordered = allCases }
+extension Channel: StoredCode { public static let ordered = allCases }
+extension Priority: StoredCode { public static let ordered = allCases }
+extension LegalRegime: StoredCode { public static let ordered = allCases }
+extension NoteVisibility: StoredCode { public static let ordered = allCases }
 
 public enum NoteVisibility: String, CaseIterable, Sendable, Codable {
     /// Visible to the partner of a transfer.

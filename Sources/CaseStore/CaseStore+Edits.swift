@@ -86,6 +86,7 @@ extension CaseStore {
                     if seq != startSeq {
                         try txn.put(schema.meta, key: Schema.MetaKey.lastSequence, value: seq.bigEndianBytes)
                         try txn.put(schema.meta, key: Schema.MetaKey.lastStamp, value: writer.clock.last.raw.bigEndianBytes)
+                        try txn.put(schema.meta, key: Schema.MetaKey.lastRecordID, value: writer.lastID.bytes)
                     }
                     return out
                 }
@@ -151,7 +152,6 @@ extension CaseStore {
                              now: Millis) throws -> EditOutcome {
         let node = configuration.node
         let (ticket, counterKey) = try refusing { () throws -> (Ticket, [UInt8]) in
-            try draft.validate(now: now)
             let year = Calendar59.year(of: now, offsetMinutes: configuration.utcOffsetMinutes)
             let counterKey = Array("\(configuration.region)-\(year)".utf8)
             let last = try txn.u64(schema.counters, counterKey)

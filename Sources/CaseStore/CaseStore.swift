@@ -75,7 +75,7 @@ public final class CaseStore: @unchecked Sendable {
         }
         let schema = self.schema
         let node = configuration.node
-        let (storeID, lastStamp) = try env.write { txn -> (String, Stamp) in
+        let (storeID, lastStamp, lastID) = try env.write { txn -> (String, Stamp, TicketID) in
             if let v = try txn.get(schema.meta, key: Schema.MetaKey.schemaVersion) {
                 let version = v.withUnsafeBytes { UInt64(bigEndianBytes: $0) } ?? 0
                 guard version == UInt64(Schema.version) else {
@@ -95,11 +95,15 @@ public final class CaseStore: @unchecked Sendable {
             }
             let sid = try txn.get(schema.meta, key: Schema.MetaKey.storeID)!.map { String($0, radix: 16).leftPadded(2) }.joined()
             let stamp = try txn.u64(schema.meta, Schema.MetaKey.lastStamp)
-            return (sid, Stamp(raw: stamp ?? 0))
+            let lastID = try txn.get(schema.meta, key: Schema.MetaKey.lastRecordID).flatMap { TicketID(bytes: $0) }
+            return (sid, Stamp(raw: stamp ?? 0), lastID ?? TicketID(high: 0, low: 0))
         }
         self.storeID = storeID
         // The clock resumes after the last stamp ever committed, so stamps never repeat across restarts.
-        writer = WriterState(clock: HybridLogicalClock(last: lastStamp))
+        // The clock and the id generator resume after the last committed stamp and id, so
+        // stamps never repeat and new note and event ids sort after the stored ones, even
+        // if the wall clock was stepped back while the node was down.
+        writer = WriterState(clock: HybridLogicalClock(last: lastStamp), lastID: lastID)
         queue = CommitQueue(name: "ekc-commit", maxGroup: configuration.maxGroup) { [unowned self] group in
             self.commit(group)
         }
@@ -188,7 +192,7 @@ public final class CaseStore: @unchecked Sendable {
 
 struct WriterState {
     var clock: HybridLogicalClock
-    var lastID = TicketID(high: 0, low: 0)
+    var lastID: TicketID
     var rng = SystemRandomNumberGenerator()
 
     /// Monotonic ULIDs: a fresh random id in a new millisecond, the successor otherwise.

@@ -13,6 +13,7 @@ final class CommitQueue<Item: Sendable>: @unchecked Sendable {
     private let maxGroup: Int
     private let done = DispatchSemaphore(value: 0)
     private let process: ([Item]) -> Void
+    private var commitThread: pthread_t?
 
     init(name: String, maxGroup: Int, process: @escaping ([Item]) -> Void) {
         self.maxGroup = maxGroup
@@ -35,6 +36,7 @@ final class CommitQueue<Item: Sendable>: @unchecked Sendable {
     var depth: Int { mutex.withLock { waiting.count } }
 
     private func run() {
+        mutex.withLock { commitThread = pthread_self() }
         while true {
             let group: [Item]? = mutex.withLock {
                 while waiting.isEmpty && !stopping { mutex.wait() }
@@ -54,13 +56,16 @@ final class CommitQueue<Item: Sendable>: @unchecked Sendable {
     }
 
     /// Stops taking items, finishes what is queued, and waits for the thread to end.
+    /// From the commit thread itself (a completion dropping the last reference to the
+    /// store) it only asks the thread to stop, since waiting for itself would never end.
     func shutdown() {
-        let wasRunning: Bool = mutex.withLock {
+        let (wasRunning, onCommitThread): (Bool, Bool) = mutex.withLock {
             stopping = true
             mutex.broadcast()
             defer { running = false }
-            return running
+            let me = pthread_self()
+            return (running, commitThread.map { pthread_equal($0, me) != 0 } ?? false)
         }
-        if wasRunning { done.wait() }
+        if wasRunning && !onCommitThread { done.wait() }
     }
 }

@@ -8,14 +8,13 @@ enum RecordCodec {
     static let noteFormat: UInt8 = 1
     static let eventFormat: UInt8 = 1
 
-    static func code<E: CaseIterable & Equatable>(_ e: E) -> UInt8 {
-        UInt8(E.allCases.firstIndex(of: e).map { E.allCases.distance(from: E.allCases.startIndex, to: $0) }!)
-    }
+    @inline(__always)
+    static func code<E: StoredCode>(_ e: E) -> UInt8 { e.code }
 
-    static func decodeCase<E: CaseIterable>(_ c: UInt8, _ what: String) throws(CorruptRecord) -> E {
-        let all = Array(E.allCases)
-        guard Int(c) < all.count else { throw CorruptRecord(what: "unknown \(what) code \(c)") }
-        return all[Int(c)]
+    @inline(__always)
+    static func decodeCase<E: StoredCode>(_ c: UInt8, _ what: StaticString) throws(CorruptRecord) -> E {
+        guard let e = E(code: c) else { throw CorruptRecord(what: "unknown \(what) code \(c)") }
+        return e
     }
 
     // MARK: Ticket
@@ -50,7 +49,7 @@ enum RecordCodec {
     static func decodeTicket(_ buf: UnsafeRawBufferPointer) throws(CorruptRecord) -> Ticket {
         var r = BinaryReader(buf)
         guard try r.u8() == ticketFormat else { throw CorruptRecord(what: "unknown ticket format") }
-        let id = TicketID(bytes: try r.raw(16))!
+        let id = TicketID(raw: try r.raw(16))
         let number = TicketNumber(region: try r.string(), year: Int(try r.varint()), sequence: try r.varint())
         guard let origin = NodeID(try r.string()), let owner = NodeID(try r.string()) else {
             throw CorruptRecord(what: "node id")
@@ -80,7 +79,7 @@ enum RecordCodec {
         let updated = try r.int()
         let stamp = Stamp(raw: try r.varint())
         let version = try r.varint()
-        let dup: TicketID? = try r.u8() == 1 ? TicketID(bytes: try r.raw(16)) : nil
+        let dup: TicketID? = try r.u8() == 1 ? TicketID(raw: try r.raw(16)) : nil
         return Ticket(
             id: id, number: number, originNode: origin, ownerNode: owner, channel: channel, topic: topic,
             supportMeasure: measure, subject: subject, statement: statement, citizen: citizen, status: status,
@@ -104,8 +103,8 @@ enum RecordCodec {
     static func decodeNote(_ buf: UnsafeRawBufferPointer) throws(CorruptRecord) -> Note {
         var r = BinaryReader(buf)
         guard try r.u8() == noteFormat else { throw CorruptRecord(what: "unknown note format") }
-        let id = RecordID(bytes: try r.raw(16))!
-        let ticket = TicketID(bytes: try r.raw(16))!
+        let id = RecordID(raw: try r.raw(16))
+        let ticket = TicketID(raw: try r.raw(16))
         let author = Actor(user: try r.string(), role: try r.string())
         guard let node = NodeID(try r.string()) else { throw CorruptRecord(what: "node id") }
         let at = try r.int()
@@ -130,8 +129,8 @@ enum RecordCodec {
     static func decodeEvent(_ buf: UnsafeRawBufferPointer) throws(CorruptRecord) -> HistoryEvent {
         var r = BinaryReader(buf)
         guard try r.u8() == eventFormat else { throw CorruptRecord(what: "unknown event format") }
-        let id = RecordID(bytes: try r.raw(16))!
-        let ticket = TicketID(bytes: try r.raw(16))!
+        let id = RecordID(raw: try r.raw(16))
+        let ticket = TicketID(raw: try r.raw(16))
         let actor = Actor(user: try r.string(), role: try r.string())
         guard let node = NodeID(try r.string()) else { throw CorruptRecord(what: "node id") }
         return HistoryEvent(id: id, ticketID: ticket, actor: actor, node: node, at: try r.int(),

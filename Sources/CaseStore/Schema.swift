@@ -56,6 +56,7 @@ struct Schema: Sendable {
         static let nodeID: [UInt8] = Array("node_id".utf8)
         static let lastSequence: [UInt8] = Array("last_sequence".utf8)
         static let lastStamp: [UInt8] = Array("last_stamp".utf8)
+        static let lastRecordID: [UInt8] = Array("last_record_id".utf8)
     }
 
     static func statusKey(_ s: TicketStatus, _ id: TicketID) -> [UInt8] { [s.code] + id.bytes }

@@ -10,6 +10,8 @@ public struct APIError: Error, Sendable {
     public let message: String
     public let field: String?
     public var extra: [(String, String)] = []
+    /// Response headers the error requires (e.g. `Allow` with a 405).
+    public var headers: [(String, String)] = []
 
     static func badRequest(_ code: String, _ message: String, field: String?) -> APIError {
         APIError(status: .badRequest, code: code, message: message, field: field)

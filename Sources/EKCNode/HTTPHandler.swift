@@ -24,6 +24,10 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             rejected = false
             if let len = h.headers.first(name: "content-length").flatMap(Int.init), len > api.maxBodyBytes {
                 reject(context, h)
+            } else if h.headers.first(name: "expect")?.lowercased() == "100-continue" {
+                // The client waits for this before it sends the body (RFC 9110 §10.1.1).
+                let interim = HTTPResponseHead(version: h.version, status: .continue)
+                context.writeAndFlush(wrapOutboundOut(.head(interim)), promise: nil)
             }
         case .body(var chunk):
             guard !rejected, let h = head else { return }

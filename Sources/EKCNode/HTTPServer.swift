@@ -60,6 +60,12 @@ public final class HTTPServer: Sendable {
         self.scheme = scheme
     }
 
+    /// Stops accepting connections; open connections keep being served.
+    public func closeListener() async {
+        try? await channel.close()
+    }
+
+    /// Closes every connection and stops the event loops.
     public func stop() async {
         try? await channel.close()
         try? await group.shutdownGracefully()
@@ -80,7 +86,8 @@ public final class HTTPServer: Sendable {
             HTTP2Setting(parameter: .maxHeaderListSize, value: 64 * 1024),
             HTTP2Setting(parameter: .initialWindowSize, value: 1 << 20),
         ]
-        _ = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
+        let sync = channel.pipeline.syncOperations
+        _ = try sync.configureHTTP2Pipeline(
             mode: .server, connectionConfiguration: connection, streamConfiguration: .init(), position: .last
         ) { stream in
             stream.eventLoop.makeCompletedFuture {
@@ -89,6 +96,16 @@ public final class HTTPServer: Sendable {
                 ])
             }
         }
+        // After a connection error NIOHTTP2 sends GOAWAY; the TCP connection must then close (RFC 9113 §5.4.1).
+        try sync.addHandler(CloseOnError())
+    }
+}
+
+/// Closes a connection whose protocol handler reported an error.
+final class CloseOnError: ChannelInboundHandler {
+    typealias InboundIn = Any
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        context.close(promise: nil)
     }
 }
 

@@ -4,30 +4,13 @@ import NIOCore
 
 /// A parsed JSON document, with types kept exact so that a wrong type can be
 /// refused with the field's name.
-public indirect enum JSONValue: Decodable, Equatable, Sendable {
+public indirect enum JSONValue: Equatable, Sendable {
     case null
     case bool(Bool)
     case number(Double)
     case string(String)
     case array([JSONValue])
     case object([String: JSONValue])
-
-    public init(from decoder: Decoder) throws {
-        let c = try decoder.singleValueContainer()
-        if c.decodeNil() {
-            self = .null
-        } else if let b = try? c.decode(Bool.self) {
-            self = .bool(b)
-        } else if let d = try? c.decode(Double.self) {
-            self = .number(d)
-        } else if let s = try? c.decode(String.self) {
-            self = .string(s)
-        } else if let a = try? c.decode([JSONValue].self) {
-            self = .array(a)
-        } else {
-            self = .object(try c.decode([String: JSONValue].self))
-        }
-    }
 
     public var typeName: String {
         switch self {
@@ -43,9 +26,16 @@ public indirect enum JSONValue: Decodable, Equatable, Sendable {
     static func parse(_ bytes: ByteBuffer) throws(APIError) -> JSONValue {
         guard bytes.readableBytes > 0 else { throw APIError.badRequest("empty_body", "a JSON body is required", field: nil) }
         do {
-            return try JSONDecoder().decode(JSONValue.self, from: Data(bytes.readableBytesView))
+            return try JSONParser.parse(Array(bytes.readableBytesView))
         } catch {
-            throw APIError.badRequest("malformed_json", "the body is not valid JSON", field: nil)
+            switch error {
+            case .syntax(let offset, let expected):
+                throw APIError.badRequest("malformed_json", "the body is not valid JSON: expected \(expected) at byte \(offset)", field: nil)
+            case .duplicateKey(let key):
+                throw APIError.badRequest("duplicate_field", "\(key) appears more than once", field: key)
+            case .tooDeep:
+                throw APIError.badRequest("malformed_json", "the body nests deeper than \(JSONParser.maxDepth) levels", field: nil)
+            }
         }
     }
 }

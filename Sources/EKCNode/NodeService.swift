@@ -52,8 +52,11 @@ public struct NodeService: Service {
         onListening("\(server.scheme)://\(host):\(server.port)")
         try? await gracefulShutdown()
         logger.info("shutting down")
-        await server.stop()
+        // Stop accepting, then let queued edits commit and be answered while the
+        // event loops still run; requests arriving meanwhile get 503; then close all.
+        await server.closeListener()
         store.close()
+        await server.stop()
         logger.info("stopped", metadata: ["last_sequence": "\(store.lastSequence)"])
     }
 }

@@ -25,7 +25,7 @@ public struct APIResponse: Sendable {
         return APIResponse(status: status, headers: h, body: w.buffer)
     }
 
-    static func error(_ e: APIError) -> APIResponse { .json(e.status, e.render()) }
+    static func error(_ e: APIError) -> APIResponse { .json(e.status, e.render(), headers: HTTPHeaders(e.headers)) }
 }
 
 public enum Reply {
@@ -104,6 +104,7 @@ public final class OperatorAPI: Sendable {
                                  message: "\(req.method.rawValue) is not allowed here; use \(allowed.map(\.rawValue).joined(separator: ", "))",
                                  field: nil)
                 e.extra = [("allow", allowed.map(\.rawValue).joined(separator: ", "))]
+                e.headers = [("allow", allowed.map(\.rawValue).joined(separator: ", "))]
                 throw e
             }
         }

@@ -60,19 +60,22 @@ public final class Environment: @unchecked Sendable {
 
     let env: OpaquePointer
     let lock = ReadWriteLock()
+    /// Reset read transactions kept for reuse: renewing one skips the allocation and
+    /// the reader-table mutex that beginning a fresh one costs. A reset transaction
+    /// holds no snapshot, so it does not keep old pages alive.
+    private let idleReaders = ReaderPool()
     public let path: String
     public let configuration: Configuration
     private var mapSize: Int
     private var growCount = 0
 
     public init(path: String, configuration: Configuration = .init()) throws(LMDBError) {
-        var env: OpaquePointer?
-        try check(mdb_env_create(&env))
-        guard let env else { throw .invalid }
-        self.env = env
-        self.path = path
-        self.configuration = configuration
-        self.mapSize = configuration.initialMapSize
+        var handle: OpaquePointer?
+        try check(mdb_env_create(&handle))
+        guard let env = handle else { throw .invalid }
+        // Nothing is assigned to self until the environment is open: a failed open
+        // closes the handle here, and deinit (which would close it again) never runs.
+        var mapSize = configuration.initialMapSize
         do {
             try check(mdb_env_set_maxdbs(env, MDB_dbi(configuration.maxDatabases)))
             try check(mdb_env_set_maxreaders(env, UInt32(configuration.maxReaders)))
@@ -87,14 +90,21 @@ public final class Environment: @unchecked Sendable {
             // An existing file may be larger than the configured initial size.
             var info = MDB_envinfo()
             mdb_env_info(env, &info)
-            self.mapSize = max(info.me_mapsize, configuration.initialMapSize)
+            mapSize = max(info.me_mapsize, configuration.initialMapSize)
         } catch {
             mdb_env_close(env)
             throw error
         }
+        self.env = env
+        self.path = path
+        self.configuration = configuration
+        self.mapSize = mapSize
     }
 
-    deinit { mdb_env_close(env) }
+    deinit {
+        idleReaders.drain { mdb_txn_abort($0) }
+        mdb_env_close(env)
+    }
 
     /// How many times the map was grown since open (for metrics and tests).
     public var mapGrowths: Int { lock.withShared { growCount } }
@@ -137,15 +147,27 @@ public final class Environment: @unchecked Sendable {
     @inline(__always)
     public func read<T, E: Error>(_ body: (ReadTransaction) throws(E) -> T) throws -> T {
         try lock.withShared { () throws -> T in
-            var txn: OpaquePointer?
-            var rc = mdb_txn_begin(env, nil, UInt32(MDB_RDONLY), &txn)
-            if rc == MDB_MAP_RESIZED {
-                // Another process grew the map; adopt its size (allowed: no txn of ours is active on this thread).
-                mdb_env_set_mapsize(env, 0)
+            var txn: OpaquePointer? = idleReaders.take()
+            var rc: Int32
+            if let t = txn {
+                rc = mdb_txn_renew(t)
+                if rc != 0 { mdb_txn_abort(t); txn = nil }
+            } else {
+                rc = -1
+            }
+            if txn == nil {
                 rc = mdb_txn_begin(env, nil, UInt32(MDB_RDONLY), &txn)
+                if rc == MDB_MAP_RESIZED {
+                    // Another process grew the map; adopt its size.
+                    mdb_env_set_mapsize(env, 0)
+                    rc = mdb_txn_begin(env, nil, UInt32(MDB_RDONLY), &txn)
+                }
             }
             try check(rc)
-            defer { mdb_txn_abort(txn) }
+            defer {
+                mdb_txn_reset(txn)
+                idleReaders.put(txn!)
+            }
             return try body(ReadTransaction(handle: txn!))
         }
     }

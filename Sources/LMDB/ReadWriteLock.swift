@@ -1,3 +1,4 @@
+import CLMDB
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -40,3 +41,52 @@ final class ReadWriteLock: @unchecked Sendable {
         return try body()
     }
 }
+
+/// A small stack of idle read transactions, shared by all threads (MDB_NOTLS lets a
+/// read transaction move between threads).
+final class ReaderPool: @unchecked Sendable {
+    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+    private var idle: [OpaquePointer] = []
+    private let limit = 64
+
+    init() {
+        pthread_mutex_init(mutex, nil)
+        idle.reserveCapacity(limit)
+    }
+
+    deinit {
+        pthread_mutex_destroy(mutex)
+        mutex.deallocate()
+    }
+
+    @inline(__always)
+    func take() -> OpaquePointer? {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        return idle.popLast()
+    }
+
+    /// Keeps `txn` for reuse, or aborts it when the pool is full.
+    @inline(__always)
+    func put(_ txn: OpaquePointer) {
+        pthread_mutex_lock(mutex)
+        if idle.count < limit {
+            idle.append(txn)
+            pthread_mutex_unlock(mutex)
+        } else {
+            pthread_mutex_unlock(mutex)
+            abortTransaction(txn)
+        }
+    }
+
+    func drain(_ body: (OpaquePointer) -> Void) {
+        pthread_mutex_lock(mutex)
+        let all = idle
+        idle.removeAll()
+        pthread_mutex_unlock(mutex)
+        all.forEach(body)
+    }
+}
+
+@inline(__always)
+func abortTransaction(_ txn: OpaquePointer) { mdb_txn_abort(txn) }

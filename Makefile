@@ -1,0 +1,59 @@
+# The two commands for a fresh machine:
+#   make run    set up, build, start a node with demo tickets, show them (Ctrl-C stops it)
+#   make test   set up, build, run every test (Swift unit tests, then real-process tests)
+SHELL := /bin/bash
+SWIFT ?= swift
+EKC := .build/debug/ekc
+DEB_PACKAGES := liblmdb-dev lmdb-utils nghttp2-client curl openssl pkg-config python3
+PY_MODULES := pytest jsonschema openapi_spec_validator yaml
+
+.PHONY: all deps build build-tests run demo test test-swift test-integration bench clean
+
+all: build
+
+# Debian packages, installed only when missing (apt-get update runs only then).
+deps:
+	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+	@missing=""; for m in $(PY_MODULES); do python3 -c "import $$m" 2>/dev/null || missing="$$missing $$m"; done; \
+	if [ -n "$$missing" ]; then \
+	  pkgs=$$(echo $$missing | sed 's/openapi_spec_validator/openapi-spec-validator/; s/yaml/PyYAML/'); \
+	  echo "installing Python packages: $$pkgs"; python3 -m pip install -q $$pkgs; \
+	fi
+
+build: deps
+	$(SWIFT) build --product ekc
+
+build-tests: deps
+	$(SWIFT) build --build-tests
+
+run: build
+	ops/run-demo.sh
+
+# Like `run`, but stops the node after showing the demo (for scripts).
+demo: build
+	DEMO_EXIT=1 ops/run-demo.sh
+
+test: build-tests
+	$(SWIFT) test --skip-build
+	$(SWIFT) build --product ekc
+	python3 -m pytest -q -p no:cacheprovider tests/integration
+
+test-swift: build-tests
+	$(SWIFT) test --skip-build
+
+test-integration: build
+	python3 -m pytest -q -p no:cacheprovider tests/integration
+
+# Release build in its own folder, then store and API benchmarks printing figures.
+bench: deps
+	$(SWIFT) build -c release --scratch-path .build-release --product ekc
+	$(SWIFT) build -c release --scratch-path .build-release --product ekc-bench
+	ops/bench.sh .build-release/release
+
+clean:
+	rm -rf .build .build-release .ekc

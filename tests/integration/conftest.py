@@ -1,0 +1,167 @@
+"""Fixtures that run real `ekc node` processes on loopback.
+
+Every process started here is stopped by the fixture (SIGTERM, then SIGKILL), so a
+test run never leaves a node behind.
+"""
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+EKC = Path(os.environ.get("EKC_BIN", REPO / ".build" / "debug" / "ekc"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Node:
+    """One node process. `url` is its API base URL."""
+
+    def __init__(self, data_dir: Path, node_id: str = "irk-test", extra=None):
+        self.data_dir = Path(data_dir)
+        self.node_id = node_id
+        self.port = free_port()
+        self.extra = list(extra or [])
+        self.proc = None
+        self.scheme = "https" if "--tls-cert" in self.extra else "http"
+        self.log_path = self.data_dir.parent / f"{node_id}-{self.port}.log"
+
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 20.0):
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [str(EKC), "node", "start", "--node-id", self.node_id, "--data", str(self.data_dir),
+             "--listen", f"127.0.0.1:{self.port}", *self.extra],
+            stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"node exited with {self.proc.returncode}: {self.log_path.read_text()[-2000:]}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"node did not listen within {timeout}s: {self.log_path.read_text()[-2000:]}")
+
+    def stop(self, timeout: float = 10.0) -> int:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode if self.proc else 0
+
+    def kill9(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+    # --- a tiny HTTP/1.1 client (urllib) for assertions ---
+    def request(self, method: str, path: str, body=None, headers=None, raw: bytes = None):
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        h = {"Content-Type": "application/json"} if data is not None else {}
+        h.update(headers or {})
+        req = urllib.request.Request(self.url + path, data=data, method=method, headers=h)
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                payload = r.read()
+                return r.status, dict(r.headers), (json.loads(payload) if payload and r.headers.get("content-type", "").startswith("application/json") else payload)
+        except urllib.error.HTTPError as e:
+            payload = e.read()
+            try:
+                parsed = json.loads(payload)
+            except ValueError:
+                parsed = payload
+            return e.code, dict(e.headers), parsed
+
+    def create(self, **fields):
+        body = {"channel": "phone", "topic": "child-benefits", "subject": "Единое пособие",
+                "statement": "Когда будет решение по заявлению?"}
+        body.update(fields)
+        status, _, t = self.request("POST", "/v1/tickets", body)
+        assert status == 201, t
+        return t
+
+
+@pytest.fixture
+def node(tmp_path):
+    n = Node(tmp_path / "data").start()
+    yield n
+    n.stop()
+
+
+@pytest.fixture
+def make_node(tmp_path):
+    """Factory for tests that need several nodes or custom flags."""
+    nodes = []
+
+    def make(node_id="irk-test", extra=None, data_dir=None):
+        n = Node(data_dir or (tmp_path / f"data-{node_id}-{len(nodes)}"), node_id=node_id, extra=extra)
+        nodes.append(n)
+        return n
+
+    yield make
+    for n in nodes:
+        n.stop()
+
+
+# --- helpers added for the protocol / error / CLI / durability suites -------------------
+
+def run(args, timeout: float = 30.0, check: bool = False, **kw) -> subprocess.CompletedProcess:
+    """Runs a command (list of str) and captures text output; never leaves it running."""
+    return subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=timeout, check=check, **kw)
+
+
+def curl(*args, timeout: float = 30.0) -> subprocess.CompletedProcess:
+    """`curl -sS ARGS...` with captured output."""
+    return run(["curl", "-sS", "--max-time", str(int(timeout)), *args], timeout=timeout + 5)
+
+
+def ekc(*args, timeout: float = 30.0, env=None) -> subprocess.CompletedProcess:
+    """Runs the `ekc` CLI binary."""
+    e = dict(os.environ)
+    e.update(env or {})
+    return run([EKC, *args], timeout=timeout, env=e)
+
+
+def list_all(node: "Node", query: str = "", limit: int = 500):
+    """Every ticket of a listing, following `next` cursors."""
+    items, cursor = [], None
+    for _ in range(10_000):
+        q = f"limit={limit}" + (f"&{query}" if query else "") + (f"&cursor={cursor}" if cursor else "")
+        status, _, page = node.request("GET", f"/v1/tickets?{q}")
+        assert status == 200, page
+        items.extend(page["items"])
+        cursor = page["next"]
+        if cursor is None:
+            return items
+    raise AssertionError("listing did not end")
+
+
+def all_changes(node: "Node"):
+    """The whole change feed, following `next`."""
+    out, since = [], 0
+    while True:
+        status, _, page = node.request("GET", f"/v1/changes?since={since}&limit=10000")
+        assert status == 200, page
+        out.extend(page["changes"])
+        if not page["changes"]:
+            return out, page["lastSequence"]
+        since = page["next"]

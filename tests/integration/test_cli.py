@@ -1,0 +1,238 @@
+"""The `ekc` CLI against a live node, and `ekc store stats` / mdb_stat on its data."""
+import json
+import re
+
+import pytest
+
+from conftest import ekc, free_port, run
+
+DATABASES = ["meta", "tickets", "numbers", "counters", "notes", "history", "feed", "feed_position",
+             "idx_status", "idx_assignee", "idx_updated", "idx_deadline"]
+
+
+def cli(node, *args, actor="op-cli"):
+    return ekc(*args, "--node", node.url, "--actor", actor)
+
+
+def ok(r):
+    assert r.returncode == 0, f"exit {r.returncode}\nstdout: {r.stdout}\nstderr: {r.stderr}"
+    return r.stdout
+
+
+def table_value(out: str, key: str) -> str:
+    m = re.search(rf"^{re.escape(key)}\s+(.*)$", out, re.M)
+    assert m, f"no '{key}' row in:\n{out}"
+    return m.group(1).strip()
+
+
+def create(node, *extra):
+    out = ok(cli(node, "ticket", "create", "--topic", "child-benefits", "--subject", "Единое пособие",
+                 "--statement", "Когда будет решение?", *extra, "--json"))
+    return json.loads(out)
+
+
+def test_create_prints_table_and_json(node):
+    out = ok(cli(node, "ticket", "create", "--topic", "child-benefits", "--subject", "Единое пособие",
+                 "--statement", "Когда будет решение?", "--measure", "unified-allowance", "--priority", "high"))
+    number = table_value(out, "number")
+    assert re.fullmatch(r"38-\d{4}-000001", number), out
+    assert table_value(out, "status") == "REGISTERED"
+    assert table_value(out, "priority") == "high"
+    assert table_value(out, "support measure") == "unified-allowance"
+    s, _, t = node.request("GET", f"/v1/tickets/{number}")
+    assert s == 200 and t["id"] == table_value(out, "id")
+
+    out = ok(cli(node, "ticket", "create", "--channel", "web", "--topic", "pension", "--subject", "Пенсия",
+                 "--statement", "Вопрос", "--regime", "appeal-59fz", "--citizen-ref", "CIT-CLI-1", "--json"))
+    t = json.loads(out)
+    assert t["status"] == "NEW" and t["legalRegime"] == "appeal-59fz" and t["citizen"]["ref"] == "CIT-CLI-1"
+    assert t["number"].endswith("-000002") and t["version"] == 1
+    s, _, same = node.request("GET", f"/v1/tickets/{t['id']}")
+    assert same == t
+
+
+def test_create_refused_shows_api_error(node):
+    r = cli(node, "ticket", "create", "--channel", "fax", "--topic", "x", "--subject", "s", "--statement", "t")
+    assert r.returncode != 0
+    err = r.stdout + r.stderr
+    assert "422" in err and "invalid_value" in err and "channel" in err, err
+    assert node.request("GET", "/v1/health")[2]["store"]["tickets"] == 0
+
+
+def test_status_assign_note_show(node):
+    t = create(node)
+    number = t["number"]
+    out = ok(cli(node, "ticket", "status", number, "in_work"))
+    assert table_value(out, "status") == "IN_WORK"
+    assert table_value(out, "version") == "2"
+    out = ok(cli(node, "ticket", "assign", number, "op-petrova"))
+    assert table_value(out, "assignee") == "op-petrova"
+    out = ok(cli(node, "ticket", "note", number, "Перезвонить после проверки"))
+    assert re.match(r"note [0-9A-Z]{26} added", out), out
+
+    # a forbidden transition: IN_WORK → REGISTERED
+    r = cli(node, "ticket", "status", number, "REGISTERED")
+    assert r.returncode != 0
+    err = r.stdout + r.stderr
+    assert "transition_not_allowed" in err and "409" in err, err
+    assert "IN_WORK" in err and "REGISTERED" in err
+    # a stale --if-match
+    r = cli(node, "ticket", "status", number, "WAITING", "--if-match", "1")
+    assert r.returncode != 0 and "version_mismatch" in r.stdout + r.stderr
+    s, _, now = node.request("GET", f"/v1/tickets/{number}")
+    assert now["status"] == "IN_WORK" and now["version"] == 3
+
+    out = ok(cli(node, "ticket", "show", number))
+    assert table_value(out, "number") == number
+    assert table_value(out, "status") == "IN_WORK"
+    assert table_value(out, "assignee") == "op-petrova"
+    assert "Перезвонить после проверки" in out            # the note
+    assert re.search(r"^NOTE AT\s+AUTHOR\s+VISIBILITY\s+TEXT", out, re.M)
+    assert re.search(r"^AT\s+ACTOR\s+NODE\s+FIELD\s+CHANGE", out, re.M)
+    assert re.search(r"op-cli\s+irk-test\s+status\s+REGISTERED → IN_WORK", out), out
+    assert re.search(r"op-cli\s+irk-test\s+assignee\s+- → op-petrova", out), out
+    assert re.search(r"op-cli\s+irk-test\s+note\s+", out), out
+
+    shown = json.loads(ok(cli(node, "ticket", "show", t["id"], "--json")))
+    assert shown == now
+
+    out = ok(cli(node, "ticket", "assign", number, "--clear"))
+    assert table_value(out, "assignee") == "-"
+    r = cli(node, "ticket", "assign", number)
+    assert r.returncode != 0 and "--clear" in r.stdout + r.stderr
+
+
+def test_show_unknown_ticket(node):
+    r = cli(node, "ticket", "show", "38-2026-999999")
+    assert r.returncode != 0
+    assert "404" in r.stdout + r.stderr and "not_found" in r.stdout + r.stderr
+
+
+def test_list(node):
+    a = create(node)
+    b = create(node)
+    create(node, "--channel", "web")
+    ok(cli(node, "ticket", "status", a["number"], "IN_WORK"))
+    out = ok(cli(node, "ticket", "list"))
+    lines = out.strip().splitlines()
+    assert lines[0].split() == ["NUMBER", "STATUS", "PRIORITY", "ASSIGNEE", "TOPIC", "DUE", "SUBJECT"]
+    assert len(lines) == 4
+    assert any(l.startswith(a["number"]) and "IN_WORK" in l for l in lines)
+    page = json.loads(ok(cli(node, "ticket", "list", "--status", "IN_WORK", "--json")))
+    assert [t["id"] for t in page["items"]] == [a["id"]] and page["next"] is None
+    page = json.loads(ok(cli(node, "ticket", "list", "--limit", "2", "--json")))
+    assert len(page["items"]) == 2 and page["next"]
+    out = ok(cli(node, "ticket", "list", "--limit", "2"))
+    assert f"more: --cursor {page['next']}" in out
+    page2 = json.loads(ok(cli(node, "ticket", "list", "--limit", "2", "--cursor", page["next"], "--json")))
+    assert len(page2["items"]) == 1 and page2["next"] is None
+    assert {t["id"] for t in page["items"] + page2["items"]} >= {a["id"], b["id"]}
+    r = cli(node, "ticket", "list", "--status", "BOGUS")
+    assert r.returncode != 0 and "invalid_parameter" in r.stdout + r.stderr
+
+
+def test_node_from_environment(node):
+    t = create(node)
+    r = ekc("ticket", "show", t["number"], "--json", env={"EKC_NODE": node.url})
+    assert json.loads(ok(r))["id"] == t["id"]
+
+
+def test_unreachable_node():
+    port = free_port()  # nothing listens here
+    for url in ("http://127.0.0.1:1", f"http://127.0.0.1:{port}"):
+        r = ekc("ticket", "list", "--node", url, timeout=60)
+        assert r.returncode != 0
+        err = r.stdout + r.stderr
+        assert "cannot reach the node" in err and url in err, err
+
+
+def test_demo_seed(node):
+    out = ok(cli(node, "demo", "seed", "--count", "5"))
+    assert "created 5 synthetic tickets" in out
+    s, _, h = node.request("GET", "/v1/health")
+    assert h["store"]["tickets"] == 5
+    s, _, page = node.request("GET", "/v1/tickets?limit=50")
+    assert len(page["items"]) == 5
+    assert len({t["number"] for t in page["items"]}) == 5
+    assert all(t["citizen"]["ref"].startswith("CIT-DEMO-") for t in page["items"])
+
+
+def next_deadline(t):
+    """The deadline the idx_deadline index holds for a ticket (Deadlines.next(for:))."""
+    d, s = t["deadlines"], t["status"]
+    if s == "NEW":
+        return d["registerBy"]
+    if s == "DEFERRED":
+        return d["callbackBy"] or d["answerBy"]
+    if s in ("REGISTERED", "IN_WORK", "WAITING", "REOPENED", "TRANSFER_PENDING"):
+        return d["answerBy"]
+    return None
+
+
+def store_stats_json(data_dir):
+    r = ekc("store", "stats", "--data", data_dir, "--json")
+    return json.loads(ok(r))
+
+
+def test_store_stats_counts_match(node):
+    ok(cli(node, "demo", "seed", "--count", "5"))
+    t = create(node)
+    ok(cli(node, "ticket", "note", t["number"], "ещё заметка"))
+    ok(cli(node, "ticket", "note", t["number"], "и ещё одна"))
+    ok(cli(node, "ticket", "assign", t["number"], "op-stats"))
+    s, _, h = node.request("GET", "/v1/health")
+    tickets = h["store"]["tickets"]
+    assert tickets == 6
+    history_total = sum(len(node.request("GET", f"/v1/tickets/{x['id']}/history")[2]["items"])
+                        for x in node.request("GET", "/v1/tickets?limit=500")[2]["items"])
+    notes_total = sum(len(node.request("GET", f"/v1/tickets/{x['id']}/notes")[2]["items"])
+                      for x in node.request("GET", "/v1/tickets?limit=500")[2]["items"])
+    due_total = sum(1 for x in node.request("GET", "/v1/tickets?limit=500")[2]["items"] if next_deadline(x))
+    assigned = sum(1 for x in node.request("GET", "/v1/tickets?limit=500")[2]["items"] if x["assignee"])
+    assert notes_total >= 2 and assigned >= 1
+
+    out = ok(ekc("store", "stats", "--data", node.data_dir))
+    lines = out.strip().splitlines()
+    assert lines[0].startswith(f"store {node.data_dir}")
+    assert lines[1].split() == ["DATABASE", "ENTRIES", "DEPTH", "PAGES"]
+    rows = {l.split()[0]: int(l.split()[1]) for l in lines[2:]}
+    assert set(rows) == set(DATABASES), rows
+    expected = {"tickets": tickets, "numbers": tickets, "feed": tickets, "feed_position": tickets,
+                "idx_status": tickets, "idx_updated": tickets, "idx_assignee": assigned,
+                "notes": notes_total, "history": history_total, "counters": 1,
+                "idx_deadline": due_total}
+    for db, n in expected.items():
+        assert rows[db] == n, (db, rows)
+
+    js = store_stats_json(node.data_dir)
+    assert {k: v["entries"] for k, v in js["databases"].items()} == rows
+    assert js["path"] == str(node.data_dir)
+
+    # mdb_stat agrees
+    r = run(["mdb_stat", "-a", node.data_dir])
+    assert r.returncode == 0, r.stderr
+    mdb = dict(re.findall(r"^Status of (\S+)\n(?:  .*\n)*?  Entries: (\d+)", r.stdout, re.M))
+    for db in DATABASES:
+        assert db in mdb, f"mdb_stat does not list {db}:\n{r.stdout}"
+        assert int(mdb[db]) == rows[db], (db, mdb[db], rows[db])
+
+
+def test_mdb_stat_lists_named_databases(node):
+    node.create()
+    r = run(["mdb_stat", "-a", node.data_dir])
+    assert r.returncode == 0, r.stderr
+    names = re.findall(r"^Status of (\S+)$", r.stdout, re.M)
+    assert set(DATABASES) <= set(names), names
+    m = re.search(r"^Status of Main DB\n(?:  .*\n)*?  Entries: (\d+)", r.stdout, re.M)
+    assert m and int(m.group(1)) == len(DATABASES)
+
+
+def test_store_stats_without_store(tmp_path):
+    r = ekc("store", "stats", "--data", "/nonexistent")
+    assert r.returncode != 0
+    err = r.stdout + r.stderr
+    assert "/nonexistent" in err and "no store" in err and "--data" in err, err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    r = ekc("store", "stats", "--data", empty)
+    assert r.returncode != 0 and "no store" in r.stdout + r.stderr
