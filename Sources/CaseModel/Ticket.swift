@@ -105,7 +105,7 @@ public struct TicketDraft: Sendable, Equatable {
         }
         if let r = receivedAt {
             guard r <= now else { throw .invalidField(field: "receivedAt", rule: "must not be in the future") }
-            guard now - r <= 366 * Calendar59.millisPerDay else {
+            guard r >= now - 366 * Calendar59.millisPerDay else {  // no subtraction of r: it may be any Int64
                 throw .invalidField(field: "receivedAt", rule: "must be within the last year")
             }
         }
