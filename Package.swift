@@ -55,11 +55,14 @@ let targets: [Target] = [
     .testTarget(name: "EKCNodeTests", dependencies: ["EKCNode", "CaseStore", "CaseModel"]),
 ]
 
-// Generic code of the storage layer (transactions, cursors, codecs) must be
-// specialised across module boundaries, or every read pays for runtime generic
-// metadata lookups.
+// Release builds: generic code of the storage layer (transactions, cursors,
+// codecs) must be specialised across module boundaries, or every read pays for
+// runtime generic metadata lookups.
 for target in targets where target.type != .system {
-    target.swiftSettings = [.unsafeFlags(["-cross-module-optimization"], .when(configuration: .release))]
+    // Exclusivity is proven statically for our value types; the dynamic checks on
+    // class properties cost a measurable share of every request.
+    target.swiftSettings = [.unsafeFlags(["-cross-module-optimization", "-enforce-exclusivity=unchecked"],
+                                         .when(configuration: .release))]
 }
 
 let package = Package(

@@ -11,7 +11,8 @@ cleanup() { for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done;
 trap cleanup EXIT
 
 echo "== store (every commit fsync'd) =="
-"$BIN/ekc-bench" store --dir "$WORK/store" ${STORE_ARGS:-}
+[ "${SKIP_STORE:-0}" = 1 ] || "$BIN/ekc-bench" store --dir "$WORK/store" ${STORE_ARGS:-}
+sync
 
 NODE_PORT=${NODE_PORT:-18470}
 BARE_PORT=${BARE_PORT:-18480}
@@ -29,22 +30,33 @@ cat >"$BODY" <<'EOT'
 EOT
 ID=$(curl -fs -XPOST -H 'content-type: application/json' --data-binary @"$BODY" "http://127.0.0.1:$NODE_PORT/v1/tickets" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
 
-N_GET=${N_GET:-200000}
-N_POST=${N_POST:-60000}
-rps() { h2load "$@" 2>&1 | tee -a "$WORK/h2load.log" | awk '/^finished in/ {gsub(",","",$4); print $4}'; }
-ok2xx() { grep -E "^status codes:" "$WORK/h2load.log" | tail -1; }
+N_GET=${N_GET:-100000}
+N_POST=${N_POST:-20000}
+ROUNDS=${ROUNDS:-3}
+# One h2load run; prints its requests per second and keeps its status line.
+rps() { h2load "$@" >"$WORK/h2load.out" 2>&1; cat "$WORK/h2load.out" >>"$WORK/h2load.log"
+        grep -E "^status codes:" "$WORK/h2load.out" >"$WORK/last-codes"
+        awk '/^finished in/ {gsub(",","",$4); print $4}' "$WORK/h2load.out"; }
+median() { python3 -c "import statistics,sys; print(statistics.median(float(x) for x in sys.argv[1:]))" "$@"; }
 
 echo
-echo "== API under h2load -c 4 -m 16 (HTTP/2 prior knowledge, cleartext) =="
+echo "== API under h2load -c 4 -m 16 (HTTP/2 prior knowledge, cleartext), $ROUNDS interleaved rounds, medians =="
 h2load -c 4 -m 16 -n 20000 "http://127.0.0.1:$NODE_PORT/v1/tickets/$ID" >/dev/null 2>&1   # warm-up
 h2load -c 4 -m 16 -n 20000 "http://127.0.0.1:$BARE_PORT/v1/tickets/$ID" >/dev/null 2>&1
-BARE_GET=$(rps -c 4 -m 16 -n "$N_GET" "http://127.0.0.1:$BARE_PORT/v1/tickets/$ID")
-NODE_GET=$(rps -c 4 -m 16 -n "$N_GET" "http://127.0.0.1:$NODE_PORT/v1/tickets/$ID"); GET_CODES=$(ok2xx)
-BARE_POST=$(rps -c 4 -m 16 -n "$N_POST" -d "$BODY" -H 'content-type: application/json' "http://127.0.0.1:$BARE_PORT/v1/tickets")
-NODE_POST=$(rps -c 4 -m 16 -n "$N_POST" -d "$BODY" -H 'content-type: application/json' "http://127.0.0.1:$NODE_PORT/v1/tickets"); POST_CODES=$(ok2xx)
+BG=(); NG=(); BP=(); NP=()
+for r in $(seq 1 "$ROUNDS"); do
+  BG+=("$(rps -c 4 -m 16 -n "$N_GET" "http://127.0.0.1:$BARE_PORT/v1/tickets/$ID")")
+  NG+=("$(rps -c 4 -m 16 -n "$N_GET" "http://127.0.0.1:$NODE_PORT/v1/tickets/$ID")"); GET_CODES=$(cat "$WORK/last-codes")
+  BP+=("$(rps -c 4 -m 16 -n "$N_POST" -d "$BODY" -H 'content-type: application/json' "http://127.0.0.1:$BARE_PORT/v1/tickets")")
+  NP+=("$(rps -c 4 -m 16 -n "$N_POST" -d "$BODY" -H 'content-type: application/json' "http://127.0.0.1:$NODE_PORT/v1/tickets")"); POST_CODES=$(cat "$WORK/last-codes")
+  echo "  round $r: GET bare ${BG[-1]} node ${NG[-1]}   POST bare ${BP[-1]} node ${NP[-1]}"
+done
+BARE_GET=$(median "${BG[@]}"); NODE_GET=$(median "${NG[@]}")
+BARE_POST=$(median "${BP[@]}"); NODE_POST=$(median "${NP[@]}")
 
 printf "api.get.bare     %9.0f req/s\n" "$BARE_GET"
-printf "api.get.node     %9.0f req/s   ratio %.2f   (%s)\n" "$NODE_GET" "$(python3 -c "print($NODE_GET/$BARE_GET)")" "$GET_CODES"
+printf "api.get.node     %9.0f req/s   ratio %.2f   (last run: %s)\n" "$NODE_GET" "$(python3 -c "print($NODE_GET/$BARE_GET)")" "$GET_CODES"
 printf "api.post.bare    %9.0f req/s\n" "$BARE_POST"
-printf "api.post.node    %9.0f req/s   ratio %.2f   durable creates (%s)\n" "$NODE_POST" "$(python3 -c "print($NODE_POST/$BARE_POST)")" "$POST_CODES"
-curl -fs "http://127.0.0.1:$NODE_PORT/v1/health" | python3 -c 'import json,sys; s=json.load(sys.stdin)["store"]; print(f"node store after run: {s[\"tickets\"]} tickets, last sequence {s[\"lastSequence\"]}")'
+printf "api.post.node    %9.0f req/s   ratio %.2f   durable creates (last run: %s)\n" "$NODE_POST" "$(python3 -c "print($NODE_POST/$BARE_POST)")" "$POST_CODES"
+curl -fs "http://127.0.0.1:$NODE_PORT/v1/health" | python3 -c 'import json,sys; s=json.load(sys.stdin)["store"]; print("node store after run:", s["tickets"], "tickets, last sequence", s["lastSequence"])'
+curl -fs "http://127.0.0.1:$NODE_PORT/metrics" | awk '/^ekc_store_commit_group_size_(sum|count)/ {v[$1]=$2} END {if (v["ekc_store_commit_group_size_count"]) printf "node group commit: %d commits, %.1f edits per commit\n", v["ekc_store_commit_group_size_count"], v["ekc_store_commit_group_size_sum"]/v["ekc_store_commit_group_size_count"]}'

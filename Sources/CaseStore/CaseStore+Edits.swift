@@ -1,4 +1,5 @@
 import CaseModel
+import Foundation
 import LMDB
 import Metrics
 
@@ -60,7 +61,8 @@ extension CaseStore {
     /// writes nothing and fails alone. An edit that fails after it began writing aborts
     /// the transaction; the group is then redone without it, so it leaves nothing behind.
     func commit(_ group: [PendingEdit]) {
-        let started = CaseStore.systemMillis()
+        let started = DispatchTime.now().uptimeNanoseconds
+        var applied = started
         let now = configuration.wallClock()
         var excluded: [Int: StoreError] = [:]
         var results: [Result<EditOutcome, StoreError>?]
@@ -83,6 +85,7 @@ extension CaseStore {
                             throw error
                         }
                     }
+                    applied = DispatchTime.now().uptimeNanoseconds
                     if seq != startSeq {
                         try txn.put(schema.meta, key: Schema.MetaKey.lastSequence, value: seq.bigEndianBytes)
                         try txn.put(schema.meta, key: Schema.MetaKey.lastStamp, value: writer.clock.last.raw.bigEndianBytes)
@@ -101,8 +104,15 @@ extension CaseStore {
                 break
             }
         }
-        commitTimer.recordMilliseconds(CaseStore.systemMillis() - started)
+        let finished = DispatchTime.now().uptimeNanoseconds
+        commitTimer.recordNanoseconds(Int64(finished - started))
         commitGroupSize.record(group.count)
+        statistics.withLock {
+            $0.groups += 1
+            $0.edits += group.count
+            $0.applyNanos += applied - started
+            $0.commitNanos += finished - applied
+        }
         for (p, r) in zip(group, results) {
             let r = r ?? .failure(.corrupt("edit not applied"))
             switch r {
@@ -162,15 +172,15 @@ extension CaseStore {
         }
         // From here on every failure aborts the whole transaction.
         try txn.put(schema.counters, key: counterKey, value: ticket.number.sequence.bigEndianBytes)
-        try txn.put(schema.tickets, key: ticket.id.bytes, value: RecordCodec.encode(ticket), options: .noOverwrite)
+        try txn.putAppending(schema.tickets, key: ticket.id.bytes, value: RecordCodec.encode(ticket), options: .noOverwrite)
         try faults.hit("create.afterTicket")
-        try txn.put(schema.numbers, key: Array(ticket.number.description.utf8), value: ticket.id.bytes, options: .noOverwrite)
-        for (db, key) in Schema.indexEntries(ticket, schema) { try txn.put(db, key: key, value: []) }
+        try txn.putAppending(schema.numbers, key: Array(ticket.number.description.utf8), value: ticket.id.bytes, options: .noOverwrite)
+        for (db, key) in Schema.indexEntries(ticket, schema) { try txn.putAppending(db, key: key, value: []) }
         try record(HistoryEvent(id: writer.nextID(now: now), ticketID: ticket.id, actor: actor, node: node, at: now,
                                 stamp: ticket.updatedStamp, field: "ticket", old: nil,
                                 new: "created \(ticket.number) as \(ticket.status.rawValue)"), txn)
         try faults.hit("create.beforeFeed")
-        try moveInFeed(ticket.id, txn, &seq)
+        try moveInFeed(ticket.id, txn, &seq, isNew: true)
         return .ticket(ticket, changed: true)
     }
 
@@ -196,7 +206,7 @@ extension CaseStore {
             try txn.delete(db, key: key)
         }
         for (db, key) in after where !before.contains(where: { $0.0 == db && $0.1 == key }) {
-            try txn.put(db, key: key, value: [])
+            try txn.putAppending(db, key: key, value: [])
         }
         for c in changes {
             try record(HistoryEvent(id: writer.nextID(now: now), ticketID: new.id, actor: actor, node: ctx.node,
@@ -227,18 +237,22 @@ extension CaseStore {
     }
 
     private func record(_ e: HistoryEvent, _ txn: WriteTransaction) throws {
-        try txn.put(schema.history, key: e.ticketID.bytes + e.id.bytes, value: RecordCodec.encode(e))
+        try txn.putAppending(schema.history, key: e.ticketID.bytes + e.id.bytes, value: RecordCodec.encode(e))
     }
 
     /// The feed holds each ticket once, at its latest sequence.
-    private func moveInFeed(_ id: TicketID, _ txn: WriteTransaction, _ seq: inout UInt64) throws {
+    private func moveInFeed(_ id: TicketID, _ txn: WriteTransaction, _ seq: inout UInt64, isNew: Bool = false) throws {
         let key = id.bytes
-        if let old = try txn.get(schema.feedPosition, key: key) {
+        if !isNew, let old = try txn.get(schema.feedPosition, key: key) {
             try txn.delete(schema.feed, key: old)
         }
         seq += 1
         let seqKey = seq.bigEndianBytes
         try txn.put(schema.feed, key: seqKey, value: key, options: .append)
-        try txn.put(schema.feedPosition, key: key, value: seqKey)
+        if isNew {
+            try txn.putAppending(schema.feedPosition, key: key, value: seqKey)
+        } else {
+            try txn.put(schema.feedPosition, key: key, value: seqKey)
+        }
     }
 }

@@ -12,11 +12,15 @@ public struct StoreConfiguration: Sendable {
     public var environment: Environment.Configuration
     /// Most edits one group commit takes.
     public var maxGroup: Int
+    /// Fixed gathering window for group commit in microseconds; nil adapts to load.
+    public var commitGatherMicros: UInt32?
     public var wallClock: @Sendable () -> Millis
 
     public init(node: NodeID, region: String, utcOffsetMinutes: Int = 180,
                 environment: Environment.Configuration = .init(), maxGroup: Int = 2048,
+                commitGatherMicros: UInt32? = nil,
                 wallClock: @escaping @Sendable () -> Millis = CaseStore.systemMillis) {
+        self.commitGatherMicros = commitGatherMicros
         self.node = node
         self.region = region
         self.utcOffsetMinutes = utcOffsetMinutes
@@ -56,6 +60,10 @@ public final class CaseStore: @unchecked Sendable {
     /// store is never applied to another (a restored or recreated one).
     public let storeID: String
     public let faults = FaultInjector()
+    let statistics = Locked(CommitStatistics())
+
+    /// Totals since the store opened: where the commit thread's time went.
+    public var commitStatistics: CommitStatistics { statistics.withLock { $0 } }
     var writer: WriterState
     private var queue: CommitQueue<PendingEdit>!
 
@@ -107,6 +115,7 @@ public final class CaseStore: @unchecked Sendable {
         queue = CommitQueue(name: "ekc-commit", maxGroup: configuration.maxGroup) { [unowned self] group in
             self.commit(group)
         }
+        queue.gatherWindowMicros = configuration.commitGatherMicros
     }
 
     /// Finishes queued edits and stops the commit thread. Idempotent.
@@ -188,6 +197,23 @@ public final class CaseStore: @unchecked Sendable {
             try txn.u64(schema.meta, Schema.MetaKey.lastSequence) ?? 0
         }) ?? 0
     }
+}
+
+public struct CommitStatistics: Sendable {
+    public var groups = 0
+    public var edits = 0
+    /// Validating, encoding and writing edits into the transaction.
+    public var applyNanos: UInt64 = 0
+    /// `mdb_txn_commit`: writing dirty pages and fsync.
+    public var commitNanos: UInt64 = 0
+}
+
+/// A value behind a mutex.
+final class Locked<Value>: @unchecked Sendable {
+    private let mutex = Mutex()
+    private var value: Value
+    init(_ v: Value) { value = v }
+    func withLock<T>(_ body: (inout Value) -> T) -> T { mutex.withLock { body(&value) } }
 }
 
 struct WriterState {

@@ -35,9 +35,32 @@ final class CommitQueue<Item: Sendable>: @unchecked Sendable {
 
     var depth: Int { mutex.withLock { waiting.count } }
 
+    /// Most time a group may wait to gather more edits; nil lets the queue choose.
+    var gatherWindowMicros: UInt32? = nil
+    private var lastGroupSize = 0
+    private var lastCommitMicros: UInt64 = 0
+
+    /// Under concurrent load (the last group held more than one edit) the next group
+    /// waits a quarter of the last commit's duration, at most 1 ms, for more edits to
+    /// arrive: answers to the last group reach their clients, whose next requests then
+    /// share one fsync instead of paying for their own. A lone edit never waits.
+    private var gatherWindow: UInt32 {
+        if let fixed = gatherWindowMicros { return fixed }
+        guard lastGroupSize > 1 else { return 0 }
+        return UInt32(min(1_000, lastCommitMicros / 4))
+    }
+
     private func run() {
         mutex.withLock { commitThread = pthread_self() }
         while true {
+            let window = gatherWindow
+            if window > 0 {
+                let gather = mutex.withLock { () -> Bool in
+                    while waiting.isEmpty && !stopping { mutex.wait() }
+                    return !waiting.isEmpty && waiting.count < maxGroup
+                }
+                if gather { usleep(window) }
+            }
             let group: [Item]? = mutex.withLock {
                 while waiting.isEmpty && !stopping { mutex.wait() }
                 if waiting.isEmpty { return nil }
@@ -50,7 +73,10 @@ final class CommitQueue<Item: Sendable>: @unchecked Sendable {
                 return g
             }
             guard let group else { break }
+            let started = DispatchTime.now().uptimeNanoseconds
             process(group)
+            lastCommitMicros = (DispatchTime.now().uptimeNanoseconds - started) / 1_000
+            lastGroupSize = group.count
         }
         done.signal()
     }

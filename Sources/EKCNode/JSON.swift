@@ -125,79 +125,98 @@ struct ObjectReader {
     }
 }
 
-/// Writes JSON straight into a ByteBuffer: the read path's serializer, kept free of
-/// Foundation's encoders so a GET costs little more than the LMDB read.
+/// Writes JSON into a byte array, then hands it over as one ByteBuffer: the read
+/// path's serializer, kept free of Foundation's encoders and of per-call buffer
+/// bookkeeping so a GET costs little more than the LMDB read.
 struct JSONWriter {
-    var buffer: ByteBuffer
+    private(set) var bytes: [UInt8]
     private var needsComma = false
 
-    init(allocator: ByteBufferAllocator = .init(), capacity: Int = 1024) {
-        buffer = allocator.buffer(capacity: capacity)
+    init(capacity: Int = 1024) {
+        bytes = []
+        bytes.reserveCapacity(capacity)
     }
 
-    mutating func beginObject() { separate(); buffer.writeInteger(UInt8(ascii: "{")); needsComma = false }
-    mutating func endObject() { buffer.writeInteger(UInt8(ascii: "}")); needsComma = true }
-    mutating func beginArray() { separate(); buffer.writeInteger(UInt8(ascii: "[")); needsComma = false }
-    mutating func endArray() { buffer.writeInteger(UInt8(ascii: "]")); needsComma = true }
+    var buffer: ByteBuffer { ByteBuffer(bytes: bytes) }
 
-    private mutating func separate() {
-        if needsComma { buffer.writeInteger(UInt8(ascii: ",")) }
+    @inline(__always) private mutating func byte(_ b: UInt8) { bytes.append(b) }
+    @inline(__always) private mutating func raw(_ s: StaticString) {
+        bytes.append(contentsOf: UnsafeBufferPointer(start: s.utf8Start, count: s.utf8CodeUnitCount))
+    }
+
+    mutating func beginObject() { separate(); byte(UInt8(ascii: "{")); needsComma = false }
+    mutating func endObject() { byte(UInt8(ascii: "}")); needsComma = true }
+    mutating func beginArray() { separate(); byte(UInt8(ascii: "[")); needsComma = false }
+    mutating func endArray() { byte(UInt8(ascii: "]")); needsComma = true }
+
+    @inline(__always) private mutating func separate() {
+        if needsComma { byte(UInt8(ascii: ",")) }
     }
 
     mutating func key(_ k: StaticString) {
         separate()
-        buffer.writeInteger(UInt8(ascii: "\""))
-        buffer.writeStaticString(k)
-        buffer.writeStaticString("\":")
+        byte(UInt8(ascii: "\""))
+        raw(k)
+        byte(UInt8(ascii: "\""))
+        byte(UInt8(ascii: ":"))
         needsComma = false
     }
 
     mutating func key(_ k: String) {
         separate()
         writeEscaped(k)
-        buffer.writeInteger(UInt8(ascii: ":"))
+        byte(UInt8(ascii: ":"))
         needsComma = false
     }
 
     mutating func string(_ s: String) { separate(); writeEscaped(s); needsComma = true }
     mutating func string(_ s: String?) { if let s { string(s) } else { null() } }
-    mutating func int<I: BinaryInteger>(_ i: I) { separate(); buffer.writeString(String(i)); needsComma = true }
-    mutating func bool(_ b: Bool) { separate(); buffer.writeStaticString(b ? "true" : "false"); needsComma = true }
-    mutating func null() { separate(); buffer.writeStaticString("null"); needsComma = true }
+    mutating func int<I: BinaryInteger>(_ i: I) {
+        separate()
+        if i >= 0 && i < 10 {
+            byte(48 + UInt8(truncatingIfNeeded: i))
+        } else {
+            bytes.append(contentsOf: String(i).utf8)
+        }
+        needsComma = true
+    }
+    mutating func bool(_ b: Bool) { separate(); if b { raw("true") } else { raw("false") }; needsComma = true }
+    mutating func null() { separate(); raw("null"); needsComma = true }
     mutating func time(_ t: Millis?) {
-        if let t { separate(); buffer.writeInteger(UInt8(ascii: "\"")); writeTime(t); buffer.writeInteger(UInt8(ascii: "\"")); needsComma = true } else { null() }
+        if let t { separate(); byte(UInt8(ascii: "\"")); writeTime(t); byte(UInt8(ascii: "\"")); needsComma = true } else { null() }
     }
 
     mutating func field(_ k: StaticString, _ s: String?) { key(k); string(s) }
     mutating func field<I: BinaryInteger>(_ k: StaticString, _ i: I) { key(k); int(i) }
     mutating func field(_ k: StaticString, time t: Millis?) { key(k); time(t) }
 
+    private static let hex: [UInt8] = Array("0123456789abcdef".utf8)
+
     private mutating func writeEscaped(_ s: String) {
-        buffer.writeInteger(UInt8(ascii: "\""))
+        byte(UInt8(ascii: "\""))
         var s = s
         s.withUTF8 { utf8 in
             var start = 0
             for i in 0..<utf8.count {
                 let c = utf8[i]
                 guard c < 0x20 || c == 0x22 || c == 0x5C else { continue }
-                buffer.writeBytes(UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(utf8)[start..<i]))
+                bytes.append(contentsOf: UnsafeBufferPointer(rebasing: utf8[start..<i]))
                 switch c {
-                case 0x22: buffer.writeStaticString("\\\"")
-                case 0x5C: buffer.writeStaticString("\\\\")
-                case 0x0A: buffer.writeStaticString("\\n")
-                case 0x0D: buffer.writeStaticString("\\r")
-                case 0x09: buffer.writeStaticString("\\t")
+                case 0x22: raw("\\\"")
+                case 0x5C: raw("\\\\")
+                case 0x0A: raw("\\n")
+                case 0x0D: raw("\\r")
+                case 0x09: raw("\\t")
                 default:
-                    let hex: [UInt8] = Array("0123456789abcdef".utf8)
-                    buffer.writeStaticString("\\u00")
-                    buffer.writeInteger(hex[Int(c >> 4)])
-                    buffer.writeInteger(hex[Int(c & 15)])
+                    raw("\\u00")
+                    byte(JSONWriter.hex[Int(c >> 4)])
+                    byte(JSONWriter.hex[Int(c & 15)])
                 }
                 start = i + 1
             }
-            buffer.writeBytes(UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(utf8)[start..<utf8.count]))
+            bytes.append(contentsOf: UnsafeBufferPointer(rebasing: utf8[start..<utf8.count]))
         }
-        buffer.writeInteger(UInt8(ascii: "\""))
+        byte(UInt8(ascii: "\""))
     }
 
     /// RFC 3339 in UTC with milliseconds: 2026-11-21T23:51:13.123Z
@@ -205,16 +224,20 @@ struct JSONWriter {
         let days = t >= 0 ? t / 86_400_000 : -((-t + 86_399_999) / 86_400_000)
         let msOfDay = Int(t - days * 86_400_000)
         let (y, m, d) = Calendar59.civil(daysSinceEpoch: days)
-        func two(_ v: Int) { buffer.writeInteger(UInt8(48 + v / 10)); buffer.writeInteger(UInt8(48 + v % 10)) }
-        buffer.writeString(String(y))
-        buffer.writeInteger(UInt8(ascii: "-")); two(m)
-        buffer.writeInteger(UInt8(ascii: "-")); two(d)
-        buffer.writeInteger(UInt8(ascii: "T")); two(msOfDay / 3_600_000)
-        buffer.writeInteger(UInt8(ascii: ":")); two(msOfDay / 60_000 % 60)
-        buffer.writeInteger(UInt8(ascii: ":")); two(msOfDay / 1000 % 60)
-        buffer.writeInteger(UInt8(ascii: ".")); let ms = msOfDay % 1000
-        buffer.writeInteger(UInt8(48 + ms / 100)); two(ms % 100)
-        buffer.writeInteger(UInt8(ascii: "Z"))
+        if (0...9999).contains(y) {
+            byte(UInt8(48 + y / 1000)); byte(UInt8(48 + y / 100 % 10)); byte(UInt8(48 + y / 10 % 10)); byte(UInt8(48 + y % 10))
+        } else {
+            bytes.append(contentsOf: String(y).utf8)
+        }
+        func two(_ v: Int) { byte(UInt8(48 + v / 10)); byte(UInt8(48 + v % 10)) }
+        byte(UInt8(ascii: "-")); two(m)
+        byte(UInt8(ascii: "-")); two(d)
+        byte(UInt8(ascii: "T")); two(msOfDay / 3_600_000)
+        byte(UInt8(ascii: ":")); two(msOfDay / 60_000 % 60)
+        byte(UInt8(ascii: ":")); two(msOfDay / 1000 % 60)
+        byte(UInt8(ascii: ".")); let ms = msOfDay % 1000
+        byte(UInt8(48 + ms / 100)); two(ms % 100)
+        byte(UInt8(ascii: "Z"))
     }
 }
 

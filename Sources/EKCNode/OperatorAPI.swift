@@ -44,7 +44,8 @@ public final class OperatorAPI: Sendable {
     let registry: PrometheusCollectorRegistry?
     let openAPIDocument: ByteBuffer
     let startedAt = Date()
-    private let requestCounters = NIOLockedValueBox<[String: Metrics.Counter]>([:])
+    private let requestCounters = NIOLockedValueBox<[Int: Metrics.Counter]>([:])
+    private static let routes = ["metrics", "openapi", "health", "changes", "create", "list", "patch", "show", "note", "notes", "history", "error"]
 
     public init(store: CaseStore, registry: PrometheusCollectorRegistry?, maxBodyBytes: Int = 128 * 1024) {
         self.store = store
@@ -62,7 +63,7 @@ public final class OperatorAPI: Sendable {
     }
 
     func count(route: String, status: HTTPResponseStatus) {
-        let key = "\(route) \(status.code)"
+        let key = (OperatorAPI.routes.firstIndex(of: route) ?? 99) * 1000 + Int(status.code)
         let counter = requestCounters.withLockedValue { cache -> Metrics.Counter in
             if let c = cache[key] { return c }
             let c = Metrics.Counter(label: "ekc_http_requests_total", dimensions: [("route", route), ("code", String(status.code))])
@@ -157,15 +158,22 @@ public final class OperatorAPI: Sendable {
         var out: [String: String] = [:]
         for pair in uri[uri.index(after: q)...].split(separator: "&") where !pair.isEmpty {
             let kv = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-            let k = String(kv[0]).removingPercentEncoding ?? String(kv[0])
-            let v = kv.count > 1 ? (String(kv[1]).replacingOccurrences(of: "+", with: " ").removingPercentEncoding ?? "") : ""
+            let k = OperatorAPI.decodeComponent(kv[0])
+            let v = kv.count > 1 ? OperatorAPI.decodeComponent(kv[1]) : ""
             out[k] = out[k] == nil ? v : "\u{0}duplicate"
         }
         return (String(uri[..<q]), out)
     }
 
+    /// Form-style decoding of a query component (`+` is a space), skipped when nothing is encoded.
+    static func decodeComponent(_ part: Substring) -> String {
+        let raw = String(part)
+        guard raw.utf8.contains(where: { $0 == UInt8(ascii: "%") || $0 == UInt8(ascii: "+") }) else { return raw }
+        return raw.replacingOccurrences(of: "+", with: " ").removingPercentEncoding ?? raw
+    }
+
     func ticketRef(_ s: String) throws(APIError) -> TicketRef {
-        let s = s.removingPercentEncoding ?? s
+        let s = s.utf8.contains(UInt8(ascii: "%")) ? (s.removingPercentEncoding ?? s) : s
         guard let ref = TicketRef(s) else {
             throw APIError.notFound("\(s) is neither a ticket id (26-character ULID) nor a number like \(region)-2026-000001")
         }

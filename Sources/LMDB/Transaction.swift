@@ -92,6 +92,24 @@ extension WriteTransaction {
         }
     }
 
+    /// Puts a key expected to sort after every key in `db` (ids, sequences, times) with
+    /// MDB_APPEND, which fills pages instead of splitting them in half; a key that turns
+    /// out not to be last is put the ordinary way.
+    public func putAppending(_ db: Database, key: [UInt8], value: [UInt8], options: PutOptions = []) throws {
+        try key.withUnsafeBytes { k in
+            try value.withUnsafeBytes { v in
+                let rc = withVal(k) { kv in withVal(v) { vv in
+                    mdb_put(handle, db.dbi, &kv, &vv, options.union(.append).rawValue)
+                } }
+                if rc == MDB_KEYEXIST {
+                    try put(db, key: k, value: v, options: options)
+                } else {
+                    try check(rc)
+                }
+            }
+        }
+    }
+
     /// Removes `key`; returns whether it was there.
     @discardableResult
     public func delete(_ db: Database, key: [UInt8]) throws(LMDBError) -> Bool {

@@ -39,19 +39,30 @@ struct StoreBench: AsyncParsableCommand {
         // 2. Grouped: many creates in flight; the commit thread takes all that wait.
         let done = DispatchSemaphore(value: 0)
         let remaining = Counter(grouped)
+        let drafts = (0..<grouped).map { StoreBench.draft(single + $0) }
         t0 = now()
-        for i in 0..<grouped {
-            store.submit(.create(StoreBench.draft(single + i)), actor: actor) { r in
+        for d in drafts {
+            store.submit(.create(d), actor: actor) { r in
                 if case .failure(let e) = r { fatalError("create failed: \(e)") }
                 if remaining.decrement() == 0 { done.signal() }
             }
         }
+        let enqueued = now() - t0
         await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
             DispatchQueue.global().async { done.wait(); c.resume() }
         }
         dt = now() - t0
-        print(String(format: "store.write.grouped   %9.0f writes/s   (%d creates, group commit, every commit fsync'd)",
-                     Double(grouped) / dt, grouped))
+        print(String(format: "store.write.grouped   %9.0f writes/s   (%d creates, group commit, every commit fsync'd; submitting took %.2f s)",
+                     Double(grouped) / dt, grouped, enqueued))
+
+        let cs = store.commitStatistics
+        print(String(format: "  commit thread: %d groups (%.0f edits each), applying %.2f s, committing (pages + fsync) %.2f s",
+                     cs.groups, Double(cs.edits) / Double(max(1, cs.groups)), Double(cs.applyNanos) / 1e9, Double(cs.commitNanos) / 1e9))
+
+        let floor = try LMDBFloor.run(dir: dir + "-floor", tickets: grouped, group: max(1, cs.edits / max(1, cs.groups)))
+        print(String(format: "  floor: %9.0f tickets/s of bare LMDB puts (%d puts per ticket, same groups, fsync'd; no model, no codec)",
+                     floor.rate, floor.putsPerTicket))
+        try? FileManager.default.removeItem(atPath: dir + "-floor")
 
         // 3. Point reads by id: decode the whole ticket each time.
         var ids: [TicketRef] = []
