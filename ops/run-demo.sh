@@ -16,10 +16,12 @@ trap stop EXIT
 trap 'exit 130' INT TERM
 
 for _ in $(seq 1 100); do
-  curl -fs "$URL/v1/health" >/dev/null 2>&1 && break
   kill -0 "$NODE" 2>/dev/null || { echo "the node did not start (is port $PORT in use? set PORT=...)" >&2; exit 1; }
+  curl -fs "$URL/v1/health" >/dev/null 2>&1 && break
   sleep 0.1
 done
+sleep 0.2
+kill -0 "$NODE" 2>/dev/null || { echo "the node did not start (is port $PORT in use? set PORT=...)" >&2; exit 1; }
 
 if [ "$(curl -fs "$URL/v1/changes?limit=1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["lastSequence"])')" = 0 ]; then
   "$EKC" demo seed --node "$URL" --actor op-ivanova --count 12

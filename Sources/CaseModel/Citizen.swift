@@ -61,6 +61,9 @@ public struct Snils: Sendable, Equatable {
         self.digits = d
     }
 
+    /// For numbers read back from the store, which were validated when first written.
+    public init(trusted digits: String) { self.digits = digits }
+
     public var formatted: String {
         let a = Array(digits)
         return "\(String(a[0..<3]))-\(String(a[3..<6]))-\(String(a[6..<9])) \(String(a[9..<11]))"

@@ -134,6 +134,8 @@ public struct NodeID: Hashable, Sendable, Comparable, CustomStringConvertible {
         }
         return true
     }
+    /// For ids read back from the store, which were validated when first written.
+    public init(trusted value: String) { self.value = value }
     public var description: String { value }
     public static func < (a: NodeID, b: NodeID) -> Bool { a.value < b.value }
 }

@@ -51,9 +51,8 @@ enum RecordCodec {
         guard try r.u8() == ticketFormat else { throw CorruptRecord(what: "unknown ticket format") }
         let id = TicketID(raw: try r.raw(16))
         let number = TicketNumber(region: try r.string(), year: Int(try r.varint()), sequence: try r.varint())
-        guard let origin = NodeID(try r.string()), let owner = NodeID(try r.string()) else {
-            throw CorruptRecord(what: "node id")
-        }
+        let origin = NodeID(trusted: try r.string())
+        let owner = NodeID(trusted: try r.string())
         let channel: Channel = try decodeCase(try r.u8(), "channel")
         let topic = try r.string()
         let measure = try r.optionalString()
@@ -65,7 +64,7 @@ enum RecordCodec {
             let name = try r.optionalString()
             let snils = try r.optionalString()
             let phone = try r.optionalString()
-            citizen = Citizen(ref: ref, name: name, snils: snils.flatMap { try? Snils($0) }, phone: phone)
+            citizen = Citizen(ref: ref, name: name, snils: snils.map { Snils(trusted: $0) }, phone: phone)
         }
         guard let status = TicketStatus(code: try r.u8()) else { throw CorruptRecord(what: "status") }
         let assignee = try r.optionalString()
@@ -106,7 +105,7 @@ enum RecordCodec {
         let id = RecordID(raw: try r.raw(16))
         let ticket = TicketID(raw: try r.raw(16))
         let author = Actor(user: try r.string(), role: try r.string())
-        guard let node = NodeID(try r.string()) else { throw CorruptRecord(what: "node id") }
+        let node = NodeID(trusted: try r.string())
         let at = try r.int()
         let stamp = Stamp(raw: try r.varint())
         let vis: NoteVisibility = try decodeCase(try r.u8(), "visibility")
@@ -132,7 +131,7 @@ enum RecordCodec {
         let id = RecordID(raw: try r.raw(16))
         let ticket = TicketID(raw: try r.raw(16))
         let actor = Actor(user: try r.string(), role: try r.string())
-        guard let node = NodeID(try r.string()) else { throw CorruptRecord(what: "node id") }
+        let node = NodeID(trusted: try r.string())
         return HistoryEvent(id: id, ticketID: ticket, actor: actor, node: node, at: try r.int(),
                             stamp: Stamp(raw: try r.varint()), field: try r.string(),
                             old: try r.optionalString(), new: try r.optionalString())

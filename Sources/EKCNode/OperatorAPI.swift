@@ -285,19 +285,19 @@ public final class OperatorAPI: Sendable {
     }
 
     func notes(_ ref: TicketRef) throws -> APIResponse {
-        guard let notes = try store.notes(of: ref) else { throw APIError.notFound("no ticket \(ref)") }
-        var w = JSONWriter()
-        w.beginObject(); w.key("items"); w.beginArray()
-        for n in notes { w.note(n) }
-        w.endArray(); w.endObject()
-        return .json(.ok, w)
+        try items(of: ref, try store.notes(of: ref)) { $0.note($1) }
     }
 
     func history(_ ref: TicketRef) throws -> APIResponse {
-        guard let events = try store.history(of: ref) else { throw APIError.notFound("no ticket \(ref)") }
+        try items(of: ref, try store.history(of: ref)) { $0.event($1) }
+    }
+
+    /// `{"items": [...]}` of a ticket's notes or history; nil means no such ticket.
+    private func items<T>(of ref: TicketRef, _ list: [T]?, _ render: (inout JSONWriter, T) -> Void) throws -> APIResponse {
+        guard let list else { throw APIError.notFound("no ticket \(ref)") }
         var w = JSONWriter()
         w.beginObject(); w.key("items"); w.beginArray()
-        for e in events { w.event(e) }
+        for item in list { render(&w, item) }
         w.endArray(); w.endObject()
         return .json(.ok, w)
     }

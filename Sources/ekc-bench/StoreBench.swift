@@ -87,6 +87,22 @@ struct StoreBench: AsyncParsableCommand {
             print(String(format: "store.read.point      %9.0f reads/s    (%d threads, ticket by id, decoded)", Double(perThread * n) / dt, n))
         }
 
+        // The floor under point reads: the same lookups returning the stored bytes' length, no decoding.
+        let rawKeys = idsCopy.compactMap { ref -> [UInt8]? in if case .id(let id) = ref { return id.bytes } else { return nil } }
+        let tickets = try store.env.openDatabase("tickets", options: [])
+        t0 = now()
+        DispatchQueue.concurrentPerform(iterations: threads) { k in
+            var x = UInt64(k + 1) &* 0x9E37_79B9_7F4A_7C15
+            var total = 0
+            for _ in 0..<perThread {
+                x ^= x << 13; x ^= x >> 7; x ^= x << 17
+                total &+= (try? store.env.read { try $0.withValue(tickets, key: rawKeys[Int(x % UInt64(rawKeys.count))]) { $0.count } }) ?? 0 ?? 0
+            }
+            precondition(total > 0)
+        }
+        dt = now() - t0
+        print(String(format: "  floor: %9.0f reads/s    (%d threads, the same LMDB lookups without decoding)", Double(perThread * threads) / dt, threads))
+
         // 4. Index range reads: pages of 100 REGISTERED tickets via the status index.
         t0 = now()
         var rows = 0

@@ -33,10 +33,17 @@ struct DemoCommand: AsyncParsableCommand {
                 ]
                 let (obj, _) = try await api.call("POST", "/v1/tickets", body: body)
                 guard let t = obj as? [String: Any], let id = t["id"] as? String else { continue }
-                if i % 4 == 1, t["status"] as? String == "REGISTERED" {
+                // Walk some tickets through their lifecycle so the demo shows history.
+                if t["status"] as? String == "NEW" && i % 2 == 1 {
+                    _ = try await api.call("PATCH", "/v1/tickets/\(id)", body: ["status": "REGISTERED"])
+                }
+                if i % 4 == 1 {
                     _ = try await api.call("PATCH", "/v1/tickets/\(id)", body: ["status": "IN_WORK", "assignee": "op-petrova"])
                     _ = try await api.call("POST", "/v1/tickets/\(id)/notes",
                                            body: ["text": "Перезвонить после проверки статуса заявления", "visibility": "internal"])
+                } else if i % 4 == 2 && i % 3 != 0 && t["status"] as? String == "REGISTERED" {
+                    // A consultation answered at first contact.
+                    _ = try await api.call("PATCH", "/v1/tickets/\(id)", body: ["status": "CLOSED"])
                 }
             }
             print("created \(count) synthetic tickets on \(api.base)")

@@ -40,7 +40,7 @@ struct NodeCommand: AsyncParsableCommand {
             if let config {
                 let topology = try Topology.load(config)
                 guard let id = nodeId ?? (topology.nodes.count == 1 ? topology.nodes[0].id : nil) else {
-                    throw ValidationError("--config lists several nodes; say which with --node-id (one of \(topology.nodes.map(\.id).joined(separator: ", ")))")
+                    throw ConfigurationError("--config lists several nodes; say which with --node-id (one of \(topology.nodes.map(\.id).joined(separator: ", ")))")
                 }
                 entry = try topology.node(id)
             }
