@@ -1,6 +1,6 @@
 /// The citizen a ticket is about, minimised (152-FZ): a reference into the
 /// citizen registry, and only those contact fields the request needs.
-public struct Citizen: Sendable, Equatable {
+public struct Citizen: Sendable, Hashable {
     /// Opaque reference, e.g. `CIT-7F3K2`; never an INN, passport or SNILS.
     public var ref: String
     public var name: String?
@@ -39,7 +39,7 @@ public struct Citizen: Sendable, Equatable {
 }
 
 /// СНИЛС, the insurance number: 9 digits and a 2-digit checksum.
-public struct Snils: Sendable, Equatable {
+public struct Snils: Sendable, Hashable {
     public let digits: String  // 11 digits, no separators
 
     public init(_ text: String) throws(TicketError) {

@@ -1,6 +1,6 @@
 /// Legal deadlines of federal law 59-FZ, computed from the instants they run from.
 /// The legal clock never pauses; days are calendar days.
-public struct Deadlines: Sendable, Equatable {
+public struct Deadlines: Sendable, Hashable {
     /// Register within 3 days of receipt.
     public var registerBy: Millis
     /// Forward to the competent body within 7 days of registration (appeals only).

@@ -131,7 +131,7 @@ extension Ticket {
 }
 
 /// A note on a ticket: append-only, shared with a transfer partner or internal.
-public struct Note: Sendable, Equatable {
+public struct Note: Sendable, Hashable {
     public let id: RecordID
     public let ticketID: TicketID
     public let author: Actor
@@ -161,7 +161,7 @@ public struct Note: Sendable, Equatable {
 }
 
 /// One entry of a ticket's history: who changed what, where, when, from what to what.
-public struct HistoryEvent: Sendable, Equatable {
+public struct HistoryEvent: Sendable, Hashable {
     public let id: RecordID
     public let ticketID: TicketID
     public let actor: Actor
