@@ -2,18 +2,54 @@ import CaseModel
 import Foundation
 import LMDB
 import Metrics
+import Replication
 
 /// A local edit an operator (or a tool) asks for.
 public enum Edit: Sendable {
     case create(TicketDraft)
     case patch(TicketRef, TicketPatch, ifMatch: UInt64?)
     case addNote(TicketRef, text: String, visibility: NoteVisibility)
+    /// Settle a conflict by keeping one of the competing values (its id from `conflicts()`).
+    case resolve(conflictID: String, keep: ConflictChoice)
+    /// A batch pulled from a peer: merged, with the peer's checkpoint, in one transaction.
+    case merge(RemoteBatch)
+}
+
+public enum ConflictChoice: String, Sendable, CaseIterable {
+    /// Keep the value that won the race (confirming it clears the conflict).
+    case winner
+    /// Keep the value that lost.
+    case loser
+}
+
+/// Tickets received from a peer's change feed, through `throughSequence` of the
+/// feed of the store `sourceStoreID`.
+public struct RemoteBatch: Sendable {
+    public let peer: NodeID
+    public let sourceStoreID: [UInt8]
+    public let throughSequence: UInt64
+    public let tickets: [ReplicatedTicket]
+
+    public init(peer: NodeID, sourceStoreID: [UInt8], throughSequence: UInt64, tickets: [ReplicatedTicket]) {
+        self.peer = peer
+        self.sourceStoreID = sourceStoreID
+        self.throughSequence = throughSequence
+        self.tickets = tickets
+    }
+}
+
+/// What merging a batch did.
+public struct MergeReport: Sendable, Equatable {
+    public var changedTickets = 0
+    public var unchangedTickets = 0
+    public var rejections: [Rejection] = []
 }
 
 public enum EditOutcome: Sendable {
     /// The ticket after the edit; `changed` is false when the patch changed nothing.
     case ticket(Ticket, changed: Bool)
     case note(Note)
+    case merged(MergeReport)
 
     public var ticket: Ticket? {
         if case .ticket(let t, _) = self { return t }
@@ -117,7 +153,8 @@ extension CaseStore {
             let r = r ?? .failure(.corrupt("edit not applied"))
             switch r {
             case .success: editsCommitted.increment()
-            case .failure(.rejected), .failure(.ticketNotFound), .failure(.versionMismatch): editsRefused.increment()
+            case .failure(.rejected), .failure(.ticketNotFound), .failure(.versionMismatch), .failure(.conflictNotFound):
+                editsRefused.increment()
             case .failure: editsFailed.increment()
             }
             p.completion(r)
@@ -139,6 +176,8 @@ extension CaseStore {
         case .create(let draft): return try applyCreate(draft, p.actor, txn, &seq, now: now)
         case .patch(let ref, let patch, let ifMatch): return try applyPatch(ref, patch, ifMatch, p.actor, txn, &seq, now: now)
         case .addNote(let ref, let text, let vis): return try applyNote(ref, text, vis, p.actor, txn, &seq, now: now)
+        case .resolve(let id, let keep): return try applyResolve(id, keep, p.actor, txn, &seq, now: now)
+        case .merge(let batch): return try applyMerge(batch, txn, &seq, now: now)
         }
     }
 
@@ -176,6 +215,8 @@ extension CaseStore {
         try faults.hit("create.afterTicket")
         try txn.putAppending(schema.numbers, key: Array(ticket.number.description.utf8), value: ticket.id.bytes, options: .noOverwrite)
         for (db, key) in Schema.indexEntries(ticket, schema) { try txn.putAppending(db, key: key, value: []) }
+        let replica = ReplicatedTicket(opened: ticket, dot: Dot(node: node, stamp: ticket.updatedStamp))
+        try txn.putAppending(schema.replicas, key: ticket.id.bytes, value: ReplicaCodec.encode(replica))
         try record(HistoryEvent(id: writer.nextID(now: now), ticketID: ticket.id, actor: actor, node: node, at: now,
                                 stamp: ticket.updatedStamp, field: "ticket", old: nil,
                                 new: "created \(ticket.number) as \(ticket.status.rawValue)"), txn)
@@ -186,7 +227,7 @@ extension CaseStore {
 
     private func applyPatch(_ ref: TicketRef, _ patch: TicketPatch, _ ifMatch: UInt64?, _ actor: Actor,
                             _ txn: WriteTransaction, _ seq: inout UInt64, now: Millis) throws -> EditOutcome {
-        let (old, new, changes, ctx) = try refusing { () throws -> (Ticket, Ticket, [FieldChange], EditContext) in
+        let (old, edited, changes, ctx) = try refusing { () throws -> (Ticket, Ticket, [FieldChange], EditContext) in
             guard let id = try resolve(ref, txn), let old = try loadTicket(id, txn) else {
                 throw StoreError.ticketNotFound(ref.description)
             }
@@ -198,16 +239,16 @@ extension CaseStore {
             return (old, new, changes, ctx)
         }
         guard !changes.isEmpty else { return .ticket(old, changed: false) }
+        // The edit is a write to the changed fields' registers; the stored ticket is
+        // what the registers now say, the same view every replica will compute.
+        var replica = try loadReplica(old.id, txn)!
+        replica.record(edited, from: old, dot: Dot(node: ctx.node, stamp: ctx.stamp))
+        let new = replica.ticket(version: edited.version) ?? edited
         try txn.put(schema.tickets, key: new.id.bytes, value: RecordCodec.encode(new))
         try faults.hit("patch.afterTicket")
-        let before = Schema.indexEntries(old, schema)
-        let after = Schema.indexEntries(new, schema)
-        for (db, key) in before where !after.contains(where: { $0.0 == db && $0.1 == key }) {
-            try txn.delete(db, key: key)
-        }
-        for (db, key) in after where !before.contains(where: { $0.0 == db && $0.1 == key }) {
-            try txn.putAppending(db, key: key, value: [])
-        }
+        try txn.put(schema.replicas, key: new.id.bytes, value: ReplicaCodec.encode(replica))
+        try markConflicts(replica, txn)
+        try reindex(old, new, txn)
         for c in changes {
             try record(HistoryEvent(id: writer.nextID(now: now), ticketID: new.id, actor: actor, node: ctx.node,
                                     at: now, stamp: ctx.stamp, field: c.field, old: c.old, new: c.new), txn)
@@ -234,6 +275,112 @@ extension CaseStore {
                                 new: "\(note.visibility.rawValue) note \(note.id)"), txn)
         try moveInFeed(note.ticketID, txn, &seq)
         return .note(note)
+    }
+
+    /// Moves a ticket's index entries from what `old` had to what `new` has.
+    private func reindex(_ old: Ticket?, _ new: Ticket, _ txn: WriteTransaction) throws {
+        let before = old.map { Schema.indexEntries($0, schema) } ?? []
+        let after = Schema.indexEntries(new, schema)
+        for (db, key) in before where !after.contains(where: { $0.0 == db && $0.1 == key }) {
+            try txn.delete(db, key: key)
+        }
+        for (db, key) in after where !before.contains(where: { $0.0 == db && $0.1 == key }) {
+            try txn.putAppending(db, key: key, value: [])
+        }
+    }
+
+    private func markConflicts(_ r: ReplicatedTicket, _ txn: WriteTransaction) throws {
+        if r.conflicts.isEmpty {
+            try txn.delete(schema.conflicted, key: r.id.bytes)
+        } else {
+            try txn.put(schema.conflicted, key: r.id.bytes, value: [])
+        }
+    }
+
+    private func applyResolve(_ conflictID: String, _ keep: ConflictChoice, _ actor: Actor, _ txn: WriteTransaction,
+                              _ seq: inout UInt64, now: Millis) throws -> EditOutcome {
+        let (old, replica, conflict, ctx) = try refusing { () throws -> (Ticket, ReplicatedTicket, Conflict, EditContext) in
+            guard let (id, _, _) = Conflict.parse(id: conflictID), let old = try loadTicket(id, txn),
+                  let replica = try loadReplica(id, txn) else { throw StoreError.conflictNotFound(conflictID) }
+            guard let c = replica.conflicts.first(where: { $0.id == conflictID }) else {
+                throw StoreError.conflictNotFound(conflictID)
+            }
+            return (old, replica, c, context(actor, now: now))
+        }
+        var settled = replica
+        let dot = Dot(node: ctx.node, stamp: ctx.stamp)
+        _ = settled.resolve(conflict.field, choosing: keep == .winner ? conflict.winner : conflict.loser, with: dot)
+        let new = settled.ticket(version: old.version + 1)!
+        try txn.put(schema.tickets, key: new.id.bytes, value: RecordCodec.encode(new))
+        try txn.put(schema.replicas, key: new.id.bytes, value: ReplicaCodec.encode(settled))
+        try markConflicts(settled, txn)
+        try reindex(old, new, txn)
+        let kept = keep == .winner ? conflict.winningValue : conflict.losingValue
+        let dropped = keep == .winner ? conflict.losingValue : conflict.winningValue
+        try record(HistoryEvent(id: writer.nextID(now: now), ticketID: new.id, actor: actor, node: ctx.node, at: now,
+                                stamp: ctx.stamp, field: "conflict.\(conflict.field.rawValue)", old: dropped,
+                                new: "kept \(kept)"), txn)
+        try moveInFeed(new.id, txn, &seq)
+        return .ticket(new, changed: true)
+    }
+
+    /// Merges a peer's batch. Each ticket's remote writes pass admission (entitled
+    /// organisation, relayed by its own nodes, stamp within the skew bound); what is
+    /// refused is reported, never merged. The peer's checkpoint moves in the same
+    /// transaction, so a crash can only make the batch be pulled again, and pulling
+    /// it again changes nothing (merge is idempotent).
+    private func applyMerge(_ batch: RemoteBatch, _ txn: WriteTransaction, _ seq: inout UInt64, now: Millis) throws -> EditOutcome {
+        var report = MergeReport()
+        for remote in batch.tickets {
+            let local = try loadReplica(remote.id, txn)
+            let (admitted, rejections) = remote.admitted(
+                from: batch.peer, local: local, directory: configuration.directory, now: now,
+                maxSkew: configuration.maxClockSkew)
+            report.rejections += rejections
+            let registers = local.map { $0.registersOnly.merged(admitted.registersOnly) } ?? admitted.registersOnly
+            var newNotes: [Note] = []
+            for note in admitted.notes.values.sorted(by: { $0.id < $1.id })
+            where try !txn.contains(schema.notes, key: note.ticketID.bytes + note.id.bytes) && note.ticketID == remote.id {
+                newNotes.append(note)
+            }
+            var newEvents: [HistoryEvent] = []
+            for e in admitted.history.values.sorted(by: { $0.id < $1.id })
+            where try !txn.contains(schema.history, key: e.ticketID.bytes + e.id.bytes) && e.ticketID == remote.id {
+                newEvents.append(e)
+            }
+            let registersChanged = registers != local?.registersOnly
+            guard registersChanged || !newNotes.isEmpty || !newEvents.isEmpty else {
+                report.unchangedTickets += 1
+                continue
+            }
+            let old = try loadTicket(remote.id, txn)
+            let version = (old?.version ?? 0) + (registersChanged ? 1 : 0)
+            // A ticket whose opening write has not arrived (or was refused) waits for it.
+            guard let new = registers.ticket(version: version) else {
+                report.unchangedTickets += 1
+                continue
+            }
+            _ = try? writer.clock.receive(registers.clock.maxStamp, wall: now)
+            for n in newNotes { _ = try? writer.clock.receive(n.stamp, wall: now) }
+            for e in newEvents { _ = try? writer.clock.receive(e.stamp, wall: now) }
+            if registersChanged {
+                try txn.put(schema.replicas, key: new.id.bytes, value: ReplicaCodec.encode(registers))
+                try txn.put(schema.tickets, key: new.id.bytes, value: RecordCodec.encode(new))
+                if old == nil {
+                    try txn.put(schema.numbers, key: Array(new.number.description.utf8), value: new.id.bytes)
+                }
+                try reindex(old, new, txn)
+                try markConflicts(registers, txn)
+            }
+            for n in newNotes { try txn.put(schema.notes, key: n.ticketID.bytes + n.id.bytes, value: RecordCodec.encode(n)) }
+            for e in newEvents { try record(e, txn) }
+            try moveInFeed(new.id, txn, &seq, isNew: old == nil)
+            report.changedTickets += 1
+        }
+        var checkpoint = batch.sourceStoreID
+        checkpoint += batch.throughSequence.bigEndianBytes
+        try txn.put(schema.checkpoints, key: Array(batch.peer.value.utf8), value: checkpoint)
+        return .merged(report)
     }
 
     private func record(_ e: HistoryEvent, _ txn: WriteTransaction) throws {

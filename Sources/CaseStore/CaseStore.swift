@@ -12,15 +12,21 @@ public struct StoreConfiguration: Sendable {
     public var environment: Environment.Configuration
     /// Most edits one group commit takes.
     public var maxGroup: Int
+    /// Organisation of every node of the federation, for admitting remote writes.
+    public var directory: Directory
+    /// A remote write stamped further ahead of local time than this is quarantined.
+    public var maxClockSkew: Millis
     /// Fixed gathering window for group commit in microseconds; nil adapts to load.
     public var commitGatherMicros: UInt32?
     public var wallClock: @Sendable () -> Millis
 
     public init(node: NodeID, region: String, utcOffsetMinutes: Int = 180,
                 environment: Environment.Configuration = .init(), maxGroup: Int = 2048,
-                commitGatherMicros: UInt32? = nil,
+                commitGatherMicros: UInt32? = nil, directory: Directory? = nil, maxClockSkew: Millis = 60_000,
                 wallClock: @escaping @Sendable () -> Millis = CaseStore.systemMillis) {
         self.commitGatherMicros = commitGatherMicros
+        self.directory = directory ?? Directory([node: region])
+        self.maxClockSkew = maxClockSkew
         self.node = node
         self.region = region
         self.utcOffsetMinutes = utcOffsetMinutes
@@ -111,7 +117,7 @@ public final class CaseStore: @unchecked Sendable {
         // The clock and the id generator resume after the last committed stamp and id, so
         // stamps never repeat and new note and event ids sort after the stored ones, even
         // if the wall clock was stepped back while the node was down.
-        writer = WriterState(clock: HybridLogicalClock(last: lastStamp), lastID: lastID)
+        writer = WriterState(clock: HybridLogicalClock(last: lastStamp, maxSkew: configuration.maxClockSkew), lastID: lastID)
         queue = CommitQueue(name: "ekc-commit", maxGroup: configuration.maxGroup) { [unowned self] group in
             self.commit(group)
         }
@@ -141,6 +147,14 @@ public final class CaseStore: @unchecked Sendable {
 
     func loadTicket(_ id: TicketID, _ txn: some TransactionProtocol) throws -> Ticket? {
         try txn.withValue(schema.tickets, key: id.bytes) { try RecordCodec.decodeTicket($0) }
+    }
+
+    /// The registers of a ticket. A ticket written before replicas were kept gets the
+    /// replicated form of its current state, as if opened at its last stamp.
+    func loadReplica(_ id: TicketID, _ txn: some TransactionProtocol) throws -> ReplicatedTicket? {
+        if let r = try txn.withValue(schema.replicas, key: id.bytes, { try ReplicaCodec.decode($0) }) { return r }
+        guard let t = try loadTicket(id, txn) else { return nil }
+        return ReplicatedTicket(opened: t, dot: Dot(node: t.originNode, stamp: t.updatedStamp))
     }
 
     public func ticket(_ ref: TicketRef) throws -> Ticket? {

@@ -28,6 +28,12 @@ struct Schema: Sendable {
     let byUpdated: Database
     /// next deadline ms (u64 BE) + ticket id → ∅ (open tickets only)
     let byDeadline: Database
+    /// ticket id → its replicated state (registers with versions and dots)
+    let replicas: Database
+    /// ticket id → ∅ for tickets with unresolved conflicts
+    let conflicted: Database
+    /// peer node id → source store id (16) + last applied sequence of its feed (u64 BE)
+    let checkpoints: Database
 
     static let version: UInt32 = 1
 
@@ -44,10 +50,14 @@ struct Schema: Sendable {
         byAssignee = try env.openDatabase("idx_assignee")
         byUpdated = try env.openDatabase("idx_updated")
         byDeadline = try env.openDatabase("idx_deadline")
+        replicas = try env.openDatabase("replicas")
+        conflicted = try env.openDatabase("idx_conflicts")
+        checkpoints = try env.openDatabase("checkpoints")
     }
 
     var all: [Database] {
-        [meta, tickets, numbers, counters, notes, history, feed, feedPosition, byStatus, byAssignee, byUpdated, byDeadline]
+        [meta, tickets, numbers, counters, notes, history, feed, feedPosition, byStatus, byAssignee, byUpdated, byDeadline,
+         replicas, conflicted, checkpoints]
     }
 
     enum MetaKey {

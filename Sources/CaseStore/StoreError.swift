@@ -4,6 +4,7 @@ import LMDB
 /// Why the store refused or failed an operation.
 public enum StoreError: Error, Sendable, Equatable {
     case ticketNotFound(String)
+    case conflictNotFound(String)
     /// If-Match named a version that is no longer current.
     case versionMismatch(current: UInt64, expected: UInt64)
     /// The model refused the edit.

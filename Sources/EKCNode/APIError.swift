@@ -55,6 +55,8 @@ public struct APIError: Error, Sendable {
         switch e {
         case .ticketNotFound(let ref):
             self.init(status: .notFound, code: "not_found", message: "no ticket \(ref)", field: nil)
+        case .conflictNotFound(let id):
+            self.init(status: .notFound, code: "not_found", message: "no open conflict \(id) (already resolved?)", field: nil)
         case .versionMismatch(let current, let expected):
             self.init(status: .preconditionFailed, code: "version_mismatch",
                       message: "the ticket is at version \(current), not \(expected): re-read it and retry",

@@ -35,3 +35,44 @@ extension ReplicatedTicket {
         return out
     }
 }
+
+extension ReplicatedTicket {
+    /// Settles a conflict on `field` by writing the value of the sibling `chosen` again
+    /// with `dot`, a write that has seen every sibling: the field's conflict clears on
+    /// every replica that merges it. False when `chosen` is not a version of the field.
+    public mutating func resolve(_ field: Field, choosing chosen: Dot, with dot: Dot) -> Bool {
+        func settle<V>(_ r: inout Register<V>) -> Bool {
+            guard let v = r.versions.first(where: { $0.dot == chosen }) else { return false }
+            r.write(v.value, dot: dot)
+            return true
+        }
+        switch field {
+        case .header: return settle(&header)
+        case .statement: return settle(&statement)
+        case .citizen: return settle(&citizen)
+        case .progress: return settle(&progress)
+        case .assignee: return settle(&assignee)
+        case .priority: return settle(&priority)
+        case .topic: return settle(&topic)
+        case .owner: return settle(&owner)
+        }
+    }
+
+    /// The registers alone (notes and history emptied): what the store keeps per ticket.
+    public var registersOnly: ReplicatedTicket {
+        var t = self
+        t.notes = [:]
+        t.history = [:]
+        return t
+    }
+}
+
+extension Conflict {
+    /// Parses an id made by `Conflict.id`: ticket, field, and the losing write's dot.
+    public static func parse(id: String) -> (TicketID, Field, Dot)? {
+        let parts = id.split(separator: ".", omittingEmptySubsequences: false).map(String.init)
+        guard parts.count == 4, let ticket = TicketID(parts[0]), let field = Field(rawValue: parts[1]),
+              let node = NodeID(parts[2]), let raw = UInt64(parts[3]) else { return nil }
+        return (ticket, field, Dot(node: node, stamp: Stamp(raw: raw)))
+    }
+}

@@ -74,6 +74,8 @@ struct AtomicityTests {
             #expect(t.updatedStamp > stampBefore)
         case .note(let n):
             #expect(try store.notes(of: .id(a.id)) == before.notes! + [n])
+        case .merged:
+            Issue.record("a local edit reported a merge")
         }
     }
 
@@ -374,14 +376,15 @@ struct GroupCommitDurabilityTests {
             let s = try store.stats()
             #expect(s.node == "irk-main" && s.tickets == 1 && s.lastSequence == 1)
             #expect(Set(s.tables.map(\.name)) == ["meta", "tickets", "numbers", "counters", "notes", "history", "feed",
-                                                 "feed_position", "idx_status", "idx_assignee", "idx_updated", "idx_deadline"])
+                                                 "feed_position", "idx_status", "idx_assignee", "idx_updated", "idx_deadline",
+                                                 "replicas", "idx_conflicts", "checkpoints"])
             #expect(s.storeID.count == 32)
             store.close()
         }
         let inspected = try CaseStore.inspect(path: dir.path)
         let tickets = inspected.tables.first { $0.0 == "tickets" }
         #expect(tickets?.1.entries == 1)
-        #expect(inspected.tables.count == 12)
+        #expect(inspected.tables.count == 15)
     }
 }
 

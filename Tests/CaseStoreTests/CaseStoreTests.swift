@@ -153,7 +153,7 @@ struct CaseStoreBasicTests {
         #expect(store.lastSequence == seq + 1)   // only the create of b
         var c2 = try store.tableCounts()
         c2["tickets"]! -= 1; c2["numbers"]! -= 1; c2["history"]! -= 1; c2["feed"]! -= 1; c2["feed_position"]! -= 1
-        c2["idx_status"]! -= 1; c2["idx_updated"]! -= 1; c2["idx_deadline"]! -= 1
+        c2["idx_status"]! -= 1; c2["idx_updated"]! -= 1; c2["idx_deadline"]! -= 1; c2["replicas"]! -= 1
         #expect(c2 == counts)
         #expect(try store.ticket(.id(b.id))?.status == .registered)
     }
