@@ -4,8 +4,8 @@
 SHELL := /bin/bash
 SWIFT ?= swift
 EKC := .build/debug/ekc
-DEB_PACKAGES := liblmdb-dev lmdb-utils nghttp2-client curl openssl pkg-config python3
-PY_MODULES := pytest jsonschema openapi_spec_validator yaml schemathesis
+DEB_PACKAGES := liblmdb-dev lmdb-utils nghttp2-client curl openssl pkg-config python3 protobuf-compiler
+PY_MODULES := pytest jsonschema openapi_spec_validator yaml schemathesis google.protobuf
 
 .PHONY: all deps build build-tests run demo test test-swift test-integration bench clean
 
@@ -21,7 +21,7 @@ deps:
 	fi
 	@missing=""; for m in $(PY_MODULES); do python3 -c "import $$m" 2>/dev/null || missing="$$missing $$m"; done; \
 	if [ -n "$$missing" ]; then \
-	  pkgs=$$(echo $$missing | sed 's/openapi_spec_validator/openapi-spec-validator/; s/\byaml\b/PyYAML/'); \
+	  pkgs=$$(echo $$missing | sed 's/openapi_spec_validator/openapi-spec-validator/; s/\byaml\b/PyYAML/; s/google.protobuf/protobuf/'); \
 	  echo "installing Python packages: $$pkgs"; python3 -m pip install -q $$pkgs; \
 	fi
 

@@ -25,7 +25,7 @@ let targets: [Target] = [
                        .product(name: "Metrics", package: "swift-metrics")]),
     .target(
         name: "EKCNode",
-        dependencies: ["CaseModel", "CaseStore"] + nio + [
+        dependencies: ["CaseModel", "Replication", "CaseStore"] + nio + [
             .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             .product(name: "NIOTLS", package: "swift-nio"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -48,11 +48,16 @@ let targets: [Target] = [
     .executableTarget(
         name: "ekc-bench",
         dependencies: ["CaseModel", "CaseStore", "LMDB", .product(name: "ArgumentParser", package: "swift-argument-parser")] + nio),
+    .target(
+        name: "Wire",
+        dependencies: ["CaseModel", "Replication", .product(name: "SwiftProtobuf", package: "swift-protobuf")]),
     .testTarget(name: "LMDBTests", dependencies: ["LMDB"]),
     .testTarget(name: "CaseModelTests", dependencies: ["CaseModel"]),
     .testTarget(name: "ReplicationTests", dependencies: ["Replication"]),
     .testTarget(name: "CaseStoreTests", dependencies: ["CaseStore", "CaseModel", "LMDB"]),
-    .testTarget(name: "EKCNodeTests", dependencies: ["EKCNode", "CaseStore", "CaseModel"]),
+    .testTarget(name: "EKCNodeTests", dependencies: ["EKCNode", "CaseStore", "CaseModel", "Replication"]),
+    .testTarget(name: "WireTests", dependencies: ["Wire", "Replication", "CaseModel",
+                                                  .product(name: "SwiftProtobuf", package: "swift-protobuf")]),
 ]
 
 // Release builds: generic code of the storage layer (transactions, cursors,
@@ -81,6 +86,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
     ],
     targets: targets,
     swiftLanguageModes: [.v6]

@@ -6,6 +6,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import Prometheus
+import Replication
 
 public struct APIRequest {
     public var method: HTTPMethod
@@ -45,7 +46,8 @@ public final class OperatorAPI: Sendable {
     let openAPIDocument: ByteBuffer
     let startedAt = Date()
     private let requestCounters = NIOLockedValueBox<[Int: Metrics.Counter]>([:])
-    private static let routes = ["metrics", "openapi", "health", "changes", "create", "list", "patch", "show", "note", "notes", "history", "error"]
+    private static let routes = ["metrics", "openapi", "health", "changes", "create", "list", "patch", "show", "note", "notes",
+                                 "history", "conflicts", "resolve", "error"]
 
     public init(store: CaseStore, registry: PrometheusCollectorRegistry?, maxBodyBytes: Int = 128 * 1024) {
         self.store = store
@@ -129,6 +131,12 @@ public final class OperatorAPI: Sendable {
         case ("changes", 1):
             try only(.GET)
             return ("changes", .now(try changes(query)))
+        case ("conflicts", 1):
+            try only(.GET)
+            return ("conflicts", .now(try conflicts(query)))
+        case ("conflicts", 3) where rest[2] == "resolve":
+            try only(.POST)
+            return ("resolve", .later(try resolve(rest[1], req, loop)))
         case ("tickets", 1):
             try only(.GET, .POST)
             if req.method == .POST { return ("create", .later(try create(req, loop))) }
@@ -331,6 +339,53 @@ public final class OperatorAPI: Sendable {
         return .json(.ok, w)
     }
 
+    /// Values that lost a race, beside the winners, on this node (every replica lists the same).
+    func conflicts(_ q: [String: String]) throws -> APIResponse {
+        try checkQuery(q, allowed: ["limit"])
+        let limit = try intParam(q, "limit", range: 1...TicketQuery.maxLimit) ?? 100
+        let list = try store.conflicts(limit: limit)
+        var numbers: [TicketID: String] = [:]
+        for c in list where numbers[c.ticketID] == nil {
+            numbers[c.ticketID] = try store.ticket(.id(c.ticketID))?.number.description
+        }
+        var w = JSONWriter(capacity: 256 * max(1, list.count))
+        w.beginObject(); w.key("items"); w.beginArray()
+        for c in list {
+            w.beginObject()
+            w.field("id", c.id)
+            w.field("ticketId", c.ticketID.description)
+            w.field("ticketNumber", numbers[c.ticketID] ?? nil)
+            w.field("field", c.field.rawValue)
+            w.key("winner"); w.beginObject()
+            w.field("value", c.winningValue); w.field("node", c.winner.node.value); w.field("at", time: c.winner.stamp.millis)
+            w.field("stamp", c.winner.stamp.description)
+            w.endObject()
+            w.key("loser"); w.beginObject()
+            w.field("value", c.losingValue); w.field("node", c.loser.node.value); w.field("at", time: c.loser.stamp.millis)
+            w.field("stamp", c.loser.stamp.description)
+            w.endObject()
+            w.endObject()
+        }
+        w.endArray(); w.endObject()
+        return .json(.ok, w)
+    }
+
+    /// `{"keep": "winner" | "loser"}`: the choice is itself a replicated edit.
+    func resolve(_ id: String, _ req: APIRequest, _ loop: EventLoop) throws -> EventLoopFuture<APIResponse> {
+        var r = try ObjectReader(try jsonBody(req))
+        guard let keep = try r.enumeration("keep", ConflictChoice.self) else {
+            throw APIError.unprocessable("missing_field", "keep is required: winner or loser", field: "keep")
+        }
+        try r.rejectUnknown()
+        let conflictID = id.utf8.contains(UInt8(ascii: "%")) ? (id.removingPercentEncoding ?? id) : id
+        return submit(.resolve(conflictID: conflictID, keep: keep), try actor(req.headers), loop) { outcome in
+            let t = outcome.ticket!
+            var w = JSONWriter(capacity: 1024 + t.statement.utf8.count)
+            w.ticket(t)
+            return .json(.ok, w, headers: ["etag": OperatorAPI.etag(t)])
+        }
+    }
+
     func health() throws -> APIResponse {
         let s = try store.stats()
         var w = JSONWriter()
@@ -360,6 +415,7 @@ public final class OperatorAPI: Sendable {
             Gauge(label: "ekc_store_used_bytes").record(s.usedBytes)
             Gauge(label: "ekc_store_map_growths").record(s.mapGrowths)
             Gauge(label: "ekc_store_commit_queue_depth").record(store.queueDepth)
+            Gauge(label: "ekc_conflicts_waiting").record((try? store.conflicts(limit: 10_000).count) ?? 0)
         }
         var bytes: [UInt8] = []
         registry?.emit(into: &bytes)

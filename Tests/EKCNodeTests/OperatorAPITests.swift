@@ -6,6 +6,7 @@ import NIOEmbedded
 import NIOHTTP1
 import NIOHTTP2
 import NIOPosix
+import Replication
 import Testing
 @testable import EKCNode
 
@@ -17,9 +18,10 @@ final class APIFixture {
     let api: OperatorAPI
     let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
 
-    init() throws {
+    init(directory: Directory? = nil) throws {
         dir = FileManager.default.temporaryDirectory.appendingPathComponent("ekc-api-\(UUID().uuidString)").path
-        store = try CaseStore(path: dir, configuration: StoreConfiguration(node: NodeID("irk-main")!, region: "38", utcOffsetMinutes: 480))
+        store = try CaseStore(path: dir, configuration: StoreConfiguration(node: NodeID("irk-main")!, region: "38",
+                                                                           utcOffsetMinutes: 480, directory: directory))
         api = OperatorAPI(store: store, registry: nil)
     }
 

@@ -175,6 +175,8 @@ def test_document_covers_every_route_and_refuses_unknown_fields(spec):
         "/v1/tickets/{ref}/notes": {"get", "post"},
         "/v1/tickets/{ref}/history": {"get"},
         "/v1/changes": {"get"},
+        "/v1/conflicts": {"get"},
+        "/v1/conflicts/{id}/resolve": {"post"},
         "/v1/health": {"get"},
         "/metrics": {"get"},
         "/openapi.yaml": {"get"},
@@ -182,7 +184,7 @@ def test_document_covers_every_route_and_refuses_unknown_fields(spec):
     methods = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
     assert {p: set(ops) & methods for p, ops in spec["paths"].items()} == expected
     schemas = spec["components"]["schemas"]
-    for name in ("TicketCreate", "TicketPatch", "NoteCreate", "CitizenInput"):
+    for name in ("TicketCreate", "TicketPatch", "NoteCreate", "CitizenInput", "ConflictResolution"):
         assert schemas[name]["additionalProperties"] is False, name
     assert schemas["TicketCreate"]["required"] == ["channel", "topic", "subject", "statement"]
     assert schemas["NoteCreate"]["required"] == ["text"]
