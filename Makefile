@@ -7,7 +7,7 @@ EKC := .build/debug/ekc
 DEB_PACKAGES := liblmdb-dev lmdb-utils nghttp2-client curl openssl pkg-config python3 protobuf-compiler
 PY_MODULES := pytest jsonschema openapi_spec_validator yaml schemathesis google.protobuf
 
-.PHONY: all deps build build-tests run demo test test-swift test-integration bench clean
+.PHONY: all deps build build-tests run cluster demo test test-swift test-integration bench clean
 
 all: build
 
@@ -33,6 +33,10 @@ build-tests: deps
 
 run: build
 	ops/run-demo.sh
+
+# A local federation: three nodes of one region replicating over mutual TLS.
+cluster: build
+	ops/run-cluster.sh
 
 # Like `run`, but stops the node after showing the demo (for scripts).
 demo: build

@@ -25,7 +25,7 @@ let targets: [Target] = [
                        .product(name: "Metrics", package: "swift-metrics")]),
     .target(
         name: "EKCNode",
-        dependencies: ["CaseModel", "Replication", "CaseStore"] + nio + [
+        dependencies: ["CaseModel", "Replication", "CaseStore", "Wire"] + nio + [
             .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             .product(name: "NIOTLS", package: "swift-nio"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),

@@ -43,6 +43,8 @@ public struct MergeReport: Sendable, Equatable {
     public var changedTickets = 0
     public var unchangedTickets = 0
     public var rejections: [Rejection] = []
+    /// Readable numbers another ticket already had (misconfigured number series).
+    public var duplicateNumbers: [String] = []
 }
 
 public enum EditOutcome: Sendable {
@@ -102,6 +104,7 @@ extension CaseStore {
         let now = configuration.wallClock()
         var excluded: [Int: StoreError] = [:]
         var results: [Result<EditOutcome, StoreError>?]
+        var feedMoved = false
         while true {
             var failing: Int?
             do {
@@ -122,6 +125,7 @@ extension CaseStore {
                         }
                     }
                     applied = DispatchTime.now().uptimeNanoseconds
+                    feedMoved = seq != startSeq
                     if seq != startSeq {
                         try txn.put(schema.meta, key: Schema.MetaKey.lastSequence, value: seq.bigEndianBytes)
                         try txn.put(schema.meta, key: Schema.MetaKey.lastStamp, value: writer.clock.last.raw.bigEndianBytes)
@@ -148,6 +152,10 @@ extension CaseStore {
             $0.edits += group.count
             $0.applyNanos += applied - started
             $0.commitNanos += finished - applied
+        }
+        let committed = results.contains { if case .success? = $0 { return true } else { return false } }
+        if feedMoved && committed {
+            for observer in commitObservers.withLock({ Array($0.values) }) { observer() }
         }
         for (p, r) in zip(group, results) {
             let r = r ?? .failure(.corrupt("edit not applied"))
@@ -203,14 +211,23 @@ extension CaseStore {
         let (ticket, counterKey) = try refusing { () throws -> (Ticket, [UInt8]) in
             let year = Calendar59.year(of: now, offsetMinutes: configuration.utcOffsetMinutes)
             let counterKey = Array("\(configuration.region)-\(year)".utf8)
-            let last = try txn.u64(schema.counters, counterKey)
-            let number = TicketNumber(region: configuration.region, year: year, sequence: (last ?? 0) + 1)
+            // Each node of a region numbers in its own series (series × 10,000,000 + n), so
+            // numbers are unique without coordination; a number already taken (a node
+            // misconfigured with another's series) is skipped, never reused.
+            var n = (try txn.u64(schema.counters, counterKey) ?? 0) + 1
+            var number = TicketNumber(region: configuration.region, year: year,
+                                      sequence: configuration.numberSeries * 10_000_000 + n)
+            while try txn.contains(schema.numbers, key: Array(number.description.utf8)) {
+                n += 1
+                number = TicketNumber(region: configuration.region, year: year, sequence: configuration.numberSeries * 10_000_000 + n)
+            }
             let ctx = context(actor, now: now)
             let ticket = try draft.open(id: writer.nextID(now: now), number: number, node: node, now: now, stamp: ctx.stamp)
             return (ticket, counterKey)
         }
         // From here on every failure aborts the whole transaction.
-        try txn.put(schema.counters, key: counterKey, value: ticket.number.sequence.bigEndianBytes)
+        try txn.put(schema.counters, key: counterKey,
+                    value: (ticket.number.sequence - configuration.numberSeries * 10_000_000).bigEndianBytes)
         try txn.putAppending(schema.tickets, key: ticket.id.bytes, value: RecordCodec.encode(ticket), options: .noOverwrite)
         try faults.hit("create.afterTicket")
         try txn.putAppending(schema.numbers, key: Array(ticket.number.description.utf8), value: ticket.id.bytes, options: .noOverwrite)
@@ -367,7 +384,14 @@ extension CaseStore {
                 try txn.put(schema.replicas, key: new.id.bytes, value: ReplicaCodec.encode(registers))
                 try txn.put(schema.tickets, key: new.id.bytes, value: RecordCodec.encode(new))
                 if old == nil {
-                    try txn.put(schema.numbers, key: Array(new.number.description.utf8), value: new.id.bytes)
+                    // Two tickets with one number (nodes sharing a series) stay reachable by id;
+                    // the number keeps naming the first.
+                    let key = Array(new.number.description.utf8)
+                    if try !txn.contains(schema.numbers, key: key) {
+                        try txn.put(schema.numbers, key: key, value: new.id.bytes)
+                    } else {
+                        report.duplicateNumbers.append(new.number.description)
+                    }
                 }
                 try reindex(old, new, txn)
                 try markConflicts(registers, txn)

@@ -12,6 +12,9 @@ public struct StoreConfiguration: Sendable {
     public var environment: Environment.Configuration
     /// Most edits one group commit takes.
     public var maxGroup: Int
+    /// This node's numbering series within its region (0–99): its readable numbers are
+    /// series × 10,000,000 + n, unique across the region's nodes without coordination.
+    public var numberSeries: UInt64 = 0
     /// Organisation of every node of the federation, for admitting remote writes.
     public var directory: Directory
     /// A remote write stamped further ahead of local time than this is quarantined.
@@ -67,6 +70,20 @@ public final class CaseStore: @unchecked Sendable {
     public let storeID: String
     public let faults = FaultInjector()
     let statistics = Locked(CommitStatistics())
+    let commitObservers = Locked<[Int: @Sendable () -> Void]>([:])
+    let nextObserver = Locked(0)
+
+    /// Calls `body` (on the commit thread; keep it short) after every commit that
+    /// moved the change feed, until the token is removed.
+    public func observeCommits(_ body: @escaping @Sendable () -> Void) -> Int {
+        let token = nextObserver.withLock { n -> Int in n += 1; return n }
+        commitObservers.withLock { $0[token] = body }
+        return token
+    }
+
+    public func removeCommitObserver(_ token: Int) {
+        commitObservers.withLock { _ = $0.removeValue(forKey: token) }
+    }
 
     /// Totals since the store opened: where the commit thread's time went.
     public var commitStatistics: CommitStatistics { statistics.withLock { $0 } }

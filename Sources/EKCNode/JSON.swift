@@ -180,6 +180,11 @@ struct JSONWriter {
         }
         needsComma = true
     }
+    mutating func double(_ d: Double) {
+        separate()
+        bytes.append(contentsOf: (d.isFinite ? String(format: "%.3f", d) : "null").utf8)
+        needsComma = true
+    }
     mutating func bool(_ b: Bool) { separate(); if b { raw("true") } else { raw("false") }; needsComma = true }
     mutating func null() { separate(); raw("null"); needsComma = true }
     mutating func time(_ t: Millis?) {

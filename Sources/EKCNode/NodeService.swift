@@ -2,7 +2,9 @@ import CaseModel
 import CaseStore
 import Logging
 import Metrics
+import NIOPosix
 import NIOSSL
+import Replication
 import Prometheus
 import ServiceLifecycle
 
@@ -25,10 +27,12 @@ public struct NodeService: Service {
     }
 
     public func run() async throws {
-        let store = try CaseStore(
-            path: settings.dataDirectory,
-            configuration: StoreConfiguration(node: settings.node, region: settings.region,
-                                              utcOffsetMinutes: settings.utcOffsetMinutes))
+        var directory = settings.directory
+        directory[settings.node] = settings.region
+        var configuration = StoreConfiguration(node: settings.node, region: settings.region,
+                                               utcOffsetMinutes: settings.utcOffsetMinutes, directory: Directory(directory))
+        configuration.numberSeries = settings.numberSeries
+        let store = try CaseStore(path: settings.dataDirectory, configuration: configuration)
         logger.info("store open", metadata: ["path": "\(settings.dataDirectory)", "store_id": "\(store.storeID)",
                                              "last_sequence": "\(store.lastSequence)"])
         var tls: NIOSSLContext? = nil
@@ -40,23 +44,50 @@ public struct NodeService: Service {
             config.minimumTLSVersion = .tlsv12
             tls = try NIOSSLContext(configuration: config)
         }
-        let api = OperatorAPI(store: store, registry: registry)
+        // Replication: a mutually authenticated listener, and one pull stream per peer.
+        var replicationServer: ReplicationServer? = nil
+        var replicator: Replicator? = nil
+        let replicationGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        if let identity = settings.identity, let host = settings.replicationHost, let port = settings.replicationPort {
+            do {
+                let nodeTLS = try NodeTLS(certificate: identity.cert, key: identity.key, ca: identity.ca ?? "",
+                                          expected: settings.node)
+                let metrics = ReplicationMetrics()
+                replicationServer = try await ReplicationServer.start(
+                    store: store, tls: nodeTLS, host: host, port: port, peers: Set(settings.peers.map(\.node)),
+                    group: replicationGroup, metrics: metrics, logger: logger)
+                replicator = try Replicator(store: store, tls: nodeTLS, peers: settings.peers, group: replicationGroup,
+                                            metrics: metrics, logger: logger)
+            } catch {
+                store.close()
+                try? await replicationGroup.shutdownGracefully()
+                throw ConfigurationError("cannot start replication on \(host):\(port): \(error)")
+            }
+        }
+        let api = OperatorAPI(store: store, registry: registry, replicator: replicator)
         let server: HTTPServer
         do {
             server = try await HTTPServer.start(api: api, host: settings.host, port: settings.port, tls: tls, logger: logger)
         } catch {
+            await replicator?.stop()
+            await replicationServer?.close()
+            try? await replicationGroup.shutdownGracefully()
             store.close()
             throw ConfigurationError("cannot listen on \(settings.host):\(settings.port): \(error)")
         }
         let host = settings.host.contains(":") ? "[\(settings.host)]" : settings.host
+        replicator?.start()
         onListening("\(server.scheme)://\(host):\(server.port)")
         try? await gracefulShutdown()
         logger.info("shutting down")
+        await replicator?.stop()
+        await replicationServer?.close()
         // Stop accepting, then let queued edits commit and be answered while the
         // event loops still run; requests arriving meanwhile get 503; then close all.
         await server.closeListener()
         store.close()
         await server.stop()
+        try? await replicationGroup.shutdownGracefully()
         logger.info("stopped", metadata: ["last_sequence": "\(store.lastSequence)"])
     }
 }

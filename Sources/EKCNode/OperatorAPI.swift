@@ -45,12 +45,15 @@ public final class OperatorAPI: Sendable {
     let registry: PrometheusCollectorRegistry?
     let openAPIDocument: ByteBuffer
     let startedAt = Date()
+    let replicator: Replicator?
     private let requestCounters = NIOLockedValueBox<[Int: Metrics.Counter]>([:])
     private static let routes = ["metrics", "openapi", "health", "changes", "create", "list", "patch", "show", "note", "notes",
-                                 "history", "conflicts", "resolve", "error"]
+                                 "history", "conflicts", "resolve", "replication", "error"]
 
-    public init(store: CaseStore, registry: PrometheusCollectorRegistry?, maxBodyBytes: Int = 128 * 1024) {
+    public init(store: CaseStore, registry: PrometheusCollectorRegistry?, replicator: Replicator? = nil,
+                maxBodyBytes: Int = 128 * 1024) {
         self.store = store
+        self.replicator = replicator
         self.node = store.configuration.node
         self.region = store.configuration.region
         self.maxBodyBytes = maxBodyBytes
@@ -131,6 +134,9 @@ public final class OperatorAPI: Sendable {
         case ("changes", 1):
             try only(.GET)
             return ("changes", .now(try changes(query)))
+        case ("replication", 1):
+            try only(.GET)
+            return ("replication", .now(try replication()))
         case ("conflicts", 1):
             try only(.GET)
             return ("conflicts", .now(try conflicts(query)))
@@ -386,6 +392,36 @@ public final class OperatorAPI: Sendable {
         }
     }
 
+    /// Each replication link: connected or not, last success, the peer's sequence and
+    /// what we applied of it, lag in records and seconds.
+    func replication() throws -> APIResponse {
+        let now = Date()
+        var w = JSONWriter()
+        w.beginObject()
+        w.field("node", node.value)
+        w.field("storeId", store.storeID)
+        w.field("lastSequence", store.lastSequence)
+        w.key("peers"); w.beginArray()
+        for l in replicator?.links ?? [] {
+            w.beginObject()
+            w.field("node", l.peer.value)
+            w.field("address", l.address)
+            w.key("connected"); w.bool(l.connected)
+            w.field("lastSuccess", time: l.lastSuccess.map { Millis($0.timeIntervalSince1970 * 1000) })
+            w.field("lastError", l.lastError)
+            w.field("peerSequence", l.peerSequence)
+            w.field("appliedSequence", l.appliedSequence)
+            w.field("lagRecords", l.lagRecords)
+            w.key("lagSeconds"); w.double(l.lagSeconds(now: now))
+            w.field("recordsReceived", l.recordsReceived)
+            w.field("rejectedWrites", l.rejectedWrites)
+            w.endObject()
+        }
+        w.endArray()
+        w.endObject()
+        return .json(.ok, w)
+    }
+
     func health() throws -> APIResponse {
         let s = try store.stats()
         var w = JSONWriter()
@@ -416,6 +452,13 @@ public final class OperatorAPI: Sendable {
             Gauge(label: "ekc_store_map_growths").record(s.mapGrowths)
             Gauge(label: "ekc_store_commit_queue_depth").record(store.queueDepth)
             Gauge(label: "ekc_conflicts_waiting").record((try? store.conflicts(limit: 10_000).count) ?? 0)
+            let now = Date()
+            for l in replicator?.links ?? [] {
+                let peer = [("peer", l.peer.value)]
+                Gauge(label: "ekc_replication_lag_records", dimensions: peer).record(Int64(clamping: l.lagRecords))
+                Gauge(label: "ekc_replication_lag_seconds", dimensions: peer).record(l.lagSeconds(now: now))
+                Gauge(label: "ekc_replication_connected", dimensions: peer).record(l.connected ? 1 : 0)
+            }
         }
         var bytes: [UInt8] = []
         registry?.emit(into: &bytes)

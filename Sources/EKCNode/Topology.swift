@@ -14,7 +14,14 @@ public struct Topology: Decodable, Sendable {
         public var listen: String?
         public var data: String?
         public var tls: TLSFiles?
+        /// `HOST:PORT` of the replication listener (HTTP/2, mutual TLS).
+        public var replication: String?
+        /// The node's certificate from the federation CA, its key, and the CA.
+        public var identity: TLSFiles?
+        /// Nodes to pull from and serve; absent: every other node of the same region or fund.
         public var peers: [String]?
+        /// Numbering series within the region (0–99), distinct for each node of a region.
+        public var numberSeries: Int?
     }
 
     public struct TLSFiles: Decodable, Sendable {
@@ -48,8 +55,34 @@ public struct Topology: Decodable, Sendable {
             guard NodeID.isValid(n.id) else { throw ConfigurationError("\(path): node id \"\(n.id)\" must be lower-case letters, digits and hyphens") }
             guard RegionCode.isValid(n.region) else { throw ConfigurationError("\(path): node \(n.id) has an invalid region \"\(n.region)\"") }
             guard seen.insert(n.id).inserted else { throw ConfigurationError("\(path): node \(n.id) is listed twice") }
+            guard (0...99).contains(n.numberSeries ?? 0) else {
+                throw ConfigurationError("\(path): node \(n.id) has numberSeries \(n.numberSeries!); use 0 to 99")
+            }
+        }
+        // Two nodes of one region numbering in the same series would issue the same numbers.
+        var series: [String: String] = [:]
+        for n in topology.nodes {
+            let key = "\(n.region)/\(n.numberSeries ?? 0)"
+            if let other = series[key] {
+                throw ConfigurationError("\(path): nodes \(other) and \(n.id) of region \(n.region) share numberSeries \(n.numberSeries ?? 0); give each its own")
+            }
+            series[key] = n.id
         }
         return topology
+    }
+
+    /// Every node's organisation (region or fund code), for admitting remote writes.
+    public var directory: [NodeID: String] {
+        Dictionary(uniqueKeysWithValues: nodes.compactMap { n in NodeID(n.id).map { ($0, n.region) } })
+    }
+
+    /// The nodes `entry` replicates with, and where they listen for replication.
+    public func peers(of entry: NodeEntry) throws -> [(NodeID, String?)] {
+        let names = entry.peers ?? nodes.filter { $0.id != entry.id && $0.region == entry.region }.map(\.id)
+        return try names.map { name in
+            let peer = try node(name)
+            return (NodeID(peer.id)!, peer.replication)
+        }
     }
 
     public func node(_ id: String) throws -> NodeEntry {
@@ -75,6 +108,13 @@ public struct NodeSettings: Sendable {
     public var port: Int
     public var tlsCertificate: String?
     public var tlsKey: String?
+    /// Replication: where to listen, the node's identity, whom to pull from, who is who.
+    public var replicationHost: String?
+    public var replicationPort: Int?
+    public var identity: Topology.TLSFiles?
+    public var peers: [PeerAddress] = []
+    public var directory: [NodeID: String] = [:]
+    public var numberSeries: UInt64 = 0
 
     public init(node: NodeID, region: String, utcOffsetMinutes: Int, dataDirectory: String, host: String, port: Int,
                 tlsCertificate: String?, tlsKey: String?) {

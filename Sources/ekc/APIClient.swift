@@ -27,8 +27,12 @@ struct APIClient {
     let actor: String
 
     init(_ o: ClientOptions) {
-        base = o.node.hasSuffix("/") ? String(o.node.dropLast()) : o.node
-        actor = o.actor
+        self.init(base: o.node, actor: o.actor)
+    }
+
+    init(base: String, actor: String) {
+        self.base = base.hasSuffix("/") ? String(base.dropLast()) : base
+        self.actor = actor
     }
 
     /// Sends a request; returns the parsed JSON body of a 2xx answer, or throws the API's error message.

@@ -23,6 +23,7 @@ struct NodeCommand: AsyncParsableCommand {
         @Option(help: "Local time offset from UTC in minutes (480 = Irkutsk).") var utcOffset: Int?
         @Option(help: "PEM certificate chain: serve HTTPS with ALPN h2 and http/1.1.") var tlsCert: String?
         @Option(help: "PEM private key for --tls-cert.") var tlsKey: String?
+        @Option(help: "Numbering series within the region (0-99), distinct per node of a region.") var numberSeries: Int?
         @Option(help: "debug, info, notice, warning, error") var logLevel: String = "info"
 
         func validate() throws {
@@ -32,13 +33,17 @@ struct NodeCommand: AsyncParsableCommand {
             }
             if let region, !RegionCode.isValid(region) { throw ValidationError("--region \(region): use 2-8 digits or lower-case letters") }
             if let utcOffset, !(-720...840).contains(utcOffset) { throw ValidationError("--utc-offset must be within -720…840 minutes") }
+            if let numberSeries, !(0...99).contains(numberSeries) { throw ValidationError("--number-series must be 0 to 99") }
             if Logger.Level(rawValue: logLevel) == nil { throw ValidationError("--log-level \(logLevel) is not a level") }
         }
 
         func settings() throws -> NodeSettings {
             var entry: Topology.NodeEntry? = nil
+            var topology: Topology? = nil
             if let config {
-                let topology = try Topology.load(config)
+                let topology_ = try Topology.load(config)
+                topology = topology_
+                let topology = topology_
                 guard let id = nodeId ?? (topology.nodes.count == 1 ? topology.nodes[0].id : nil) else {
                     throw ConfigurationError("--config lists several nodes; say which with --node-id (one of \(topology.nodes.map(\.id).joined(separator: ", ")))")
                 }
@@ -46,11 +51,32 @@ struct NodeCommand: AsyncParsableCommand {
             }
             let id = nodeId ?? entry?.id ?? "irk-dev"
             let (host, port) = try NodeSettings.parseListen(listen ?? entry?.listen ?? "127.0.0.1:8400")
-            return NodeSettings(
+            var settings = NodeSettings(
                 node: NodeID(id)!, region: region ?? entry?.region ?? "38",
                 utcOffsetMinutes: utcOffset ?? entry?.utcOffsetMinutes ?? 480,
                 dataDirectory: data ?? entry?.data ?? ".ekc/\(id)", host: host, port: port,
                 tlsCertificate: tlsCert ?? entry?.tls?.cert, tlsKey: tlsKey ?? entry?.tls?.key)
+            settings.numberSeries = UInt64(numberSeries ?? entry?.numberSeries ?? 0)
+            if let topology, let entry {
+                settings.directory = topology.directory
+                if let r = entry.replication {
+                    guard let identity = entry.identity, identity.ca != nil else {
+                        throw ConfigurationError("node \(entry.id) has a replication address but no identity {cert, key, ca}")
+                    }
+                    let (rh, rp) = try NodeSettings.parseListen(r)
+                    settings.replicationHost = rh
+                    settings.replicationPort = rp
+                    settings.identity = identity
+                    settings.peers = try topology.peers(of: entry).map { node, address in
+                        guard let address else {
+                            throw ConfigurationError("peer \(node) of \(entry.id) has no replication address")
+                        }
+                        let (ph, pp) = try NodeSettings.parseListen(address)
+                        return PeerAddress(node: node, host: ph, port: pp)
+                    }
+                }
+            }
+            return settings
         }
 
         func run() async throws {

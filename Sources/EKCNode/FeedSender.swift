@@ -1,0 +1,197 @@
+import CaseModel
+import CaseStore
+import Foundation
+import Logging
+import NIOCore
+import NIOHTTP1
+import Replication
+import Wire
+
+/// Serves one pull stream (one HTTP/2 stream of a mutually authenticated
+/// connection): reads the PullRequest, answers with the stream header, sends the
+/// feed after the puller's checkpoint in batches, then stays open and sends new
+/// changes as they commit, with heartbeats when idle. A batch is written only while
+/// the stream is writable, so HTTP/2 flow control paces the sender and a slow peer
+/// never makes it buffer without bound.
+final class FeedSender: ChannelInboundHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private let store: CaseStore
+    private let peer: NodeID
+    private let allowed: Bool
+    private let metrics: ReplicationMetrics
+    private let logger: Logger
+    private var head: HTTPRequestHead?
+    private var body: [UInt8] = []
+    private var streaming = false
+    private var position: UInt64 = 0
+    private var batchLimit = 512
+    private var observer: Int?
+    private var heartbeat: RepeatedTask?
+    private var lastSent = NIODeadline.now()
+    private var pumping = false
+    private var context: ChannelHandlerContext?
+
+    init(store: CaseStore, peer: NodeID, allowed: Bool, metrics: ReplicationMetrics, logger: Logger) {
+        self.store = store
+        self.peer = peer
+        self.allowed = allowed
+        self.metrics = metrics
+        self.logger = logger
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let h):
+            head = h
+        case .body(let chunk):
+            guard body.count + chunk.readableBytes <= ReplicationProtocol.maxRequestBytes else {
+                refuse(context, .init(.badRequest, "the PullRequest exceeds \(ReplicationProtocol.maxRequestBytes) bytes"))
+                return
+            }
+            body += chunk.readableBytesView
+        case .end:
+            guard !streaming, let h = head else { return }
+            start(context, h)
+        }
+    }
+
+    private func start(_ context: ChannelHandlerContext, _ h: HTTPRequestHead) {
+        guard h.method == .POST, h.uri == ReplicationProtocol.pullPath else {
+            refuse(context, .init(.badRequest, "\(h.method.rawValue) \(h.uri): the replication endpoint is POST \(ReplicationProtocol.pullPath)"))
+            return
+        }
+        guard allowed else {
+            refuse(context, .init(.forbidden, "node \(peer) is not a replication peer of this node"))
+            return
+        }
+        let request: WirePullRequest
+        do {
+            request = try WireCoding.parse(WirePullRequest.self, from: body)
+        } catch {
+            refuse(context, .init(.badRequest, "the body is not a PullRequest: \(error)"))
+            return
+        }
+        if let e = ReplicationProtocol.check(request) {
+            refuse(context, e)
+            return
+        }
+        let last = store.lastSequence
+        let (resume, reset) = ReplicationProtocol.resumePoint(
+            checkpoint: request.hasCheckpoint ? request.checkpoint : nil, storeID: store.storeIDBytes, lastSequence: last)
+        if reset { logger.notice("checkpoint reset", metadata: ["peer": "\(peer)"]) }
+        position = resume
+        batchLimit = ReplicationProtocol.batchLimit(requested: request.maxBatch)
+        streaming = true
+        var headers: HTTPHeaders = ["content-type": ReplicationProtocol.responseContentType]
+        headers.add(name: "cache-control", value: "no-store")
+        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: h.version, status: .ok, headers: headers))), promise: nil)
+        send(context, .header(node: store.configuration.node, storeID: store.storeIDBytes, resumeAfter: resume,
+                              checkpointReset: reset, lastSequence: last))
+        context.flush()
+        let loop = context.eventLoop
+        let bound = NIOLoopBound(self, eventLoop: loop)
+        observer = store.observeCommits { loop.execute { bound.value.pump() } }
+        heartbeat = loop.scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { _ in
+            bound.value.heartbeatIfIdle()
+        }
+        metrics.streamsServed.increment()
+        pump()
+    }
+
+    /// Sends what the feed holds after `position` while the stream can take it.
+    func pump() {
+        guard streaming, !pumping, let context, context.channel.isActive else { return }
+        pumping = true
+        defer { pumping = false }
+        while context.channel.isWritable {
+            let page: (changes: [ReplicationChange], lastSequence: UInt64)
+            do {
+                page = try store.replicationChanges(since: position, limit: batchLimit)
+            } catch {
+                finish(context, error: .init(.internal, "reading the feed failed: \(error)"))
+                return
+            }
+            guard let through = page.changes.last?.sequence else { break }
+            let frame = WireFrame.batch(page.changes.map { ($0.sequence, $0.ticket) }, throughSequence: through,
+                                        sourceLastSequence: page.lastSequence)
+            send(context, frame)
+            metrics.recordsSent.increment(by: page.changes.count)
+            position = through
+            context.flush()
+        }
+    }
+
+    private func heartbeatIfIdle() {
+        guard streaming, let context, context.channel.isActive else { return }
+        if NIODeadline.now() - lastSent >= .seconds(5) {
+            var hb = Ekc_Replication_V1_Heartbeat()
+            hb.sourceLastSequence = store.lastSequence
+            var f = WireFrame()
+            f.heartbeat = hb
+            send(context, f)
+            context.flush()
+        }
+        pump()
+    }
+
+    private func send(_ context: ChannelHandlerContext, _ frame: WireFrame) {
+        guard let bytes = try? WireCoding.delimited(frame) else { return }
+        metrics.bytesSent.increment(by: bytes.count)
+        lastSent = .now()
+        context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(bytes: bytes)))), promise: nil)
+    }
+
+    /// An error found before streaming: an HTTP status with one error frame as the body.
+    private func refuse(_ context: ChannelHandlerContext, _ e: WireStreamError) {
+        logger.warning("pull refused", metadata: ["peer": "\(peer)", "reason": "\(e.message)"])
+        var f = WireFrame()
+        f.error = e
+        let bytes = (try? WireCoding.delimited(f)) ?? []
+        let head = HTTPResponseHead(version: head?.version ?? .http2, status: HTTPResponseStatus(statusCode: e.httpStatus),
+                                    headers: ["content-type": ReplicationProtocol.responseContentType,
+                                              "content-length": String(bytes.count)])
+        streaming = false
+        context.write(wrapOutboundOut(.head(head)), promise: nil)
+        context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(bytes: bytes)))), promise: nil)
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+    }
+
+    private func finish(_ context: ChannelHandlerContext, error: WireStreamError) {
+        var f = WireFrame()
+        f.error = error
+        send(context, f)
+        streaming = false
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable { pump() }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        stop()
+        context.fireChannelInactive()
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        stop()
+        self.context = nil
+    }
+
+    private func stop() {
+        streaming = false
+        if let o = observer { store.removeCommitObserver(o); observer = nil }
+        heartbeat?.cancel()
+        heartbeat = nil
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        stop()
+        context.close(promise: nil)
+    }
+}

@@ -1,0 +1,55 @@
+import ArgumentParser
+import EKCNode
+import Foundation
+
+struct ClusterCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "cluster", abstract: "Operations across the federation.", subcommands: [Health.self])
+
+    struct Health: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Every node of a topology: up or not, its store, each replication link's state and lag, conflicts waiting.")
+        @Option(help: "Topology file (cluster/*.json).") var config: String
+        @Flag var json = false
+
+        func run() async throws {
+            let topology: Topology
+            do { topology = try Topology.load(config) } catch let e as ConfigurationError { throw CLIError(e.description) }
+            var report: [[String: Any]] = []
+            var nodeRows: [[String]] = []
+            var linkRows: [[String]] = []
+            var down = 0
+            for n in topology.nodes {
+                let url = "http://\(n.listen ?? "127.0.0.1:8400")"
+                let api = APIClient(base: url, actor: "cluster-health")
+                do {
+                    let (health, _) = try await api.call("GET", "/v1/health")
+                    let (repl, _) = try await api.call("GET", "/v1/replication")
+                    let (conf, _) = try await api.call("GET", "/v1/conflicts?limit=500")
+                    let store = (health as? [String: Any])?["store"] as? [String: Any] ?? [:]
+                    let peers = (repl as? [String: Any])?["peers"] as? [[String: Any]] ?? []
+                    let conflicts = ((conf as? [String: Any])?["items"] as? [Any])?.count ?? 0
+                    nodeRows.append([n.id, "up", url, text(store["tickets"]), text(store["lastSequence"]), String(conflicts)])
+                    for p in peers {
+                        linkRows.append([n.id, text(p["node"]), (p["connected"] as? Bool) == true ? "connected" : "down",
+                                         "\(text(p["appliedSequence"]))/\(text(p["peerSequence"]))", text(p["lagRecords"]),
+                                         text(p["lagSeconds"]), shorten(text(p["lastError"]), 60)])
+                    }
+                    report.append(["node": n.id, "up": true, "health": health, "replication": repl, "conflicts": conflicts])
+                } catch {
+                    down += 1
+                    nodeRows.append([n.id, "DOWN", url, "-", "-", "-"])
+                    report.append(["node": n.id, "up": false, "error": "\(error)"])
+                }
+            }
+            if json {
+                printJSON(try JSONSerialization.data(withJSONObject: report))
+            } else {
+                printTable(["NODE", "STATE", "API", "TICKETS", "SEQUENCE", "CONFLICTS"], nodeRows)
+                print("")
+                printTable(["NODE", "PULLS FROM", "LINK", "APPLIED/PEER", "LAG RECORDS", "LAG S", "LAST ERROR"], linkRows)
+            }
+            if down > 0 { throw ExitCode(2) }
+        }
+    }
+}
