@@ -47,7 +47,9 @@ let targets: [Target] = [
         ]),
     .executableTarget(
         name: "ekc-bench",
-        dependencies: ["CaseModel", "CaseStore", "LMDB", .product(name: "ArgumentParser", package: "swift-argument-parser")] + nio),
+        dependencies: ["CaseModel", "Replication", "CaseStore", "LMDB", "EKCNode",
+                       .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                       .product(name: "Logging", package: "swift-log")] + nio),
     .target(
         name: "Wire",
         dependencies: ["CaseModel", "Replication", .product(name: "SwiftProtobuf", package: "swift-protobuf")]),

@@ -7,6 +7,28 @@ import NIOHTTP2
 import NIOPosix
 import NIOSSL
 
+/// HTTP/2 windows of replication connections: 4 MiB per stream and connection, so a
+/// batch of about 1 MiB flows without a round trip per 64 KiB, while what a slow
+/// puller leaves unread stays bounded by the window.
+enum ReplicationWindows {
+    static let bytes = 4 << 20
+    static var connection: NIOHTTP2Handler.ConnectionConfiguration {
+        var c = NIOHTTP2Handler.ConnectionConfiguration()
+        c.initialSettings = [
+            HTTP2Setting(parameter: .maxConcurrentStreams, value: 16),
+            HTTP2Setting(parameter: .initialWindowSize, value: bytes),
+            HTTP2Setting(parameter: .maxFrameSize, value: 1 << 20),
+        ]
+        c.targetWindowSize = bytes
+        return c
+    }
+    static var stream: NIOHTTP2Handler.StreamConfiguration {
+        var s = NIOHTTP2Handler.StreamConfiguration()
+        s.targetWindowSize = bytes
+        return s
+    }
+}
+
 /// Counters of the replication protocol, on /metrics.
 public struct ReplicationMetrics: Sendable {
     let recordsSent = Counter(label: "ekc_replication_records_sent_total")
@@ -40,7 +62,7 @@ public final class ReplicationServer: Sendable {
                     let identity = NodeIdentityHandler()
                     try sync.addHandler(identity)
                     _ = try sync.configureHTTP2Pipeline(
-                        mode: .server, connectionConfiguration: .init(), streamConfiguration: .init()
+                        mode: .server, connectionConfiguration: ReplicationWindows.connection, streamConfiguration: ReplicationWindows.stream
                     ) { stream in
                         stream.eventLoop.makeCompletedFuture {
                             // Streams open only after the TLS handshake identified the peer.

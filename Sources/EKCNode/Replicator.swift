@@ -135,7 +135,7 @@ public final class Replicator: Sendable {
         let checkpoint = try store.checkpoint(for: peer.node)
         let multiplexer = try await channel.eventLoop.submit {
             try channel.pipeline.syncOperations.configureHTTP2Pipeline(
-                mode: .client, connectionConfiguration: .init(), streamConfiguration: .init()
+                mode: .client, connectionConfiguration: ReplicationWindows.connection, streamConfiguration: ReplicationWindows.stream
             ) { $0.eventLoop.makeSucceededVoidFuture() }
         }.get()
         let done = channel.eventLoop.makePromise(of: Bool.self)
