@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Benchmarks, printing figures. Usage: ops/bench.sh BIN_DIR   (make bench builds BIN_DIR in release)
 #  1. the case store: durable writes (one per transaction, grouped), point reads, index range reads
-#  2. the operator API under h2load (-c 4 -m 16) next to a bare NIO HTTP/2 endpoint, same run, as ratios
+#  2. replication between two nodes: catch-up of an empty node, lag at a steady rate, reconnect
+#  3. the operator API under h2load (-c 4 -m 16) next to a bare NIO HTTP/2 endpoint, same run, as ratios
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${1:-.build-release/release}
@@ -13,6 +14,12 @@ trap cleanup EXIT
 echo "== store (every commit fsync'd) =="
 [ "${SKIP_STORE:-0}" = 1 ] || "$BIN/ekc-bench" store --dir "$WORK/store" ${STORE_ARGS:-}
 sync
+
+echo
+echo "== replication: two nodes in one process, loopback HTTP/2 with mutual TLS, every commit fsync'd =="
+ops/dev-ca.sh "$WORK/certs" irk-main irk-office-1 >/dev/null
+[ "${SKIP_REPLICATION:-0}" = 1 ] || "$BIN/ekc-bench" replication --dir "$WORK/replication" --certs "$WORK/certs" ${REPLICATION_ARGS:-}
+rm -rf "$WORK/replication"
 
 NODE_PORT=${NODE_PORT:-18470}
 BARE_PORT=${BARE_PORT:-18480}

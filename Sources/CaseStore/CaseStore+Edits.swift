@@ -13,6 +13,8 @@ public enum Edit: Sendable {
     case resolve(conflictID: String, keep: ConflictChoice)
     /// A batch pulled from a peer: merged, with the peer's checkpoint, in one transaction.
     case merge(RemoteBatch)
+    /// Only writes the marks of how far the feed was served (see `noteServed`).
+    case persistServed
 }
 
 public enum ConflictChoice: String, Sendable, CaseIterable {
@@ -105,6 +107,7 @@ extension CaseStore {
         var excluded: [Int: StoreError] = [:]
         var results: [Result<EditOutcome, StoreError>?]
         var feedMoved = false
+        var servedWritten: [NodeID: UInt64] = [:]
         while true {
             var failing: Int?
             do {
@@ -125,6 +128,11 @@ extension CaseStore {
                         }
                     }
                     applied = DispatchTime.now().uptimeNanoseconds
+                    // Marks of how far the feed was served ride along with this commit.
+                    servedWritten = pendingServed.withLock { $0 }
+                    for (peer, through) in servedWritten {
+                        try txn.put(schema.served, key: Array(peer.value.utf8), value: through.bigEndianBytes)
+                    }
                     feedMoved = seq != startSeq
                     if seq != startSeq {
                         try txn.put(schema.meta, key: Schema.MetaKey.lastSequence, value: seq.bigEndianBytes)
@@ -154,6 +162,10 @@ extension CaseStore {
             $0.commitNanos += finished - applied
         }
         let committed = results.contains { if case .success? = $0 { return true } else { return false } }
+        if committed {
+            // Forget marks now on disk, unless a newer one arrived meanwhile.
+            pendingServed.withLock { p in for (peer, v) in servedWritten where p[peer] == v { p.removeValue(forKey: peer) } }
+        }
         if feedMoved && committed {
             for observer in commitObservers.withLock({ Array($0.values) }) { observer() }
         }
@@ -186,6 +198,7 @@ extension CaseStore {
         case .addNote(let ref, let text, let vis): return try applyNote(ref, text, vis, p.actor, txn, &seq, now: now)
         case .resolve(let id, let keep): return try applyResolve(id, keep, p.actor, txn, &seq, now: now)
         case .merge(let batch): return try applyMerge(batch, txn, &seq, now: now)
+        case .persistServed: return .merged(MergeReport())
         }
     }
 

@@ -71,6 +71,7 @@ public final class CaseStore: @unchecked Sendable {
     public let faults = FaultInjector()
     let statistics = Locked(CommitStatistics())
     let commitObservers = Locked<[Int: @Sendable () -> Void]>([:])
+    let pendingServed = Locked<[NodeID: UInt64]>([:])
     let nextObserver = Locked(0)
 
     /// Calls `body` (on the commit thread; keep it short) after every commit that

@@ -61,6 +61,28 @@ extension CaseStore {
         }
     }
 
+    /// Notes that this store's feed was sent to `peer` through `sequence`. Kept in memory
+    /// and written with the next commit (no fsync of its own): if it is lost in a crash,
+    /// the peer is only sent some changes again, which merging ignores.
+    public func noteServed(_ peer: NodeID, through sequence: UInt64) {
+        pendingServed.withLock { p in p[peer] = max(p[peer] ?? 0, sequence) }
+    }
+
+    /// How far this store remembers serving its feed to `peer`. A store restored from
+    /// a copy remembers only what it had served when the copy was taken, so a peer whose
+    /// checkpoint is further along is resumed from here and receives whatever the
+    /// restored store has written since, instead of skipping it.
+    public func served(to peer: NodeID) throws -> UInt64? {
+        if let pending = pendingServed.withLock({ $0[peer] }) { return pending }
+        return try readTxn { txn in try txn.u64(schema.served, Array(peer.value.utf8)) }
+    }
+
+    /// Writes the served marks now (a commit of their own); for an idle node.
+    public func persistServed() async {
+        guard pendingServed.withLock({ !$0.isEmpty }) else { return }
+        _ = try? await perform(.persistServed, actor: .system)
+    }
+
     /// Unresolved conflicts, oldest ticket first.
     public func conflicts(limit: Int = 500) throws -> [Conflict] {
         try readTxn { txn in

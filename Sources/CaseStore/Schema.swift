@@ -34,6 +34,8 @@ struct Schema: Sendable {
     let conflicted: Database
     /// peer node id → source store id (16) + last applied sequence of its feed (u64 BE)
     let checkpoints: Database
+    /// peer node id → how far this store's own feed has been served to that peer (u64 BE)
+    let served: Database
 
     static let version: UInt32 = 1
 
@@ -53,11 +55,12 @@ struct Schema: Sendable {
         replicas = try env.openDatabase("replicas")
         conflicted = try env.openDatabase("idx_conflicts")
         checkpoints = try env.openDatabase("checkpoints")
+        served = try env.openDatabase("served")
     }
 
     var all: [Database] {
         [meta, tickets, numbers, counters, notes, history, feed, feedPosition, byStatus, byAssignee, byUpdated, byDeadline,
-         replicas, conflicted, checkpoints]
+         replicas, conflicted, checkpoints, served]
     }
 
     enum MetaKey {

@@ -80,9 +80,18 @@ final class FeedSender: ChannelInboundHandler {
             return
         }
         let last = store.lastSequence
-        let (resume, reset) = ReplicationProtocol.resumePoint(
+        var (resume, reset) = ReplicationProtocol.resumePoint(
             checkpoint: request.hasCheckpoint ? request.checkpoint : nil, storeID: store.storeIDBytes, lastSequence: last)
         if reset { logger.notice("checkpoint reset", metadata: ["peer": "\(peer)"]) }
+        // Checkpoints on both ends: never resume past what this store remembers serving
+        // the peer. A store restored from a copy remembers less than the peer applied,
+        // and must send again what it has written since, not skip it.
+        let served = (try? store.served(to: peer)) ?? nil
+        if resume > (served ?? 0) {
+            logger.notice("peer is ahead of what this store served it; resending",
+                          metadata: ["peer": "\(peer)", "checkpoint": "\(resume)", "served": "\(served ?? 0)"])
+            resume = served ?? 0
+        }
         position = resume
         batchLimit = ReplicationProtocol.batchLimit(requested: request.maxBatch)
         streaming = true
@@ -128,6 +137,7 @@ final class FeedSender: ChannelInboundHandler {
             metrics.bytesSent.increment(by: bytes.count)
             lastSent = .now()
             context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(bytes: bytes)))), promise: nil)
+            store.noteServed(peer, through: through)
             metrics.recordsSent.increment(by: page.changes.count)
             position = through
             context.flush()
@@ -137,6 +147,8 @@ final class FeedSender: ChannelInboundHandler {
     private func heartbeatIfIdle() {
         guard streaming, let context, context.channel.isActive else { return }
         if NIODeadline.now() - lastSent >= .seconds(5) {
+            let store = self.store
+            Task { await store.persistServed() }
             var hb = Ekc_Replication_V1_Heartbeat()
             hb.sourceLastSequence = store.lastSequence
             var f = WireFrame()

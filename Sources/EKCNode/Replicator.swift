@@ -256,7 +256,7 @@ final class PullStream: ChannelInboundHandler {
                 replicator.update(peer.node) { s in
                     s.peerSequence = h.lastSequence
                     if h.checkpointReset { s.appliedSequence = 0 }
-                    if h.lastSequence > h.resumeAfter { s.behindSince = s.behindSince ?? Date() } else { s.behindSince = nil }
+                    if h.lastSequence > h.resumeAfter { s.behindSince = s.behindSince ?? Date() } else { s.behindSince = nil; s.lastSuccess = Date() }
                 }
             case .batch(let b)?:
                 apply(context, b)

@@ -377,14 +377,14 @@ struct GroupCommitDurabilityTests {
             #expect(s.node == "irk-main" && s.tickets == 1 && s.lastSequence == 1)
             #expect(Set(s.tables.map(\.name)) == ["meta", "tickets", "numbers", "counters", "notes", "history", "feed",
                                                  "feed_position", "idx_status", "idx_assignee", "idx_updated", "idx_deadline",
-                                                 "replicas", "idx_conflicts", "checkpoints"])
+                                                 "replicas", "idx_conflicts", "checkpoints", "served"])
             #expect(s.storeID.count == 32)
             store.close()
         }
         let inspected = try CaseStore.inspect(path: dir.path)
         let tickets = inspected.tables.first { $0.0 == "tickets" }
         #expect(tickets?.1.entries == 1)
-        #expect(inspected.tables.count == 15)
+        #expect(inspected.tables.count == 16)
     }
 }
 

@@ -7,7 +7,7 @@ import pytest
 from conftest import ekc, free_port, run
 
 DATABASES = ["meta", "tickets", "numbers", "counters", "notes", "history", "feed", "feed_position",
-             "idx_status", "idx_assignee", "idx_updated", "idx_deadline", "replicas", "idx_conflicts", "checkpoints"]
+             "idx_status", "idx_assignee", "idx_updated", "idx_deadline", "replicas", "idx_conflicts", "checkpoints", "served"]
 
 
 def cli(node, *args, actor="op-cli"):
@@ -200,7 +200,7 @@ def test_store_stats_counts_match(node):
     expected = {"tickets": tickets, "numbers": tickets, "feed": tickets, "feed_position": tickets,
                 "idx_status": tickets, "idx_updated": tickets, "idx_assignee": assigned,
                 "notes": notes_total, "history": history_total, "counters": 1,
-                "idx_deadline": due_total, "replicas": tickets, "idx_conflicts": 0, "checkpoints": 0}
+                "idx_deadline": due_total, "replicas": tickets, "idx_conflicts": 0, "checkpoints": 0, "served": 0}
     for db, n in expected.items():
         assert rows[db] == n, (db, rows)
 

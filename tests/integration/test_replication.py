@@ -1,0 +1,564 @@
+"""Replication between real node processes over loopback with mutual TLS (issue 3,
+"What it must show"): three nodes of region 38 (irk-main, irk-office-1, irk-office-2),
+and a fund node (sfr-federal) for the admission test.
+
+Every replication link runs through a TCP proxy the test controls (see federation.py:
+one topology file per node, so a node listens on its real port and dials its peers
+through the proxies). Every node process and proxy is stopped by the `federation`
+fixture, even when a test fails. Node logs are in the test's tmp_path and their tails
+are printed (shown by pytest on failure).
+"""
+import importlib.util
+import shutil
+import subprocess
+import threading
+import time
+import urllib.error
+from collections import Counter
+
+import pytest
+
+from conftest import EKC, REPO, all_changes, run
+from federation import (Federation, identical_everywhere, make_certs, snapshot, ticket_ids, view,
+                        wait_until)
+
+REGION_38 = [{"id": "irk-main"}, {"id": "irk-office-1"}, {"id": "irk-office-2"}]
+PROTO = REPO / "proto" / "ekc" / "replication" / "v1" / "replication.proto"
+CONVERGE = 20.0  # seconds: generous deadline for convergence after a restart or a heal
+
+
+@pytest.fixture
+def federation(tmp_path):
+    """`federation(specs=REGION_38, cert_ids=())` builds, starts and returns a Federation;
+    all of its nodes and proxies are stopped at the end of the test, pass or fail."""
+    made = []
+
+    def make(specs=REGION_38, cert_ids=()):
+        fed = Federation(tmp_path / f"fed{len(made)}", specs, cert_ids)
+        made.append(fed)
+        fed.start()
+        fed.wait_connected()
+        return fed
+
+    try:
+        yield make
+    finally:
+        for fed in made:
+            print(fed.logs())
+            fed.stop()
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+def try_create(node, i: int):
+    """POST /v1/tickets; the ticket when acknowledged (201), None when the node did not
+    answer (killed, or not yet listening)."""
+    body = {"channel": "phone", "topic": "child-benefits", "subject": f"Поток {i}",
+            "statement": f"Обращение номер {i} из потока"}
+    try:
+        status, _, t = node.request("POST", "/v1/tickets", body, headers={"X-EKC-Actor": "op-stream"})
+    except (urllib.error.URLError, ConnectionError, OSError, TimeoutError):
+        return None
+    if status != 201:
+        return None
+    return t
+
+
+def create_stream(node, seconds: float, threads: int = 4, at=None):
+    """`threads` clients create tickets on `node` for `seconds`; `at` is (delay, action):
+    the action runs on the calling thread `delay` seconds in. Returns the acknowledged
+    tickets and how many attempts got no acknowledgement."""
+    acked, lock = [], threading.Lock()
+    failed = Counter()
+    stop_at = time.monotonic() + seconds
+
+    def client(k):
+        i = 0
+        while time.monotonic() < stop_at:
+            i += 1
+            t = try_create(node, k * 1_000_000 + i)
+            with lock:
+                if t is None:
+                    failed["unacknowledged"] += 1
+                else:
+                    acked.append(t)
+            if t is None:
+                time.sleep(0.02)
+
+    workers = [threading.Thread(target=client, args=(k,), daemon=True) for k in range(threads)]
+    for w in workers:
+        w.start()
+    if at:
+        delay, action = at
+        time.sleep(delay)
+        action()
+    for w in workers:
+        w.join(seconds + 30)
+    return acked, failed["unacknowledged"]
+
+
+def assert_feed_once_each(node, expected_ids):
+    """The node's change feed lists every ticket exactly once, and only those."""
+    changes, last = all_changes(node)
+    counts = Counter(c["id"] for c in changes)
+    dup = {k: v for k, v in counts.items() if v > 1}
+    assert not dup, f"{node.node_id}: tickets listed more than once in /v1/changes: {dup}"
+    assert set(counts) == set(expected_ids), \
+        f"{node.node_id}: feed misses {set(expected_ids) - set(counts)}, extra {set(counts) - set(expected_ids)}"
+    seqs = [c["seq"] for c in changes]
+    assert seqs == sorted(set(seqs)), f"{node.node_id}: feed sequences not strictly increasing"
+    numbers = Counter(c["number"] for c in changes)
+    assert all(v == 1 for v in numbers.values()), \
+        f"{node.node_id}: readable numbers issued twice: {[k for k, v in numbers.items() if v > 1]}"
+
+
+def views_by_id(node):
+    """Every ticket of a node as {id: view without `version`}."""
+    from conftest import list_all
+    out = {}
+    for t in list_all(node):
+        t = dict(t)
+        t.pop("version", None)
+        out[t["id"]] = t
+    return out
+
+
+def assert_same_records(fed, timeout=10.0):
+    """Every node lists the same tickets with the same views (without `version`)."""
+    nodes = fed.all()
+
+    def same():
+        views = [views_by_id(n) for n in nodes]
+        return all(v == views[0] for v in views[1:])
+    wait_until(same, timeout, "identical ticket views on every node", interval=0.2)
+
+
+def converge_on_ids(fed, expected=None, timeout=CONVERGE):
+    """Waits until every node holds the same set of ticket ids (and, when given, exactly
+    `expected`); returns that set."""
+    nodes = fed.all()
+
+    def same():
+        sets = [ticket_ids(n) for n in nodes]
+        if any(s != sets[0] for s in sets[1:]):
+            return False
+        if expected is not None and sets[0] != expected:
+            return False
+        return sets[0]
+    try:
+        return wait_until(same, timeout, "every node holds the same tickets", interval=0.2)
+    except AssertionError:
+        detail = {n.node_id: len(ticket_ids(n)) for n in nodes}
+        if expected is not None:
+            detail.update({f"{n.node_id} missing": sorted(expected - ticket_ids(n))[:5] for n in nodes})
+        raise AssertionError(f"no convergence within {timeout} s: {detail}; "
+                             f"replication: {[n.replication() for n in nodes]}")
+
+
+def ekc_health(fed):
+    return run([EKC, "cluster", "health", "--config", fed.cluster_file], timeout=30)
+
+
+# --- 1. a ticket appears everywhere within a second ----------------------------------------------
+
+def test_ticket_created_on_one_node_appears_on_the_others_within_a_second(federation):
+    fed = federation()
+    for origin in ("irk-main", "irk-office-2"):
+        src = fed[origin]
+        others = [n for n in fed.all() if n is not src]
+        t = src.create(subject=f"Создано на {origin}")
+        acked = time.monotonic()
+        arrived = {}
+
+        def everywhere():
+            for n in others:
+                if n.node_id not in arrived and n.ticket(t["id"]) is not None:
+                    arrived[n.node_id] = time.monotonic() - acked
+            return len(arrived) == len(others)
+        wait_until(everywhere, 5.0, f"ticket from {origin} on {[n.node_id for n in others]}", interval=0.01)
+        assert max(arrived.values()) <= 1.0, f"replication of a create took {arrived} s (goal: within 1 s)"
+        # Found by number too, and identical (without the local `version`) on all three.
+        for n in others:
+            assert n.ticket(t["number"])["id"] == t["id"]
+        base = view(src, t["id"])
+        wait_until(lambda: all(view(n, t["id"]) == base for n in others), 2.0,
+                   f"{origin}'s ticket identical everywhere")
+
+    # Edits, a note and the history replicate, and all three hold the same record.
+    t = fed["irk-office-1"].create(subject="Правки и заметки")
+    o1 = fed["irk-office-1"]
+    o1.patch(t["id"], {"status": "IN_WORK", "assignee": "op-petrova"}, actor="op-sidorov")
+    o1.add_note(t["id"], "Позвонили заявителю, ждём документы", actor="op-sidorov")
+    o1.patch(t["id"], {"priority": "high"}, actor="op-sidorov")
+    snap = wait_until(lambda: identical_everywhere(fed.all(), t["id"]), 5.0,
+                      "view, notes and history identical on all three")
+    v, notes, history = snap
+    assert (v["status"], v["assignee"], v["priority"]) == ("IN_WORK", "op-petrova", "high")
+    assert [n["text"] for n in notes] == ["Позвонили заявителю, ждём документы"]
+    assert len(history) >= 3, history
+    for n in fed.all():
+        assert n.get(f"/v1/tickets/{t['id']}")["version"] >= 1
+
+    h = ekc_health(fed)
+    assert h.returncode == 0, h.stdout + h.stderr
+    assert h.stdout.count("connected") == 6, h.stdout
+
+
+# --- 2. kill -9 in the middle of a stream ---------------------------------------------------------
+
+def test_kill9_of_the_receiving_node_during_a_stream_then_convergence(federation):
+    fed = federation()
+    src, victim = fed["irk-main"], fed["irk-office-1"]
+    health_while_down = {}
+
+    def kill_and_restart():
+        victim.kill9()
+        h = ekc_health(fed)  # a node is down: exit status 2
+        health_while_down["rc"] = h.returncode
+        health_while_down["out"] = h.stdout + h.stderr
+        victim.start()
+
+    acked, unacked = create_stream(src, seconds=2.0, threads=4, at=(1.0, kill_and_restart))
+    print(f"stream on irk-main: {len(acked)} acknowledged, {unacked} not; health while down: {health_while_down}")
+    assert unacked == 0, "irk-main itself was not touched: every create must be acknowledged"
+    assert len(acked) >= 20, f"the stream made only {len(acked)} tickets"
+    assert health_while_down["rc"] == 2, health_while_down["out"]
+
+    expected = {t["id"] for t in acked}
+    assert len(expected) == len(acked)
+    converge_on_ids(fed, expected)
+    for n in fed.all():
+        assert_feed_once_each(n, expected)
+    # Same records everywhere: every view, and notes and history of a few.
+    assert_same_records(fed)
+    for t in acked[:3] + acked[-3:]:
+        wait_until(lambda: identical_everywhere(fed.all(), t["id"]), 5.0, f"{t['number']} identical")
+    fed.wait_connected()
+    assert ekc_health(fed).returncode == 0
+
+
+def test_kill9_of_the_node_being_written_to_then_convergence(federation):
+    fed = federation()
+    victim = fed["irk-office-2"]
+    restarted = threading.Event()
+
+    def kill_and_restart():
+        victim.kill9()
+        victim.start()
+        restarted.set()
+
+    acked, unacked = create_stream(victim, seconds=2.0, threads=4, at=(1.0, kill_and_restart))
+    assert restarted.is_set()
+    print(f"stream on irk-office-2: {len(acked)} acknowledged, {unacked} attempts not acknowledged")
+    assert len(acked) >= 20, f"the stream made only {len(acked)} acknowledged tickets"
+    acked_ids = {t["id"] for t in acked}
+
+    ids = converge_on_ids(fed)
+    lost = acked_ids - ids
+    assert not lost, f"acknowledged creates lost after kill -9: {sorted(lost)[:10]} ({len(lost)})"
+    # Only creates in flight at the kill may exist unacknowledged (at most one per client).
+    assert len(ids - acked_ids) <= 4, f"{len(ids - acked_ids)} tickets nobody was told about"
+    for n in fed.all():
+        assert_feed_once_each(n, ids)
+    assert_same_records(fed)
+    for t in acked[:2] + acked[-2:]:
+        wait_until(lambda: identical_everywhere(fed.all(), t["id"]), 5.0, f"{t['number']} identical")
+
+
+# --- 3. partition, concurrent edits, conflicts, resolution -----------------------------------------
+
+def test_partition_concurrent_edits_conflicts_and_resolution(federation):
+    fed = federation()
+    main, o1, o2 = fed["irk-main"], fed["irk-office-1"], fed["irk-office-2"]
+    t = main.create(subject="Правка с обеих сторон разрыва")
+    tid = t["id"]
+    wait_until(lambda: all(n.ticket(tid) for n in fed.all()), 5.0, "ticket everywhere before the cut")
+
+    fed.cut("irk-office-2")
+
+    def partitioned():
+        return (not any(p["connected"] for p in o2.replication()["peers"])
+                and not main.link("irk-office-2")["connected"] and not o1.link("irk-office-2")["connected"])
+    wait_until(partitioned, 10.0, "irk-office-2 cut off in both directions")
+
+    main.patch(tid, {"status": "IN_WORK", "assignee": "op-main"}, actor="op-ivanova")
+    main.add_note(tid, "Заметка центра", actor="op-ivanova")
+    o2.patch(tid, {"status": "DEFERRED", "assignee": "op-office2"}, actor="op-office2")
+    o2.add_note(tid, "Заметка офиса 2", actor="op-office2")
+
+    # The partition holds: irk-office-1 gets irk-main's edit, irk-office-2 does not, and
+    # irk-office-2's edit reaches nobody.
+    wait_until(lambda: o1.ticket(tid)["assignee"] == "op-main", 5.0, "main's edit on irk-office-1")
+    time.sleep(0.3)
+    assert o2.ticket(tid)["assignee"] == "op-office2"
+    assert main.ticket(tid)["assignee"] == "op-main" and o1.ticket(tid)["assignee"] == "op-main"
+    assert [n["text"] for n in o2.get(f"/v1/tickets/{tid}/notes")["items"]] == ["Заметка офиса 2"]
+
+    fed.heal("irk-office-2")
+    snap = wait_until(lambda: identical_everywhere(fed.all(), tid), CONVERGE,
+                      "identical records on all three after the heal", interval=0.1)
+    v, notes, history = snap
+    assert sorted(n["text"] for n in notes) == ["Заметка офиса 2", "Заметка центра"]
+    assert {v["status"], v["assignee"]} <= {"IN_WORK", "DEFERRED", "op-main", "op-office2"}
+
+    def same_conflicts():
+        lists = [sorted(n.conflicts(), key=lambda c: c["id"]) for n in fed.all()]
+        mine = [[c for c in l if c["ticketId"] == tid] for l in lists]
+        fields = {c["field"] for c in mine[0]}
+        if not {"progress", "assignee"} <= fields:
+            return False
+        return mine[0] if all(m == mine[0] for m in mine[1:]) else False
+    conflicts = wait_until(same_conflicts, CONVERGE, "the same conflicts (progress, assignee) on every node",
+                           interval=0.1)
+    by_field = {c["field"]: c for c in conflicts}
+    assert sorted(by_field) == ["assignee", "progress"] and len(conflicts) == 2, conflicts
+    # The losing values are the ones not shown in the ticket; winner and loser are the
+    # two sides' writes.
+    a = by_field["assignee"]
+    assert {a["winner"]["value"], a["loser"]["value"]} == {"op-main", "op-office2"}
+    assert {a["winner"]["node"], a["loser"]["node"]} == {"irk-main", "irk-office-2"}
+    assert a["winner"]["value"] == v["assignee"]
+    p = by_field["progress"]
+    assert {p["winner"]["node"], p["loser"]["node"]} == {"irk-main", "irk-office-2"}
+    assert v["status"] in str(p["winner"]["value"])
+    loser_status = "DEFERRED" if v["status"] == "IN_WORK" else "IN_WORK"
+    assert loser_status in str(p["loser"]["value"]), p
+
+    # Resolve the assignee conflict on a third node, keeping the losing value.
+    keep = a["loser"]["value"]
+    status, _, resolved = o1.request("POST", f"/v1/conflicts/{a['id']}/resolve", {"keep": "loser"},
+                                     headers={"X-EKC-Actor": "op-senior"})
+    assert status == 200, resolved
+    assert resolved["assignee"] == keep
+
+    def resolved_everywhere():
+        for n in fed.all():
+            ids = {c["id"] for c in n.conflicts()}
+            if a["id"] in ids or p["id"] not in ids or n.ticket(tid)["assignee"] != keep:
+                return False
+        return identical_everywhere(fed.all(), tid)
+    wait_until(resolved_everywhere, CONVERGE, "the resolved conflict gone everywhere, the choice on all three")
+    # The other conflict is still listed, identically, everywhere.
+    lists = [[c for c in n.conflicts() if c["ticketId"] == tid] for n in fed.all()]
+    assert all(l == lists[0] for l in lists) and [c["field"] for c in lists[0]] == ["progress"], lists
+
+    # Keeping the winner also clears a conflict everywhere (resolved on irk-office-2).
+    status, _, resolved = o2.request("POST", f"/v1/conflicts/{p['id']}/resolve", {"keep": "winner"},
+                                     headers={"X-EKC-Actor": "op-senior"})
+    assert status == 200, resolved
+    assert resolved["status"] == v["status"]
+
+    def all_clear():
+        if any(c["ticketId"] == tid for n in fed.all() for c in n.conflicts()):
+            return False
+        return identical_everywhere(fed.all(), tid)
+    final, _, _ = wait_until(all_clear, CONVERGE, "no conflict left on any node")
+    assert (final["status"], final["assignee"]) == (v["status"], keep)
+    for n in fed.all():
+        assert_feed_once_each(n, {tid})
+
+
+# --- 4. mutual TLS and an independent decoder of the stream ----------------------------------------
+
+@pytest.fixture(scope="module")
+def pb(tmp_path_factory):
+    assert shutil.which("protoc"), "protoc not found: apt-get install protobuf-compiler"
+    out = tmp_path_factory.mktemp("pb")
+    subprocess.run(["protoc", f"--proto_path={REPO / 'proto'}", f"--python_out={out}", str(PROTO)],
+                   check=True, capture_output=True, text=True)
+    path = out / "ekc" / "replication" / "v1" / "replication_pb2.py"
+    spec = importlib.util.spec_from_file_location("ekc_replication_v1_pb2_repl", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def complete_frames(pb, data: bytes):
+    """Every complete length-delimited Frame of a (possibly cut) stream, parsed by Python."""
+    frames, pos = [], 0
+    while pos < len(data):
+        length = shift = 0
+        p = pos
+        while True:
+            if p >= len(data):
+                return frames  # truncated varint
+            b = data[p]
+            length |= (b & 0x7F) << shift
+            p += 1
+            if not b & 0x80:
+                break
+            shift += 7
+        if p + length > len(data):
+            return frames  # the capture ended inside a frame
+        f = pb.Frame()
+        f.ParseFromString(data[p:p + length])
+        frames.append(f)
+        pos = p + length
+    return frames
+
+
+CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def ulid_bytes(s: str) -> bytes:
+    n = 0
+    for ch in s.upper():
+        n = n * 32 + CROCKFORD.index(ch)
+    return n.to_bytes(16, "big")
+
+
+def curl_pull(port: int, req_file, out_file, cert=None, key=None):
+    args = ["curl", "--http2", "-sk", "--max-time", "3", f"https://127.0.0.1:{port}/replication/v1/pull",
+            "-X", "POST", "-H", "content-type: application/x-protobuf", "--data-binary", f"@{req_file}",
+            "-o", str(out_file), "-w", "%{http_code}"]
+    if cert:
+        args += ["--cert", str(cert), "--key", str(key)]
+    r = subprocess.run(args, capture_output=True, text=True, timeout=15)
+    body = out_file.read_bytes() if out_file.exists() else b""
+    return r.returncode, r.stdout.strip(), body
+
+
+def test_mutual_tls_and_python_decodes_the_live_stream(federation, pb, tmp_path):
+    fed = federation(cert_ids=("irk-stranger",))
+    main = fed["irk-main"]
+    created = [main.create(subject=f"Для декодера {i}") for i in range(3)]
+    req = tmp_path / "pull.req"
+    req.write_bytes(pb.PullRequest(protocol_version=1).SerializeToString())
+    other_ca = make_certs(tmp_path / "other-ca", "irk-office-1")
+    port = main.repl_port
+
+    # No client certificate: the TLS 1.3 server rejects it after the handshake: no response.
+    rc, code, body = curl_pull(port, req, tmp_path / "none.out")
+    print(f"no client certificate: curl exit {rc}, HTTP {code}, {len(body)} bytes")
+    assert code != "200" and rc != 0 and not body, (rc, code, body)
+    # A certificate for a real peer's id, but from another CA: nothing either.
+    rc, code, body = curl_pull(port, req, tmp_path / "other.out", other_ca / "irk-office-1.pem",
+                               other_ca / "irk-office-1.key")
+    print(f"certificate from another CA: curl exit {rc}, HTTP {code}, {len(body)} bytes")
+    assert code != "200" and rc != 0 and not body, (rc, code, body)
+    # A valid certificate of the federation CA, but not a peer: 403 and a FORBIDDEN frame.
+    rc, code, body = curl_pull(port, req, tmp_path / "stranger.out", fed.certs / "irk-stranger.pem",
+                               fed.certs / "irk-stranger.key")
+    assert code == "403", (rc, code, body)
+    frames = complete_frames(pb, body)
+    assert [f.WhichOneof("kind") for f in frames] == ["error"], frames
+    assert frames[0].error.code == pb.StreamError.FORBIDDEN
+
+    # A peer's certificate: 200, a header naming irk-main, then batches with the tickets;
+    # the stream stays open, so curl stops at --max-time (exit 28).
+    rc, code, body = curl_pull(port, req, tmp_path / "peer.out", fed.certs / "irk-office-1.pem",
+                               fed.certs / "irk-office-1.key")
+    assert code == "200" and rc in (0, 28), (rc, code, body[:200])
+    frames = complete_frames(pb, body)
+    assert frames and frames[0].WhichOneof("kind") == "header", frames[:1]
+    h = frames[0].header
+    rep = main.replication()
+    assert h.protocol_version == 1 and h.node == "irk-main"
+    assert h.store_id.hex() == rep["storeId"]
+    assert h.resume_after == 0 and not h.checkpoint_reset and h.last_sequence >= 3
+    kinds = [f.WhichOneof("kind") for f in frames[1:]]
+    assert "batch" in kinds and set(kinds) <= {"batch", "heartbeat"}, kinds
+    seen, through = {}, 0
+    for f in frames[1:]:
+        if f.WhichOneof("kind") != "batch":
+            continue
+        assert f.batch.through_sequence > through
+        for c in f.batch.changes:
+            assert through < c.sequence <= f.batch.through_sequence
+            seen[bytes(c.ticket.id)] = c.ticket
+        through = f.batch.through_sequence
+    assert through == h.last_sequence
+    for t in created:
+        st = seen.get(ulid_bytes(t["id"]))
+        assert st is not None, f"{t['id']} not in the stream"
+        hdr = st.header[0].value
+        assert f"{hdr.number.region}-{hdr.number.year}-{hdr.number.sequence:06d}" == t["number"]
+        assert hdr.origin_node == "irk-main"
+        assert st.statement[0].value.subject == t["subject"]
+
+
+# --- 5. a replicated write its sender may not speak for ---------------------------------------------
+
+def test_write_from_a_node_that_may_not_write_is_rejected(federation, tmp_path):
+    fed = federation([
+        {"id": "irk-main", "peers": ["irk-office-1", "irk-office-2", "sfr-federal"]},
+        {"id": "irk-office-1"},
+        {"id": "irk-office-2"},
+        {"id": "sfr-federal", "region": "sfr", "peers": ["irk-main"]},
+    ])
+    main, sfr = fed["irk-main"], fed["sfr-federal"]
+    t = main.create(subject="Региональное обращение")
+    main.patch(t["id"], {"status": "IN_WORK", "assignee": "op-main"}, actor="op-ivanova")
+    wait_until(lambda: (sfr.ticket(t["id"]) or {}).get("assignee") == "op-main", 10.0,
+               "sfr-federal received the region-38 ticket from irk-main")
+    before = main.link("sfr-federal")["rejectedWrites"]
+
+    status, _, local = sfr.request("PATCH", f"/v1/tickets/{t['id']}", {"assignee": "intruder"},
+                                   headers={"X-EKC-Actor": "op-sfr"})
+    assert status == 200, local  # a local edit is accepted locally
+    assert sfr.ticket(t["id"])["assignee"] == "intruder"
+
+    link = wait_until(lambda: (lambda l: l if l["rejectedWrites"] > before else None)(main.link("sfr-federal")),
+                      10.0, "irk-main rejects sfr-federal's write")
+    assert link["rejectedWrites"] > 0
+    # irk-main has applied that batch (its checkpoint moved past it) and never adopted the write.
+    wait_until(lambda: main.link("sfr-federal")["lagRecords"] == 0, 10.0, "irk-main caught up with sfr-federal")
+    for n in (main, fed["irk-office-1"], fed["irk-office-2"]):
+        v = n.ticket(t["id"])
+        assert v["assignee"] == "op-main", (n.node_id, v)
+        assert not [c for c in n.conflicts() if "intruder" in str(c)], n.conflicts()
+    # The region's nodes still agree with each other.
+    wait_until(lambda: identical_everywhere([main, fed["irk-office-1"], fed["irk-office-2"]], t["id"]), 5.0,
+               "region 38 identical")
+
+    # A node of the topology that is not a peer of irk-office-1 is refused there (403).
+    req = tmp_path / "pull.req"
+    req.write_bytes(b"\x08\x01")  # PullRequest{protocol_version: 1}
+    rc, code, body = curl_pull(fed["irk-office-1"].repl_port, req, tmp_path / "sfr.out",
+                               fed.certs / "sfr-federal.pem", fed.certs / "sfr-federal.key")
+    assert code == "403", (rc, code, body)
+
+
+# --- 6. a peer restored from a file-level backup ------------------------------------------------------
+
+def test_peer_restored_from_a_backup_is_not_silently_skipped(federation):
+    """Issue 3: "a restored or recreated peer is detected, and catch-up resumes correctly
+    rather than silently skipping". proto/README.md §5: a store MUST take a new identity
+    when it is restored from a backup. Here irk-office-2's data directory is restored from
+    a copy taken while it was stopped (there is no `ekc` backup/restore command, so a file
+    copy is the only backup there is); while cut off it writes past the sequence its peers
+    had checkpointed, then the link heals."""
+    fed = federation()
+    o2 = fed["irk-office-2"]
+    for i in range(3):
+        o2.create(subject=f"до копии {i}")
+    converge_on_ids(fed, timeout=5)
+    o2.stop()
+    backup = fed.root / "backup-irk-office-2"
+    shutil.copytree(o2.data_dir, backup)
+    o2.start()
+    for i in range(5):
+        o2.create(subject=f"после копии {i}")
+    converge_on_ids(fed, timeout=5)
+    seq_before = o2.replication()["lastSequence"]
+
+    fed.cut("irk-office-2")
+    o2.stop()
+    shutil.rmtree(o2.data_dir)
+    shutil.copytree(backup, o2.data_dir)
+    o2.start()
+    assert o2.replication()["lastSequence"] < seq_before  # restored: the feed went back
+    new = [o2.create(subject=f"после восстановления {i}") for i in range(10)]
+    assert o2.replication()["lastSequence"] > seq_before  # ...and now runs past the peers' checkpoints
+    fed.heal("irk-office-2")
+
+    new_ids = {t["id"] for t in new}
+    try:
+        converge_on_ids(fed, timeout=10)
+    finally:
+        missing = {n.node_id: sorted(t["subject"] for t in new if t["id"] not in ticket_ids(n)) for n in fed.all()}
+        print("created after the restore, missing per node:", missing)
+        print("irk-office-2 store id:", o2.replication()["storeId"], "links to it:",
+              [fed[x].link("irk-office-2") for x in ("irk-main", "irk-office-1")])
+    for n in fed.all():
+        assert new_ids <= ticket_ids(n), n.node_id
