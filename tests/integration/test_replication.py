@@ -342,11 +342,20 @@ def test_partition_concurrent_edits_conflicts_and_resolution(federation):
     lists = [[c for c in n.conflicts() if c["ticketId"] == tid] for n in fed.all()]
     assert all(l == lists[0] for l in lists) and [c["field"] for c in lists[0]] == ["progress"], lists
 
-    # Keeping the winner also clears a conflict everywhere (resolved on irk-office-2).
-    status, _, resolved = o2.request("POST", f"/v1/conflicts/{p['id']}/resolve", {"keep": "winner"},
-                                     headers={"X-EKC-Actor": "op-senior"})
-    assert status == 200, resolved
+    # Keeping the winner also clears a conflict everywhere: resolved on irk-office-2 with the CLI.
+    listed = run([str(EKC), "conflicts", "list", "--node", o2.url, "--json"])
+    assert listed.returncode == 0, listed.stderr
+    import json as _json
+    assert p["id"] in [c["id"] for c in _json.loads(listed.stdout)["items"]]
+    table = run([str(EKC), "conflicts", "list", "--node", o2.url])
+    assert "progress" in table.stdout and p["id"] in table.stdout, table.stdout
+    done = run([str(EKC), "conflicts", "resolve", p["id"], "--keep", "winner", "--node", o2.url,
+                "--actor", "op-senior", "--json"])
+    assert done.returncode == 0, done.stderr
+    resolved = _json.loads(done.stdout)
     assert resolved["status"] == v["status"]
+    bad = run([str(EKC), "conflicts", "resolve", p["id"], "--keep", "both", "--node", o2.url])
+    assert bad.returncode != 0 and "winner or loser" in (bad.stdout + bad.stderr)
 
     def all_clear():
         if any(c["ticketId"] == tid for n in fed.all() for c in n.conflicts()):
