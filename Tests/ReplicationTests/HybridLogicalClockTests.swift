@@ -2,18 +2,6 @@ import Testing
 import CaseModel
 @testable import Replication
 
-/// A small deterministic generator so a failing sequence can be replayed from its seed.
-private struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
 private let t0: Millis = 1_795_132_800_000
 
 @Suite("Hybrid logical clock")
@@ -21,7 +9,7 @@ struct HybridLogicalClockTests {
     @Test("never goes backwards over random ticks and receives with jumping wall time",
           arguments: [1, 2, 3, 42, 1_000, 0xDEAD])
     func monotonic(seed: UInt64) {
-        var g = SplitMix64(state: seed)
+        var g = SeededRandom(seed: seed)
         var clock = HybridLogicalClock(maxSkew: 60_000)
         var wall = t0
         var previous = Stamp.zero

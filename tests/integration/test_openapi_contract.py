@@ -177,6 +177,7 @@ def test_document_covers_every_route_and_refuses_unknown_fields(spec):
         "/v1/changes": {"get"},
         "/v1/conflicts": {"get"},
         "/v1/conflicts/{id}/resolve": {"post"},
+        "/v1/replication": {"get"},
         "/v1/health": {"get"},
         "/metrics": {"get"},
         "/openapi.yaml": {"get"},
