@@ -181,6 +181,12 @@ final class PullStream: ChannelInboundHandler {
     private var finished = false
     private var lastHeard = NIODeadline.now()
     private var idleCheck: RepeatedTask?
+    /// A frame read while gathering batches that was not a batch: handled next.
+    private var held: WireFrame?
+    /// Consecutive batches already received are merged together (one transaction, one
+    /// fsync) up to this many tickets, so a sender's many small batches don't queue up
+    /// behind one commit each.
+    private static let coalesceTickets = 4096
 
     init(replicator: Replicator, peer: PeerAddress, checkpoint: Checkpoint?, done: EventLoopPromise<Bool>) {
         self.replicator = replicator
@@ -239,7 +245,12 @@ final class PullStream: ChannelInboundHandler {
     private func process(_ context: ChannelHandlerContext) {
         while !merging && !finished {
             let frame: WireFrame?
-            do { frame = try decoder.next() } catch { fail(context, "undecodable frame: \(error)"); return }
+            do {
+                if let h = held { frame = h; held = nil } else { frame = try decoder.next() }
+            } catch {
+                fail(context, "undecodable frame: \(error)")
+                return
+            }
             guard let frame else { return }
             if status != .ok {
                 fail(context, frame.error.message.isEmpty ? "HTTP \(status?.code ?? 0)" : "\(frame.error.code): \(frame.error.message)")
@@ -259,7 +270,19 @@ final class PullStream: ChannelInboundHandler {
                     if h.lastSequence > h.resumeAfter { s.behindSince = s.behindSince ?? Date() } else { s.behindSince = nil; s.lastSuccess = Date() }
                 }
             case .batch(let b)?:
-                apply(context, b)
+                var batches = [b]
+                var count = b.changes.count
+                do {
+                    while count < PullStream.coalesceTickets, let f = try decoder.next() {
+                        guard case .batch(let more)? = f.kind else { held = f; break }
+                        batches.append(more)
+                        count += more.changes.count
+                    }
+                } catch {
+                    fail(context, "undecodable frame: \(error)")
+                    return
+                }
+                apply(context, batches)
             case .heartbeat(let hb)?:
                 replicator.update(peer.node) { s in
                     s.peerSequence = max(s.peerSequence, hb.sourceLastSequence)
@@ -273,24 +296,28 @@ final class PullStream: ChannelInboundHandler {
         }
     }
 
-    private func apply(_ context: ChannelHandlerContext, _ batch: Ekc_Replication_V1_ChangeBatch) {
+    private func apply(_ context: ChannelHandlerContext, _ batches: [Ekc_Replication_V1_ChangeBatch]) {
         guard let storeID = sourceStoreID else { fail(context, "a batch before the stream header"); return }
-        do {
-            try ReplicationProtocol.check(batch, after: position)
-        } catch {
-            fail(context, "invalid batch: \(error)")
-            return
-        }
-        let tickets: [ReplicatedTicket]
-        do {
-            tickets = try batch.changes.map { c throws(WireError) in try ReplicatedTicket(wire: c.ticket) }
-        } catch {
-            fail(context, "undecodable ticket: \(error)")
-            return
+        var after = position
+        var tickets: [ReplicatedTicket] = []
+        for batch in batches {
+            do {
+                try ReplicationProtocol.check(batch, after: after)
+            } catch {
+                fail(context, "invalid batch: \(error)")
+                return
+            }
+            do {
+                tickets += try batch.changes.map { c throws(WireError) in try ReplicatedTicket(wire: c.ticket) }
+            } catch {
+                fail(context, "undecodable ticket: \(error)")
+                return
+            }
+            after = batch.throughSequence
         }
         merging = true
-        let through = batch.throughSequence
-        let sourceLast = batch.sourceLastSequence
+        let through = after
+        let sourceLast = batches.map(\.sourceLastSequence).max() ?? 0
         let count = tickets.count
         let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         let loop = context.eventLoop

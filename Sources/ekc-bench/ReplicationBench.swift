@@ -80,33 +80,38 @@ struct ReplicationBench: AsyncParsableCommand {
         print(String(format: "  process memory during catch-up: %d MiB before, %d MiB peak (both stores' map pages included)",
                      rssBefore.current / 1024, peakRSS / 1024))
 
-        // 3. Steady writes on the source; lag until the other node has committed each one.
-        let created = Locked([TicketID: Double]())
+        // 3. Steady writes on the source; lag from submitting a create on one node until
+        // the other node has committed it (so it includes the source's own fsync).
+        let total = rate * seconds
+        let submitted = Locked([Double](repeating: 0, count: total))
         let lags = Locked([Double]())
-        var seen = b.lastSequence
         let watcher = Task {
+            var seen = b.lastSequence
             while !Task.isCancelled {
                 if let page = try? b.changes(since: seen, limit: 10_000), !page.changes.isEmpty {
                     let t = now()
-                    for c in page.changes {
-                        if let c0 = created.with({ $0.removeValue(forKey: c.ticket.id) }) { lags.with { $0.append(t - c0) } }
+                    for c in page.changes where c.ticket.subject.hasPrefix("lag ") {
+                        if let i = Int(c.ticket.subject.dropFirst(4)) {
+                            let s = submitted.with { $0[i] }
+                            if s > 0 { lags.with { $0.append(t - s) } }
+                        }
                     }
                     seen = page.changes.last!.sequence
                 }
-                try? await Task.sleep(nanoseconds: 200_000)
+                try? await Task.sleep(nanoseconds: 250_000)
             }
         }
-        let total = rate * seconds
         t0 = now()
         try await withThrowingTaskGroup(of: Void.self) { g in
             for i in 0..<total {
                 let due = t0 + Double(i) / Double(rate)
                 let wait = due - now()
                 if wait > 0 { try await Task.sleep(nanoseconds: UInt64(wait * 1e9)) }
-                g.addTask {
-                    let t = try await a.create(StoreBench.draft(tickets + i), actor: actor)
-                    created.with { $0[t.id] = now() }
-                }
+                var d = StoreBench.draft(tickets + i)
+                d.subject = "lag \(i)"
+                let draft = d
+                submitted.with { $0[i] = now() }
+                g.addTask { _ = try await a.create(draft, actor: actor) }
             }
             try await g.waitForAll()
         }
@@ -115,8 +120,8 @@ struct ReplicationBench: AsyncParsableCommand {
         watcher.cancel()
         let sorted = lags.with { $0 }.sorted()
         func pct(_ p: Double) -> Double { sorted.isEmpty ? .nan : sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))] * 1000 }
-        print(String(format: "replication.lag      p50 %.2f ms  p99 %.2f ms  max %.2f ms   (%d creates at %d/s, acknowledged on one node → committed on the other)",
-                     pct(0.5), pct(0.99), sorted.last.map { $0 * 1000 } ?? .nan, sorted.count, rate))
+        print(String(format: "replication.lag      p50 %.2f ms  p99 %.2f ms  max %.2f ms   (%d of %d creates at %d/s, submitted on one node → committed on the other)",
+                     pct(0.5), pct(0.99), sorted.last.map { $0 * 1000 } ?? .nan, sorted.count, total, rate))
 
         // 4. Reconnect with nothing new: one request, no records, no rescan.
         await replicator.stop()
