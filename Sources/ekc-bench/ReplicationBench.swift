@@ -42,7 +42,9 @@ struct ReplicationBench: AsyncParsableCommand {
             return try CaseStore(path: "\(dir)/\(node)", configuration: c)
         }
         let a = try store(main, 0)
+        // One event loop per node, as each node process has its own.
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let groupB = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let tlsA = try NodeTLS(certificate: "\(certs)/irk-main.pem", key: "\(certs)/irk-main.key", ca: "\(certs)/ca.pem", expected: main)
         let tlsB = try NodeTLS(certificate: "\(certs)/irk-office-1.pem", key: "\(certs)/irk-office-1.key", ca: "\(certs)/ca.pem", expected: office)
         let server = try await ReplicationServer.start(store: a, tls: tlsA, host: "127.0.0.1", port: 0, peers: [office],
@@ -65,7 +67,7 @@ struct ReplicationBench: AsyncParsableCommand {
         // 2. Catch-up of an empty node.
         let b = try store(office, 1)
         let rssBefore = ReplicationBench.rssKiB()
-        let replicator = try Replicator(store: b, tls: tlsB, peers: [peerA], group: group, metrics: ReplicationMetrics(), logger: logger)
+        let replicator = try Replicator(store: b, tls: tlsB, peers: [peerA], group: groupB, metrics: ReplicationMetrics(), logger: logger)
         t0 = now()
         replicator.start()
         let target = a.lastSequence
@@ -125,7 +127,7 @@ struct ReplicationBench: AsyncParsableCommand {
 
         // 4. Reconnect with nothing new: one request, no records, no rescan.
         await replicator.stop()
-        let again = try Replicator(store: b, tls: tlsB, peers: [peerA], group: group, metrics: ReplicationMetrics(), logger: logger)
+        let again = try Replicator(store: b, tls: tlsB, peers: [peerA], group: groupB, metrics: ReplicationMetrics(), logger: logger)
         t0 = now()
         again.start()
         while again.links.first?.connected != true || (again.links.first?.peerSequence ?? 0) < a.lastSequence {
@@ -136,6 +138,7 @@ struct ReplicationBench: AsyncParsableCommand {
         await again.stop()
         await server.close()
         try await group.shutdownGracefully()
+        try await groupB.shutdownGracefully()
         a.close()
         b.close()
     }
