@@ -1,5 +1,6 @@
 import CaseModel
 import CaseStore
+import Foundation
 import Logging
 import Metrics
 import NIOPosix
@@ -47,11 +48,13 @@ public struct NodeService: Service {
         // Replication: a mutually authenticated listener, and one pull stream per peer.
         var replicationServer: ReplicationServer? = nil
         var replicator: Replicator? = nil
+        var certificateExpiry: Date? = nil
         let replicationGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         if let identity = settings.identity, let host = settings.replicationHost, let port = settings.replicationPort {
             do {
                 let nodeTLS = try NodeTLS(certificate: identity.cert, key: identity.key, ca: identity.ca ?? "",
                                           expected: settings.node)
+                certificateExpiry = nodeTLS.notValidAfter
                 let metrics = ReplicationMetrics()
                 replicationServer = try await ReplicationServer.start(
                     store: store, tls: nodeTLS, host: host, port: port, peers: Set(settings.peers.map(\.node)),
@@ -64,7 +67,8 @@ public struct NodeService: Service {
                 throw ConfigurationError("cannot start replication on \(host):\(port): \(error)")
             }
         }
-        let api = OperatorAPI(store: store, registry: registry, replicator: replicator)
+        let api = OperatorAPI(store: store, registry: registry, replicator: replicator,
+                              certificateNotValidAfter: certificateExpiry)
         let server: HTTPServer
         do {
             server = try await HTTPServer.start(api: api, host: settings.host, port: settings.port, tls: tls, logger: logger)

@@ -46,14 +46,17 @@ public final class OperatorAPI: Sendable {
     let openAPIDocument: ByteBuffer
     let startedAt = Date()
     let replicator: Replicator?
+    /// When this node's federation certificate expires (nil without replication).
+    let certificateNotValidAfter: Date?
     private let requestCounters = NIOLockedValueBox<[Int: Metrics.Counter]>([:])
     private static let routes = ["metrics", "openapi", "health", "changes", "create", "list", "patch", "show", "note", "notes",
                                  "history", "conflicts", "resolve", "replication", "error"]
 
     public init(store: CaseStore, registry: PrometheusCollectorRegistry?, replicator: Replicator? = nil,
-                maxBodyBytes: Int = 128 * 1024) {
+                certificateNotValidAfter: Date? = nil, maxBodyBytes: Int = 128 * 1024) {
         self.store = store
         self.replicator = replicator
+        self.certificateNotValidAfter = certificateNotValidAfter
         self.node = store.configuration.node
         self.region = store.configuration.region
         self.maxBodyBytes = maxBodyBytes
@@ -439,6 +442,12 @@ public final class OperatorAPI: Sendable {
         w.field("mapGrowths", s.mapGrowths)
         w.field("commitQueueDepth", store.queueDepth)
         w.endObject()
+        if let expiry = certificateNotValidAfter {
+            w.key("certificate"); w.beginObject()
+            w.field("notValidAfter", time: Millis(expiry.timeIntervalSince1970 * 1000))
+            w.key("daysLeft"); w.double(expiry.timeIntervalSinceNow / 86_400)
+            w.endObject()
+        }
         w.endObject()
         return .json(.ok, w)
     }
@@ -453,6 +462,9 @@ public final class OperatorAPI: Sendable {
             Gauge(label: "ekc_store_commit_queue_depth").record(store.queueDepth)
             Gauge(label: "ekc_conflicts_waiting").record((try? store.conflicts(limit: 10_000).count) ?? 0)
             let now = Date()
+            if let expiry = certificateNotValidAfter {
+                Gauge(label: "ekc_tls_certificate_expiry_seconds").record(expiry.timeIntervalSince(now))
+            }
             for l in replicator?.links ?? [] {
                 let peer = [("peer", l.peer.value)]
                 Gauge(label: "ekc_replication_lag_records", dimensions: peer).record(Int64(clamping: l.lagRecords))

@@ -335,6 +335,10 @@ final class PullStream: ChannelInboundHandler {
                     replicator.metrics.recordsReceived.increment(by: count)
                     if !report.rejections.isEmpty {
                         replicator.metrics.rejectedWrites.increment(by: report.rejections.count)
+                        let quarantined = report.rejections.filter {
+                            if case .stampTooFarAhead = $0.reason { return true } else { return false }
+                        }.count
+                        if quarantined > 0 { replicator.metrics.quarantinedStamps.increment(by: quarantined) }
                         replicator.logger.warning("rejected remote writes", metadata: [
                             "peer": "\(node)", "count": "\(report.rejections.count)",
                             "first": "\(report.rejections[0].reason)"])

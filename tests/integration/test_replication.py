@@ -203,6 +203,15 @@ def test_ticket_created_on_one_node_appears_on_the_others_within_a_second(federa
     assert h.returncode == 0, h.stdout + h.stderr
     assert h.stdout.count("connected") == 6, h.stdout
 
+    # Health and metrics show the certificate's expiry and every link's lag.
+    for n in fed.all():
+        health = n.get("/v1/health")
+        assert 300 < health["certificate"]["daysLeft"] < 4000, health
+        status, _, metrics = n.request("GET", "/metrics")
+        text = metrics.decode() if isinstance(metrics, bytes) else str(metrics)
+        assert status == 200 and "ekc_tls_certificate_expiry_seconds" in text, text[:500]
+        assert text.count("ekc_replication_lag_records{") >= 2 and "ekc_replication_connected{" in text, text[:2000]
+
 
 # --- 2. kill -9 in the middle of a stream ---------------------------------------------------------
 
