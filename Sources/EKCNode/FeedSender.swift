@@ -80,17 +80,14 @@ final class FeedSender: ChannelInboundHandler {
             return
         }
         let last = store.lastSequence
-        var (resume, reset) = ReplicationProtocol.resumePoint(
-            checkpoint: request.hasCheckpoint ? request.checkpoint : nil, storeID: store.storeIDBytes, lastSequence: last)
-        if reset { logger.notice("checkpoint reset", metadata: ["peer": "\(peer)"]) }
-        // Checkpoints on both ends: never resume past what this store remembers serving
-        // the peer. A store restored from a copy remembers less than the peer applied,
-        // and must send again what it has written since, not skip it.
         let served = (try? store.served(to: peer)) ?? nil
-        if resume > (served ?? 0) {
+        let (resume, reset, rewound) = ReplicationProtocol.resumePoint(
+            checkpoint: request.hasCheckpoint ? request.checkpoint : nil, storeID: store.storeIDBytes,
+            lastSequence: last, served: served)
+        if reset { logger.notice("checkpoint reset", metadata: ["peer": "\(peer)"]) }
+        if rewound {
             logger.notice("peer is ahead of what this store served it; resending",
-                          metadata: ["peer": "\(peer)", "checkpoint": "\(resume)", "served": "\(served ?? 0)"])
-            resume = served ?? 0
+                          metadata: ["peer": "\(peer)", "served": "\(served ?? 0)"])
         }
         position = resume
         batchLimit = ReplicationProtocol.batchLimit(requested: request.maxBatch)

@@ -189,8 +189,22 @@ public final class OperatorAPI: Sendable {
         return raw.replacingOccurrences(of: "+", with: " ").removingPercentEncoding ?? raw
     }
 
+    /// A path component, percent-decoded only when something is encoded.
+    static func decodePathComponent(_ s: String) -> String {
+        s.utf8.contains(UInt8(ascii: "%")) ? (s.removingPercentEncoding ?? s) : s
+    }
+
+    /// A ticket as the body of a response, with its ETag.
+    static func ticketResponse(_ t: Ticket, _ status: HTTPResponseStatus = .ok, location: Bool = false) -> APIResponse {
+        var w = JSONWriter(capacity: 1024 + t.statement.utf8.count)
+        w.ticket(t)
+        var headers: HTTPHeaders = ["etag": etag(t)]
+        if location { headers.add(name: "location", value: "/v1/tickets/\(t.id)") }
+        return .json(status, w, headers: headers)
+    }
+
     func ticketRef(_ s: String) throws(APIError) -> TicketRef {
-        let s = s.utf8.contains(UInt8(ascii: "%")) ? (s.removingPercentEncoding ?? s) : s
+        let s = OperatorAPI.decodePathComponent(s)
         guard let ref = TicketRef(s) else {
             throw APIError.notFound("\(s) is neither a ticket id (26-character ULID) nor a number like \(region)-2026-000001")
         }
@@ -262,9 +276,7 @@ public final class OperatorAPI: Sendable {
 
     func show(_ ref: TicketRef) throws -> APIResponse {
         guard let t = try store.ticket(ref) else { throw APIError.notFound("no ticket \(ref)") }
-        var w = JSONWriter(capacity: 1024 + t.statement.utf8.count)
-        w.ticket(t)
-        return .json(.ok, w, headers: ["etag": OperatorAPI.etag(t)])
+        return OperatorAPI.ticketResponse(t)
     }
 
     func list(_ q: [String: String]) throws -> APIResponse {
@@ -386,12 +398,9 @@ public final class OperatorAPI: Sendable {
             throw APIError.unprocessable("missing_field", "keep is required: winner or loser", field: "keep")
         }
         try r.rejectUnknown()
-        let conflictID = id.utf8.contains(UInt8(ascii: "%")) ? (id.removingPercentEncoding ?? id) : id
+        let conflictID = OperatorAPI.decodePathComponent(id)
         return submit(.resolve(conflictID: conflictID, keep: keep), try actor(req.headers), loop) { outcome in
-            let t = outcome.ticket!
-            var w = JSONWriter(capacity: 1024 + t.statement.utf8.count)
-            w.ticket(t)
-            return .json(.ok, w, headers: ["etag": OperatorAPI.etag(t)])
+            OperatorAPI.ticketResponse(outcome.ticket!)
         }
     }
 
@@ -495,10 +504,7 @@ public final class OperatorAPI: Sendable {
         let draft = try RequestDecoding.draft(try jsonBody(req))
         let actor = try actor(req.headers)
         return submit(.create(draft), actor, loop) { outcome in
-            let t = outcome.ticket!
-            var w = JSONWriter(capacity: 1024 + t.statement.utf8.count)
-            w.ticket(t)
-            return .json(.created, w, headers: ["etag": OperatorAPI.etag(t), "location": "/v1/tickets/\(t.id)"])
+            OperatorAPI.ticketResponse(outcome.ticket!, .created, location: true)
         }
     }
 
@@ -507,10 +513,7 @@ public final class OperatorAPI: Sendable {
         let expected = try ifMatch(req.headers)
         let actor = try actor(req.headers)
         return submit(.patch(ref, patch, ifMatch: expected), actor, loop) { outcome in
-            let t = outcome.ticket!
-            var w = JSONWriter(capacity: 1024 + t.statement.utf8.count)
-            w.ticket(t)
-            return .json(.ok, w, headers: ["etag": OperatorAPI.etag(t)])
+            OperatorAPI.ticketResponse(outcome.ticket!)
         }
     }
 

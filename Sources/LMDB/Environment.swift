@@ -53,8 +53,6 @@ public final class Environment: @unchecked Sendable {
         public var initialMapSize: Int = 256 << 20
         public var maxMapSize: Int = 1 << 40
         public var readOnly = false
-        /// Only for benchmarks that must show what durability costs; never used by a node.
-        public var unsafeNoSync = false
         public init() {}
     }
 
@@ -85,7 +83,6 @@ public final class Environment: @unchecked Sendable {
             }
             var flags = UInt32(MDB_NOTLS)
             if configuration.readOnly { flags |= UInt32(MDB_RDONLY) }
-            if configuration.unsafeNoSync { flags |= UInt32(MDB_NOSYNC) }
             try check(mdb_env_open(env, path, flags, 0o600))
             // An existing file may be larger than the configured initial size.
             var info = MDB_envinfo()
@@ -220,6 +217,4 @@ public final class Environment: @unchecked Sendable {
             readersInUse: Int(info.me_numreaders), pageSize: Int(stat.ms_psize))
     }
 
-    /// Forces an fsync of the data file (used after `unsafeNoSync` benchmarks).
-    public func sync() throws(LMDBError) { try check(mdb_env_sync(env, 1)) }
 }

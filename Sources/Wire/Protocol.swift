@@ -50,6 +50,19 @@ public enum ReplicationProtocol {
         return (c.sequence, false)
     }
 
+    /// The resume rule with checkpoints on both ends: never resume past `served`, how far
+    /// this store remembers serving the puller (nil: no record, so from 0). A store
+    /// restored from a copy remembers less than the puller applied and must send again
+    /// what it has written since instead of skipping it; re-sent changes merge to nothing.
+    public static func resumePoint(checkpoint: Ekc_Replication_V1_Checkpoint?, storeID: [UInt8],
+                                   lastSequence: UInt64, served: UInt64?)
+        -> (resumeAfter: UInt64, reset: Bool, rewound: Bool)
+    {
+        let (resume, reset) = resumePoint(checkpoint: checkpoint, storeID: storeID, lastSequence: lastSequence)
+        let limit = served ?? 0
+        return resume > limit ? (limit, reset, true) : (resume, reset, false)
+    }
+
     /// The sender's checks of a request before anything is streamed: nil if it may be
     /// served, or the error to answer with (and its HTTP status).
     public static func check(_ request: Ekc_Replication_V1_PullRequest) -> Ekc_Replication_V1_StreamError? {

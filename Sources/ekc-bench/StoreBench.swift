@@ -38,13 +38,13 @@ struct StoreBench: AsyncParsableCommand {
 
         // 2. Grouped: many creates in flight; the commit thread takes all that wait.
         let done = DispatchSemaphore(value: 0)
-        let remaining = Counter(grouped)
+        let remaining = Locked(grouped)
         let drafts = (0..<grouped).map { StoreBench.draft(single + $0) }
         t0 = now()
         for d in drafts {
             store.submit(.create(d), actor: actor) { r in
                 if case .failure(let e) = r { fatalError("create failed: \(e)") }
-                if remaining.decrement() == 0 { done.signal() }
+                if remaining.with({ n -> Int in n -= 1; return n }) == 0 { done.signal() }
             }
         }
         let enqueued = now() - t0
@@ -120,11 +120,4 @@ struct StoreBench: AsyncParsableCommand {
         print("store: \(s.tickets) tickets, \(s.usedBytes >> 20) MiB used, map \(s.mapSize >> 20) MiB, \(s.mapGrowths) map growths")
         store.close()
     }
-}
-
-final class Counter: @unchecked Sendable {
-    private var value: Int
-    private let lock = NSLock()
-    init(_ v: Int) { value = v }
-    func decrement() -> Int { lock.lock(); defer { lock.unlock() }; value -= 1; return value }
 }

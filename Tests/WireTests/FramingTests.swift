@@ -180,6 +180,18 @@ func sampleFrames(seed: UInt64) -> [WireFrame] {
         return c
     }
 
+    @Test func resumeNeverPassesWhatWasServed() {
+        let store: [UInt8] = Array(repeating: 0x11, count: 16)
+        var c = Ekc_Replication_V1_Checkpoint()
+        c.sourceStoreID = Data(store)
+        c.sequence = 42
+        #expect(ReplicationProtocol.resumePoint(checkpoint: c, storeID: store, lastSequence: 50, served: 42) == (42, false, false))
+        #expect(ReplicationProtocol.resumePoint(checkpoint: c, storeID: store, lastSequence: 50, served: 45) == (42, false, false))
+        #expect(ReplicationProtocol.resumePoint(checkpoint: c, storeID: store, lastSequence: 50, served: 3) == (3, false, true))
+        #expect(ReplicationProtocol.resumePoint(checkpoint: c, storeID: store, lastSequence: 50, served: nil) == (0, false, true))
+        #expect(ReplicationProtocol.resumePoint(checkpoint: nil, storeID: store, lastSequence: 50, served: nil) == (0, false, false))
+    }
+
     @Test func resumePoints() {
         // First pull.
         #expect(ReplicationProtocol.resumePoint(checkpoint: nil, storeID: store, lastSequence: 50) == (0, false))
