@@ -48,9 +48,8 @@ enum ReplicaCodec {
                 w.u8(0)
             } else {
                 w.u8(1)
-                let entries = v.context.entries.sorted { $0.key < $1.key }
-                w.varint(UInt64(entries.count))
-                for (node, stamp) in entries { w.string(node.value); w.varint(stamp.raw) }
+                w.varint(UInt64(v.context.sorted.count))
+                for e in v.context.sorted { w.string(e.node.value); w.varint(e.stamp.raw) }
             }
         }
     }

@@ -62,15 +62,16 @@ public struct Register<Value: Hashable & Sendable>: Hashable, Sendable {
     public func merged(_ other: Register) -> Register {
         if other.versions.isEmpty || other == self { return self }
         if versions.isEmpty { return other }
-        var byDot: [Dot: Version<Value>] = [:]
-        for v in versions { byDot[v.dot] = v }
-        for v in other.versions {
+        // Arrays, not a dictionary by dot: registers hold one or two versions, and
+        // hashing dots was a visible share of merging.
+        var all = versions
+        for v in other.versions where !all.contains(where: { $0.dot == v.dot }) {
             // The same dot always carries the same write; keep ours if a forged one differs.
-            if byDot[v.dot] == nil { byDot[v.dot] = v }
+            all.append(v)
         }
-        let all = Array(byDot.values)
-        let kept = all.filter { v in !all.contains { w in w.dot != v.dot && w.context.contains(v.dot) } }
-        return Register(unchecked: kept.sorted { $0.dot < $1.dot })
+        var kept = all.filter { v in !all.contains { w in w.dot != v.dot && w.context.contains(v.dot) } }
+        if kept.count > 1 { kept.sort { $0.dot < $1.dot } }
+        return Register(unchecked: kept)
     }
 
     public mutating func merge(_ other: Register) { self = merged(other) }

@@ -63,20 +63,20 @@ public enum WireError: Error, Hashable, Sendable, CustomStringConvertible {
 // MARK: - Scalars
 
 enum Decode {
-    static func id(_ data: Data, _ field: String) throws(WireError) -> TicketID {
+    static func id(_ data: Data, _ field: @autoclosure () -> String) throws(WireError) -> TicketID {
         guard data.count == 16, let id = TicketID(bytes: data) else {
-            throw .invalidID(field: field, byteCount: data.count)
+            throw .invalidID(field: field(), byteCount: data.count)
         }
         return id
     }
 
-    static func node(_ s: String, _ field: String) throws(WireError) -> NodeID {
-        guard let n = NodeID(s) else { throw .invalidNodeID(field: field, value: s) }
+    static func node(_ s: String, _ field: @autoclosure () -> String) throws(WireError) -> NodeID {
+        guard let n = NodeID(s) else { throw .invalidNodeID(field: field(), value: s) }
         return n
     }
 
-    static func stamp(_ raw: UInt64, _ field: String) throws(WireError) -> Stamp {
-        guard raw != 0 else { throw .invalidValue(field: field, reason: "a stamp is never 0") }
+    static func stamp(_ raw: UInt64, _ field: @autoclosure () -> String) throws(WireError) -> Stamp {
+        guard raw != 0 else { throw .invalidValue(field: field(), reason: "a stamp is never 0") }
         return Stamp(raw: raw)
     }
 }
@@ -97,34 +97,39 @@ extension Ekc_Replication_V1_Dot {
 }
 
 extension Dot {
-    public init(wire: Ekc_Replication_V1_Dot, field: String = "dot") throws(WireError) {
-        self.init(node: try Decode.node(wire.node, field + ".node"), stamp: try Decode.stamp(wire.stamp, field + ".stamp"))
+    public init(wire: Ekc_Replication_V1_Dot, field: @autoclosure () -> String = "dot") throws(WireError) {
+        self.init(node: try Decode.node(wire.node, field() + ".node"), stamp: try Decode.stamp(wire.stamp, field() + ".stamp"))
     }
 }
 
 extension Ekc_Replication_V1_VersionVector {
     public init(_ v: VersionVector) {
         self.init()
-        entries = v.entries.sorted { $0.key < $1.key }.map { node, stamp in
+        entries = v.sorted.map { entry in
             var e = Entry()
-            e.node = node.value
-            e.stamp = stamp.raw
+            e.node = entry.node.value
+            e.stamp = entry.stamp.raw
             return e
         }
     }
 }
 
 extension VersionVector {
-    public init(wire: Ekc_Replication_V1_VersionVector, field: String = "context") throws(WireError) {
-        var entries: [NodeID: Stamp] = [:]
+    public init(wire: Ekc_Replication_V1_VersionVector, field: @autoclosure () -> String = "context") throws(WireError) {
+        var entries: [VersionVector.Entry] = []
+        entries.reserveCapacity(wire.entries.count)
         for (i, e) in wire.entries.enumerated() {
-            let path = "\(field).entries[\(i)]"
-            let node = try Decode.node(e.node, path + ".node")
-            let stamp = try Decode.stamp(e.stamp, path + ".stamp")
-            guard entries[node] == nil else { throw .duplicate(field: field + ".entries", key: node.value) }
-            entries[node] = stamp
+            func path() -> String { "\(field()).entries[\(i)]" }
+            entries.append(.init(node: try Decode.node(e.node, path() + ".node"), stamp: try Decode.stamp(e.stamp, path() + ".stamp")))
         }
-        self.init(entries)
+        // Encoders write entries in node order; accept any order, but each node once.
+        if !zip(entries, entries.dropFirst()).allSatisfy({ $0.node < $1.node }) {
+            entries.sort { $0.node < $1.node }
+            for (a, b) in zip(entries, entries.dropFirst()) where a.node == b.node {
+                throw .duplicate(field: field() + ".entries", key: a.node.value)
+            }
+        }
+        self.init(sortedUnique: entries)
     }
 }
 
@@ -147,7 +152,7 @@ extension Ekc_Replication_V1_TicketStatus {
         }
     }
 
-    public func model(_ field: String) throws(WireError) -> TicketStatus {
+    public func model(_ field: @autoclosure () -> String) throws(WireError) -> TicketStatus {
         switch self {
         case .new: return .new
         case .registered: return .registered
@@ -160,7 +165,7 @@ extension Ekc_Replication_V1_TicketStatus {
         case .transferPending: return .transferPending
         case .transferredOut: return .transferredOut
         case .merged: return .merged
-        case .unspecified, .UNRECOGNIZED: throw .invalidEnum(field: field, value: rawValue)
+        case .unspecified, .UNRECOGNIZED: throw .invalidEnum(field: field(), value: rawValue)
         }
     }
 }
@@ -181,7 +186,7 @@ extension Ekc_Replication_V1_Channel {
         }
     }
 
-    public func model(_ field: String) throws(WireError) -> Channel {
+    public func model(_ field: @autoclosure () -> String) throws(WireError) -> Channel {
         switch self {
         case .phone: return .phone
         case .walkIn: return .walkIn
@@ -193,7 +198,7 @@ extension Ekc_Replication_V1_Channel {
         case .voicemail: return .voicemail
         case .email: return .email
         case .messenger: return .messenger
-        case .unspecified, .UNRECOGNIZED: throw .invalidEnum(field: field, value: rawValue)
+        case .unspecified, .UNRECOGNIZED: throw .invalidEnum(field: field(), value: rawValue)
         }
     }
 }
@@ -208,13 +213,13 @@ extension Ekc_Replication_V1_Priority {
         }
     }
 
-    public func model(_ field: String) throws(WireError) -> Priority {
+    public func model(_ field: @autoclosure () -> String) throws(WireError) -> Priority {
         switch self {
         case .low: return .low
         case .normal: return .normal
         case .high: return .high
         case .urgent: return .urgent
-        case .unspecified, .UNRECOGNIZED: throw .invalidEnum(field: field, value: rawValue)
+        case .unspecified, .UNRECOGNIZED: throw .invalidEnum(field: field(), value: rawValue)
         }
     }
 }
@@ -227,11 +232,11 @@ extension Ekc_Replication_V1_LegalRegime {
         }
     }
 
-    public func model(_ field: String) throws(WireError) -> LegalRegime {
+    public func model(_ field: @autoclosure () -> String) throws(WireError) -> LegalRegime {
         switch self {
         case .consultation: return .consultation
         case .appeal59Fz: return .appeal59FZ
-        case .unspecified, .UNRECOGNIZED: throw .invalidEnum(field: field, value: rawValue)
+        case .unspecified, .UNRECOGNIZED: throw .invalidEnum(field: field(), value: rawValue)
         }
     }
 }
@@ -244,11 +249,11 @@ extension Ekc_Replication_V1_NoteVisibility {
         }
     }
 
-    public func model(_ field: String) throws(WireError) -> NoteVisibility {
+    public func model(_ field: @autoclosure () -> String) throws(WireError) -> NoteVisibility {
         switch self {
         case .shared: return .shared
         case .internal: return .internal
-        case .unspecified, .UNRECOGNIZED: throw .invalidEnum(field: field, value: rawValue)
+        case .unspecified, .UNRECOGNIZED: throw .invalidEnum(field: field(), value: rawValue)
         }
     }
 }
@@ -267,16 +272,16 @@ extension Ekc_Replication_V1_TicketHeader {
         receivedAt = h.receivedAt
     }
 
-    func model(_ field: String) throws(WireError) -> TicketHeader {
-        guard hasNumber else { throw .missingField(field + ".number") }
+    func model(_ field: @autoclosure () -> String) throws(WireError) -> TicketHeader {
+        guard hasNumber else { throw .missingField(field() + ".number") }
         guard RegionCode.isValid(number.region) else {
-            throw .invalidValue(field: field + ".number.region", reason: "not a region or fund code: \"\(number.region)\"")
+            throw .invalidValue(field: field() + ".number.region", reason: "not a region or fund code: \"\(number.region)\"")
         }
         return TicketHeader(
             number: TicketNumber(region: number.region, year: Int(number.year), sequence: number.sequence),
-            originNode: try Decode.node(originNode, field + ".origin_node"),
-            channel: try channel.model(field + ".channel"),
-            legalRegime: try legalRegime.model(field + ".legal_regime"),
+            originNode: try Decode.node(originNode, field() + ".origin_node"),
+            channel: try channel.model(field() + ".channel"),
+            legalRegime: try legalRegime.model(field() + ".legal_regime"),
             receivedAt: receivedAt)
     }
 }
@@ -300,12 +305,12 @@ extension Ekc_Replication_V1_Citizen {
         if let p = c.phone { phone = p }
     }
 
-    func model(_ field: String) throws(WireError) -> Citizen {
+    func model(_ field: @autoclosure () -> String) throws(WireError) -> Citizen {
         var snilsValue: Snils?
         if hasSnils {
             let u = snils.utf8
             guard u.count == 11, u.allSatisfy({ $0 >= 48 && $0 <= 57 }) else {
-                throw .invalidValue(field: field + ".snils", reason: "must be 11 digits without separators")
+                throw .invalidValue(field: field() + ".snils", reason: "must be 11 digits without separators")
             }
             snilsValue = Snils(trusted: snils)
         }
@@ -323,9 +328,9 @@ extension Ekc_Replication_V1_Deadlines {
         if let v = d.callbackBy { callbackBy = v }
     }
 
-    func model(_ field: String) throws(WireError) -> Deadlines {
+    func model(_ field: @autoclosure () -> String) throws(WireError) -> Deadlines {
         guard let days = Int(exactly: extensionDays) else {
-            throw .invalidValue(field: field + ".extension_days", reason: "out of range")
+            throw .invalidValue(field: field() + ".extension_days", reason: "out of range")
         }
         return Deadlines(registerBy: registerBy, forwardBy: hasForwardBy ? forwardBy : nil,
                          answerBy: hasAnswerBy ? answerBy : nil, extensionDays: days,
@@ -341,10 +346,10 @@ extension Ekc_Replication_V1_Progress {
         deadlines = .init(p.deadlines)
     }
 
-    func model(_ field: String) throws(WireError) -> Replication.Progress {
-        guard hasDeadlines else { throw .missingField(field + ".deadlines") }
-        return Replication.Progress(status: try status.model(field + ".status"), registeredAt: hasRegisteredAt ? registeredAt : nil,
-                        deadlines: try deadlines.model(field + ".deadlines"))
+    func model(_ field: @autoclosure () -> String) throws(WireError) -> Replication.Progress {
+        guard hasDeadlines else { throw .missingField(field() + ".deadlines") }
+        return Replication.Progress(status: try status.model(field() + ".status"), registeredAt: hasRegisteredAt ? registeredAt : nil,
+                        deadlines: try deadlines.model(field() + ".deadlines"))
     }
 }
 
@@ -371,61 +376,61 @@ protocol WireVersion {
     var hasDot: Bool { get }
     var context: Ekc_Replication_V1_VersionVector { get set }
     /// The value, or nil where the wire value is absent.
-    func decodeValue(_ field: String) throws(WireError) -> Value
+    func decodeValue(_ field: @autoclosure () -> String) throws(WireError) -> Value
     mutating func encodeValue(_ value: Value)
 }
 
 extension Ekc_Replication_V1_HeaderVersion: WireVersion {
-    func decodeValue(_ field: String) throws(WireError) -> TicketHeader {
-        guard hasValue else { throw .missingField(field) }
-        return try value.model(field)
+    func decodeValue(_ field: @autoclosure () -> String) throws(WireError) -> TicketHeader {
+        guard hasValue else { throw .missingField(field()) }
+        return try value.model(field())
     }
     mutating func encodeValue(_ v: TicketHeader) { value = .init(v) }
 }
 
 extension Ekc_Replication_V1_StatementVersion: WireVersion {
-    func decodeValue(_ field: String) throws(WireError) -> Replication.Statement {
-        guard hasValue else { throw .missingField(field) }
+    func decodeValue(_ field: @autoclosure () -> String) throws(WireError) -> Replication.Statement {
+        guard hasValue else { throw .missingField(field()) }
         return value.model()
     }
     mutating func encodeValue(_ v: Replication.Statement) { value = .init(v) }
 }
 
 extension Ekc_Replication_V1_CitizenVersion: WireVersion {
-    func decodeValue(_ field: String) throws(WireError) -> Citizen? {
-        hasValue ? try value.model(field) : nil
+    func decodeValue(_ field: @autoclosure () -> String) throws(WireError) -> Citizen? {
+        hasValue ? try value.model(field()) : nil
     }
     mutating func encodeValue(_ v: Citizen?) { if let v { value = .init(v) } }
 }
 
 extension Ekc_Replication_V1_ProgressVersion: WireVersion {
-    func decodeValue(_ field: String) throws(WireError) -> Replication.Progress {
-        guard hasValue else { throw .missingField(field) }
-        return try value.model(field)
+    func decodeValue(_ field: @autoclosure () -> String) throws(WireError) -> Replication.Progress {
+        guard hasValue else { throw .missingField(field()) }
+        return try value.model(field())
     }
     mutating func encodeValue(_ v: Replication.Progress) { value = .init(v) }
 }
 
 extension Ekc_Replication_V1_AssigneeVersion: WireVersion {
-    func decodeValue(_ field: String) throws(WireError) -> String? { hasValue ? value : nil }
+    func decodeValue(_ field: @autoclosure () -> String) throws(WireError) -> String? { hasValue ? value : nil }
     mutating func encodeValue(_ v: String?) { if let v { value = v } }
 }
 
 extension Ekc_Replication_V1_PriorityVersion: WireVersion {
-    func decodeValue(_ field: String) throws(WireError) -> Priority { try value.model(field) }
+    func decodeValue(_ field: @autoclosure () -> String) throws(WireError) -> Priority { try value.model(field()) }
     mutating func encodeValue(_ v: Priority) { value = .init(v) }
 }
 
 extension Ekc_Replication_V1_TopicVersion: WireVersion {
-    func decodeValue(_ field: String) throws(WireError) -> Replication.Topic {
-        guard hasValue else { throw .missingField(field) }
+    func decodeValue(_ field: @autoclosure () -> String) throws(WireError) -> Replication.Topic {
+        guard hasValue else { throw .missingField(field()) }
         return value.model()
     }
     mutating func encodeValue(_ v: Replication.Topic) { value = .init(v) }
 }
 
 extension Ekc_Replication_V1_OwnerVersion: WireVersion {
-    func decodeValue(_ field: String) throws(WireError) -> NodeID { try Decode.node(value, field) }
+    func decodeValue(_ field: @autoclosure () -> String) throws(WireError) -> NodeID { try Decode.node(value, field()) }
     mutating func encodeValue(_ v: NodeID) { value = v.value }
 }
 
@@ -446,14 +451,15 @@ enum RegisterMapping {
     static func decode<W: WireVersion>(_ ws: [W], _ field: String) throws(WireError) -> Register<W.Value> {
         var versions: [Replication.Version<W.Value>] = []
         versions.reserveCapacity(ws.count)
-        var dots = Set<Dot>()
         for (i, w) in ws.enumerated() {
-            let path = "\(field)[\(i)]"
-            guard w.hasDot else { throw .missingField(path + ".dot") }
-            let dot = try Dot(wire: w.dot, field: path + ".dot")
-            guard dots.insert(dot).inserted else { throw .duplicate(field: field, key: dot.description) }
-            let context = try VersionVector(wire: w.context, field: path + ".context")
-            versions.append(Replication.Version(value: try w.decodeValue(path + ".value"), dot: dot, context: context))
+            // Paths are built only for an error message: building them eagerly cost
+            // more than decoding the version.
+            func path() -> String { "\(field)[\(i)]" }
+            guard w.hasDot else { throw .missingField(path() + ".dot") }
+            let dot = try Dot(wire: w.dot, field: path() + ".dot")
+            guard !versions.contains(where: { $0.dot == dot }) else { throw .duplicate(field: field, key: dot.description) }
+            let context = try VersionVector(wire: w.context, field: path() + ".context")
+            versions.append(Replication.Version(value: try w.decodeValue(path() + ".value"), dot: dot, context: context))
         }
         return Register(versions: versions)
     }
@@ -481,13 +487,13 @@ extension Ekc_Replication_V1_Note {
         text = n.text
     }
 
-    public func model(ticketID: TicketID, field: String = "note") throws(WireError) -> Note {
-        guard hasAuthor else { throw .missingField(field + ".author") }
-        return Note(id: try Decode.id(id, field + ".id"), ticketID: ticketID,
+    public func model(ticketID: TicketID, field: @autoclosure () -> String = "note") throws(WireError) -> Note {
+        guard hasAuthor else { throw .missingField(field() + ".author") }
+        return Note(id: try Decode.id(id, field() + ".id"), ticketID: ticketID,
                     author: Actor(user: author.user, role: author.role),
-                    node: try Decode.node(node, field + ".node"), at: at,
-                    stamp: try Decode.stamp(stamp, field + ".stamp"),
-                    visibility: try visibility.model(field + ".visibility"), text: text)
+                    node: try Decode.node(node, field() + ".node"), at: at,
+                    stamp: try Decode.stamp(stamp, field() + ".stamp"),
+                    visibility: try visibility.model(field() + ".visibility"), text: text)
     }
 }
 
@@ -504,12 +510,12 @@ extension Ekc_Replication_V1_HistoryEvent {
         if let n = e.new { newValue = n }
     }
 
-    public func model(ticketID: TicketID, field path: String = "history") throws(WireError) -> HistoryEvent {
-        guard hasActor else { throw .missingField(path + ".actor") }
-        return HistoryEvent(id: try Decode.id(id, path + ".id"), ticketID: ticketID,
+    public func model(ticketID: TicketID, field path: @autoclosure () -> String = "history") throws(WireError) -> HistoryEvent {
+        guard hasActor else { throw .missingField(path() + ".actor") }
+        return HistoryEvent(id: try Decode.id(id, path() + ".id"), ticketID: ticketID,
                             actor: Actor(user: actor.user, role: actor.role),
-                            node: try Decode.node(node, path + ".node"), at: at,
-                            stamp: try Decode.stamp(stamp, path + ".stamp"), field: field,
+                            node: try Decode.node(node, path() + ".node"), at: at,
+                            stamp: try Decode.stamp(stamp, path() + ".stamp"), field: field,
                             old: hasOldValue ? oldValue : nil, new: hasNewValue ? newValue : nil)
     }
 }
