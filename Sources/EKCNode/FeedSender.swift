@@ -122,15 +122,8 @@ final class FeedSender: ChannelInboundHandler {
                 return
             }
             guard let through = page.changes.last?.sequence else { break }
-            let bytes: [UInt8]
-            do {
-                bytes = WireCoding.batchFrame(
-                    changes: try page.changes.map { ($0.sequence, try Ekc_Replication_V1_TicketState($0.ticket).serializedBytes()) },
-                    throughSequence: through, sourceLastSequence: page.lastSequence)
-            } catch {
-                finish(context, error: .init(.internal, "encoding the feed failed: \(error)"))
-                return
-            }
+            let bytes = WireCoding.batchFrame(page.changes.map { ($0.sequence, $0.ticket) },
+                                              throughSequence: through, sourceLastSequence: page.lastSequence)
             metrics.bytesSent.increment(by: bytes.count)
             lastSent = .now()
             context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(bytes: bytes)))), promise: nil)

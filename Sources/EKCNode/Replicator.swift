@@ -96,6 +96,28 @@ public final class Replicator: Sendable {
         statuses.withLockedValue { s in if s[peer] != nil { body(&s[peer]!) } }
     }
 
+    /// Books a merge of `count` tickets through `through` of `node`'s feed.
+    func merged(from node: NodeID, count: Int, through: UInt64, sourceLast: UInt64, report: MergeReport) {
+        metrics.recordsReceived.increment(by: count)
+        if !report.rejections.isEmpty {
+            metrics.rejectedWrites.increment(by: report.rejections.count)
+            let quarantined = report.rejections.filter {
+                if case .stampTooFarAhead = $0.reason { return true } else { return false }
+            }.count
+            if quarantined > 0 { metrics.quarantinedStamps.increment(by: quarantined) }
+            logger.warning("rejected remote writes", metadata: [
+                "peer": "\(node)", "count": "\(report.rejections.count)", "first": "\(report.rejections[0].reason)"])
+        }
+        update(node) { s in
+            s.appliedSequence = through
+            s.peerSequence = max(s.peerSequence, sourceLast)
+            s.recordsReceived += count
+            s.rejectedWrites += report.rejections.count
+            s.lastSuccess = Date()
+            if through >= s.peerSequence { s.behindSince = nil } else { s.behindSince = s.behindSince ?? Date() }
+        }
+    }
+
     private func pullLoop(_ peer: PeerAddress) async {
         var attempt = 0
         while !Task.isCancelled {
@@ -164,9 +186,23 @@ public final class Replicator: Sendable {
 }
 
 /// The puller's side of one stream.
+///
+/// Receiving is pipelined: while one merge is being committed, the batches that keep
+/// arriving are decoded and gathered into the next merge, which is submitted the
+/// moment the first completes (so decoding on the event loop and committing on the
+/// store's thread overlap, and a merge grows with the backlog). Reading stops once the
+/// gathered merge is full, and HTTP/2 flow control then holds the sender back: per
+/// link at most one merge in flight, one gathered, and the stream window are held.
 final class PullStream: ChannelInboundHandler {
     typealias InboundIn = HTTPClientResponsePart
     typealias OutboundOut = HTTPClientRequestPart
+
+    /// Batches decoded and checked, to be merged together in one transaction.
+    struct Gathered {
+        var tickets: [ReplicatedTicket] = []
+        var through: UInt64 = 0
+        var sourceLast: UInt64 = 0
+    }
 
     let replicator: Replicator
     let peer: PeerAddress
@@ -175,18 +211,16 @@ final class PullStream: ChannelInboundHandler {
     private var decoder = FrameDecoder()
     private var status: HTTPResponseStatus?
     private var sourceStoreID: [UInt8]?
-    private var position: UInt64 = 0
-    private var merging = false
+    /// The sequence the next batch must follow (the last one gathered or merged).
+    private var expected: UInt64 = 0
+    private var inFlight = false
+    private var gathered: Gathered?
     private var applied = false
     private var finished = false
     private var lastHeard = NIODeadline.now()
     private var idleCheck: RepeatedTask?
-    /// A frame read while gathering batches that was not a batch: handled next.
-    private var held: WireFrame?
-    /// Consecutive batches already received are merged together (one transaction, one
-    /// fsync) up to this many tickets, so a sender's many small batches don't queue up
-    /// behind one commit each.
-    private static let coalesceTickets = 4096
+    /// Most tickets gathered into one merge (one transaction, one fsync).
+    static let mergeTickets = 4096
 
     init(replicator: Replicator, peer: PeerAddress, checkpoint: Checkpoint?, done: EventLoopPromise<Bool>) {
         self.replicator = replicator
@@ -194,6 +228,8 @@ final class PullStream: ChannelInboundHandler {
         self.checkpoint = checkpoint
         self.done = done
     }
+
+    private var full: Bool { (gathered?.tickets.count ?? 0) >= PullStream.mergeTickets }
 
     func channelActive(context: ChannelHandlerContext) {
         var request = WirePullRequest()
@@ -239,19 +275,18 @@ final class PullStream: ChannelInboundHandler {
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
-        if !merging && !finished { context.read() }
+        if !full && !finished { context.read() }
     }
 
+    /// Decodes what has arrived until the gathered merge is full.
     private func process(_ context: ChannelHandlerContext) {
-        while !merging && !finished {
+        while !finished && !full {
             let frame: WireFrame?
-            do {
-                if let h = held { frame = h; held = nil } else { frame = try decoder.next() }
-            } catch {
+            do { frame = try decoder.next() } catch {
                 fail(context, "undecodable frame: \(error)")
                 return
             }
-            guard let frame else { return }
+            guard let frame else { break }
             if status != .ok {
                 fail(context, frame.error.message.isEmpty ? "HTTP \(status?.code ?? 0)" : "\(frame.error.code): \(frame.error.message)")
                 return
@@ -263,26 +298,15 @@ final class PullStream: ChannelInboundHandler {
                     return
                 }
                 sourceStoreID = Array(h.storeID)
-                position = h.resumeAfter
+                expected = h.resumeAfter
                 replicator.update(peer.node) { s in
                     s.peerSequence = h.lastSequence
                     if h.checkpointReset { s.appliedSequence = 0 }
                     if h.lastSequence > h.resumeAfter { s.behindSince = s.behindSince ?? Date() } else { s.behindSince = nil; s.lastSuccess = Date() }
                 }
             case .batch(let b)?:
-                var batches = [b]
-                var count = b.changes.count
-                do {
-                    while count < PullStream.coalesceTickets, let f = try decoder.next() {
-                        guard case .batch(let more)? = f.kind else { held = f; break }
-                        batches.append(more)
-                        count += more.changes.count
-                    }
-                } catch {
-                    fail(context, "undecodable frame: \(error)")
-                    return
-                }
-                apply(context, batches)
+                guard gather(context, b) else { return }
+                if !inFlight { submit(context) }
             case .heartbeat(let hb)?:
                 replicator.update(peer.node) { s in
                     s.peerSequence = max(s.peerSequence, hb.sourceLastSequence)
@@ -296,63 +320,54 @@ final class PullStream: ChannelInboundHandler {
         }
     }
 
-    private func apply(_ context: ChannelHandlerContext, _ batches: [Ekc_Replication_V1_ChangeBatch]) {
-        guard let storeID = sourceStoreID else { fail(context, "a batch before the stream header"); return }
-        var after = position
-        var tickets: [ReplicatedTicket] = []
-        for batch in batches {
-            do {
-                try ReplicationProtocol.check(batch, after: after)
-            } catch {
-                fail(context, "invalid batch: \(error)")
-                return
-            }
-            do {
-                tickets += try batch.changes.map { c throws(WireError) in try ReplicatedTicket(wire: c.ticket) }
-            } catch {
-                fail(context, "undecodable ticket: \(error)")
-                return
-            }
-            after = batch.throughSequence
+    /// Checks and decodes one batch into the merge being gathered.
+    private func gather(_ context: ChannelHandlerContext, _ batch: Ekc_Replication_V1_ChangeBatch) -> Bool {
+        guard sourceStoreID != nil else { fail(context, "a batch before the stream header"); return false }
+        do {
+            try ReplicationProtocol.check(batch, after: expected)
+        } catch {
+            fail(context, "invalid batch: \(error)")
+            return false
         }
-        merging = true
-        let through = after
-        let sourceLast = batches.map(\.sourceLastSequence).max() ?? 0
-        let count = tickets.count
+        var g = gathered ?? Gathered()
+        do {
+            g.tickets.reserveCapacity(g.tickets.count + batch.changes.count)
+            for c in batch.changes { g.tickets.append(try ReplicatedTicket(wire: c.ticket)) }
+        } catch {
+            fail(context, "undecodable ticket: \(error)")
+            return false
+        }
+        g.through = batch.throughSequence
+        g.sourceLast = max(g.sourceLast, batch.sourceLastSequence)
+        gathered = g
+        expected = batch.throughSequence
+        return true
+    }
+
+    /// Hands the gathered batches to the store as one merge.
+    private func submit(_ context: ChannelHandlerContext) {
+        guard let g = gathered, let storeID = sourceStoreID else { return }
+        gathered = nil
+        inFlight = true
+        let count = g.tickets.count
         let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         let loop = context.eventLoop
         let replicator = self.replicator
         let node = peer.node
-        replicator.store.submit(.merge(RemoteBatch(peer: node, sourceStoreID: storeID, throughSequence: through, tickets: tickets)),
+        replicator.store.submit(.merge(RemoteBatch(peer: node, sourceStoreID: storeID, throughSequence: g.through, tickets: g.tickets)),
                                 actor: .system) { result in
             loop.execute {
                 let (handler, ctx) = bound.value
-                handler.merging = false
+                handler.inFlight = false
                 switch result {
                 case .success(.merged(let report)):
-                    handler.position = through
                     handler.applied = true
-                    replicator.metrics.recordsReceived.increment(by: count)
-                    if !report.rejections.isEmpty {
-                        replicator.metrics.rejectedWrites.increment(by: report.rejections.count)
-                        let quarantined = report.rejections.filter {
-                            if case .stampTooFarAhead = $0.reason { return true } else { return false }
-                        }.count
-                        if quarantined > 0 { replicator.metrics.quarantinedStamps.increment(by: quarantined) }
-                        replicator.logger.warning("rejected remote writes", metadata: [
-                            "peer": "\(node)", "count": "\(report.rejections.count)",
-                            "first": "\(report.rejections[0].reason)"])
-                    }
-                    replicator.update(node) { s in
-                        s.appliedSequence = through
-                        s.peerSequence = max(s.peerSequence, sourceLast)
-                        s.recordsReceived += count
-                        s.rejectedWrites += report.rejections.count
-                        s.lastSuccess = Date()
-                        if through >= s.peerSequence { s.behindSince = nil } else { s.behindSince = s.behindSince ?? Date() }
-                    }
+                    replicator.merged(from: node, count: count, through: g.through, sourceLast: g.sourceLast, report: report)
+                    guard !handler.finished else { return }
+                    // The next merge starts at once; then reading resumes.
+                    if handler.gathered != nil { handler.submit(ctx) }
                     handler.process(ctx)
-                    if !handler.merging && !handler.finished { ctx.read() }
+                    if !handler.full && !handler.finished { ctx.read() }
                 case .success:
                     handler.fail(ctx, "merge returned no report")
                 case .failure(let e):

@@ -177,34 +177,3 @@ struct ByteView: SwiftProtobufContiguousBytes {
         try bytes.withUnsafeMutableBytes(body)
     }
 }
-
-extension WireCoding {
-    /// A delimited batch frame assembled around tickets already serialized. Equal to
-    /// `delimited(Frame.batch(...))` byte for byte, but each ticket is encoded once:
-    /// swift-protobuf sizes nested messages again at every level of nesting, which made
-    /// the frame → batch → change → ticket chain several times the cost of the tickets.
-    public static func batchFrame(changes: [(sequence: UInt64, ticket: [UInt8])], throughSequence: UInt64,
-                                  sourceLastSequence: UInt64) -> [UInt8] {
-        var batch: [UInt8] = []
-        batch.reserveCapacity(changes.reduce(32) { $0 + $1.ticket.count + 16 })
-        for c in changes {
-            var change: [UInt8] = []
-            change.reserveCapacity(c.ticket.count + 16)
-            if c.sequence != 0 { change.append(0x08); appendVarint(c.sequence, to: &change) }      // sequence = 1
-            change.append(0x12); appendVarint(UInt64(c.ticket.count), to: &change)                  // ticket = 2
-            change += c.ticket
-            batch.append(0x0A); appendVarint(UInt64(change.count), to: &batch)                      // changes = 1
-            batch += change
-        }
-        if throughSequence != 0 { batch.append(0x10); appendVarint(throughSequence, to: &batch) }   // through_sequence = 2
-        if sourceLastSequence != 0 { batch.append(0x18); appendVarint(sourceLastSequence, to: &batch) } // source_last_sequence = 3
-        var frame: [UInt8] = [0x12]                                                                  // batch = 2
-        appendVarint(UInt64(batch.count), to: &frame)
-        frame += batch
-        var out: [UInt8] = []
-        out.reserveCapacity(frame.count + 5)
-        appendVarint(UInt64(frame.count), to: &out)
-        out += frame
-        return out
-    }
-}

@@ -573,9 +573,4 @@ extension ReplicatedTicket {
         }
         try self.init(wire: w)
     }
-
-    /// The protobuf bytes of this ticket's wire state.
-    public func wireBytes() throws(WireError) -> [UInt8] {
-        try WireCoding.serialize(Ekc_Replication_V1_TicketState(self))
-    }
 }

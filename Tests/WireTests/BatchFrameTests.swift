@@ -1,27 +1,63 @@
 import CaseModel
+import Foundation
 import Replication
+import SwiftProtobuf
 import Testing
 @testable import Wire
 
-/// The hand-assembled batch frame is byte for byte what swift-protobuf writes.
-@Suite struct BatchFrameTests {
-    @Test func handAssembledFrameEqualsGeneratedEncoding() throws {
-        let node = NodeID("irk-main")!
-        var tickets: [(UInt64, ReplicatedTicket)] = []
-        for i in 1...20 as ClosedRange<UInt64> {
-            let id = TicketID(millis: 1_795_000_000_000 + i, randomHigh: 1, randomLow: i)
-            let draft = TicketDraft(channel: .phone, topic: "pension", subject: "тема \(i)", statement: "текст \(i)")
-            let t = try draft.open(id: id, number: TicketNumber(region: "38", year: 2026, sequence: i), node: node,
-                                   now: 1_795_000_000_000, stamp: Stamp(millis: 1_795_000_000_000, logical: UInt16(i)))
-            tickets.append((i * 3, ReplicatedTicket(opened: t, dot: Dot(node: node, stamp: t.updatedStamp))))
+/// The sender writes TicketState and batch frames directly; swift-protobuf's generated
+/// messages are the definition, so the bytes must be identical to theirs.
+@Suite struct DirectEncodingTests {
+    func generated(_ t: ReplicatedTicket) throws -> [UInt8] {
+        try Ekc_Replication_V1_TicketState(t).serializedBytes()
+    }
+
+    @Test(arguments: [11, 12, 13, 14, 15] as [UInt64])
+    func everyStateOfRandomHistoriesEncodesAsGenerated(seed: UInt64) throws {
+        let pool = statePool(seed: seed, steps: 400)
+        var checked = 0
+        for t in pool {
+            #expect(t.wireBytes() == (try generated(t)))
+            checked += 1
         }
-        for (through, last) in [(UInt64(60), UInt64(99)), (60, 0), (0, 0)] {
-            let expected = try WireCoding.delimited(WireFrame.batch(tickets.map { ($0.0, $0.1) }, throughSequence: through,
-                                                                    sourceLastSequence: last))
-            let assembled = WireCoding.batchFrame(
-                changes: try tickets.map { ($0.0, try Ekc_Replication_V1_TicketState($0.1).serializedBytes()) },
-                throughSequence: through, sourceLastSequence: last)
-            #expect(assembled == expected)
+        #expect(checked == 401)
+        let conflicted = conflictedTicket(idLow: seed)
+        #expect(conflicted.wireBytes() == (try generated(conflicted)))
+    }
+
+    /// Lengths that need two and three varint bytes, empty and absent optionals,
+    /// negative times, an empty ticket.
+    @Test func edgeValuesEncodeAsGenerated() throws {
+        let id = TicketID(millis: UInt64(baseTime), randomHigh: 7, randomLow: 9)
+        let node = irkutskNodes[1]
+        for (text, citizen, received) in [
+            (String(repeating: "ж", count: 70), nil, baseTime),                            // 140 bytes
+            (String(repeating: "я", count: 9_000), Citizen(ref: ""), -5),                  // 18,000 bytes
+            ("", Citizen(ref: "CIT-1", name: "", snils: nil, phone: ""), 0),
+        ] as [(String, Citizen?, Millis)] {
+            // Set after opening: opening validates what a replica need not.
+            var ticket = openedTicket(id: id, at: node, now: baseTime)
+            ticket.citizen = citizen
+            ticket.statement = text
+            ticket.registeredAt = received
+            ticket.assignee = text.isEmpty ? "" : nil
+            ticket.deadlines.callbackBy = -1
+            let t = ReplicatedTicket(opened: ticket, dot: Dot(node: node, stamp: Stamp(millis: baseTime, logical: 3)))
+            #expect(t.wireBytes() == (try generated(t)))
+            #expect(try ReplicatedTicket(wireBytes: t.wireBytes()) == t)
+        }
+        let empty = ReplicatedTicket(id: id)
+        #expect(empty.wireBytes() == (try generated(empty)))
+    }
+
+    @Test func batchFrameEqualsGeneratedEncoding() throws {
+        let pool = statePool(seed: 21, steps: 120)
+        let tickets = pool.enumerated().map { (UInt64($0.offset * 3 + 1), $0.element) }
+        for (through, last) in [(UInt64(360), UInt64(999)), (360, 0), (0, 0)] {
+            for changes in [tickets, Array(tickets.prefix(1)), []] {
+                let expected = try WireCoding.delimited(WireFrame.batch(changes, throughSequence: through, sourceLastSequence: last))
+                #expect(WireCoding.batchFrame(changes, throughSequence: through, sourceLastSequence: last) == expected)
+            }
         }
     }
 }
