@@ -18,6 +18,9 @@ struct ReplicationBench: AsyncParsableCommand {
     @Option(help: "Tickets the new node catches up on.") var tickets = 200_000
     @Option(help: "Steady write rate for the lag measurement (creates/s).") var rate = 1_000
     @Option(help: "Seconds of steady writes.") var seconds = 5
+    @Flag(help: "Reuse the source store left in --dir when it holds at least --tickets changes (to profile the catch-up alone).")
+    var reuseSource = false
+    @Flag(help: "Measure the catch-up only.") var catchUpOnly = false
 
     func now() -> Double { Double(DispatchTime.now().uptimeNanoseconds) / 1e9 }
 
@@ -29,8 +32,16 @@ struct ReplicationBench: AsyncParsableCommand {
         return (field("VmRSS:"), field("VmHWM:"))
     }
 
+    /// CPU seconds (user + system) this process has used.
+    static func cpuSeconds() -> Double {
+        var u = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &u)
+        return Double(u.ru_utime.tv_sec + u.ru_stime.tv_sec) + Double(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6
+    }
+
     func run() async throws {
-        try? FileManager.default.removeItem(atPath: dir)
+        try? FileManager.default.removeItem(atPath: "\(dir)/irk-office-1")
+        if !reuseSource { try? FileManager.default.removeItem(atPath: dir) }
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         let main = NodeID("irk-main")!, office = NodeID("irk-office-1")!
         let directory = Directory([main: "38", office: "38"])
@@ -54,6 +65,9 @@ struct ReplicationBench: AsyncParsableCommand {
         // 1. Fill the source.
         let actor = Actor(user: "bench", role: "operator")
         var t0 = now()
+        if a.lastSequence >= UInt64(tickets) {
+            print("source reused: \(a.lastSequence) changes")
+        } else {
         try await withThrowingTaskGroup(of: Void.self) { g in
             for w in 0..<64 {
                 g.addTask {
@@ -63,12 +77,14 @@ struct ReplicationBench: AsyncParsableCommand {
             try await g.waitForAll()
         }
         print(String(format: "source filled: %d tickets in %.1f s", tickets, now() - t0))
+        }
 
         // 2. Catch-up of an empty node.
         let b = try store(office, 1)
         let rssBefore = ReplicationBench.rssKiB()
         let replicator = try Replicator(store: b, tls: tlsB, peers: [peerA], group: groupB, metrics: ReplicationMetrics(), logger: logger)
         t0 = now()
+        let cpu0 = ReplicationBench.cpuSeconds()
         replicator.start()
         let target = a.lastSequence
         var peakRSS = rssBefore.current
@@ -77,28 +93,45 @@ struct ReplicationBench: AsyncParsableCommand {
             peakRSS = max(peakRSS, ReplicationBench.rssKiB().current)
         }
         let catchUp = now() - t0
+        let cpu = ReplicationBench.cpuSeconds() - cpu0
         print(String(format: "replication.catchup  %9.0f tickets/s   (%d tickets into an empty node in %.2f s, mutual TLS, fsync'd)",
-                     Double(tickets) / catchUp, tickets, catchUp))
+                     Double(target) / catchUp, target, catchUp))
+        print(String(format: "  CPU during catch-up: %.1f s for both nodes = %.2f cores busy, %.1f µs per ticket",
+                     cpu, cpu / catchUp, cpu / Double(target) * 1e6))
         print(String(format: "  process memory during catch-up: %d MiB before, %d MiB peak (both stores' map pages included)",
                      rssBefore.current / 1024, peakRSS / 1024))
 
-        // 3. Steady writes on the source; lag from submitting a create on one node until
-        // the other node has committed it (so it includes the source's own fsync).
+        if catchUpOnly {
+            await replicator.stop()
+            await server.close()
+            try await group.shutdownGracefully()
+            try await groupB.shutdownGracefully()
+            a.close()
+            b.close()
+            return
+        }
+
+        // 3. Steady writes on the source. Two lags per create: from submitting it on
+        // one node until the other node has committed it (so it includes the source's
+        // own durable commit), and from the source's acknowledgement until then (what
+        // replication adds, as PostgreSQL's replay lag counts from the primary's flush).
         let total = rate * seconds
         let submitted = Locked([Double](repeating: 0, count: total))
-        let lags = Locked([Double]())
+        let acked = Locked([Double](repeating: 0, count: total))
+        let seen = Locked([Double](repeating: 0, count: total))
+        let seenCount = Locked(0)
         let watcher = Task {
-            var seen = b.lastSequence
+            var after = b.lastSequence
             while !Task.isCancelled {
-                if let page = try? b.changes(since: seen, limit: 10_000), !page.changes.isEmpty {
+                if let page = try? b.changes(since: after, limit: 10_000), !page.changes.isEmpty {
                     let t = now()
                     for c in page.changes where c.ticket.subject.hasPrefix("lag ") {
-                        if let i = Int(c.ticket.subject.dropFirst(4)) {
-                            let s = submitted.with { $0[i] }
-                            if s > 0 { lags.with { $0.append(t - s) } }
+                        if let i = Int(c.ticket.subject.dropFirst(4)), i < total {
+                            seen.with { $0[i] = t }
+                            seenCount.with { $0 += 1 }
                         }
                     }
-                    seen = page.changes.last!.sequence
+                    after = page.changes.last!.sequence
                 }
                 try? await Task.sleep(nanoseconds: 250_000)
             }
@@ -113,17 +146,32 @@ struct ReplicationBench: AsyncParsableCommand {
                 d.subject = "lag \(i)"
                 let draft = d
                 submitted.with { $0[i] = now() }
-                g.addTask { _ = try await a.create(draft, actor: actor) }
+                g.addTask {
+                    _ = try await a.create(draft, actor: actor)
+                    let t = now()
+                    acked.with { $0[i] = t }
+                }
             }
             try await g.waitForAll()
         }
         let deadline = now() + 10
-        while lags.with({ $0.count }) < total && now() < deadline { try await Task.sleep(nanoseconds: 10_000_000) }
+        while seenCount.with({ $0 }) < total && now() < deadline { try await Task.sleep(nanoseconds: 10_000_000) }
         watcher.cancel()
-        let sorted = lags.with { $0 }.sorted()
-        func pct(_ p: Double) -> Double { sorted.isEmpty ? .nan : sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))] * 1000 }
-        print(String(format: "replication.lag      p50 %.2f ms  p99 %.2f ms  max %.2f ms   (%d of %d creates at %d/s, submitted on one node → committed on the other)",
-                     pct(0.5), pct(0.99), sorted.last.map { $0 * 1000 } ?? .nan, sorted.count, total, rate))
+        let (sub, ack, got) = (submitted.with { $0 }, acked.with { $0 }, seen.with { $0 })
+        let received = (0..<total).filter { got[$0] > 0 }
+        func percentiles(_ values: [Double]) -> (p50: Double, p99: Double, max: Double) {
+            let v = values.sorted()
+            guard !v.isEmpty else { return (.nan, .nan, .nan) }
+            func p(_ q: Double) -> Double { v[min(v.count - 1, Int(Double(v.count) * q))] * 1000 }
+            return (p(0.5), p(0.99), v.last! * 1000)
+        }
+        let endToEnd = percentiles(received.map { got[$0] - sub[$0] })
+        let fromAck = percentiles(received.map { max(0, got[$0] - ack[$0]) })
+        let ownCommit = percentiles((0..<total).map { ack[$0] - sub[$0] })
+        print(String(format: "replication.lag      p50 %.2f ms  p99 %.2f ms  max %.2f ms   (source acknowledged → committed on the other node; %d of %d creates at %d/s)",
+                     fromAck.p50, fromAck.p99, fromAck.max, received.count, total, rate))
+        print(String(format: "  end to end         p50 %.2f ms  p99 %.2f ms  max %.2f ms   (submitted on the source → committed on the other; the source's own durable create: p50 %.2f ms, p99 %.2f ms)",
+                     endToEnd.p50, endToEnd.p99, endToEnd.max, ownCommit.p50, ownCommit.p99))
 
         // 4. Reconnect with nothing new: one request, no records, no rescan.
         await replicator.stop()
