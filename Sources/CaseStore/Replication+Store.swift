@@ -12,6 +12,10 @@ public struct ReplicationChange: Sendable {
 public struct Checkpoint: Sendable, Equatable {
     public let sourceStoreID: [UInt8]
     public let sequence: UInt64
+    public init(sourceStoreID: [UInt8], sequence: UInt64) {
+        self.sourceStoreID = sourceStoreID
+        self.sequence = sequence
+    }
 }
 
 extension CaseStore {

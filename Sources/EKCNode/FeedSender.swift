@@ -97,6 +97,8 @@ final class FeedSender: ChannelInboundHandler {
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: h.version, status: .ok, headers: headers))), promise: nil)
         send(context, .header(node: store.configuration.node, storeID: store.storeIDBytes, resumeAfter: resume,
                               checkpointReset: reset, lastSequence: last))
+        // A first heartbeat at once, so the puller learns our clock before any idle period.
+        sendHeartbeat(context)
         context.flush()
         let loop = context.eventLoop
         let bound = NIOLoopBound(self, eventLoop: loop)
@@ -139,14 +141,21 @@ final class FeedSender: ChannelInboundHandler {
         if NIODeadline.now() - lastSent >= .seconds(5) {
             let store = self.store
             Task { await store.persistServed() }
-            var hb = Ekc_Replication_V1_Heartbeat()
-            hb.sourceLastSequence = store.lastSequence
-            var f = WireFrame()
-            f.heartbeat = hb
-            send(context, f)
+            sendHeartbeat(context)
             context.flush()
         }
         pump()
+    }
+
+    /// Our last sequence and our clock (wall time as an HLC stamp), for the puller's
+    /// lag and clock-offset figures.
+    private func sendHeartbeat(_ context: ChannelHandlerContext) {
+        var hb = Ekc_Replication_V1_Heartbeat()
+        hb.sourceLastSequence = store.lastSequence
+        hb.sourceStamp = Stamp(millis: store.configuration.wallClock(), logical: 0).raw
+        var f = WireFrame()
+        f.heartbeat = hb
+        send(context, f)
     }
 
     private func send(_ context: ChannelHandlerContext, _ frame: WireFrame) {

@@ -427,6 +427,19 @@ public final class OperatorAPI: Sendable {
             w.key("lagSeconds"); w.double(l.lagSeconds(now: now))
             w.field("recordsReceived", l.recordsReceived)
             w.field("rejectedWrites", l.rejectedWrites)
+            w.key("clockOffsetMillis")
+            if let o = l.clockOffsetMillis { w.int(o) } else { w.null() }
+            w.key("resync")
+            if let r = l.resync {
+                w.beginObject()
+                w.field("reason", r.reason.rawValue)
+                w.field("at", time: Millis(r.at.timeIntervalSince1970 * 1000))
+                w.field("checkpointSequence", r.checkpointSequence)
+                w.field("resumedAfter", r.resumedAfter)
+                w.endObject()
+            } else {
+                w.null()
+            }
             w.endObject()
         }
         w.endArray()
@@ -479,6 +492,9 @@ public final class OperatorAPI: Sendable {
                 Gauge(label: "ekc_replication_lag_records", dimensions: peer).record(Int64(clamping: l.lagRecords))
                 Gauge(label: "ekc_replication_lag_seconds", dimensions: peer).record(l.lagSeconds(now: now))
                 Gauge(label: "ekc_replication_connected", dimensions: peer).record(l.connected ? 1 : 0)
+                if let offset = l.clockOffsetMillis {
+                    Gauge(label: "ekc_replication_peer_clock_offset_seconds", dimensions: peer).record(Double(offset) / 1000)
+                }
             }
         }
         var bytes: [UInt8] = []

@@ -39,6 +39,27 @@ public struct LinkStatus: Sendable {
     public var ourSequence: UInt64 = 0
     public var recordsReceived = 0
     public var rejectedWrites = 0
+    /// The peer's clock minus ours, from its last heartbeat (network delay included);
+    /// nil until a heartbeat has arrived.
+    public var clockOffsetMillis: Int64?
+    /// The last time the peer could not resume from our checkpoint.
+    public var resync: Resync?
+
+    /// Why a pull could not resume where this node's checkpoint said.
+    public struct Resync: Sendable {
+        public enum Reason: String, Sendable {
+            /// The peer's store is not the one the checkpoint names, or is behind it
+            /// (recreated, or restored without a new identity): the feed restarts from 0.
+            case checkpointReset
+            /// The peer remembers serving us less than we applied (restored from a copy):
+            /// it resends from what it remembers, so nothing it wrote since is skipped.
+            case peerRewound
+        }
+        public var reason: Reason
+        public var at: Date
+        public var checkpointSequence: UInt64
+        public var resumedAfter: UInt64
+    }
 
     public var lagRecords: UInt64 { peerSequence > appliedSequence ? peerSequence - appliedSequence : 0 }
     public func lagSeconds(now: Date) -> Double { behindSince.map { now.timeIntervalSince($0) } ?? 0 }
@@ -299,6 +320,12 @@ final class PullStream: ChannelInboundHandler {
                 }
                 sourceStoreID = Array(h.storeID)
                 expected = h.resumeAfter
+                if let resync = PullStream.resync(checkpoint: checkpoint, header: h) {
+                    replicator.logger.notice("peer cannot resume from our checkpoint", metadata: [
+                        "peer": "\(peer.node)", "reason": "\(resync.reason.rawValue)",
+                        "checkpoint": "\(resync.checkpointSequence)", "resumedAfter": "\(resync.resumedAfter)"])
+                    replicator.update(peer.node) { $0.resync = resync }
+                }
                 replicator.update(peer.node) { s in
                     s.peerSequence = h.lastSequence
                     if h.checkpointReset { s.appliedSequence = 0 }
@@ -308,7 +335,15 @@ final class PullStream: ChannelInboundHandler {
                 guard gather(context, b) else { return }
                 if !inFlight { submit(context) }
             case .heartbeat(let hb)?:
+                let offset: Int64? = hb.sourceStamp == 0 ? nil
+                    : Stamp(raw: hb.sourceStamp).millis - replicator.store.configuration.wallClock()
+                if let offset, abs(offset) > replicator.store.configuration.maxClockSkew / 2 {
+                    replicator.logger.warning("peer clock far from ours", metadata: [
+                        "peer": "\(peer.node)", "offsetMillis": "\(offset)",
+                        "maxSkewMillis": "\(replicator.store.configuration.maxClockSkew)"])
+                }
                 replicator.update(peer.node) { s in
+                    if let offset { s.clockOffsetMillis = offset }
                     s.peerSequence = max(s.peerSequence, hb.sourceLastSequence)
                     if s.appliedSequence >= s.peerSequence { s.behindSince = nil; s.lastSuccess = Date() }
                 }
@@ -318,6 +353,18 @@ final class PullStream: ChannelInboundHandler {
                 break
             }
         }
+    }
+
+    /// What the stream header says about our checkpoint, if the peer could not honour it.
+    static func resync(checkpoint: Checkpoint?, header h: Ekc_Replication_V1_StreamHeader) -> LinkStatus.Resync? {
+        guard let c = checkpoint, c.sequence > 0 else { return nil }
+        if h.checkpointReset {
+            return .init(reason: .checkpointReset, at: Date(), checkpointSequence: c.sequence, resumedAfter: h.resumeAfter)
+        }
+        if h.resumeAfter < c.sequence {
+            return .init(reason: .peerRewound, at: Date(), checkpointSequence: c.sequence, resumedAfter: h.resumeAfter)
+        }
+        return nil
     }
 
     /// Checks and decodes one batch into the merge being gathered.

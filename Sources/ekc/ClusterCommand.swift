@@ -31,9 +31,11 @@ struct ClusterCommand: AsyncParsableCommand {
                     let conflicts = ((conf as? [String: Any])?["items"] as? [Any])?.count ?? 0
                     nodeRows.append([n.id, "up", url, text(store["tickets"]), text(store["lastSequence"]), String(conflicts)])
                     for p in peers {
+                        let resync = (p["resync"] as? [String: Any]).map { "\(text($0["reason"])) \(text($0["checkpointSequence"]))→\(text($0["resumedAfter"]))" }
                         linkRows.append([n.id, text(p["node"]), (p["connected"] as? Bool) == true ? "connected" : "down",
                                          "\(text(p["appliedSequence"]))/\(text(p["peerSequence"]))", text(p["lagRecords"]),
-                                         text(p["lagSeconds"]), shorten(text(p["lastError"]), 60)])
+                                         text(p["lagSeconds"]), (p["clockOffsetMillis"] as? Int).map { "\($0) ms" } ?? "-",
+                                         resync ?? "-", shorten(text(p["lastError"]), 50)])
                     }
                     report.append(["node": n.id, "up": true, "health": health, "replication": repl, "conflicts": conflicts])
                 } catch {
@@ -47,7 +49,8 @@ struct ClusterCommand: AsyncParsableCommand {
             } else {
                 printTable(["NODE", "STATE", "API", "TICKETS", "SEQUENCE", "CONFLICTS"], nodeRows)
                 print("")
-                printTable(["NODE", "PULLS FROM", "LINK", "APPLIED/PEER", "LAG RECORDS", "LAG S", "LAST ERROR"], linkRows)
+                printTable(["NODE", "PULLS FROM", "LINK", "APPLIED/PEER", "LAG RECORDS", "LAG S", "CLOCK OFFSET", "LAST RESYNC", "LAST ERROR"],
+                           linkRows)
             }
             if down > 0 { throw ExitCode(2) }
         }

@@ -211,6 +211,12 @@ def test_ticket_created_on_one_node_appears_on_the_others_within_a_second(federa
         text = metrics.decode() if isinstance(metrics, bytes) else str(metrics)
         assert status == 200 and "ekc_tls_certificate_expiry_seconds" in text, text[:500]
         assert text.count("ekc_replication_lag_records{") >= 2 and "ekc_replication_connected{" in text, text[:2000]
+        # Each link knows the peer's clock from the heartbeat sent with the stream
+        # header; all three share this machine's clock, so the offset is small.
+        for link in n.replication()["peers"]:
+            assert isinstance(link["clockOffsetMillis"], int) and abs(link["clockOffsetMillis"]) < 2000, link
+            assert link["resync"] is None, link
+        assert text.count("ekc_replication_peer_clock_offset_seconds{") >= 2, text[:2000]
 
 
 # --- 2. kill -9 in the middle of a stream ---------------------------------------------------------
@@ -580,3 +586,9 @@ def test_peer_restored_from_a_backup_is_not_silently_skipped(federation):
               [fed[x].link("irk-office-2") for x in ("irk-main", "irk-office-1")])
     for n in fed.all():
         assert new_ids <= ticket_ids(n), n.node_id
+    # Both peers say why they were sent changes again: irk-office-2 remembered serving
+    # them less than they had applied.
+    for x in ("irk-main", "irk-office-1"):
+        resync = fed[x].link("irk-office-2")["resync"]
+        assert resync is not None and resync["reason"] == "peerRewound", resync
+        assert resync["resumedAfter"] < resync["checkpointSequence"], resync
