@@ -390,7 +390,7 @@ extension CaseStore {
                 report.unchangedTickets += 1
                 continue
             }
-            _ = try? writer.clock.receive(registers.clock.maxStamp, wall: now)
+            _ = try? writer.clock.receive(registers.latestStamp, wall: now)
             for n in newNotes { _ = try? writer.clock.receive(n.stamp, wall: now) }
             for e in newEvents { _ = try? writer.clock.receive(e.stamp, wall: now) }
             if registersChanged {

@@ -74,8 +74,11 @@ extension ReplicatedTicket {
             let group: Field.Group = org == originOrg ? .origin : .owner
             return allowed(what, group, Dot(node: node, stamp: stamp))
         }
-        out.notes = notes.filter { noteAllowed($0.value.node, $0.value.stamp, "note") }
-        out.history = history.filter { noteAllowed($0.value.node, $0.value.stamp, "history") }
+        // Removing the refused from a copy shares storage when nothing is refused.
+        out.notes = notes
+        for (id, n) in notes where !noteAllowed(n.node, n.stamp, "note") { out.notes[id] = nil }
+        out.history = history
+        for (id, e) in history where !noteAllowed(e.node, e.stamp, "history") { out.history[id] = nil }
         return (out, rejections)
     }
 }

@@ -51,7 +51,8 @@ public struct Register<Value: Hashable & Sendable>: Hashable, Sendable {
 
     /// Everything the register's versions have seen.
     public var context: VersionVector {
-        versions.reduce(into: VersionVector()) { $0.join($1.context) }
+        if versions.count == 1 { return versions[0].context }
+        return versions.reduce(into: VersionVector()) { $0.join($1.context) }
     }
 
     /// A local write by a writer that sees this register as it is: supersedes every version.
@@ -77,7 +78,17 @@ public struct Register<Value: Hashable & Sendable>: Hashable, Sendable {
     public mutating func merge(_ other: Register) { self = merged(other) }
 
     /// The register without the versions `reject` refuses (remote writes that fail admission).
+    /// `keep` is called once per version, in order; a register that keeps every
+    /// version is returned as it is, without copying.
     public func filtered(_ keep: (Version<Value>) -> Bool) -> Register {
-        Register(unchecked: versions.filter(keep))
+        var out: [Version<Value>]?
+        for (i, v) in versions.enumerated() {
+            if keep(v) {
+                out?.append(v)
+            } else if out == nil {
+                out = Array(versions[..<i])
+            }
+        }
+        return out.map { Register(unchecked: $0) } ?? self
     }
 }

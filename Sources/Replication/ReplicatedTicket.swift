@@ -147,13 +147,27 @@ public struct ReplicatedTicket: Hashable, Sendable {
         return v
     }
 
+    /// The latest stamp of any write the ticket has seen: `clock.maxStamp` without
+    /// building the vector (merging asks for it per ticket).
+    public var latestStamp: Stamp {
+        var m = Stamp.zero
+        func register<V>(_ r: Register<V>) {
+            for v in r.versions { for e in v.context.sorted where e.stamp > m { m = e.stamp } }
+        }
+        register(header); register(statement); register(citizen); register(progress)
+        register(assignee); register(priority); register(topic); register(owner)
+        for n in notes.values where n.stamp > m { m = n.stamp }
+        for e in history.values where e.stamp > m { m = e.stamp }
+        return m
+    }
+
     /// The operator's view: every field's winner. `version` is the local edit counter
     /// the store keeps for If-Match; nil until the header and every field have arrived.
     public func ticket(version: UInt64) -> Ticket? {
         guard let h = header.value, let s = statement.value, let c = citizen.winner, let p = progress.value,
               let a = assignee.winner, let pr = priority.value, let tp = topic.value, let o = owner.value
         else { return nil }
-        let last = clock.maxStamp
+        let last = latestStamp
         return Ticket(
             id: id, number: h.number, originNode: h.originNode, ownerNode: o, channel: h.channel, topic: tp.topic,
             supportMeasure: tp.supportMeasure, subject: s.subject, statement: s.text, citizen: c.value,

@@ -41,6 +41,7 @@ import Testing
             #expect(a.merged(b).merged(c) == a.merged(b.merged(c)))
             #expect(a.merged(a) == a)
             #expect(a.merged(b).merged(b) == a.merged(b))
+            #expect(a.merged(b).latestStamp == a.merged(b).clock.maxStamp)
         }
     }
 
@@ -74,6 +75,11 @@ import Testing
             #expect(a.joined(b).joined(c) == a.joined(b.joined(c)))
             #expect(a.joined(a) == a)
             #expect(a.joined(b).dominates(a) && a.joined(b).dominates(b))
+            // The sorted-array vector against a dictionary's pointwise maximum.
+            let reference = a.entries.merging(b.entries) { max($0, $1) }
+            #expect(a.joined(b).entries == reference)
+            #expect(a.joined(b).sorted.map(\.node) == reference.keys.sorted())
+            for n in irkutskNodes { #expect(a.joined(b)[n] == reference[n] ?? .zero) }
         }
     }
 }
