@@ -76,10 +76,19 @@ public struct DelimitedDecoder<M: SwiftProtobuf.Message>: Sendable {
     /// The prefix and body lengths of the frame being read, once its prefix is complete.
     private var pending: (prefix: Int, body: Int)?
     private var failure: WireError?
+    /// A reader to use instead of swift-protobuf's (see FrameReader).
+    private let parse: (@Sendable (UnsafeRawBufferPointer) throws(WireError) -> M)?
 
     public init(maxFrameBytes: Int = ReplicationProtocol.maxFrameBytes) {
         precondition(maxFrameBytes >= 0)
         self.maxFrameBytes = maxFrameBytes
+        parse = nil
+    }
+
+    init(maxFrameBytes: Int, parse: @escaping @Sendable (UnsafeRawBufferPointer) throws(WireError) -> M) {
+        precondition(maxFrameBytes >= 0)
+        self.maxFrameBytes = maxFrameBytes
+        self.parse = parse
     }
 
     /// Bytes received and not yet returned as messages.
@@ -122,8 +131,18 @@ public struct DelimitedDecoder<M: SwiftProtobuf.Message>: Sendable {
         guard buffer.count - start >= prefix + length else { return nil }
         let body = buffer[(start + prefix)..<(start + prefix + length)]
         let message: M
-        do { message = try M(serializedBytes: ByteView(body)) } catch {
-            throw .malformedMessage(String(describing: error))
+        if let parse {
+            do {
+                message = try body.withUnsafeBytes { b throws(WireError) in try parse(b) }
+            } catch let e as WireError {
+                throw e
+            } catch {
+                throw .malformedMessage(String(describing: error))
+            }
+        } else {
+            do { message = try M(serializedBytes: ByteView(body)) } catch {
+                throw .malformedMessage(String(describing: error))
+            }
         }
         start += prefix + length
         pending = nil
@@ -162,6 +181,16 @@ public struct DelimitedDecoder<M: SwiftProtobuf.Message>: Sendable {
 }
 
 public typealias FrameDecoder = DelimitedDecoder<Ekc_Replication_V1_Frame>
+
+extension DelimitedDecoder where M == Ekc_Replication_V1_Frame {
+    /// Frames, with batches read by FrameReader.
+    public init() {
+        self.init(maxFrameBytes: ReplicationProtocol.maxFrameBytes, parse: { b throws(WireError) in try FrameReader.frame(b) })
+    }
+
+    /// The same decoder with swift-protobuf reading every frame (for comparisons).
+    public static func generic() -> Self { Self(maxFrameBytes: ReplicationProtocol.maxFrameBytes) }
+}
 
 /// A view of bytes that swift-protobuf can parse without a copy.
 struct ByteView: SwiftProtobufContiguousBytes {
