@@ -427,6 +427,7 @@ public final class OperatorAPI: Sendable {
             w.key("lagSeconds"); w.double(l.lagSeconds(now: now))
             w.field("recordsReceived", l.recordsReceived)
             w.field("rejectedWrites", l.rejectedWrites)
+            w.key("duplicateNumbers"); w.beginArray(); for n in l.duplicateNumbers { w.string(n) }; w.endArray()
             w.key("clockOffsetMillis")
             if let o = l.clockOffsetMillis { w.int(o) } else { w.null() }
             w.key("resync")

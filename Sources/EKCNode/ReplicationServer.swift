@@ -38,6 +38,7 @@ public struct ReplicationMetrics: Sendable {
     let streamsServed = Counter(label: "ekc_replication_streams_served_total")
     let rejectedWrites = Counter(label: "ekc_replication_rejected_writes_total")
     let quarantinedStamps = Counter(label: "ekc_replication_quarantined_stamps_total")
+    let duplicateNumbers = Counter(label: "ekc_replication_duplicate_numbers_total")
     public init() {}
 }
 

@@ -42,6 +42,11 @@ public struct LinkStatus: Sendable {
     /// The peer's clock minus ours, from its last heartbeat (network delay included);
     /// nil until a heartbeat has arrived.
     public var clockOffsetMillis: Int64?
+    /// Numbers of tickets received from this peer that already named another ticket
+    /// here (nodes configured with one number series, or a node restored from a copy
+    /// reissuing numbers its lost tickets had); the latest 20. Both tickets stay
+    /// reachable by id; the number names the one that had it here first.
+    public var duplicateNumbers: [String] = []
     /// The last time the peer could not resume from our checkpoint.
     public var resync: Resync?
 
@@ -129,7 +134,13 @@ public final class Replicator: Sendable {
             logger.warning("rejected remote writes", metadata: [
                 "peer": "\(node)", "count": "\(report.rejections.count)", "first": "\(report.rejections[0].reason)"])
         }
+        if !report.duplicateNumbers.isEmpty {
+            metrics.duplicateNumbers.increment(by: report.duplicateNumbers.count)
+            logger.error("received tickets whose numbers already name other tickets here", metadata: [
+                "peer": "\(node)", "numbers": "\(report.duplicateNumbers.prefix(20).joined(separator: ","))"])
+        }
         update(node) { s in
+            if !report.duplicateNumbers.isEmpty { s.duplicateNumbers = Array((s.duplicateNumbers + report.duplicateNumbers).suffix(20)) }
             s.appliedSequence = through
             s.peerSequence = max(s.peerSequence, sourceLast)
             s.recordsReceived += count

@@ -73,6 +73,24 @@ struct ReplicationStoreTests {
         #expect(try p.b.changes(since: 0, limit: 10).changes.map(\.ticket.id) == [t.id])
     }
 
+    @Test("two tickets with one number (nodes sharing a series, or a node restored from a copy) stay apart and are reported")
+    func duplicateNumbersAreReported() async throws {
+        let p = try Pair()  // both stores number in series 0
+        let ta = try await p.a.create(draft(.phone), actor: ivanova)
+        let tb = try await p.b.create(draft(.web), actor: ivanova)
+        #expect(ta.number == tb.number && ta.id != tb.id)
+        let r = try await p.pull(p.b, from: p.a)
+        #expect(r.duplicateNumbers == [ta.number.description])
+        // Both reachable by id; the number keeps naming the ticket that had it here first.
+        #expect(try p.b.ticket(.id(ta.id)) != nil)
+        #expect(try p.b.ticket(TicketRef(tb.number.description)!)?.id == tb.id)
+        // The next number b issues skips the one now taken twice.
+        let next = try await p.b.create(draft(.phone), actor: ivanova)
+        #expect(next.number.sequence == tb.number.sequence + 1)
+        // Pulling it again reports nothing new.
+        #expect(try await p.pull(p.b, from: p.a).duplicateNumbers.isEmpty)
+    }
+
     @Test("pulling the same batch again changes nothing")
     func mergeIsIdempotent() async throws {
         let p = try Pair()

@@ -18,7 +18,7 @@ from collections import Counter
 
 import pytest
 
-from conftest import EKC, REPO, all_changes, run
+from conftest import EKC, REPO, all_changes, list_all, run
 from federation import (Federation, identical_everywhere, make_certs, snapshot, ticket_ids, view,
                         wait_until)
 
@@ -592,3 +592,10 @@ def test_peer_restored_from_a_backup_is_not_silently_skipped(federation):
         resync = fed[x].link("irk-office-2")["resync"]
         assert resync is not None and resync["reason"] == "peerRewound", resync
         assert resync["resumedAfter"] < resync["checkpointSequence"], resync
+    # The restored node reissued the numbers of the five tickets it had lost; every
+    # node that received both tickets of such a number says so.
+    reissued = {t["number"] for t in new} & {t["number"] for t in list_all(fed["irk-main"]) if t["subject"].startswith("после копии")}
+    assert len(reissued) == 5, reissued
+    for n in fed.all():
+        seen = {x for link in n.replication()["peers"] for x in link["duplicateNumbers"]}
+        assert reissued <= seen, (n.node_id, seen)
