@@ -24,12 +24,14 @@ struct ReplicationBench: AsyncParsableCommand {
 
     func now() -> Double { Double(DispatchTime.now().uptimeNanoseconds) / 1e9 }
 
-    static func rssKiB() -> (current: Int, peak: Int) {
+    /// Resident memory, and the part of it that is not file-backed (heap, stacks: what
+    /// the process itself holds, as opposed to the stores' memory-mapped pages).
+    static func rssKiB() -> (current: Int, anonymous: Int) {
         let s = (try? String(contentsOfFile: "/proc/self/status", encoding: .utf8)) ?? ""
         func field(_ name: String) -> Int {
             s.split(separator: "\n").first { $0.hasPrefix(name) }.flatMap { Int($0.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "") } ?? 0
         }
-        return (field("VmRSS:"), field("VmHWM:"))
+        return (field("VmRSS:"), field("RssAnon:"))
     }
 
     /// CPU seconds (user + system) this process has used.
@@ -88,9 +90,12 @@ struct ReplicationBench: AsyncParsableCommand {
         replicator.start()
         let target = a.lastSequence
         var peakRSS = rssBefore.current
+        var peakAnon = rssBefore.anonymous
         while (replicator.links.first?.appliedSequence ?? 0) < target {
             try await Task.sleep(nanoseconds: 20_000_000)
-            peakRSS = max(peakRSS, ReplicationBench.rssKiB().current)
+            let rss = ReplicationBench.rssKiB()
+            peakRSS = max(peakRSS, rss.current)
+            peakAnon = max(peakAnon, rss.anonymous)
         }
         let catchUp = now() - t0
         let cpu = ReplicationBench.cpuSeconds() - cpu0
@@ -98,8 +103,8 @@ struct ReplicationBench: AsyncParsableCommand {
                      Double(target) / catchUp, target, catchUp))
         print(String(format: "  CPU during catch-up: %.1f s for both nodes = %.2f cores busy, %.1f µs per ticket",
                      cpu, cpu / catchUp, cpu / Double(target) * 1e6))
-        print(String(format: "  process memory during catch-up: %d MiB before, %d MiB peak (both stores' map pages included)",
-                     rssBefore.current / 1024, peakRSS / 1024))
+        print(String(format: "  process memory during catch-up: resident %d MiB before, %d MiB peak (both stores' mapped pages included); not file-backed %d MiB before, %d MiB peak",
+                     rssBefore.current / 1024, peakRSS / 1024, rssBefore.anonymous / 1024, peakAnon / 1024))
 
         if catchUpOnly {
             await replicator.stop()
