@@ -89,6 +89,9 @@ public struct NodeService: Service {
         // Stop accepting, then let queued edits commit and be answered while the
         // event loops still run; requests arriving meanwhile get 503; then close all.
         await server.closeListener()
+        // What each peer has been sent, so that after a restart a puller that is up to
+        // date resumes where it is instead of being sent the feed again.
+        await store.persistServed()
         store.close()
         await server.stop()
         try? await replicationGroup.shutdownGracefully()

@@ -219,6 +219,35 @@ def test_ticket_created_on_one_node_appears_on_the_others_within_a_second(federa
         assert text.count("ekc_replication_peer_clock_offset_seconds{") >= 2, text[:2000]
 
 
+def test_graceful_restart_of_a_node_resends_nothing(federation):
+    """Issue 3: "reconnecting with nothing new costs one round trip and no rescan" —
+    also when the node pulled from restarted: it remembers what it had served."""
+    fed = federation()
+    main = fed["irk-main"]
+    # irk-main does not pull here, so no merge of its peers' echo commits on it after
+    # its last send: what it has served must survive the restart by itself.
+    for y in ("irk-office-1", "irk-office-2"):
+        fed.proxies[("irk-main", y)].cut()
+    for i in range(20):
+        main.create(subject=f"до перезапуска {i}")
+    ids = {t["id"] for t in list_all(main)}
+    for x in ("irk-office-1", "irk-office-2"):
+        wait_until(lambda: ids <= ticket_ids(fed[x]), 5.0, f"{x} has irk-main's tickets")
+    before = {x: fed[x].link("irk-main")["recordsReceived"] for x in ("irk-office-1", "irk-office-2")}
+    main.stop()
+    assert main.proc.returncode == 0, main.tail()
+    for x in ("irk-office-1", "irk-office-2"):
+        wait_until(lambda: not fed[x].link("irk-main")["connected"], 10.0, f"{x} saw irk-main go")
+    main.start()
+    for x in ("irk-office-1", "irk-office-2"):
+        wait_until(lambda: fed[x].link("irk-main")["connected"], 10.0, f"{x} reconnected to irk-main")
+    time.sleep(0.5)
+    for x in ("irk-office-1", "irk-office-2"):
+        link = fed[x].link("irk-main")
+        assert link["recordsReceived"] == before[x], (x, link)
+        assert link["resync"] is None, (x, link)
+
+
 # --- 2. kill -9 in the middle of a stream ---------------------------------------------------------
 
 def test_kill9_of_the_receiving_node_during_a_stream_then_convergence(federation):
