@@ -123,15 +123,20 @@ final class FeedSender: ChannelInboundHandler {
                 finish(context, error: .init(.internal, "reading the feed failed: \(error)"))
                 return
             }
-            guard let through = page.changes.last?.sequence else { break }
-            let bytes = WireCoding.batchFrame(page.changes.map { ($0.sequence, $0.ticket) },
-                                              throughSequence: through, sourceLastSequence: page.lastSequence)
-            metrics.bytesSent.increment(by: bytes.count)
+            guard !page.changes.isEmpty else { break }
+            // Frames of about 1 MiB each, however long the tickets, written while the
+            // stream takes them; what is left of the page is read again next time.
+            let changes = page.changes.map { ($0.sequence, $0.ticket) }
+            var next = 0
+            repeat {
+                let frame = WireCoding.nextBatchFrame(changes, from: &next, sourceLastSequence: page.lastSequence)
+                metrics.bytesSent.increment(by: frame.bytes.count)
+                context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(bytes: frame.bytes)))), promise: nil)
+                metrics.recordsSent.increment(by: frame.count)
+                position = frame.through
+            } while next < changes.count && context.channel.isWritable
             lastSent = .now()
-            context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(bytes: bytes)))), promise: nil)
-            store.noteServed(peer, through: through)
-            metrics.recordsSent.increment(by: page.changes.count)
-            position = through
+            store.noteServed(peer, through: position)
             context.flush()
         }
     }

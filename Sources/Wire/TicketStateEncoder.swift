@@ -235,18 +235,63 @@ extension WireCoding {
     public static func batchFrame(_ changes: [(sequence: UInt64, ticket: ReplicatedTicket)], throughSequence: UInt64,
                                   sourceLastSequence: UInt64) -> [UInt8] {
         var w = ProtoWriter(capacity: changes.count * 1200 + 32)
-        w.lengthPrefixed { w in                                   // the frame's length prefix
-            w.message(2) { w in                                   // Frame.batch = 2
-                for c in changes {
-                    w.message(1) { w in                           // ChangeBatch.changes = 1
-                        w.uint64(1, c.sequence)                   // Change.sequence = 1
+        var next = 0
+        w.batchFrame(changes, from: &next, through: { _ in throughSequence }, sourceLast: sourceLastSequence, targetBytes: .max)
+        return w.bytes
+    }
+
+    /// The next batch frame of `changes`, from index `next` on: closed once its encoded
+    /// changes reach `targetBytes` (a larger ticket travels alone), with
+    /// `through_sequence` its last change's sequence (proto/README.md, "Batches"), so no
+    /// frame nears the receivers' frame limit however long the tickets. `next` moves
+    /// past the changes written. `changes` must not be empty past `next`.
+    public static func nextBatchFrame(_ changes: [(sequence: UInt64, ticket: ReplicatedTicket)], from next: inout Int,
+                                      sourceLastSequence: UInt64, targetBytes: Int = ReplicationProtocol.batchTargetBytes)
+        -> (bytes: [UInt8], through: UInt64, count: Int)
+    {
+        precondition(next < changes.count)
+        let first = next
+        var w = ProtoWriter(capacity: min(targetBytes, (changes.count - next) * 1200) + 64)
+        w.batchFrame(changes, from: &next, through: { changes[$0 - 1].sequence }, sourceLast: sourceLastSequence,
+                     targetBytes: targetBytes)
+        return (w.bytes, changes[next - 1].sequence, next - first)
+    }
+
+    /// All of `changes` as consecutive batch frames (see `nextBatchFrame`).
+    public static func batchFrames(_ changes: [(sequence: UInt64, ticket: ReplicatedTicket)], sourceLastSequence: UInt64,
+                                   targetBytes: Int = ReplicationProtocol.batchTargetBytes)
+        -> [(bytes: [UInt8], through: UInt64, count: Int)]
+    {
+        var frames: [(bytes: [UInt8], through: UInt64, count: Int)] = []
+        var next = 0
+        while next < changes.count {
+            frames.append(nextBatchFrame(changes, from: &next, sourceLastSequence: sourceLastSequence, targetBytes: targetBytes))
+        }
+        return frames
+    }
+}
+
+extension ProtoWriter {
+    /// One length-prefixed Frame{batch} with changes from `next` on, until they are all
+    /// written or the frame holds `targetBytes`; `next` ends after the last one written.
+    /// `through` gives through_sequence from the end index.
+    mutating func batchFrame(_ changes: [(sequence: UInt64, ticket: ReplicatedTicket)], from next: inout Int,
+                             through: (Int) -> UInt64, sourceLast: UInt64, targetBytes: Int) {
+        let start = bytes.count
+        lengthPrefixed { w in                                   // the frame's length prefix
+            w.message(2) { w in                                 // Frame.batch = 2
+                while next < changes.count {
+                    let c = changes[next]
+                    w.message(1) { w in                         // ChangeBatch.changes = 1
+                        w.uint64(1, c.sequence)                 // Change.sequence = 1
                         w.message(2) { w in w.ticketState(c.ticket) } // Change.ticket = 2
                     }
+                    next += 1
+                    if w.bytes.count - start >= targetBytes { break }
                 }
-                w.uint64(2, throughSequence)                      // ChangeBatch.through_sequence = 2
-                w.uint64(3, sourceLastSequence)                   // ChangeBatch.source_last_sequence = 3
+                w.uint64(2, through(next))                      // ChangeBatch.through_sequence = 2
+                w.uint64(3, sourceLast)                         // ChangeBatch.source_last_sequence = 3
             }
         }
-        return w.bytes
     }
 }

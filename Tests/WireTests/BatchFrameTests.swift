@@ -60,4 +60,36 @@ import Testing
             }
         }
     }
+
+    /// Long tickets are split into frames of about the target size, none near the
+    /// receivers' limit; each frame is what batchFrame writes for its changes.
+    @Test func framesCloseAtTheTargetSize() throws {
+        let node = irkutskNodes[0]
+        let tickets: [(UInt64, ReplicatedTicket)] = (1...60 as ClosedRange<UInt64>).map { i in
+            let id = TicketID(millis: UInt64(baseTime) + i, randomHigh: 3, randomLow: i)
+            var t = openedTicket(id: id, at: node, now: baseTime)
+            t.statement = String(repeating: "щ", count: Int(i % 7) * 3_000 + 10)   // up to 36 KB
+            return (i * 2, ReplicatedTicket(opened: t, dot: Dot(node: node, stamp: Stamp(millis: baseTime, logical: UInt16(i)))))
+        }
+        let target = 100_000
+        let frames = WireCoding.batchFrames(tickets, sourceLastSequence: 500, targetBytes: target)
+        #expect(frames.count > 5)
+        var decoder = FrameDecoder()
+        var seen: [UInt64] = []
+        var next = 0
+        for f in frames {
+            #expect(f.bytes.count < target + 40_000)
+            let part = Array(tickets[next..<(next + f.count)])
+            #expect(f.bytes == WireCoding.batchFrame(part, throughSequence: f.through, sourceLastSequence: 500))
+            #expect(f.through == part.last!.0)
+            next += f.count
+            decoder.append(f.bytes)
+            let frame = try #require(try decoder.next())
+            seen += frame.batch.changes.map(\.sequence)
+        }
+        #expect(seen == tickets.map(\.0))
+        // A ticket larger than the target travels alone.
+        let alone = WireCoding.batchFrames(Array(tickets.prefix(3)), sourceLastSequence: 1, targetBytes: 10)
+        #expect(alone.map(\.count) == [1, 1, 1])
+    }
 }

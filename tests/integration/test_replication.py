@@ -628,3 +628,97 @@ def test_peer_restored_from_a_backup_is_not_silently_skipped(federation):
     for n in fed.all():
         seen = {x for link in n.replication()["peers"] for x in link["duplicateNumbers"]}
         assert reissued <= seen, (n.node_id, seen)
+
+
+# --- 7. long tickets, and a peer that stops reading ------------------------------------------------
+
+def metric(node, name: str) -> float:
+    _, _, body = node.request("GET", "/metrics")
+    text = body.decode() if isinstance(body, bytes) else str(body)
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " ") or line.startswith(name + "{"))
+
+
+def test_long_tickets_replicate_and_a_peer_that_stops_reading_holds_the_sender_back(federation, pb):
+    """Issue 3: "a slow peer never makes the sender buffer without limit; use HTTP/2 flow
+    control and backpressure". 450 tickets with the longest statement allowed (40 KB of
+    UTF-8 each) make an 18 MB feed: sent as 512-ticket batches they would exceed the 16 MiB
+    frame limit; frames close at about 1 MiB (proto/README.md) and the feed arrives. Then
+    a peer (Python h2, mutual TLS) that opens the default 64 KiB windows and never
+    acknowledges anything receives no more than that, and the sender stops producing:
+    about one frame, not the feed."""
+    import socket
+    import ssl
+
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    fed = federation()
+    main = fed["irk-main"]
+    long_text = "Ж" * 20_000
+    fed.cut("irk-office-2")  # it will catch up on all of them at once
+    created = [main.create(subject=f"Длинное обращение {i}", statement=long_text) for i in range(450)]
+    fed.heal("irk-office-2")
+    converge_on_ids(fed, timeout=30)
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(str(fed.certs / "ca.pem"))
+    ctx.load_cert_chain(str(fed.certs / "irk-office-1.pem"), str(fed.certs / "irk-office-1.key"))
+    ctx.check_hostname = False
+    ctx.set_alpn_protocols(["h2"])
+    sent_before = metric(main, "ekc_replication_bytes_sent_total")
+    with socket.create_connection(("127.0.0.1", main.repl_port), timeout=5) as raw, ctx.wrap_socket(raw) as tls:
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+        conn.initiate_connection()
+        sid = conn.get_next_available_stream_id()
+        conn.send_headers(sid, [(":method", "POST"), (":path", "/replication/v1/pull"), (":scheme", "https"),
+                                (":authority", "irk-main"), ("content-type", "application/x-protobuf")])
+        conn.send_data(sid, pb.PullRequest(protocol_version=1).SerializeToString(), end_stream=True)
+        tls.sendall(conn.data_to_send())
+        received = bytearray()
+        unacknowledged = [0]
+
+        def read(seconds: float, acknowledge: bool, until=lambda: False):
+            deadline = time.monotonic() + seconds
+            tls.settimeout(0.2)
+            while time.monotonic() < deadline and not until():
+                try:
+                    data = tls.recv(1 << 16)
+                except socket.timeout:
+                    continue
+                if not data:
+                    break
+                for ev in conn.receive_data(data):  # h2 itself refuses data beyond the window
+                    if isinstance(ev, h2.events.DataReceived):
+                        received.extend(ev.data)
+                        if acknowledge:
+                            conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                        else:
+                            unacknowledged[0] += ev.flow_controlled_length
+                out = conn.data_to_send()
+                if out:
+                    tls.sendall(out)
+
+        read(3.0, acknowledge=False)
+        stalled = len(received)
+        produced = metric(main, "ekc_replication_bytes_sent_total") - sent_before
+        print(f"stalled peer: {stalled} bytes received, {produced:.0f} bytes produced by the sender")
+        assert 0 < stalled <= 65_535, stalled
+        # The sender wrote about one frame into the stream and stopped: not the 16 MB feed.
+        assert produced < 3 * (1 << 20), produced
+
+        # Reading again, with acknowledgements: the whole feed arrives, in frames under the limit.
+        conn.acknowledge_received_data(unacknowledged[0], sid)
+        tls.sendall(conn.data_to_send())
+        want = {ulid_bytes(t["id"]) for t in created}
+
+        def all_there():
+            got = {bytes(c.ticket.id) for f in complete_frames(pb, bytes(received))
+                   if f.WhichOneof("kind") == "batch" for c in f.batch.changes}
+            return want <= got
+        read(60.0, acknowledge=True, until=lambda: len(received) > 18_000_000 and all_there())
+        frames = complete_frames(pb, bytes(received))
+        assert all_there(), f"{len(received)} bytes, {len(frames)} frames"
+        sizes = [f.ByteSize() for f in frames if f.WhichOneof("kind") == "batch"]
+        print(f"{len(sizes)} batch frames, largest {max(sizes)} bytes")
+        assert max(sizes) < 2 * (1 << 20), max(sizes)
