@@ -660,6 +660,17 @@ def test_long_tickets_replicate_and_a_peer_that_stops_reading_holds_the_sender_b
     created = [main.create(subject=f"Длинное обращение {i}", statement=long_text) for i in range(450)]
     fed.heal("irk-office-2")
     converge_on_ids(fed, timeout=30)
+    # Every stream caught up (irk-office-2 pulls the same tickets from both peers, each
+    # on its own checkpoint), so that irk-main's sender is idle before we measure it.
+    last = {n.node_id: n.replication()["lastSequence"] for n in fed.all()}
+    wait_until(lambda: all(link["appliedSequence"] >= last[link["node"]]
+                           for n in fed.all() for link in n.replication()["peers"]), 30.0, "every link caught up")
+
+    def sender_idle():
+        before = metric(main, "ekc_replication_bytes_sent_total")
+        time.sleep(0.5)
+        return metric(main, "ekc_replication_bytes_sent_total") == before
+    wait_until(sender_idle, 15.0, "irk-main's sender idle", interval=0.1)
 
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.load_verify_locations(str(fed.certs / "ca.pem"))
