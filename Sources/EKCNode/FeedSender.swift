@@ -27,6 +27,10 @@ final class FeedSender: ChannelInboundHandler {
     private var streaming = false
     private var position: UInt64 = 0
     private var batchLimit = 512
+    /// Tickets read from the feed at a time: the batch limit, or fewer while tickets are
+    /// long (about two frames' worth), so that long tickets are not decoded by the
+    /// hundred only to be sent a few dozen at a time.
+    private var pageLimit = 512
     private var observer: Int?
     private var heartbeat: RepeatedTask?
     private var lastSent = NIODeadline.now()
@@ -91,6 +95,7 @@ final class FeedSender: ChannelInboundHandler {
         }
         position = resume
         batchLimit = ReplicationProtocol.batchLimit(requested: request.maxBatch)
+        pageLimit = batchLimit
         streaming = true
         var headers: HTTPHeaders = ["content-type": ReplicationProtocol.responseContentType]
         headers.add(name: "cache-control", value: "no-store")
@@ -118,7 +123,7 @@ final class FeedSender: ChannelInboundHandler {
         while context.channel.isWritable {
             let page: (changes: [ReplicationChange], lastSequence: UInt64)
             do {
-                page = try store.replicationChanges(since: position, limit: batchLimit)
+                page = try store.replicationChanges(since: position, limit: pageLimit)
             } catch {
                 finish(context, error: .init(.internal, "reading the feed failed: \(error)"))
                 return
@@ -128,13 +133,20 @@ final class FeedSender: ChannelInboundHandler {
             // stream takes them; what is left of the page is read again next time.
             let changes = page.changes.map { ($0.sequence, $0.ticket) }
             var next = 0
+            var firstFrame = 0
             repeat {
                 let frame = WireCoding.nextBatchFrame(changes, from: &next, sourceLastSequence: page.lastSequence)
+                if firstFrame == 0 { firstFrame = frame.count }
                 metrics.bytesSent.increment(by: frame.bytes.count)
                 context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(bytes: frame.bytes)))), promise: nil)
                 metrics.recordsSent.increment(by: frame.count)
                 position = frame.through
             } while next < changes.count && context.channel.isWritable
+            if firstFrame < changes.count {
+                pageLimit = min(batchLimit, max(1, firstFrame * 2))
+            } else if pageLimit < batchLimit {
+                pageLimit = min(batchLimit, pageLimit * 2)
+            }
             lastSent = .now()
             store.noteServed(peer, through: position)
             context.flush()
