@@ -19,10 +19,20 @@ REPO = Path(__file__).resolve().parents[2]
 EKC = Path(os.environ.get("EKC_BIN", REPO / ".build" / "debug" / "ekc"))
 
 
+_ports_handed_out = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port nothing listens on, never the same one twice in a test run: the
+    kernel may hand a just-released port out again, and a node once got one port for
+    both its API and its replication listener."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _ports_handed_out:
+            _ports_handed_out.add(port)
+            return port
 
 
 class Node:
