@@ -178,11 +178,11 @@ enum FrameReader {
         }
         var r = ProtoReader(bytes)
         var batch: Ekc_Replication_V1_ChangeBatch?
-        while let (n, t) = try r.field() {
+        // Every field is a batch (the probe said so); repeated ones merge, as protobuf's do.
+        while try r.field() != nil {
             var b = batch ?? .init()
             try r.message(&b, changeBatch)
             batch = b
-            _ = (n, t)
         }
         var f = Ekc_Replication_V1_Frame()
         if let batch { f.batch = batch }

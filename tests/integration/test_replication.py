@@ -8,7 +8,6 @@ through the proxies). Every node process and proxy is stopped by the `federation
 fixture, even when a test fails. Node logs are in the test's tmp_path and their tails
 are printed (shown by pytest on failure).
 """
-import importlib.util
 import shutil
 import subprocess
 import threading
@@ -23,7 +22,6 @@ from federation import (Federation, identical_everywhere, make_certs, snapshot, 
                         wait_until)
 
 REGION_38 = [{"id": "irk-main"}, {"id": "irk-office-1"}, {"id": "irk-office-2"}]
-PROTO = REPO / "proto" / "ekc" / "replication" / "v1" / "replication.proto"
 CONVERGE = 20.0  # seconds: generous deadline for convergence after a restart or a heal
 
 
@@ -412,19 +410,6 @@ def test_partition_concurrent_edits_conflicts_and_resolution(federation):
 
 
 # --- 4. mutual TLS and an independent decoder of the stream ----------------------------------------
-
-@pytest.fixture(scope="module")
-def pb(tmp_path_factory):
-    assert shutil.which("protoc"), "protoc not found: apt-get install protobuf-compiler"
-    out = tmp_path_factory.mktemp("pb")
-    subprocess.run(["protoc", f"--proto_path={REPO / 'proto'}", f"--python_out={out}", str(PROTO)],
-                   check=True, capture_output=True, text=True)
-    path = out / "ekc" / "replication" / "v1" / "replication_pb2.py"
-    spec = importlib.util.spec_from_file_location("ekc_replication_v1_pb2_repl", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 def complete_frames(pb, data: bytes):
     """Every complete length-delimited Frame of a (possibly cut) stream, parsed by Python."""

@@ -12,7 +12,6 @@ Both must decode to the expected typed values, and Python's re-encoding of every
 frame must give back the very bytes Swift wrote (both sides encode canonically).
 Needs: protoc (Debian's protobuf-compiler) and Python's protobuf package.
 """
-import importlib.util
 import os
 import shutil
 import subprocess
@@ -22,7 +21,6 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-PROTO = REPO / "proto" / "ekc" / "replication" / "v1" / "replication.proto"
 SAMPLE = REPO / "proto" / "testdata" / "sample.frames"
 BASE_TIME = 1_795_000_000_000  # baseTime of Tests/WireTests/Support.swift
 
@@ -30,23 +28,6 @@ BASE_TIME = 1_795_000_000_000  # baseTime of Tests/WireTests/Support.swift
 def ulid_bytes(millis, random_high, random_low):
     high = (millis & 0xFFFF_FFFF_FFFF) << 16 | random_high
     return high.to_bytes(8, "big") + random_low.to_bytes(8, "big")
-
-
-@pytest.fixture(scope="module")
-def pb(tmp_path_factory):
-    assert shutil.which("protoc"), "protoc not found: apt-get install protobuf-compiler"
-    try:
-        import google.protobuf  # noqa: F401
-    except ImportError:
-        pytest.fail("Python's protobuf package is missing: python3 -m pip install protobuf")
-    out = tmp_path_factory.mktemp("pb")
-    subprocess.run(["protoc", f"--proto_path={REPO / 'proto'}", f"--python_out={out}", str(PROTO)],
-                   check=True, capture_output=True, text=True)
-    path = out / "ekc" / "replication" / "v1" / "replication_pb2.py"
-    spec = importlib.util.spec_from_file_location("ekc_replication_v1_pb2", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def read_varint(data, pos):
