@@ -21,8 +21,11 @@ public struct Citizen: Sendable, Hashable {
         guard (1...64).contains(r.count),
               r.allSatisfy({ ($0 >= 48 && $0 <= 57) || ($0 >= 65 && $0 <= 90) || ($0 >= 97 && $0 <= 122) || $0 == 45 })
         else { throw .invalidField(field: "citizen.ref", rule: "1 to 64 letters, digits or hyphens") }
-        if let name, name.isEmpty || name.count > 200 {
-            throw .invalidField(field: "citizen.name", rule: "1 to 200 characters")
+        if let name {
+            if name.utf8.count > Budget.citizenNameBytes {
+                throw .tooLong(field: "citizen.name", bytes: name.utf8.count, limit: Budget.citizenNameBytes)
+            }
+            try Validation.text(name, field: "citizen.name", maxBytes: Budget.citizenNameBytes)
         }
         if let phone {
             let u = Array(phone.utf8)

@@ -86,15 +86,13 @@ public struct TicketDraft: Sendable, Equatable {
         self.receivedAt = receivedAt
     }
 
-    public static let maxSubject = 300
-    public static let maxStatement = 20_000
 
     /// Checks every field; the first violation is thrown, naming the field.
     public func validate(now: Millis) throws(TicketError) {
         try Validation.code(topic, field: "topic")
         if let supportMeasure { try Validation.code(supportMeasure, field: "supportMeasure") }
-        try Validation.text(subject, field: "subject", max: TicketDraft.maxSubject)
-        try Validation.text(statement, field: "statement", max: TicketDraft.maxStatement)
+        try Validation.text(subject, field: "subject", maxBytes: Budget.subjectBytes)
+        try Validation.text(statement, field: "statement", maxBytes: Budget.statementBytes)
         if let assignee { try Validation.user(assignee, field: "assignee") }
         if let citizen {
             guard channel.mayCarryPersonalData else { throw .personalDataOnMessenger }
@@ -132,6 +130,25 @@ public struct TicketDraft: Sendable, Equatable {
     }
 }
 
+/// Byte budgets of what a record holds, counted in UTF-8 bytes. They bound every
+/// record and child record, so that no sequence of valid edits can make one change
+/// too large to replicate (proto/README.md §11); the operator API and the
+/// replication port enforce the same numbers.
+public enum Budget {
+    /// 300 Cyrillic characters.
+    public static let subjectBytes = 600
+    /// 20,000 Cyrillic characters.
+    public static let statementBytes = 40_000
+    /// 10,000 Cyrillic characters.
+    public static let noteBytes = 20_000
+    /// A citizen's name as the request gives it (100 Cyrillic characters).
+    public static let citizenNameBytes = 200
+    /// Old or new value in a history event: at most a statement.
+    public static let historyValueBytes = statementBytes
+    /// The name of what a history event changed.
+    public static let historyFieldBytes = 64
+}
+
 public enum Validation {
     /// Codes such as topics and support measures: `child-benefits`, `victory-card`.
     public static func code(_ s: String, field: String) throws(TicketError) {
@@ -142,8 +159,12 @@ public enum Validation {
         else { throw .invalidField(field: field, rule: "1 to 64 lower-case letters, digits, '-', '_' or '.'") }
     }
 
-    /// Free text: not blank, at most `max` characters, no control characters but line breaks and tabs.
-    public static func text(_ s: String, field: String, max: Int) throws(TicketError) {
+    /// Free text: not blank, at most `maxBytes` bytes of UTF-8, no control characters
+    /// but line breaks and tabs. The budget is in bytes, not characters: a character
+    /// may be any number of bytes (combining marks), and what is stored and sent is bytes.
+    public static func text(_ s: String, field: String, maxBytes: Int) throws(TicketError) {
+        let count = s.utf8.count
+        if count > maxBytes { throw .tooLong(field: field, bytes: count, limit: maxBytes) }
         var visibleASCII = false
         var nonASCII = false
         for b in s.utf8 {
@@ -154,8 +175,6 @@ public enum Validation {
         }
         // Text of only non-ASCII whitespace (e.g. U+00A0) is blank too.
         if !visibleASCII && (!nonASCII || s.unicodeScalars.allSatisfy({ $0.properties.isWhitespace })) { throw .invalidField(field: field, rule: "must not be empty") }
-        // Counting characters walks grapheme clusters; UTF-8 length bounds it from above.
-        if s.utf8.count > max && s.count > max { throw .invalidField(field: field, rule: "at most \(max) characters") }
     }
 
     public static func user(_ s: String, field: String) throws(TicketError) {

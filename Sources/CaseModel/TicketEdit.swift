@@ -70,13 +70,13 @@ extension Ticket {
 
         if let s = patch.subject, s != subject {
             guard status == .new else { throw .immutableField(field: "subject", status: status) }
-            try Validation.text(s, field: "subject", max: TicketDraft.maxSubject)
+            try Validation.text(s, field: "subject", maxBytes: Budget.subjectBytes)
             changes.append(FieldChange(field: "subject", old: subject, new: s))
             t.subject = s
         }
         if let s = patch.statement, s != statement {
             guard status == .new else { throw .immutableField(field: "statement", status: status) }
-            try Validation.text(s, field: "statement", max: TicketDraft.maxStatement)
+            try Validation.text(s, field: "statement", maxBytes: Budget.statementBytes)
             changes.append(FieldChange(field: "statement", old: statement, new: s))
             t.statement = s
         }
@@ -153,10 +153,8 @@ public struct Note: Sendable, Hashable {
         self.text = text
     }
 
-    public static let maxText = 10_000
-
     public static func validate(text: String) throws(TicketError) {
-        try Validation.text(text, field: "text", max: maxText)
+        try Validation.text(text, field: "text", maxBytes: Budget.noteBytes)
     }
 }
 

@@ -2,6 +2,8 @@
 /// and a JSON body that names the field and the rule.
 public enum TicketError: Error, Equatable, Sendable {
     case invalidField(field: String, rule: String)
+    /// A value over its byte budget (`Budget`): `bytes` of UTF-8 where `limit` are allowed.
+    case tooLong(field: String, bytes: Int, limit: Int)
     case transitionNotAllowed(from: TicketStatus, to: TicketStatus)
     case transitionNeedsWorkflow(from: TicketStatus, to: TicketStatus, workflow: Lifecycle.Cause)
     case appealNeedsAnswer(from: TicketStatus)
@@ -15,6 +17,7 @@ public enum TicketError: Error, Equatable, Sendable {
     public var field: String? {
         switch self {
         case .invalidField(let f, _): return f
+        case .tooLong(let f, _, _): return f
         case .transitionNotAllowed, .transitionNeedsWorkflow, .appealNeedsAnswer, .deferralOnlyForConsultations:
             return "status"
         case .immutableField(let f, _): return f
@@ -27,6 +30,7 @@ public enum TicketError: Error, Equatable, Sendable {
     public var message: String {
         switch self {
         case .invalidField(let f, let rule): return "\(f): \(rule)"
+        case .tooLong(let f, let bytes, let limit): return "\(f) is \(bytes) bytes of UTF-8; at most \(limit) are allowed"
         case .transitionNotAllowed(let from, let to):
             return "transition \(from.rawValue) → \(to.rawValue) is not allowed by the ticket lifecycle"
         case .transitionNeedsWorkflow(let from, let to, let w):

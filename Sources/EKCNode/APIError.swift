@@ -35,6 +35,7 @@ public struct APIError: Error, Sendable {
         let code: String
         switch e {
         case .invalidField: (status, code) = (.unprocessableEntity, "invalid_value")
+        case .tooLong: (status, code) = (.unprocessableEntity, "too_long")
         case .transitionNotAllowed: (status, code) = (.conflict, "transition_not_allowed")
         case .transitionNeedsWorkflow: (status, code) = (.conflict, "transition_needs_workflow")
         case .appealNeedsAnswer: (status, code) = (.conflict, "appeal_needs_answer")
@@ -46,6 +47,9 @@ public struct APIError: Error, Sendable {
         case .personalDataOnMessenger: (status, code) = (.unprocessableEntity, "personal_data_not_allowed")
         }
         self.init(status: status, code: code, message: e.message, field: e.field)
+        if case .tooLong(_, let bytes, let limit) = e {
+            extra = [("bytes", String(bytes)), ("limitBytes", String(limit))]
+        }
         if case .transitionNotAllowed(let from, let to) = e {
             extra = [("currentStatus", from.rawValue), ("attemptedStatus", to.rawValue)]
         }

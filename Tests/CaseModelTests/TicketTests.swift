@@ -119,10 +119,16 @@ struct DraftTests {
         d = draft(); d.subject = "bell\u{07}"
         #expect(refusedField(d) == "subject")
 
-        d = draft(); d.statement = String(repeating: "a", count: 20_000)
+        d = draft(); d.statement = String(repeating: "я", count: 20_000)
         #expect(refusedField(d) == nil)
-        d = draft(); d.statement = String(repeating: "a", count: 20_001)
+        d = draft(); d.statement = String(repeating: "я", count: 20_000) + "a"
         #expect(refusedField(d) == "statement")
+        // The budget is bytes: 2,000 characters of 21 bytes each (a letter with twenty
+        // combining marks) are refused, though far fewer than 20,000 characters.
+        d = draft(); d.statement = String(repeating: "a" + String(repeating: "\u{0301}", count: 10), count: 2_000)
+        #expect(refusedField(d) == "statement")
+        d = draft(); d.statement = String(repeating: "ж", count: 20_001)
+        #expect(throws: TicketError.tooLong(field: "statement", bytes: 40_002, limit: Budget.statementBytes)) { try open(d) }
         d = draft(); d.statement = "line one\nline two\ttab\r\n"
         #expect(refusedField(d) == nil)
         d = draft(); d.statement = "nul\u{00}byte"
