@@ -22,6 +22,8 @@ public struct StoreConfiguration: Sendable {
     /// Fixed gathering window for group commit in microseconds; nil adapts to load.
     public var commitGatherMicros: UInt32?
     public var wallClock: @Sendable () -> Millis
+    /// Record kinds besides tickets (tests add a kind of their own; transfers come next).
+    public var extraKinds: [RecordSchema] = []
 
     public init(node: NodeID, region: String, utcOffsetMinutes: Int = 180,
                 environment: Environment.Configuration = .init(), maxGroup: Int = 2048,
@@ -58,20 +60,23 @@ public enum TicketRef: Sendable, Hashable, CustomStringConvertible {
     }
 }
 
-/// The case store: tickets, notes, history, indexes and the change feed, in one
-/// LMDB environment. Reads run on the caller's thread in a short read transaction;
-/// edits go through the group-commit queue.
+/// The case store: replicated records of every kind with their children, the change
+/// feed, and the ticket views and indexes operators query, in one LMDB environment.
+/// Reads run on the caller's thread in a short read transaction; edits and merges go
+/// through the group-commit queue.
 public final class CaseStore: @unchecked Sendable {
     public let env: Environment
     let schema: Schema
     public let configuration: StoreConfiguration
+    /// The record kinds this store keeps: tickets, and any the configuration adds.
+    public let kinds: RecordKinds
     /// A random id made when the store was created: a checkpoint taken against one
     /// store is never applied to another (a restored or recreated one).
     public let storeID: String
     public let faults = FaultInjector()
     let statistics = Locked(CommitStatistics())
     let commitObservers = Locked<[Int: @Sendable () -> Void]>([:])
-    let pendingServed = Locked<[NodeID: UInt64]>([:])
+    let servedMarks = ServedMarks()
     let nextObserver = Locked(0)
 
     /// Calls `body` (on the commit thread; keep it short) after every commit that
@@ -99,6 +104,7 @@ public final class CaseStore: @unchecked Sendable {
 
     public init(path: String, configuration: StoreConfiguration) throws {
         self.configuration = configuration
+        kinds = RecordKinds([TicketRecord.schema] + configuration.extraKinds)
         do {
             env = try Environment(path: path, configuration: configuration.environment)
             schema = try Schema(env: env)
@@ -111,7 +117,9 @@ public final class CaseStore: @unchecked Sendable {
             if let v = try txn.get(schema.meta, key: Schema.MetaKey.schemaVersion) {
                 let version = v.withUnsafeBytes { UInt64(bigEndianBytes: $0) } ?? 0
                 guard version == UInt64(Schema.version) else {
-                    throw StoreError.identityMismatch("store schema \(version), this build reads \(Schema.version)")
+                    throw StoreError.identityMismatch(
+                        "store at \(path) has schema \(version); this build reads schema \(Schema.version) only. "
+                        + "A schema-1 store holds whole-ticket replicas: move it aside and let the node catch up from its peers")
                 }
                 let owner = try txn.get(schema.meta, key: Schema.MetaKey.nodeID).map { String(decoding: $0, as: UTF8.self) }
                 guard owner == node.value else {
@@ -155,57 +163,37 @@ public final class CaseStore: @unchecked Sendable {
 
     // MARK: Reads
 
-    func resolve(_ ref: TicketRef, _ txn: some TransactionProtocol) throws -> TicketID? {
-        switch ref {
-        case .id(let id): return id
-        case .number(let n):
-            return try txn.withValue(schema.numbers, key: Array(n.description.utf8)) { TicketID(bytes: $0) } ?? nil
+    func loadRecord(_ schema: RecordSchema, _ id: RecordID, _ txn: some TransactionProtocol) throws -> StoredRecord? {
+        try txn.withValue(self.schema.records, key: Keys.record(schema.kind.rawValue, id)) {
+            try StoredRecord.decode($0, schema, id: id)
         }
     }
 
-    func loadTicket(_ id: TicketID, _ txn: some TransactionProtocol) throws -> Ticket? {
-        try txn.withValue(schema.tickets, key: id.bytes) { try RecordCodec.decodeTicket($0) }
-    }
-
-    /// The registers of a ticket. A ticket written before replicas were kept gets the
-    /// replicated form of its current state, as if opened at its last stamp.
-    func loadReplica(_ id: TicketID, _ txn: some TransactionProtocol) throws -> ReplicatedTicket? {
-        if let r = try txn.withValue(schema.replicas, key: id.bytes, { try ReplicaCodec.decode($0) }) { return r }
-        guard let t = try loadTicket(id, txn) else { return nil }
-        return ReplicatedTicket(opened: t, dot: Dot(node: t.originNode, stamp: t.updatedStamp))
-    }
-
-    public func ticket(_ ref: TicketRef) throws -> Ticket? {
-        try readTxn { txn in
-            guard let id = try resolve(ref, txn) else { return nil }
-            return try loadTicket(id, txn)
-        }
-    }
-
-    public func notes(of ref: TicketRef) throws -> [Note]? {
-        try readTxn { txn in
-            guard let id = try resolve(ref, txn), try txn.contains(schema.tickets, key: id.bytes) else { return nil }
-            return try scanPrefix(schema.notes, prefix: id.bytes, txn) { try RecordCodec.decodeNote($0) }
-        }
-    }
-
-    public func history(of ref: TicketRef) throws -> [HistoryEvent]? {
-        try readTxn { txn in
-            guard let id = try resolve(ref, txn), try txn.contains(schema.tickets, key: id.bytes) else { return nil }
-            return try scanPrefix(schema.history, prefix: id.bytes, txn) { try RecordCodec.decodeEvent($0) }
-        }
-    }
-
-    func scanPrefix<T>(_ db: Database, prefix: [UInt8], _ txn: some TransactionProtocol,
-                       _ decode: (UnsafeRawBufferPointer) throws -> T) throws -> [T] {
-        try txn.withCursor(db) { c in
-            var out: [T] = []
+    /// The children of one collection of a record, in id order.
+    func children(_ kind: RecordKindID, _ id: RecordID, _ collection: UInt8, _ txn: some TransactionProtocol) throws -> [Child] {
+        let prefix = Keys.childPrefix(kind.rawValue, id, collection)
+        return try txn.withCursor(schema.children) { c in
+            var out: [Child] = []
             var ok = try c.seek(atLeast: prefix)
             while ok && c.keyHasPrefix(prefix) {
-                out.append(try decode(c.value))
+                let childID = RecordID(raw: UnsafeRawBufferPointer(rebasing: c.key[18...]))
+                out.append(try StoredChild.decode(c.value, collection: collection, id: childID))
                 ok = try c.next()
             }
             return out
+        }
+    }
+
+    /// A record's registers and every child: what a peer that has nothing of it would be sent.
+    public func record(kind: RecordKindID, id: RecordID) throws -> Record? {
+        guard let schema = kinds[kind] else { return nil }
+        return try readTxn { txn in
+            guard let stored = try loadRecord(schema, id, txn) else { return nil }
+            var r = Record(state: stored.state)
+            for coll in schema.collections {
+                for c in try children(kind, id, coll.number, txn) { r.children[c.key] = c }
+            }
+            return r
         }
     }
 

@@ -1,25 +1,33 @@
 import CaseModel
 import LMDB
 
-/// The named databases of a case store and how their keys are built.
-/// Keys are big-endian so LMDB's byte order is numeric and time order.
+/// The named databases of a case store. Their keys are built in `Keys`.
+///
+/// Generic, for every record kind: `records`, `children`, `feed`, `idx_conflicts`.
+/// The ticket kind's projection (what operators query): `tickets`, `numbers`,
+/// `counters` and the `idx_*` indexes of tickets.
 struct Schema: Sendable {
-    /// store identity, schema version, last sequence, last HLC stamp
+    /// store identity, schema version, node id, last sequence, last HLC stamp, last record id
     let meta: Database
-    /// ticket id (16) → ticket record
+    /// kind (1) + record id (16) → the record's registers (StoredRecord)
+    let records: Database
+    /// kind (1) + record id (16) + collection (1) + child id (16) → the child (StoredChild)
+    let children: Database
+    /// local sequence (u64 BE) → what changed together at that sequence (FeedEntry); each
+    /// register of a record is in one entry, at its latest change; children never move
+    let feed: Database
+    /// kind (1) + record id (16) → ∅ for records with unresolved conflicts
+    let conflicted: Database
+    /// peer node id → source store id (16) + last applied sequence of its feed (u64 BE)
+    let checkpoints: Database
+    /// peer node id → how far this store's own feed has been served to that peer (u64 BE)
+    let served: Database
+    /// ticket id (16) → the ticket as operators see it (TicketView)
     let tickets: Database
     /// readable number (utf8) → ticket id
     let numbers: Database
     /// "{region}-{year}" → last sequence issued (u64 BE)
     let counters: Database
-    /// ticket id (16) + note id (16) → note record
-    let notes: Database
-    /// ticket id (16) + event id (16) → history event
-    let history: Database
-    /// local sequence (u64 BE) → ticket id: the change feed, each ticket once
-    let feed: Database
-    /// ticket id → its current sequence in the feed
-    let feedPosition: Database
     /// status code (1) + ticket id → ∅
     let byStatus: Database
     /// assignee (utf8) + 0x00 + ticket id → ∅
@@ -28,39 +36,31 @@ struct Schema: Sendable {
     let byUpdated: Database
     /// next deadline ms (u64 BE) + ticket id → ∅ (open tickets only)
     let byDeadline: Database
-    /// ticket id → its replicated state (registers with versions and dots)
-    let replicas: Database
-    /// ticket id → ∅ for tickets with unresolved conflicts
-    let conflicted: Database
-    /// peer node id → source store id (16) + last applied sequence of its feed (u64 BE)
-    let checkpoints: Database
-    /// peer node id → how far this store's own feed has been served to that peer (u64 BE)
-    let served: Database
 
-    static let version: UInt32 = 1
+    /// 2: generic records, children and a feed of parts (issue 7). Stored values are
+    /// tagged (protobuf's wire format): fields are added without a new version.
+    static let version: UInt32 = 2
 
     init(env: Environment) throws {
         meta = try env.openDatabase("meta")
+        records = try env.openDatabase("records")
+        children = try env.openDatabase("children")
+        feed = try env.openDatabase("feed")
+        conflicted = try env.openDatabase("idx_conflicts")
+        checkpoints = try env.openDatabase("checkpoints")
+        served = try env.openDatabase("served")
         tickets = try env.openDatabase("tickets")
         numbers = try env.openDatabase("numbers")
         counters = try env.openDatabase("counters")
-        notes = try env.openDatabase("notes")
-        history = try env.openDatabase("history")
-        feed = try env.openDatabase("feed")
-        feedPosition = try env.openDatabase("feed_position")
         byStatus = try env.openDatabase("idx_status")
         byAssignee = try env.openDatabase("idx_assignee")
         byUpdated = try env.openDatabase("idx_updated")
         byDeadline = try env.openDatabase("idx_deadline")
-        replicas = try env.openDatabase("replicas")
-        conflicted = try env.openDatabase("idx_conflicts")
-        checkpoints = try env.openDatabase("checkpoints")
-        served = try env.openDatabase("served")
     }
 
     var all: [Database] {
-        [meta, tickets, numbers, counters, notes, history, feed, feedPosition, byStatus, byAssignee, byUpdated, byDeadline,
-         replicas, conflicted, checkpoints, served]
+        [meta, records, children, feed, conflicted, checkpoints, served, tickets, numbers, counters,
+         byStatus, byAssignee, byUpdated, byDeadline]
     }
 
     enum MetaKey {
@@ -71,19 +71,36 @@ struct Schema: Sendable {
         static let lastStamp: [UInt8] = Array("last_stamp".utf8)
         static let lastRecordID: [UInt8] = Array("last_record_id".utf8)
     }
-
-    static func statusKey(_ s: TicketStatus, _ id: TicketID) -> [UInt8] { [s.code] + id.bytes }
-    static func assigneeKey(_ a: String, _ id: TicketID) -> [UInt8] { Array(a.utf8) + [0] + id.bytes }
-    static func timeKey(_ t: Millis, _ id: TicketID) -> [UInt8] { UInt64(max(0, t)).bigEndianBytes + id.bytes }
-
-    /// Every index entry a ticket has; an update deletes the old set and writes the new one.
-    static func indexEntries(_ t: Ticket, _ s: Schema) -> [(Database, [UInt8])] {
-        var e: [(Database, [UInt8])] = [
-            (s.byStatus, statusKey(t.status, t.id)),
-            (s.byUpdated, timeKey(t.updatedAt, t.id)),
-        ]
-        if let a = t.assignee { e.append((s.byAssignee, assigneeKey(a, t.id))) }
-        if let d = t.deadlines.next(for: t.status) { e.append((s.byDeadline, timeKey(d, t.id))) }
-        return e
-    }
 }
+
+/// Every key the store builds, in one place. Keys are big-endian so that LMDB's byte
+/// order is numeric and time order.
+enum Keys {
+    static func record(_ kind: RecordKindIDByte, _ id: TicketID) -> [UInt8] {
+        var k = [UInt8]()
+        k.reserveCapacity(17)
+        k.append(kind)
+        k += id.bytes
+        return k
+    }
+
+    static func childPrefix(_ kind: RecordKindIDByte, _ id: TicketID, _ collection: UInt8) -> [UInt8] {
+        record(kind, id) + [collection]
+    }
+
+    static func child(_ kind: RecordKindIDByte, _ id: TicketID, _ collection: UInt8, _ child: TicketID) -> [UInt8] {
+        childPrefix(kind, id, collection) + child.bytes
+    }
+
+    static func sequence(_ s: UInt64) -> [UInt8] { s.bigEndianBytes }
+
+    static func peer(_ node: NodeID) -> [UInt8] { Array(node.value.utf8) }
+
+    static func number(_ n: TicketNumber) -> [UInt8] { Array(n.description.utf8) }
+
+    static func status(_ s: TicketStatus, _ id: TicketID) -> [UInt8] { [s.code] + id.bytes }
+    static func assignee(_ a: String, _ id: TicketID) -> [UInt8] { Array(a.utf8) + [0] + id.bytes }
+    static func time(_ t: Millis, _ id: TicketID) -> [UInt8] { UInt64(max(0, t)).bigEndianBytes + id.bytes }
+}
+
+typealias RecordKindIDByte = UInt8

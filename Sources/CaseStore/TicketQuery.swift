@@ -1,5 +1,6 @@
 import CaseModel
 import LMDB
+import Replication
 
 /// A filtered, paginated listing. The most selective index that the filters allow
 /// is walked in key order; the other filters are checked on each ticket.
@@ -44,10 +45,15 @@ public enum QueryError: Error, Equatable, Sendable {
     case invalidCursor
 }
 
-/// One entry of the change feed: a ticket at the local sequence of its latest change.
+/// One entry of the change feed of tickets: the parts of a ticket that changed
+/// together at this sequence and still sit there, and the ticket as it is now.
 public struct Change: Sendable {
     public let sequence: UInt64
     public let ticket: Ticket
+    /// Names of the registers whose latest change is at this sequence.
+    public let registers: [String]
+    /// Children added at this sequence, by collection name.
+    public let children: [String: Int]
 }
 
 public struct ChangePage: Sendable {
@@ -108,7 +114,7 @@ extension CaseStore {
                     let key = c.key
                     let ticket: Ticket?
                     if walk == .byID {
-                        ticket = try RecordCodec.decodeTicket(c.value)
+                        ticket = try TicketView.decode(c.value, id: TicketID(raw: key))
                     } else {
                         let id = TicketID(bytes: UnsafeRawBufferPointer(rebasing: key[(key.count - 16)...]))!
                         ticket = try loadTicket(id, txn)
@@ -150,20 +156,27 @@ extension CaseStore {
         return out
     }
 
-    /// Tickets changed after local sequence `since`, oldest change first.
+    /// Entries of the change feed after local sequence `since` that name tickets, oldest first.
     public func changes(since: UInt64, limit: Int) throws -> ChangePage {
         let limit = min(max(limit, 1), 10_000)
+        let tickets = TicketRecord.schema
         return try readTxn { txn in
             let last = try txn.u64(schema.meta, Schema.MetaKey.lastSequence) ?? 0
             let changes = try txn.withCursor(schema.feed) { c in
                 var out: [Change] = []
-                var ok = try c.seek(atLeast: (since &+ 1).bigEndianBytes)
-                if since == .max { ok = false }
+                var ok = since == .max ? false : try c.seek(atLeast: (since &+ 1).bigEndianBytes)
                 while ok && out.count < limit {
                     let seq = UInt64(bigEndianBytes: c.key)!
-                    let id = TicketID(bytes: c.value)!
-                    guard let t = try loadTicket(id, txn) else { throw StoreError.corrupt("feed names missing ticket \(id)") }
-                    out.append(Change(sequence: seq, ticket: t))
+                    let entry = try FeedEntry.decode(c.value)
+                    if entry.kind == TicketRecord.kind, let t = try loadTicket(entry.id, txn) {
+                        var counts: [String: Int] = [:]
+                        for k in entry.children {
+                            counts[tickets.collection(number: UInt64(k.collection))?.name ?? "\(k.collection)", default: 0] += 1
+                        }
+                        out.append(Change(sequence: seq, ticket: t,
+                                          registers: tickets.indexes(numbers: entry.registerNumbers).map { tickets.registers[$0].name },
+                                          children: counts))
+                    }
                     ok = try c.next()
                 }
                 return out

@@ -64,6 +64,10 @@ final class FeedSender: ChannelInboundHandler {
     }
 
     private func start(_ context: ChannelHandlerContext, _ h: HTTPRequestHead) {
+        if h.method == .POST, ReplicationProtocol.otherVersionPaths.contains(h.uri) {
+            refuse(context, ReplicationProtocol.mismatch(h.uri == "/replication/v1/pull" ? 1 : 0))
+            return
+        }
         guard h.method == .POST, h.uri == ReplicationProtocol.pullPath else {
             refuse(context, .init(.badRequest, "\(h.method.rawValue) \(h.uri): the replication endpoint is POST \(ReplicationProtocol.pullPath)"))
             return
@@ -85,7 +89,7 @@ final class FeedSender: ChannelInboundHandler {
         }
         let last = store.lastSequence
         let served = (try? store.served(to: peer)) ?? nil
-        let (resume, reset, rewound) = ReplicationProtocol.resumePoint(
+        let (resume, reset, rewound) = FeedSender.resumePoint(
             checkpoint: request.hasCheckpoint ? request.checkpoint : nil, storeID: store.storeIDBytes,
             lastSequence: last, served: served)
         if reset { logger.notice("checkpoint reset", metadata: ["peer": "\(peer)"]) }
@@ -121,28 +125,28 @@ final class FeedSender: ChannelInboundHandler {
         pumping = true
         defer { pumping = false }
         while context.channel.isWritable {
-            let page: (changes: [ReplicationChange], lastSequence: UInt64)
+            let page: FeedPage
             do {
-                page = try store.replicationChanges(since: position, limit: pageLimit)
+                page = try store.feedPage(after: position, limit: pageLimit)
             } catch {
                 finish(context, error: .init(.internal, "reading the feed failed: \(error)"))
                 return
             }
-            guard !page.changes.isEmpty else { break }
-            // Frames of about 1 MiB each, however long the tickets, written while the
+            guard !page.entries.isEmpty else { break }
+            // Frames of about 1 MiB each, however long the records, written while the
             // stream takes them; what is left of the page is read again next time.
-            let changes = page.changes.map { ($0.sequence, $0.ticket) }
+            let entries = page.entries.map { (sequence: $0.sequence, delta: $0.delta) }
             var next = 0
             var firstFrame = 0
             repeat {
-                let frame = WireCoding.nextBatchFrame(changes, from: &next, sourceLastSequence: page.lastSequence)
+                let frame = BatchFrames.next(entries, from: &next, sourceLastSequence: page.lastSequence)
                 if firstFrame == 0 { firstFrame = frame.count }
                 metrics.bytesSent.increment(by: frame.bytes.count)
                 context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(bytes: frame.bytes)))), promise: nil)
                 metrics.recordsSent.increment(by: frame.count)
                 position = frame.through
-            } while next < changes.count && context.channel.isWritable
-            if firstFrame < changes.count {
+            } while next < entries.count && context.channel.isWritable
+            if firstFrame < entries.count {
                 pageLimit = min(batchLimit, max(1, firstFrame * 2))
             } else if pageLimit < batchLimit {
                 pageLimit = min(batchLimit, pageLimit * 2)
@@ -167,12 +171,19 @@ final class FeedSender: ChannelInboundHandler {
     /// Our last sequence and our clock (wall time as an HLC stamp), for the puller's
     /// lag and clock-offset figures.
     private func sendHeartbeat(_ context: ChannelHandlerContext) {
-        var hb = Ekc_Replication_V1_Heartbeat()
-        hb.sourceLastSequence = store.lastSequence
-        hb.sourceStamp = Stamp(millis: store.configuration.wallClock(), logical: 0).raw
-        var f = WireFrame()
-        f.heartbeat = hb
-        send(context, f)
+        send(context, .heartbeat(sourceLastSequence: store.lastSequence,
+                                 sourceStamp: Stamp(millis: store.configuration.wallClock(), logical: 0)))
+    }
+
+    static func resumePoint(checkpoint: WireCheckpoint?, storeID: [UInt8], lastSequence: UInt64, served: UInt64?)
+        -> (UInt64, Bool, Bool)
+    {
+        var resume: UInt64 = 0, reset = false
+        if let c = checkpoint, !(c.sourceStoreID.isEmpty && c.sequence == 0) {
+            if Array(c.sourceStoreID) == storeID, c.sequence <= lastSequence { resume = c.sequence } else { reset = true }
+        }
+        let limit = served ?? 0
+        return resume > limit ? (limit, reset, true) : (resume, reset, false)
     }
 
     private func send(_ context: ChannelHandlerContext, _ frame: WireFrame) {

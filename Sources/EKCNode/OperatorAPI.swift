@@ -351,6 +351,10 @@ public final class OperatorAPI: Sendable {
             w.field("version", c.ticket.version)
             w.field("status", c.ticket.status.rawValue)
             w.field("updatedAt", time: c.ticket.updatedAt)
+            w.key("registers"); w.beginArray(); for r in c.registers { w.string(r) }; w.endArray()
+            w.key("children"); w.beginObject()
+            for (k, n) in c.children.sorted(by: { $0.key < $1.key }) { w.key(k); w.int(n) }
+            w.endObject()
             w.endObject()
         }
         w.endArray()
@@ -366,17 +370,18 @@ public final class OperatorAPI: Sendable {
         let limit = try intParam(q, "limit", range: 1...TicketQuery.maxLimit) ?? 100
         let list = try store.conflicts(limit: limit)
         var numbers: [TicketID: String] = [:]
-        for c in list where numbers[c.ticketID] == nil {
-            numbers[c.ticketID] = try store.ticket(.id(c.ticketID))?.number.description
+        for c in list where c.kind == TicketRecord.kind && numbers[c.recordID] == nil {
+            numbers[c.recordID] = try store.ticket(.id(c.recordID))?.number.description
         }
         var w = JSONWriter(capacity: 256 * max(1, list.count))
         w.beginObject(); w.key("items"); w.beginArray()
         for c in list {
             w.beginObject()
             w.field("id", c.id)
-            w.field("ticketId", c.ticketID.description)
-            w.field("ticketNumber", numbers[c.ticketID] ?? nil)
-            w.field("field", c.field.rawValue)
+            w.field("kind", c.kindName)
+            w.field("ticketId", c.recordID.description)
+            w.field("ticketNumber", numbers[c.recordID] ?? nil)
+            w.field("field", c.field)
             w.key("winner"); w.beginObject()
             w.field("value", c.winningValue); w.field("node", c.winner.node.value); w.field("at", time: c.winner.stamp.millis)
             w.field("stamp", c.winner.stamp.description)
@@ -426,7 +431,25 @@ public final class OperatorAPI: Sendable {
             w.field("lagRecords", l.lagRecords)
             w.key("lagSeconds"); w.double(l.lagSeconds(now: now))
             w.field("recordsReceived", l.recordsReceived)
-            w.field("rejectedWrites", l.rejectedWrites)
+            w.key("rejected"); w.beginObject()
+            w.field("records", l.rejected.records)
+            w.key("byReason"); w.beginObject()
+            for (k, n) in l.rejected.byReason.sorted(by: { $0.key < $1.key }) { w.key(k); w.int(n) }
+            w.endObject()
+            w.key("recent"); w.beginArray()
+            for r in l.rejected.recent {
+                w.beginObject()
+                w.field("at", time: Millis(r.at.timeIntervalSince1970 * 1000))
+                w.field("sequence", r.sequence)
+                w.field("kind", r.kind)
+                w.field("id", r.id)
+                w.field("reason", r.reason)
+                w.field("detail", r.detail)
+                w.key("wholeRecord"); w.bool(r.whole)
+                w.endObject()
+            }
+            w.endArray()
+            w.endObject()
             w.key("duplicateNumbers"); w.beginArray(); for n in l.duplicateNumbers { w.string(n) }; w.endArray()
             w.key("clockOffsetMillis")
             if let o = l.clockOffsetMillis { w.int(o) } else { w.null() }

@@ -36,10 +36,14 @@ public struct ReplicationMetrics: Sendable {
     let bytesSent = Counter(label: "ekc_replication_bytes_sent_total")
     let bytesReceived = Counter(label: "ekc_replication_bytes_received_total")
     let streamsServed = Counter(label: "ekc_replication_streams_served_total")
-    let rejectedWrites = Counter(label: "ekc_replication_rejected_writes_total")
     let quarantinedStamps = Counter(label: "ekc_replication_quarantined_stamps_total")
     let duplicateNumbers = Counter(label: "ekc_replication_duplicate_numbers_total")
     public init() {}
+
+    /// A record (or part of one) refused from `peer`, by reason.
+    func rejected(peer: NodeID, reason: String) {
+        Counter(label: "ekc_replication_rejected_records_total", dimensions: [("peer", peer.value), ("reason", reason)]).increment()
+    }
 }
 
 /// The replication listener: HTTP/2 over TLS 1.3 with client certificates from the

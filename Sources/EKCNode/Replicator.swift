@@ -38,7 +38,25 @@ public struct LinkStatus: Sendable {
     public var behindSince: Date?
     public var ourSequence: UInt64 = 0
     public var recordsReceived = 0
-    public var rejectedWrites = 0
+    /// Records, or parts of records, refused from this peer: by reason, and the latest.
+    public var rejected = Rejected()
+
+    public struct Rejected: Sendable {
+        public var records = 0
+        public var byReason: [String: Int] = [:]
+        /// The latest 20, newest last.
+        public var recent: [Entry] = []
+
+        public struct Entry: Sendable {
+            public var at: Date
+            public var sequence: UInt64
+            public var kind: String?
+            public var id: String?
+            public var reason: String
+            public var detail: String
+            public var whole: Bool
+        }
+    }
     /// The peer's clock minus ours, from its last heartbeat (network delay included);
     /// nil until a heartbeat has arrived.
     public var clockOffsetMillis: Int64?
@@ -122,29 +140,40 @@ public final class Replicator: Sendable {
         statuses.withLockedValue { s in if s[peer] != nil { body(&s[peer]!) } }
     }
 
-    /// Books a merge of `count` tickets through `through` of `node`'s feed.
+    /// Books a merge of `count` records through `through` of `node`'s feed.
     func merged(from node: NodeID, count: Int, through: UInt64, sourceLast: UInt64, report: MergeReport) {
         metrics.recordsReceived.increment(by: count)
         if !report.rejections.isEmpty {
-            metrics.rejectedWrites.increment(by: report.rejections.count)
-            let quarantined = report.rejections.filter {
-                if case .stampTooFarAhead = $0.reason { return true } else { return false }
-            }.count
-            if quarantined > 0 { metrics.quarantinedStamps.increment(by: quarantined) }
-            logger.warning("rejected remote writes", metadata: [
-                "peer": "\(node)", "count": "\(report.rejections.count)", "first": "\(report.rejections[0].reason)"])
+            for r in report.rejections {
+                metrics.rejected(peer: node, reason: r.refusal.reason.rawValue)
+                if r.refusal.reason == .stampTooFarAhead { metrics.quarantinedStamps.increment() }
+                // Each refusal is logged once, here, with its reason: the peer will not send it again.
+                logger.warning("refused a record from a peer", metadata: [
+                    "peer": "\(node)", "sequence": "\(r.sequence)", "kind": "\(r.kind.map { store.kinds[$0]?.name ?? "\($0)" } ?? "?")",
+                    "id": "\(r.id?.description ?? "?")", "reason": "\(r.refusal.reason.rawValue)", "detail": "\(r.refusal.detail.prefix(300))",
+                    "part": "\(r.whole ? "record" : "part")"])
+            }
         }
         if !report.duplicateNumbers.isEmpty {
             metrics.duplicateNumbers.increment(by: report.duplicateNumbers.count)
             logger.error("received tickets whose numbers already name other tickets here", metadata: [
                 "peer": "\(node)", "numbers": "\(report.duplicateNumbers.prefix(20).joined(separator: ","))"])
         }
+        let kinds = store.kinds
         update(node) { s in
             if !report.duplicateNumbers.isEmpty { s.duplicateNumbers = Array((s.duplicateNumbers + report.duplicateNumbers).suffix(20)) }
             s.appliedSequence = through
             s.peerSequence = max(s.peerSequence, sourceLast)
             s.recordsReceived += count
-            s.rejectedWrites += report.rejections.count
+            let now = Date()
+            for r in report.rejections {
+                s.rejected.records += 1
+                s.rejected.byReason[r.refusal.reason.rawValue, default: 0] += 1
+                s.rejected.recent.append(.init(at: now, sequence: r.sequence, kind: r.kind.map { kinds[$0]?.name ?? "\($0)" },
+                                               id: r.id?.description, reason: r.refusal.reason.rawValue,
+                                               detail: String(r.refusal.detail.prefix(500)), whole: r.whole))
+            }
+            if s.rejected.recent.count > 20 { s.rejected.recent.removeFirst(s.rejected.recent.count - 20) }
             s.lastSuccess = Date()
             if through >= s.peerSequence { s.behindSince = nil } else { s.behindSince = s.behindSince ?? Date() }
         }
@@ -231,7 +260,7 @@ final class PullStream: ChannelInboundHandler {
 
     /// Batches decoded and checked, to be merged together in one transaction.
     struct Gathered {
-        var tickets: [ReplicatedTicket] = []
+        var records: [RemoteRecord] = []
         var through: UInt64 = 0
         var sourceLast: UInt64 = 0
     }
@@ -240,7 +269,7 @@ final class PullStream: ChannelInboundHandler {
     let peer: PeerAddress
     let checkpoint: Checkpoint?
     let done: EventLoopPromise<Bool>
-    private var decoder = FrameDecoder()
+    private var decoder: FrameDecoder
     private var status: HTTPResponseStatus?
     private var sourceStoreID: [UInt8]?
     /// The sequence the next batch must follow (the last one gathered or merged).
@@ -259,15 +288,18 @@ final class PullStream: ChannelInboundHandler {
         self.peer = peer
         self.checkpoint = checkpoint
         self.done = done
+        let store = replicator.store
+        decoder = FrameDecoder(reading: RecordReading(kinds: store.kinds,
+                                                      check: CheckContext(directory: store.configuration.directory)))
     }
 
-    private var full: Bool { (gathered?.tickets.count ?? 0) >= PullStream.mergeTickets }
+    private var full: Bool { (gathered?.records.count ?? 0) >= PullStream.mergeTickets }
 
     func channelActive(context: ChannelHandlerContext) {
         var request = WirePullRequest()
         request.protocolVersion = ReplicationProtocol.version
         if let checkpoint {
-            var c = Ekc_Replication_V1_Checkpoint()
+            var c = WireCheckpoint()
             c.sourceStoreID = Data(checkpoint.sourceStoreID)
             c.sequence = checkpoint.sequence
             request.checkpoint = c
@@ -313,20 +345,28 @@ final class PullStream: ChannelInboundHandler {
     /// Decodes what has arrived until the gathered merge is full.
     private func process(_ context: ChannelHandlerContext) {
         while !finished && !full {
-            let frame: WireFrame?
+            let frame: IncomingFrame?
             do { frame = try decoder.next() } catch {
                 fail(context, "undecodable frame: \(error)")
                 return
             }
             guard let frame else { break }
             if status != .ok {
-                fail(context, frame.error.message.isEmpty ? "HTTP \(status?.code ?? 0)" : "\(frame.error.code): \(frame.error.message)")
+                if case .error(let e) = frame {
+                    fail(context, e.message.isEmpty ? "HTTP \(status?.code ?? 0)" : "\(e.code): \(e.message)")
+                } else {
+                    fail(context, "HTTP \(status?.code ?? 0)")
+                }
                 return
             }
-            switch frame.kind {
-            case .header(let h)?:
+            switch frame {
+            case .header(let h):
                 guard h.node == peer.node.value else {
                     fail(context, "stream header names \(h.node), expected \(peer.node)")
+                    return
+                }
+                guard h.protocolVersion == ReplicationProtocol.version else {
+                    fail(context, "stream header is of protocol version \(h.protocolVersion), requested \(ReplicationProtocol.version)")
                     return
                 }
                 sourceStoreID = Array(h.storeID)
@@ -342,10 +382,10 @@ final class PullStream: ChannelInboundHandler {
                     if h.checkpointReset { s.appliedSequence = 0 }
                     if h.lastSequence > h.resumeAfter { s.behindSince = s.behindSince ?? Date() } else { s.behindSince = nil; s.lastSuccess = Date() }
                 }
-            case .batch(let b)?:
+            case .batch(let b):
                 guard gather(context, b) else { return }
                 if !inFlight { submit(context) }
-            case .heartbeat(let hb)?:
+            case .heartbeat(let hb):
                 let offset: Int64? = hb.sourceStamp == 0 ? nil
                     : Stamp(raw: hb.sourceStamp).millis - replicator.store.configuration.wallClock()
                 if let offset, abs(offset) > replicator.store.configuration.maxClockSkew / 2 {
@@ -358,16 +398,16 @@ final class PullStream: ChannelInboundHandler {
                     s.peerSequence = max(s.peerSequence, hb.sourceLastSequence)
                     if s.appliedSequence >= s.peerSequence { s.behindSince = nil; s.lastSuccess = Date() }
                 }
-            case .error(let e)?:
+            case .error(let e):
                 fail(context, "\(e.code): \(e.message)")
-            case nil:
+            case .unknown:
                 break
             }
         }
     }
 
     /// What the stream header says about our checkpoint, if the peer could not honour it.
-    static func resync(checkpoint: Checkpoint?, header h: Ekc_Replication_V1_StreamHeader) -> LinkStatus.Resync? {
+    static func resync(checkpoint: Checkpoint?, header h: WireStreamHeader) -> LinkStatus.Resync? {
         guard let c = checkpoint, c.sequence > 0 else { return nil }
         if h.checkpointReset {
             return .init(reason: .checkpointReset, at: Date(), checkpointSequence: c.sequence, resumedAfter: h.resumeAfter)
@@ -378,23 +418,23 @@ final class PullStream: ChannelInboundHandler {
         return nil
     }
 
-    /// Checks and decodes one batch into the merge being gathered.
-    private func gather(_ context: ChannelHandlerContext, _ batch: Ekc_Replication_V1_ChangeBatch) -> Bool {
+    /// Checks one batch's sequences and adds its records to the merge being gathered.
+    private func gather(_ context: ChannelHandlerContext, _ batch: IncomingBatch) -> Bool {
         guard sourceStoreID != nil else { fail(context, "a batch before the stream header"); return false }
-        do {
-            try ReplicationProtocol.check(batch, after: expected)
-        } catch {
-            fail(context, "invalid batch: \(error)")
+        guard batch.throughSequence > expected else {
+            fail(context, "invalid batch: through_sequence \(batch.throughSequence) does not advance past \(expected)")
             return false
+        }
+        var previous = expected
+        for r in batch.records {
+            guard r.sequence > previous, r.sequence <= batch.throughSequence else {
+                fail(context, "invalid batch: sequence \(r.sequence) is not in (\(previous), \(batch.throughSequence)]")
+                return false
+            }
+            previous = r.sequence
         }
         var g = gathered ?? Gathered()
-        do {
-            g.tickets.reserveCapacity(g.tickets.count + batch.changes.count)
-            for c in batch.changes { g.tickets.append(try ReplicatedTicket(wire: c.ticket)) }
-        } catch {
-            fail(context, "undecodable ticket: \(error)")
-            return false
-        }
+        g.records += batch.records
         g.through = batch.throughSequence
         g.sourceLast = max(g.sourceLast, batch.sourceLastSequence)
         gathered = g
@@ -407,12 +447,12 @@ final class PullStream: ChannelInboundHandler {
         guard let g = gathered, let storeID = sourceStoreID else { return }
         gathered = nil
         inFlight = true
-        let count = g.tickets.count
+        let count = g.records.count
         let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         let loop = context.eventLoop
         let replicator = self.replicator
         let node = peer.node
-        replicator.store.submit(.merge(RemoteBatch(peer: node, sourceStoreID: storeID, throughSequence: g.through, tickets: g.tickets)),
+        replicator.store.submit(.merge(RemoteBatch(peer: node, sourceStoreID: storeID, throughSequence: g.through, records: g.records)),
                                 actor: .system) { result in
             loop.execute {
                 let (handler, ctx) = bound.value

@@ -1,3 +1,4 @@
+import Foundation
 import SwiftProtobuf
 
 // Length-delimited framing (proto/README.md, "Framing"): each message is preceded by
@@ -69,23 +70,17 @@ public enum WireCoding {
 /// whose announced length exceeds `maxFrameBytes` as soon as the length prefix is
 /// read, before buffering its body. After any error the decoder stays failed: the
 /// stream it was reading cannot be resynchronised and must be dropped.
-public struct DelimitedDecoder<M: SwiftProtobuf.Message>: Sendable {
+public struct DelimitedDecoder<M: Sendable>: Sendable {
     public let maxFrameBytes: Int
     private var buffer: [UInt8] = []
     private var start = 0
     /// The prefix and body lengths of the frame being read, once its prefix is complete.
     private var pending: (prefix: Int, body: Int)?
     private var failure: WireError?
-    /// A reader to use instead of swift-protobuf's (see FrameReader).
-    private let parse: (@Sendable (UnsafeRawBufferPointer) throws(WireError) -> M)?
+    /// Reads one frame's body.
+    private let parse: @Sendable (UnsafeRawBufferPointer) throws(WireError) -> M
 
-    public init(maxFrameBytes: Int = ReplicationProtocol.maxFrameBytes) {
-        precondition(maxFrameBytes >= 0)
-        self.maxFrameBytes = maxFrameBytes
-        parse = nil
-    }
-
-    init(maxFrameBytes: Int, parse: @escaping @Sendable (UnsafeRawBufferPointer) throws(WireError) -> M) {
+    public init(maxFrameBytes: Int, parse: @escaping @Sendable (UnsafeRawBufferPointer) throws(WireError) -> M) {
         precondition(maxFrameBytes >= 0)
         self.maxFrameBytes = maxFrameBytes
         self.parse = parse
@@ -131,18 +126,12 @@ public struct DelimitedDecoder<M: SwiftProtobuf.Message>: Sendable {
         guard buffer.count - start >= prefix + length else { return nil }
         let body = buffer[(start + prefix)..<(start + prefix + length)]
         let message: M
-        if let parse {
-            do {
-                message = try body.withUnsafeBytes { b throws(WireError) in try parse(b) }
-            } catch let e as WireError {
-                throw e
-            } catch {
-                throw .malformedMessage(String(describing: error))
-            }
-        } else {
-            do { message = try M(serializedBytes: ByteView(body)) } catch {
-                throw .malformedMessage(String(describing: error))
-            }
+        do {
+            message = try body.withUnsafeBytes { b throws(WireError) in try parse(b) }
+        } catch let e as WireError {
+            throw e
+        } catch {
+            throw .malformedMessage(String(describing: error))
         }
         start += prefix + length
         pending = nil
@@ -180,16 +169,24 @@ public struct DelimitedDecoder<M: SwiftProtobuf.Message>: Sendable {
     }
 }
 
-public typealias FrameDecoder = DelimitedDecoder<Ekc_Replication_V1_Frame>
-
-extension DelimitedDecoder where M == Ekc_Replication_V1_Frame {
-    /// Frames, with batches read by FrameReader.
-    public init() {
-        self.init(maxFrameBytes: ReplicationProtocol.maxFrameBytes, parse: { b throws(WireError) in try FrameReader.frame(b) })
+extension DelimitedDecoder where M: SwiftProtobuf.Message {
+    /// Messages read by swift-protobuf.
+    public init(maxFrameBytes: Int = ReplicationProtocol.maxFrameBytes) {
+        self.init(maxFrameBytes: maxFrameBytes) { b throws(WireError) in
+            do { return try M(serializedBytes: Data(b)) } catch { throw .malformedMessage(String(describing: error)) }
+        }
     }
+}
 
-    /// The same decoder with swift-protobuf reading every frame (for comparisons).
-    public static func generic() -> Self { Self(maxFrameBytes: ReplicationProtocol.maxFrameBytes) }
+/// The puller's reader of a response body: frames, with batches read record by record.
+public typealias FrameDecoder = DelimitedDecoder<IncomingFrame>
+
+extension DelimitedDecoder where M == IncomingFrame {
+    public init(reading: RecordReading) {
+        self.init(maxFrameBytes: ReplicationProtocol.maxFrameBytes) { b throws(WireError) in
+            try FrameReader.frame(b, reading: reading)
+        }
+    }
 }
 
 /// A view of bytes that swift-protobuf can parse without a copy.

@@ -1,5 +1,6 @@
 import Testing
 import CaseModel
+import TestSupport
 @testable import Replication
 
 private let t0: Millis = 1_795_132_800_000

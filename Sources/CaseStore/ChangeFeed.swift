@@ -1,0 +1,112 @@
+import CaseModel
+import LMDB
+import Replication
+
+/// Where a puller stands in a peer's feed, tied to the identity of that peer's store.
+public struct Checkpoint: Sendable, Equatable {
+    public let sourceStoreID: [UInt8]
+    public let sequence: UInt64
+    public init(sourceStoreID: [UInt8], sequence: UInt64) {
+        self.sourceStoreID = sourceStoreID
+        self.sequence = sequence
+    }
+}
+
+/// A page of the change feed as a sender ships it: each entry's RecordDelta, encoded.
+public struct FeedPage: Sendable {
+    public struct Entry: Sendable {
+        public let sequence: UInt64
+        /// A serialised RecordDelta: the registers that sit at this sequence (copied
+        /// from the store without decoding) and the children added at it.
+        public let delta: [UInt8]
+    }
+    public let entries: [Entry]
+    /// The store's last sequence when the page was read.
+    public let lastSequence: UInt64
+}
+
+extension CaseStore {
+    /// The store id as bytes, as checkpoints carry it.
+    public var storeIDBytes: [UInt8] { CaseStore.decodeCursor(storeID) ?? [] }
+
+    /// Feed entries after `since`, at most `limit` of them and about `maxBytes` of
+    /// deltas (always at least one entry), with the last sequence at the time of reading.
+    public func feedPage(after since: UInt64, limit: Int, maxBytes: Int = 1 << 20) throws -> FeedPage {
+        let limit = min(max(limit, 1), 10_000)
+        return try readTxn { txn in
+            let last = try txn.u64(schema.meta, Schema.MetaKey.lastSequence) ?? 0
+            let entries = try txn.withCursor(schema.feed) { c in
+                var out: [FeedPage.Entry] = []
+                var bytes = 0
+                var ok = since == .max ? false : try c.seek(atLeast: (since + 1).bigEndianBytes)
+                while ok && out.count < limit && (out.isEmpty || bytes < maxBytes) {
+                    let seq = UInt64(bigEndianBytes: c.key)!
+                    let entry = try FeedEntry.decode(c.value)
+                    let delta = try encodeDelta(entry, txn)
+                    bytes += delta.count
+                    out.append(FeedPage.Entry(sequence: seq, delta: delta))
+                    ok = try c.next()
+                }
+                return out
+            }
+            return FeedPage(entries: entries, lastSequence: last)
+        }
+    }
+
+    /// The RecordDelta of one feed entry, written from the stored bytes.
+    private func encodeDelta(_ entry: FeedEntry, _ txn: ReadTransaction) throws -> [UInt8] {
+        guard let schema = kinds[entry.kind] else { throw StoreError.corrupt("feed names unknown kind \(entry.kind)") }
+        var w = ProtoWriter(capacity: 512)
+        w.uint64(1, UInt64(entry.kind.rawValue))
+        w.presentBytes(2, entry.id.bytes)
+        let registers = schema.indexes(numbers: entry.registerNumbers)
+        if !registers.isEmpty {
+            let key = Keys.record(entry.kind.rawValue, entry.id)
+            let found = try txn.withValue(self.schema.records, key: key) { b throws -> Bool in
+                try StoredRecord.copyRegisters(b, schema, registers, field: 3, into: &w)
+                return true
+            }
+            guard found == true else { throw StoreError.corrupt("feed names missing record \(entry.id)") }
+        }
+        for k in entry.children {
+            let key = Keys.child(entry.kind.rawValue, entry.id, k.collection, k.id)
+            let found = try txn.withValue(self.schema.children, key: key) { b throws -> Bool in
+                w.message(4) { w in
+                    w.uint64(1, UInt64(k.collection))
+                    w.presentBytes(2, k.id.bytes)
+                    w.bytes.append(contentsOf: b)
+                }
+                return true
+            }
+            guard found == true else { throw StoreError.corrupt("feed names missing child \(k.id) of \(entry.id)") }
+        }
+        return w.bytes
+    }
+
+    /// What this store has applied of `peer`'s feed.
+    public func checkpoint(for peer: NodeID) throws -> Checkpoint? {
+        try readTxn { txn in
+            try txn.withValue(schema.checkpoints, key: Keys.peer(peer)) { b -> Checkpoint? in
+                guard b.count == 24 else { return nil }
+                return Checkpoint(sourceStoreID: Array(b[0..<16]), sequence: UInt64(bigEndianBytes: UnsafeRawBufferPointer(rebasing: b[16...]))!)
+            } ?? nil
+        }
+    }
+
+    /// Unresolved conflicts of every kind, oldest record first.
+    public func conflicts(limit: Int = 500) throws -> [Conflict] {
+        try readTxn { txn in
+            try txn.withCursor(schema.conflicted) { c in
+                var out: [Conflict] = []
+                var ok = try c.first()
+                while ok && out.count < limit {
+                    let kind = RecordKindID(rawValue: c.key[0])
+                    let id = RecordID(raw: UnsafeRawBufferPointer(rebasing: c.key[1...]))
+                    if let schema = kinds[kind], let r = try loadRecord(schema, id, txn) { out += schema.conflicts(of: r.state) }
+                    ok = try c.next()
+                }
+                return Array(out.prefix(limit))
+            }
+        }
+    }
+}

@@ -1,0 +1,172 @@
+import CaseModel
+import LMDB
+import Replication
+
+/// Edits made on this node: each is a write to the registers it changes (stamped by
+/// this node's clock), the history events it records, its feed entry, and the
+/// ticket's view and indexes, in the commit loop's transaction.
+extension CaseStore {
+    private func context(_ actor: Actor, now: Millis) -> EditContext {
+        EditContext(actor: actor, node: configuration.node, now: now, stamp: writer.clock.tick(wall: now),
+                    workingHours: configuration.workingHours)
+    }
+
+    private func event(_ ticket: TicketID, _ actor: Actor, _ ctx: EditContext, field: String, old: String?, new: String?,
+                       now: Millis) -> Child {
+        TicketRecord.child(HistoryEvent(id: writer.nextID(now: now), ticketID: ticket, actor: actor, node: ctx.node,
+                                        at: now, stamp: ctx.stamp, field: field, old: old, new: new))
+    }
+
+    func applyCreate(_ draft: TicketDraft, _ actor: Actor, _ txn: WriteTransaction, _ seq: inout UInt64,
+                     now: Millis) throws -> EditOutcome {
+        let node = configuration.node
+        let (ticket, counterKey, ctx) = try refusing { () throws -> (Ticket, [UInt8], EditContext) in
+            let year = Calendar59.year(of: now, offsetMinutes: configuration.utcOffsetMinutes)
+            let counterKey = Array("\(configuration.region)-\(year)".utf8)
+            // Each node of a region numbers in its own series (series × 10,000,000 + n), so
+            // numbers are unique without coordination; a number already taken (a node
+            // misconfigured with another's series) is skipped, never reused.
+            var n = (try txn.u64(schema.counters, counterKey) ?? 0) + 1
+            var number = TicketNumber(region: configuration.region, year: year,
+                                      sequence: configuration.numberSeries * 10_000_000 + n)
+            while try txn.contains(schema.numbers, key: Keys.number(number)) {
+                n += 1
+                number = TicketNumber(region: configuration.region, year: year, sequence: configuration.numberSeries * 10_000_000 + n)
+            }
+            let ctx = context(actor, now: now)
+            let ticket = try draft.open(id: writer.nextID(now: now), number: number, node: node, now: now, stamp: ctx.stamp)
+            return (ticket, counterKey, ctx)
+        }
+        // From here on every failure aborts the whole transaction.
+        try txn.put(schema.counters, key: counterKey,
+                    value: (ticket.number.sequence - configuration.numberSeries * 10_000_000).bigEndianBytes)
+        var record = StoredRecord.new(TicketRecord.schema, ticket.id)
+        let written = record.state.record(ticket, from: nil, dot: Dot(node: node, stamp: ctx.stamp))
+        record.local.version = 1
+        try faults.hit("create.afterTicket")
+        let created = event(ticket.id, actor, ctx, field: "ticket", old: nil,
+                            new: "created \(ticket.number) as \(ticket.status.rawValue)", now: now)
+        try faults.hit("create.beforeFeed")
+        try commitRecord(TicketRecord.schema, &record, changed: written, children: [created], txn, &seq, isNew: true)
+        let (view, _) = try projectTicket(record, txn)
+        return .ticket(view ?? ticket, changed: true)
+    }
+
+    func applyPatch(_ ref: TicketRef, _ patch: TicketPatch, _ ifMatch: UInt64?, _ actor: Actor,
+                    _ txn: WriteTransaction, _ seq: inout UInt64, now: Millis) throws -> EditOutcome {
+        let (old, edited, changes, ctx) = try refusing { () throws -> (Ticket, Ticket, [FieldChange], EditContext) in
+            guard let id = try resolve(ref, txn), let old = try loadTicket(id, txn) else {
+                throw StoreError.ticketNotFound(ref.description)
+            }
+            if let ifMatch, ifMatch != old.version {
+                throw StoreError.versionMismatch(current: old.version, expected: ifMatch)
+            }
+            let ctx = context(actor, now: now)
+            let (new, changes) = try old.applying(patch, ctx)
+            return (old, new, changes, ctx)
+        }
+        guard !changes.isEmpty else { return .ticket(old, changed: false) }
+        // The edit is a write to the changed registers; the view is what the registers
+        // now say, the same view every replica will compute.
+        guard var record = try loadRecord(TicketRecord.schema, old.id, txn) else {
+            throw StoreError.corrupt("ticket \(old.id) has a view but no record")
+        }
+        let written = record.state.record(edited, from: old, dot: Dot(node: ctx.node, stamp: ctx.stamp))
+        record.local.version += 1
+        try faults.hit("patch.afterTicket")
+        let events = changes.map { event(old.id, actor, ctx, field: $0.field, old: $0.old, new: $0.new, now: now) }
+        try commitRecord(TicketRecord.schema, &record, changed: written, children: events, txn, &seq, isNew: false)
+        let (view, _) = try projectTicket(record, txn)
+        return .ticket(view ?? edited, changed: true)
+    }
+
+    func applyNote(_ ref: TicketRef, _ text: String, _ visibility: NoteVisibility, _ actor: Actor,
+                   _ txn: WriteTransaction, _ seq: inout UInt64, now: Millis) throws -> EditOutcome {
+        let (note, ctx) = try refusing { () throws -> (Note, EditContext) in
+            guard let id = try resolve(ref, txn), try txn.contains(schema.tickets, key: id.bytes) else {
+                throw StoreError.ticketNotFound(ref.description)
+            }
+            try Note.validate(text: text)
+            let ctx = context(actor, now: now)
+            return (Note(id: writer.nextID(now: now), ticketID: id, author: actor, node: ctx.node, at: now,
+                         stamp: ctx.stamp, visibility: visibility, text: text), ctx)
+        }
+        try faults.hit("note.afterNote")
+        let recorded = event(note.ticketID, actor, ctx, field: "note", old: nil, new: "\(note.visibility.rawValue) note \(note.id)",
+                             now: now)
+        var record = try loadRecord(TicketRecord.schema, note.ticketID, txn) ?? StoredRecord.new(TicketRecord.schema, note.ticketID)
+        try commitRecord(TicketRecord.schema, &record, changed: .none, children: [TicketRecord.child(note), recorded],
+                         txn, &seq, isNew: false)
+        return .note(note)
+    }
+
+    func applyResolve(_ conflictID: String, _ keep: ConflictChoice, _ actor: Actor, _ txn: WriteTransaction,
+                      _ seq: inout UInt64, now: Millis) throws -> EditOutcome {
+        let (schema, record, conflict, ctx) = try refusing { () throws -> (RecordSchema, StoredRecord, Conflict, EditContext) in
+            guard let (kindName, id, _, _) = Conflict.parse(id: conflictID), let schema = kinds.schema(named: kindName),
+                  let record = try loadRecord(schema, id, txn),
+                  let c = schema.conflicts(of: record.state).first(where: { $0.id == conflictID })
+            else { throw StoreError.conflictNotFound(conflictID) }
+            return (schema, record, c, context(actor, now: now))
+        }
+        var settled = record
+        _ = settled.state.resolve(register: conflict.register, choosing: keep == .winner ? conflict.winner : conflict.loser,
+                                  with: Dot(node: ctx.node, stamp: ctx.stamp))
+        settled.local.version += 1
+        var changed = RegisterSet()
+        changed.insert(conflict.register)
+        let kept = keep == .winner ? conflict.winningValue : conflict.losingValue
+        let dropped = keep == .winner ? conflict.losingValue : conflict.winningValue
+        var children: [Child] = []
+        if schema.kind == TicketRecord.kind {
+            children.append(event(record.state.id, actor, ctx, field: "conflict.\(conflict.field)", old: dropped,
+                                  new: "kept \(kept)", now: now))
+        }
+        try commitRecord(schema, &settled, changed: changed, children: children, txn, &seq, isNew: false)
+        if schema.kind == TicketRecord.kind {
+            let (view, _) = try projectTicket(settled, txn)
+            if let view { return .ticket(view, changed: true) }
+        }
+        return .record(record.state.id)
+    }
+
+    /// A generic local write: each named register gets the value, stamped now; each
+    /// child is new. The kind's value checks apply as they do to a peer's writes.
+    func applyWrite(_ w: RecordWrite, _ txn: WriteTransaction, _ seq: inout UInt64, now: Millis) throws -> EditOutcome {
+        let (schema, id, existing, dot) = try refusing { () throws -> (RecordSchema, RecordID, StoredRecord?, Dot) in
+            guard let schema = kinds[w.kind] else {
+                throw StoreError.rejected(.invalidField(field: "kind", rule: "no record kind \(w.kind)"))
+            }
+            let check = CheckContext(directory: configuration.directory)
+            for (i, v) in w.values {
+                guard schema.registers.indices.contains(i) else {
+                    throw StoreError.rejected(.invalidField(field: "register", rule: "\(schema.name) has no register \(i)"))
+                }
+                do { try schema.registers[i].check(v, check) } catch {
+                    throw StoreError.rejected(.invalidField(field: schema.registers[i].name, rule: "\(error)"))
+                }
+            }
+            for c in w.children {
+                guard let coll = schema.collection(number: UInt64(c.collection)) else {
+                    throw StoreError.rejected(.invalidField(field: "collection", rule: "\(schema.name) has no collection \(c.collection)"))
+                }
+                do { try coll.check(c.value, check) } catch {
+                    throw StoreError.rejected(.invalidField(field: coll.name, rule: "\(error)"))
+                }
+            }
+            let id = w.id ?? writer.nextID(now: now)
+            let existing = try loadRecord(schema, id, txn)
+            return (schema, id, existing, Dot(node: configuration.node, stamp: writer.clock.tick(wall: now)))
+        }
+        var record = existing ?? StoredRecord.new(schema, id)
+        var changed = RegisterSet()
+        for (i, v) in w.values.sorted(by: { $0.key < $1.key }) {
+            record.state.registers[i].write(v, dot: dot)
+            changed.insert(i)
+        }
+        if !changed.isEmpty { record.local.version += 1 }
+        let children = w.children.map { Child(collection: $0.collection, id: writer.nextID(now: now), dot: dot, value: $0.value) }
+        try commitRecord(schema, &record, changed: changed, children: children, txn, &seq, isNew: existing == nil)
+        return .record(id)
+    }
+}

@@ -1,0 +1,145 @@
+import CaseModel
+import LMDB
+import Replication
+
+/// Records received from a peer's change feed, through `throughSequence` of the feed
+/// of the store `sourceStoreID`.
+public struct RemoteBatch: Sendable {
+    public let peer: NodeID
+    public let sourceStoreID: [UInt8]
+    public let throughSequence: UInt64
+    public let records: [RemoteRecord]
+
+    public init(peer: NodeID, sourceStoreID: [UInt8], throughSequence: UInt64, records: [RemoteRecord]) {
+        self.peer = peer
+        self.sourceStoreID = sourceStoreID
+        self.throughSequence = throughSequence
+        self.records = records
+    }
+}
+
+/// A record, or part of one, that a peer sent and this node refused.
+public struct RecordRejection: Sendable, Equatable {
+    public let sequence: UInt64
+    public let kind: RecordKindID?
+    public let id: RecordID?
+    public let refusal: Refusal
+    /// Whether the whole record was refused (its checks) or only a part (admission).
+    public let whole: Bool
+}
+
+/// What merging a batch did.
+public struct MergeReport: Sendable, Equatable {
+    public var changedRecords = 0
+    public var unchangedRecords = 0
+    public var rejections: [RecordRejection] = []
+    /// Readable numbers another ticket already had (misconfigured number series).
+    public var duplicateNumbers: [String] = []
+}
+
+extension CaseStore {
+    /// Merges a batch pulled from a peer (one transaction with the peer's checkpoint).
+    public func merge(_ batch: RemoteBatch) async throws(StoreError) -> MergeReport {
+        guard case .merged(let report) = try await perform(.merge(batch), actor: .system) else {
+            throw .corrupt("merge produced no report")
+        }
+        return report
+    }
+
+    /// Merges a peer's batch. Each record was checked by the puller (`RecordSchema.check`);
+    /// here it must not claim a write id this node holds with other content
+    /// (equivocation), and its writes pass admission (entitled organisation, relayed by
+    /// its own nodes, stamp within the skew bound). What is refused is reported, never
+    /// merged, and never holds up the rest. The peer's checkpoint moves in the same
+    /// transaction, so a crash can only make the batch be pulled again, and pulling it
+    /// again changes nothing (merge is idempotent).
+    func applyMerge(_ batch: RemoteBatch, _ txn: WriteTransaction, _ seq: inout UInt64, now: Millis) throws -> EditOutcome {
+        var report = MergeReport()
+        for remote in batch.records {
+            let delta: RecordDelta
+            switch remote.content {
+            case .refused(let kind, let id, let refusal):
+                report.rejections.append(RecordRejection(sequence: remote.sequence, kind: kind, id: id, refusal: refusal, whole: true))
+                continue
+            case .delta(let d):
+                delta = d
+            }
+            guard let schema = kinds[delta.kind] else {
+                report.rejections.append(RecordRejection(sequence: remote.sequence, kind: delta.kind, id: delta.id,
+                                                         refusal: Refusal(.unknownKind, "kind \(delta.kind)"), whole: true))
+                continue
+            }
+            let local = try loadRecord(schema, delta.id, txn)
+            if let refusal = try equivocation(delta, schema, local, txn) {
+                report.rejections.append(RecordRejection(sequence: remote.sequence, kind: delta.kind, id: delta.id,
+                                                         refusal: refusal, whole: true))
+                continue
+            }
+            let (admitted, refusals) = schema.admit(delta, from: batch.peer, local: local?.state,
+                                                    directory: configuration.directory, now: now,
+                                                    maxSkew: configuration.maxClockSkew)
+            for r in refusals {
+                report.rejections.append(RecordRejection(sequence: remote.sequence, kind: delta.kind, id: delta.id,
+                                                         refusal: r.refusal, whole: false))
+            }
+            var record = local ?? StoredRecord.new(schema, delta.id)
+            var changed = RegisterSet()
+            for (i, r) in admitted.state.registers.enumerated() where !r.isEmpty {
+                let merged = record.state.registers[i].merged(r)
+                if merged != record.state.registers[i] {
+                    record.state.registers[i] = merged
+                    changed.insert(i)
+                }
+            }
+            var newChildren: [Child] = []
+            for c in admitted.children
+            where try !txn.contains(self.schema.children, key: Keys.child(schema.kind.rawValue, delta.id, c.collection, c.id)) {
+                newChildren.append(c)
+            }
+            guard !changed.isEmpty || !newChildren.isEmpty else {
+                report.unchangedRecords += 1
+                continue
+            }
+            _ = try? writer.clock.receive(record.state.latestStamp, wall: now)
+            for c in newChildren { _ = try? writer.clock.receive(c.dot.stamp, wall: now) }
+            if !changed.isEmpty { record.local.version += 1 }
+            try commitRecord(schema, &record, changed: changed, children: newChildren, txn, &seq, isNew: local == nil && !changed.isEmpty)
+            if !changed.isEmpty && schema.kind == TicketRecord.kind {
+                let (_, duplicate) = try projectTicket(record, txn)
+                if let duplicate { report.duplicateNumbers.append(duplicate) }
+            }
+            report.changedRecords += 1
+        }
+        var checkpoint = batch.sourceStoreID
+        checkpoint += batch.throughSequence.bigEndianBytes
+        try txn.put(schema.checkpoints, key: Keys.peer(batch.peer), value: checkpoint)
+        return .merged(report)
+    }
+
+    /// A write id (a register version's dot, a child's id) this node holds with other
+    /// content: the sender forged or corrupted it. Refused rather than kept by arrival
+    /// order, and reported.
+    private func equivocation(_ delta: RecordDelta, _ schema: RecordSchema, _ local: StoredRecord?,
+                              _ txn: WriteTransaction) throws -> Refusal? {
+        if let local {
+            for (i, r) in delta.state.registers.enumerated() where !r.isEmpty {
+                let mine = local.state.registers[i].versions
+                for v in r.versions {
+                    if let m = mine.first(where: { $0.dot == v.dot }), m.value != v.value {
+                        return Refusal(.equivocation, "registers[\(schema.registers[i].name)]: \(v.dot) already holds another value")
+                    }
+                }
+            }
+        }
+        for c in delta.children {
+            let key = Keys.child(schema.kind.rawValue, delta.id, c.collection, c.id)
+            if let differs = try txn.withValue(self.schema.children, key: key, { b throws -> Bool in
+                let mine = try StoredChild.decode(b, collection: c.collection, id: c.id)
+                return mine != c
+            }), differs {
+                return Refusal(.equivocation, "children[\(c.collection)/\(c.id)]: already holds other content")
+            }
+        }
+        return nil
+    }
+}

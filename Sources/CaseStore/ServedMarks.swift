@@ -1,0 +1,51 @@
+import CaseModel
+import LMDB
+
+/// How far this store's feed has been sent to each peer (the sender's half of
+/// checkpoints on both ends). Marks are kept in memory and written with the next
+/// commit, without an fsync of their own: if one is lost in a crash, a peer is only
+/// sent some changes again, which merging ignores. A store restored from a copy
+/// remembers only what it had served when the copy was taken, so a peer further
+/// along is resumed from here and receives whatever the restored store wrote since.
+final class ServedMarks: @unchecked Sendable {
+    private let pending = Locked<[NodeID: UInt64]>([:])
+
+    func note(_ peer: NodeID, through sequence: UInt64) {
+        pending.withLock { p in p[peer] = max(p[peer] ?? 0, sequence) }
+    }
+
+    func pendingMark(_ peer: NodeID) -> UInt64? { pending.withLock { $0[peer] } }
+
+    var hasPending: Bool { pending.withLock { !$0.isEmpty } }
+
+    /// Writes the pending marks into `txn`; returns what was written, to forget once committed.
+    func write(_ txn: WriteTransaction, _ db: Database) throws -> [NodeID: UInt64] {
+        let marks = pending.withLock { $0 }
+        for (peer, through) in marks { try txn.put(db, key: Keys.peer(peer), value: through.bigEndianBytes) }
+        return marks
+    }
+
+    /// Forgets marks now on disk, unless a newer one arrived meanwhile.
+    func committed(_ written: [NodeID: UInt64]) {
+        pending.withLock { p in for (peer, v) in written where p[peer] == v { p.removeValue(forKey: peer) } }
+    }
+}
+
+extension CaseStore {
+    /// Notes that this store's feed was sent to `peer` through `sequence`.
+    public func noteServed(_ peer: NodeID, through sequence: UInt64) {
+        servedMarks.note(peer, through: sequence)
+    }
+
+    /// How far this store remembers serving its feed to `peer`.
+    public func served(to peer: NodeID) throws -> UInt64? {
+        if let pending = servedMarks.pendingMark(peer) { return pending }
+        return try readTxn { txn in try txn.u64(schema.served, Keys.peer(peer)) }
+    }
+
+    /// Writes the served marks now (a commit of their own); for an idle node.
+    public func persistServed() async {
+        guard servedMarks.hasPending else { return }
+        _ = try? await perform(.persistServed, actor: .system)
+    }
+}

@@ -1,0 +1,134 @@
+import CaseModel
+import LMDB
+import Replication
+
+/// What operators query of tickets, kept beside the replicated registers and updated
+/// in the same transaction whenever a ticket's registers change (a local edit or a
+/// merge): the ticket as its registers' winners say (`tickets`), its readable number,
+/// and the indexes of listings.
+///
+/// A view is stored as `TicketView { bytes <register number> = the winner's value;
+/// uint64 version = 20; fixed64 updated_stamp = 21; }`: the registers' own value
+/// messages, read by the same codecs as replicated values.
+enum TicketView {
+    static let versionField: UInt64 = 20
+    static let stampField: UInt64 = 21
+
+    static func encode(_ winners: [ValueBytes?], version: UInt64, stamp: Stamp) -> [UInt8] {
+        var w = ProtoWriter(capacity: 64 + winners.reduce(0) { $0 + ($1?.count ?? 0) + 3 })
+        for (i, v) in winners.enumerated() {
+            if let v { w.presentBytes(UInt64(TicketRecord.schema.registers[i].number), v) }
+        }
+        w.uint64(versionField, version)
+        w.fixed64(stampField, stamp.raw)
+        return w.bytes
+    }
+
+    static func decode(_ bytes: UnsafeRawBufferPointer, id: TicketID) throws(CorruptRecord) -> Ticket {
+        let schema = TicketRecord.schema
+        var winners = [ValueBytes?](repeating: nil, count: schema.registers.count)
+        var version: UInt64 = 0, stamp: UInt64 = 0
+        var r = ProtoReader(bytes)
+        do throws(ProtoError) {
+            while let (n, t) = try r.field() {
+                if t == 2, let i = schema.registerIndex(number: UInt64(n)) {
+                    winners[i] = try r.bytes()
+                } else if n == Int(versionField), t == 0 {
+                    version = try r.varint()
+                } else if n == Int(stampField), t == 1 {
+                    stamp = try r.fixed64()
+                } else {
+                    try r.skip(t)
+                }
+            }
+        } catch {
+            throw CorruptRecord(what: "ticket \(id): \(error)")
+        }
+        guard let t = Ticket.ticket(id: id, winners: winners, local: LocalRecordInfo(version: version), latest: Stamp(raw: stamp))
+        else { throw CorruptRecord(what: "ticket \(id): incomplete view") }
+        return t
+    }
+}
+
+extension CaseStore {
+    func loadTicket(_ id: TicketID, _ txn: some TransactionProtocol) throws -> Ticket? {
+        try txn.withValue(schema.tickets, key: id.bytes) { try TicketView.decode($0, id: id) }
+    }
+
+    /// Every index entry a ticket has; an update deletes the old set and writes the new one.
+    func indexEntries(_ t: Ticket) -> [(Database, [UInt8])] {
+        var e: [(Database, [UInt8])] = [
+            (schema.byStatus, Keys.status(t.status, t.id)),
+            (schema.byUpdated, Keys.time(t.updatedAt, t.id)),
+        ]
+        if let a = t.assignee { e.append((schema.byAssignee, Keys.assignee(a, t.id))) }
+        if let d = t.deadlines.next(for: t.status) { e.append((schema.byDeadline, Keys.time(d, t.id))) }
+        return e
+    }
+
+    /// Brings the ticket view, its number and its index entries in line with the
+    /// record's registers. Returns the new view (nil while the record is incomplete:
+    /// a ticket whose opening write has not arrived is not shown), and the readable
+    /// number if another ticket already had it here.
+    func projectTicket(_ record: StoredRecord, _ txn: WriteTransaction) throws -> (Ticket?, duplicateNumber: String?) {
+        let id = record.state.id
+        guard let new = Ticket.materialise(record.state, local: record.local) else { return (nil, nil) }
+        let old = try loadTicket(id, txn)
+        let winners = record.state.registers.map(\.value)
+        try txn.put(schema.tickets, key: id.bytes, value: TicketView.encode(winners, version: record.local.version,
+                                                                           stamp: new.updatedStamp))
+        var duplicate: String?
+        if old == nil {
+            // Two tickets with one number (nodes sharing a series) stay reachable by id;
+            // the number keeps naming the first.
+            let key = Keys.number(new.number)
+            if try !txn.contains(schema.numbers, key: key) {
+                try txn.put(schema.numbers, key: key, value: id.bytes)
+            } else if try txn.get(schema.numbers, key: key) != id.bytes {
+                duplicate = new.number.description
+            }
+        }
+        let before = old.map(indexEntries) ?? []
+        let after = indexEntries(new)
+        for (db, key) in before where !after.contains(where: { $0.0 == db && $0.1 == key }) {
+            _ = try txn.delete(db, key: key)
+        }
+        for (db, key) in after where !before.contains(where: { $0.0 == db && $0.1 == key }) {
+            try txn.putAppending(db, key: key, value: [])
+        }
+        return (new, duplicate)
+    }
+
+    func resolve(_ ref: TicketRef, _ txn: some TransactionProtocol) throws -> TicketID? {
+        switch ref {
+        case .id(let id): return id
+        case .number(let n):
+            return try txn.withValue(schema.numbers, key: Keys.number(n)) { TicketID(bytes: $0) } ?? nil
+        }
+    }
+
+    public func ticket(_ ref: TicketRef) throws -> Ticket? {
+        try readTxn { txn in
+            guard let id = try resolve(ref, txn) else { return nil }
+            return try loadTicket(id, txn)
+        }
+    }
+
+    public func notes(of ref: TicketRef) throws -> [Note]? {
+        try readTxn { txn in
+            guard let id = try resolve(ref, txn), try txn.contains(schema.tickets, key: id.bytes) else { return nil }
+            return try children(TicketRecord.kind, id, TicketRecord.Collection.notes.rawValue, txn).map { c in
+                try TicketValues.note(c, ticket: id, checked: false)
+            }
+        }
+    }
+
+    public func history(of ref: TicketRef) throws -> [HistoryEvent]? {
+        try readTxn { txn in
+            guard let id = try resolve(ref, txn), try txn.contains(schema.tickets, key: id.bytes) else { return nil }
+            return try children(TicketRecord.kind, id, TicketRecord.Collection.history.rawValue, txn).map { c in
+                try TicketValues.event(c, ticket: id, checked: false)
+            }
+        }
+    }
+}

@@ -1,0 +1,70 @@
+import CaseModel
+
+/// A part of a remote delta refused by admission, for the log and the metrics.
+public struct PartRefusal: Hashable, Sendable {
+    public let recordID: RecordID
+    public let refusal: Refusal
+}
+
+extension RecordSchema {
+    /// What of a checked delta received from `sender` may be merged (DESIGN principle
+    /// 3): every write must come from the organisation that plays the part's role for
+    /// this record, be relayed by a node of the author's own organisation, and carry a
+    /// stamp no further than `maxSkew` ahead of `now`. A register is admitted whole or
+    /// not at all; a child alone.
+    ///
+    /// Authority is judged against this replica's copy (`local`; the delta itself for
+    /// a record not seen before), extended by the delta's own authority registers once
+    /// those are admitted: an owner change and the new owner's first edit may arrive
+    /// together.
+    public func admit(_ delta: RecordDelta, from sender: NodeID, local: RecordState?, directory: Directory,
+                      now: Millis, maxSkew: Millis) -> (RecordDelta, [PartRefusal]) {
+        var refusals: [PartRefusal] = []
+        let senderOrg = directory.org(sender)
+
+        func allowed(_ dot: Dot, _ entitled: [String], _ path: @autoclosure () -> String) -> Bool {
+            let authorOrg = directory.org(dot.node)
+            guard let authorOrg, authorOrg == senderOrg else {
+                refusals.append(PartRefusal(recordID: delta.id, refusal: Refusal(
+                    .cannotSpeakFor, "\(path()): \(sender) may not relay writes of \(dot.node)")))
+                return false
+            }
+            guard entitled.contains(authorOrg) else {
+                refusals.append(PartRefusal(recordID: delta.id, refusal: Refusal(
+                    .notAuthorised, "\(path()): organisation \(authorOrg) of \(dot.node) does not write it")))
+                return false
+            }
+            let ahead = dot.stamp.millis - now
+            guard ahead <= maxSkew else {
+                refusals.append(PartRefusal(recordID: delta.id, refusal: Refusal(
+                    .stampTooFarAhead, "\(path()): stamp of \(dot.node) is \(ahead) ms ahead of this node's clock")))
+                return false
+            }
+            return true
+        }
+
+        var out = RecordDelta(state: emptyState(delta.id))
+        func admitRegister(_ i: Int, _ roles: [Role: String]) {
+            let r = delta.state.registers[i]
+            guard !r.isEmpty else { return }
+            let entitled = roles[registers[i].writer].map { [$0] } ?? []
+            for v in r.versions where !allowed(v.dot, entitled, "registers[\(registers[i].name)]") { return }
+            out.state.registers[i] = r
+        }
+
+        // The roles as this replica knows them, then as the admitted authority registers make them.
+        let base = local ?? delta.state
+        let before = roles(base, directory)
+        for i in authorityRegisters { admitRegister(i, before) }
+        let after = roles(local.map { $0.merged(out.state) } ?? out.state, directory)
+        for i in registers.indices where !authorityRegisters.contains(i) { admitRegister(i, after) }
+
+        out.children.reserveCapacity(delta.children.count)
+        for c in delta.children {
+            guard let coll = collection(number: UInt64(c.collection)) else { continue }
+            let entitled = coll.writers.compactMap { after[$0] }
+            if allowed(c.dot, entitled, "children[\(coll.name)/\(c.id)]") { out.children.append(c) }
+        }
+        return (out, refusals)
+    }
+}

@@ -1,0 +1,149 @@
+import CaseModel
+
+/// The ticket kind's table (proto/ekc/replication/v2/ticket.proto): its registers,
+/// who writes each, their byte budgets, checks and how a conflict is shown; its
+/// collections. Adding a field of a ticket is a line here, a line in the proto and
+/// its place in `Ticket.registerValues` / `materialise`.
+public enum TicketRecord {
+    public static let kind = RecordKindID(rawValue: 1)
+    /// The origin organisation writes what the citizen said; the owner organisation how it is handled.
+    public static let origin = Role("origin")
+    public static let owner = Role("owner")
+
+    public enum Register: Int, CaseIterable, Sendable {
+        case header, statement, citizen, progress, assignee, priority, topic, owner
+    }
+
+    public enum Collection: UInt8, CaseIterable, Sendable {
+        case notes = 1, history = 2
+    }
+
+    private static func checked<T>(_ decode: @escaping @Sendable (ValueBytes, Directory) throws(Refusal) -> T)
+        -> @Sendable (ValueBytes, CheckContext) throws(Refusal) -> Void
+    {
+        { b, ctx throws(Refusal) in _ = try decode(b, ctx.directory) }
+    }
+
+    private static func shown<T>(_ decode: @escaping @Sendable (ValueBytes) throws(Refusal) -> T,
+                                 _ show: @escaping @Sendable (T) -> String) -> @Sendable (ValueBytes) -> String {
+        { b in (try? decode(b)).map(show) ?? "(unreadable)" }
+    }
+
+    public static let schema = RecordSchema(
+        kind: kind, name: "ticket",
+        registers: [
+            RegisterDescriptor(number: 1, name: "header", writer: origin, maxValueBytes: 256,
+                               check: checked { b, d throws(Refusal) in try TicketValues.header(b, directory: d) },
+                               show: shown({ b throws(Refusal) in try TicketValues.header(b) }) { "\($0.number)" }),
+            RegisterDescriptor(number: 2, name: "statement", writer: origin,
+                               maxValueBytes: Budget.subjectBytes + Budget.statementBytes + 16,
+                               check: checked { b, _ throws(Refusal) in try TicketValues.statement(b) },
+                               show: shown({ b throws(Refusal) in try TicketValues.statement(b, checked: false) }) { $0.subject }),
+            RegisterDescriptor(number: 3, name: "citizen", writer: origin, maxValueBytes: 512,
+                               check: checked { b, _ throws(Refusal) in try TicketValues.citizen(b) },
+                               show: shown({ b throws(Refusal) in try TicketValues.citizen(b, checked: false) }) { $0?.ref ?? "none" }),
+            RegisterDescriptor(number: 4, name: "progress", writer: owner, maxValueBytes: 128,
+                               check: checked { b, _ throws(Refusal) in try TicketValues.progress(b) },
+                               show: shown({ b throws(Refusal) in try TicketValues.progress(b) }) { $0.status.rawValue }),
+            RegisterDescriptor(number: 5, name: "assignee", writer: owner, maxValueBytes: 80,
+                               check: checked { b, _ throws(Refusal) in try TicketValues.assignee(b) },
+                               show: shown({ b throws(Refusal) in try TicketValues.assignee(b) }) { $0 ?? "none" }),
+            RegisterDescriptor(number: 6, name: "priority", writer: owner, maxValueBytes: 8,
+                               check: checked { b, _ throws(Refusal) in try TicketValues.priority(b) },
+                               show: shown({ b throws(Refusal) in try TicketValues.priority(b) }) { $0.rawValue }),
+            RegisterDescriptor(number: 7, name: "topic", writer: owner, maxValueBytes: 160,
+                               check: checked { b, _ throws(Refusal) in try TicketValues.topic(b) },
+                               show: shown({ b throws(Refusal) in try TicketValues.topic(b) }) { $0.topic }),
+            RegisterDescriptor(number: 8, name: "owner", writer: owner, maxValueBytes: 80,
+                               check: checked { b, d throws(Refusal) in try TicketValues.owner(b, directory: d) },
+                               show: shown({ b throws(Refusal) in try TicketValues.owner(b) }) { $0.value }),
+        ],
+        collections: [
+            CollectionDescriptor(number: Collection.notes.rawValue, name: "notes", writers: [origin, owner],
+                                 maxValueBytes: Budget.noteBytes + 256,
+                                 check: { b, _ throws(Refusal) in
+                                     _ = try TicketValues.note(Child(collection: 1, id: RecordID(high: 0, low: 0),
+                                                                     dot: Dot(node: NodeID(trusted: "x"), stamp: Stamp(raw: 1)), value: b),
+                                                               ticket: RecordID(high: 0, low: 0))
+                                 }),
+            CollectionDescriptor(number: Collection.history.rawValue, name: "history", writers: [origin, owner],
+                                 maxValueBytes: 2 * Budget.historyValueBytes + 512,
+                                 check: { b, _ throws(Refusal) in
+                                     _ = try TicketValues.event(Child(collection: 2, id: RecordID(high: 0, low: 0),
+                                                                      dot: Dot(node: NodeID(trusted: "x"), stamp: Stamp(raw: 1)), value: b),
+                                                                ticket: RecordID(high: 0, low: 0))
+                                 }),
+        ],
+        authorityRegisters: [Register.header.rawValue, Register.owner.rawValue],
+        roles: { state, directory in
+            var roles: [Role: String] = [:]
+            if let h = state.registers[Register.header.rawValue].value,
+               let header = try? TicketValues.header(h), let org = directory.org(header.originNode) {
+                roles[origin] = org
+            }
+            if let o = state.registers[Register.owner.rawValue].value,
+               let node = try? TicketValues.owner(o), let org = directory.org(node) {
+                roles[owner] = org
+            }
+            return roles
+        })
+
+    /// A note or history event as a child record of its ticket.
+    public static func child(_ n: Note) -> Child {
+        Child(collection: Collection.notes.rawValue, id: n.id, dot: Dot(node: n.node, stamp: n.stamp), value: TicketValues.encode(n))
+    }
+
+    public static func child(_ e: HistoryEvent) -> Child {
+        Child(collection: Collection.history.rawValue, id: e.id, dot: Dot(node: e.node, stamp: e.stamp), value: TicketValues.encode(e))
+    }
+}
+
+/// A decoded optional value, or nil when decoding failed (`try?` would flatten the two).
+private func attempt<T>(_ body: () throws(Refusal) -> T?) -> T?? {
+    do { return .some(try body()) } catch { return nil }
+}
+
+extension Ticket: ReplicatedRecord {
+    public static var schema: RecordSchema { TicketRecord.schema }
+
+    public var registerValues: [ValueBytes] {
+        [
+            TicketValues.encode(TicketHeader(number: number, originNode: originNode, channel: channel,
+                                             legalRegime: legalRegime, receivedAt: receivedAt)),
+            TicketValues.encode(Statement(subject: subject, text: statement)),
+            TicketValues.encode(citizen),
+            TicketValues.encode(Progress(status: status, registeredAt: registeredAt, deadlines: deadlines)),
+            TicketValues.encode(assignee: assignee),
+            TicketValues.encode(priority),
+            TicketValues.encode(Topic(topic: topic, supportMeasure: supportMeasure)),
+            TicketValues.encode(owner: ownerNode),
+        ]
+    }
+
+    /// The operator's view: every register's winner. Values in a store were checked
+    /// on arrival, so they are read without checking again.
+    public static func materialise(_ state: RecordState, local: LocalRecordInfo) -> Ticket? {
+        ticket(id: state.id, winners: state.registers.map(\.value), local: local, latest: state.latestStamp)
+    }
+
+    /// A ticket from the winning value of each register (aligned with the table).
+    public static func ticket(id: TicketID, winners v: [ValueBytes?], local: LocalRecordInfo, latest: Stamp) -> Ticket? {
+        typealias R = TicketRecord.Register
+        guard v.count == TicketRecord.schema.registers.count,
+              let hb = v[R.header.rawValue], let sb = v[R.statement.rawValue], let cb = v[R.citizen.rawValue],
+              let pb = v[R.progress.rawValue], let ab = v[R.assignee.rawValue], let prb = v[R.priority.rawValue],
+              let tb = v[R.topic.rawValue], let ob = v[R.owner.rawValue],
+              let h = try? TicketValues.header(hb), let s = try? TicketValues.statement(sb, checked: false),
+              let c = attempt({ () throws(Refusal) in try TicketValues.citizen(cb, checked: false) }),
+              let p = try? TicketValues.progress(pb),
+              let a = attempt({ () throws(Refusal) in try TicketValues.assignee(ab) }), let pr = try? TicketValues.priority(prb),
+              let tp = try? TicketValues.topic(tb), let o = try? TicketValues.owner(ob)
+        else { return nil }
+        return Ticket(
+            id: id, number: h.number, originNode: h.originNode, ownerNode: o, channel: h.channel, topic: tp.topic,
+            supportMeasure: tp.supportMeasure, subject: s.subject, statement: s.text, citizen: c,
+            status: p.status, assignee: a, priority: pr, legalRegime: h.legalRegime, deadlines: p.deadlines,
+            receivedAt: h.receivedAt, registeredAt: p.registeredAt, updatedAt: latest.millis, updatedStamp: latest,
+            version: local.version, duplicateOf: nil)
+    }
+}
