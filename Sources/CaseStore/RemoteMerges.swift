@@ -78,9 +78,12 @@ extension CaseStore {
             let (admitted, refusals) = schema.admit(delta, from: batch.peer, local: local?.state,
                                                     directory: configuration.directory, now: now,
                                                     maxSkew: configuration.maxClockSkew)
-            for r in refusals {
-                report.rejections.append(RecordRejection(sequence: remote.sequence, kind: delta.kind, id: delta.id,
-                                                         refusal: r.refusal, whole: false))
+            if let first = refusals.first {
+                // One entry per record: the first refusal, and how many parts were refused with it.
+                let more = refusals.count > 1 ? " (and \(refusals.count - 1) more parts)" : ""
+                report.rejections.append(RecordRejection(
+                    sequence: remote.sequence, kind: delta.kind, id: delta.id,
+                    refusal: Refusal(first.refusal.reason, first.refusal.detail + more), whole: admitted.isEmpty))
             }
             var record = local ?? StoredRecord.new(schema, delta.id)
             var changed = RegisterSet()

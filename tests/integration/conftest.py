@@ -196,3 +196,48 @@ def pb(tmp_path_factory):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def compile_v2_protos(out: Path):
+    """`protoc --python_out` for proto/ekc/replication/v2/*.proto into `out`; one namespace
+    holding the classes and enum values of both files (replication.proto: the envelope and
+    RecordDelta; ticket.proto: the ticket's registers and value messages), plus
+    `.replication` and `.ticket`, the two modules."""
+    import types
+    protos = sorted((REPO / "proto" / "ekc" / "replication" / "v2").glob("*.proto"))
+    Path(out).mkdir(parents=True, exist_ok=True)
+    r = subprocess.run(["protoc", f"--proto_path={REPO / 'proto'}", f"--python_out={out}", *map(str, protos)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, f"protoc failed on {[p.name for p in protos]}: {r.stderr}"
+    # Imported as the package protoc laid out (ekc.replication.v2.*_pb2), so that a file
+    # importing another (`from ekc.replication.v2 import ticket_pb2`) finds it.
+    import sys
+    if str(out) not in sys.path:
+        sys.path.insert(0, str(out))
+    modules = {proto.stem: importlib.import_module(f"ekc.replication.v2.{proto.stem}_pb2") for proto in protos}
+    ns = types.SimpleNamespace()
+    for module in modules.values():
+        for name, value in vars(module).items():
+            if not name.startswith("_") and name != "DESCRIPTOR":
+                assert not hasattr(ns, name) or getattr(ns, name) is value, f"{name} defined twice in v2 protos"
+                setattr(ns, name, value)
+    ns.replication = modules["replication"]
+    ns.ticket = modules["ticket"]
+    return ns
+
+
+@pytest.fixture(scope="session")
+def pb2(tmp_path_factory):
+    """Python classes for proto/ekc/replication/v2 (replication.proto and ticket.proto),
+    made by `protoc --python_out`, in one namespace: `pb2.RecordDelta`, `pb2.TicketHeader`,
+    `pb2.RECORD_KIND_TICKET`, `pb2.TICKET_REGISTER_HEADER`, ..."""
+    assert shutil.which("protoc"), "protoc not found: apt-get install protobuf-compiler"
+    try:
+        import google.protobuf  # noqa: F401
+    except ImportError:
+        pytest.fail("Python's protobuf package is missing: python3 -m pip install protobuf")
+    return compile_v2_protos(tmp_path_factory.mktemp("pb2"))
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: takes more than a minute on a debug build (deselect with -m 'not slow')")

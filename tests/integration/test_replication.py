@@ -95,19 +95,31 @@ def create_stream(node, seconds: float, threads: int = 4, at=None):
     return acked, failed["unacknowledged"]
 
 
+TICKET_REGISTERS = {"header", "statement", "citizen", "progress", "assignee", "priority", "topic", "owner"}
+
+
 def assert_feed_once_each(node, expected_ids):
-    """The node's change feed lists every ticket exactly once, and only those."""
+    """The node's change feed holds every register of every ticket exactly once (at
+    its latest change), for those tickets and no others; sequences strictly increase;
+    no readable number names two tickets."""
     changes, last = all_changes(node)
-    counts = Counter(c["id"] for c in changes)
-    dup = {k: v for k, v in counts.items() if v > 1}
-    assert not dup, f"{node.node_id}: tickets listed more than once in /v1/changes: {dup}"
-    assert set(counts) == set(expected_ids), \
-        f"{node.node_id}: feed misses {set(expected_ids) - set(counts)}, extra {set(counts) - set(expected_ids)}"
+    registers = {}
+    for c in changes:
+        regs = registers.setdefault(c["id"], Counter())
+        regs.update(c["registers"])
+    twice = {t: [r for r, n in regs.items() if n > 1] for t, regs in registers.items() if any(n > 1 for n in regs.values())}
+    assert not twice, f"{node.node_id}: registers listed more than once in /v1/changes: {twice}"
+    assert set(registers) == set(expected_ids), \
+        f"{node.node_id}: feed misses {set(expected_ids) - set(registers)}, extra {set(registers) - set(expected_ids)}"
+    missing = {t: TICKET_REGISTERS - set(regs) for t, regs in registers.items() if set(regs) != TICKET_REGISTERS}
+    assert not missing, f"{node.node_id}: registers absent from the feed: {missing}"
     seqs = [c["seq"] for c in changes]
     assert seqs == sorted(set(seqs)), f"{node.node_id}: feed sequences not strictly increasing"
-    numbers = Counter(c["number"] for c in changes)
-    assert all(v == 1 for v in numbers.values()), \
-        f"{node.node_id}: readable numbers issued twice: {[k for k, v in numbers.items() if v > 1]}"
+    numbers = {}
+    for c in changes:
+        numbers.setdefault(c["number"], set()).add(c["id"])
+    assert all(len(v) == 1 for v in numbers.values()), \
+        f"{node.node_id}: readable numbers issued twice: {[k for k, v in numbers.items() if len(v) > 1]}"
 
 
 def views_by_id(node):
@@ -446,7 +458,7 @@ def ulid_bytes(s: str) -> bytes:
 
 
 def curl_pull(port: int, req_file, out_file, cert=None, key=None):
-    args = ["curl", "--http2", "-sk", "--max-time", "3", f"https://127.0.0.1:{port}/replication/v1/pull",
+    args = ["curl", "--http2", "-sk", "--max-time", "3", f"https://127.0.0.1:{port}/replication/v2/pull",
             "-X", "POST", "-H", "content-type: application/x-protobuf", "--data-binary", f"@{req_file}",
             "-o", str(out_file), "-w", "%{http_code}"]
     if cert:
@@ -456,12 +468,12 @@ def curl_pull(port: int, req_file, out_file, cert=None, key=None):
     return r.returncode, r.stdout.strip(), body
 
 
-def test_mutual_tls_and_python_decodes_the_live_stream(federation, pb, tmp_path):
+def test_mutual_tls_and_python_decodes_the_live_stream(federation, pb2, tmp_path):
     fed = federation(cert_ids=("irk-stranger",))
     main = fed["irk-main"]
     created = [main.create(subject=f"Для декодера {i}") for i in range(3)]
     req = tmp_path / "pull.req"
-    req.write_bytes(pb.PullRequest(protocol_version=1).SerializeToString())
+    req.write_bytes(pb2.PullRequest(protocol_version=2).SerializeToString())
     other_ca = make_certs(tmp_path / "other-ca", "irk-office-1")
     port = main.repl_port
 
@@ -478,20 +490,20 @@ def test_mutual_tls_and_python_decodes_the_live_stream(federation, pb, tmp_path)
     rc, code, body = curl_pull(port, req, tmp_path / "stranger.out", fed.certs / "irk-stranger.pem",
                                fed.certs / "irk-stranger.key")
     assert code == "403", (rc, code, body)
-    frames = complete_frames(pb, body)
+    frames = complete_frames(pb2, body)
     assert [f.WhichOneof("kind") for f in frames] == ["error"], frames
-    assert frames[0].error.code == pb.StreamError.FORBIDDEN
+    assert frames[0].error.code == pb2.StreamError.FORBIDDEN
 
     # A peer's certificate: 200, a header naming irk-main, then batches with the tickets;
     # the stream stays open, so curl stops at --max-time (exit 28).
     rc, code, body = curl_pull(port, req, tmp_path / "peer.out", fed.certs / "irk-office-1.pem",
                                fed.certs / "irk-office-1.key")
     assert code == "200" and rc in (0, 28), (rc, code, body[:200])
-    frames = complete_frames(pb, body)
+    frames = complete_frames(pb2, body)
     assert frames and frames[0].WhichOneof("kind") == "header", frames[:1]
     h = frames[0].header
     rep = main.replication()
-    assert h.protocol_version == 1 and h.node == "irk-main"
+    assert h.protocol_version == 2 and h.node == "irk-main"
     assert h.store_id.hex() == rep["storeId"]
     assert h.resume_after == 0 and not h.checkpoint_reset and h.last_sequence >= 3
     kinds = [f.WhichOneof("kind") for f in frames[1:]]
@@ -503,16 +515,20 @@ def test_mutual_tls_and_python_decodes_the_live_stream(federation, pb, tmp_path)
         assert f.batch.through_sequence > through
         for c in f.batch.changes:
             assert through < c.sequence <= f.batch.through_sequence
-            seen[bytes(c.ticket.id)] = c.ticket
+            assert c.record.kind == pb2.RECORD_KIND_TICKET
+            regs = {r.number: r for r in c.record.registers}
+            seen.setdefault(bytes(c.record.id), {}).update(regs)
         through = f.batch.through_sequence
     assert through == h.last_sequence
     for t in created:
-        st = seen.get(ulid_bytes(t["id"]))
-        assert st is not None, f"{t['id']} not in the stream"
-        hdr = st.header[0].value
+        regs = seen.get(ulid_bytes(t["id"]))
+        assert regs is not None, f"{t['id']} not in the stream"
+        # Register values are the ticket kind's messages (ticket.proto), decoded independently.
+        hdr = pb2.TicketHeader.FromString(regs[pb2.TICKET_REGISTER_HEADER].versions[0].value)
         assert f"{hdr.number.region}-{hdr.number.year}-{hdr.number.sequence:06d}" == t["number"]
         assert hdr.origin_node == "irk-main"
-        assert st.statement[0].value.subject == t["subject"]
+        stmt = pb2.Statement.FromString(regs[pb2.TICKET_REGISTER_STATEMENT].versions[0].value)
+        assert stmt.subject == t["subject"]
 
 
 # --- 5. a replicated write its sender may not speak for ---------------------------------------------
@@ -529,16 +545,17 @@ def test_write_from_a_node_that_may_not_write_is_rejected(federation, tmp_path):
     main.patch(t["id"], {"status": "IN_WORK", "assignee": "op-main"}, actor="op-ivanova")
     wait_until(lambda: (sfr.ticket(t["id"]) or {}).get("assignee") == "op-main", 10.0,
                "sfr-federal received the region-38 ticket from irk-main")
-    before = main.link("sfr-federal")["rejectedWrites"]
+    before = main.link("sfr-federal")["rejected"]["records"]
 
     status, _, local = sfr.request("PATCH", f"/v1/tickets/{t['id']}", {"assignee": "intruder"},
                                    headers={"X-EKC-Actor": "op-sfr"})
     assert status == 200, local  # a local edit is accepted locally
     assert sfr.ticket(t["id"])["assignee"] == "intruder"
 
-    link = wait_until(lambda: (lambda l: l if l["rejectedWrites"] > before else None)(main.link("sfr-federal")),
+    link = wait_until(lambda: (lambda l: l if l["rejected"]["records"] > before else None)(main.link("sfr-federal")),
                       10.0, "irk-main rejects sfr-federal's write")
-    assert link["rejectedWrites"] > 0
+    assert link["rejected"]["byReason"].get("not_authorised", 0) > 0, link["rejected"]
+    assert any(r["reason"] == "not_authorised" and r["id"] == t["id"] for r in link["rejected"]["recent"]), link["rejected"]
     # irk-main has applied that batch (its checkpoint moved past it) and never adopted the write.
     wait_until(lambda: main.link("sfr-federal")["lagRecords"] == 0, 10.0, "irk-main caught up with sfr-federal")
     for n in (main, fed["irk-office-1"], fed["irk-office-2"]):
@@ -551,7 +568,7 @@ def test_write_from_a_node_that_may_not_write_is_rejected(federation, tmp_path):
 
     # A node of the topology that is not a peer of irk-office-1 is refused there (403).
     req = tmp_path / "pull.req"
-    req.write_bytes(b"\x08\x01")  # PullRequest{protocol_version: 1}
+    req.write_bytes(b"\x08\x02")  # PullRequest{protocol_version: 2}
     rc, code, body = curl_pull(fed["irk-office-1"].repl_port, req, tmp_path / "sfr.out",
                                fed.certs / "sfr-federal.pem", fed.certs / "sfr-federal.key")
     assert code == "403", (rc, code, body)
@@ -623,7 +640,7 @@ def metric(node, name: str) -> float:
     return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " ") or line.startswith(name + "{"))
 
 
-def test_long_tickets_replicate_and_a_peer_that_stops_reading_holds_the_sender_back(federation, pb):
+def test_long_tickets_replicate_and_a_peer_that_stops_reading_holds_the_sender_back(federation, pb2):
     """Issue 3: "a slow peer never makes the sender buffer without limit; use HTTP/2 flow
     control and backpressure". 450 tickets with the longest statement allowed (40 KB of
     UTF-8 each) make an 18 MB feed: sent as 512-ticket batches they would exceed the 16 MiB
@@ -667,9 +684,9 @@ def test_long_tickets_replicate_and_a_peer_that_stops_reading_holds_the_sender_b
         conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
         conn.initiate_connection()
         sid = conn.get_next_available_stream_id()
-        conn.send_headers(sid, [(":method", "POST"), (":path", "/replication/v1/pull"), (":scheme", "https"),
+        conn.send_headers(sid, [(":method", "POST"), (":path", "/replication/v2/pull"), (":scheme", "https"),
                                 (":authority", "irk-main"), ("content-type", "application/x-protobuf")])
-        conn.send_data(sid, pb.PullRequest(protocol_version=1).SerializeToString(), end_stream=True)
+        conn.send_data(sid, pb2.PullRequest(protocol_version=2).SerializeToString(), end_stream=True)
         tls.sendall(conn.data_to_send())
         received = bytearray()
         unacknowledged = [0]
@@ -709,11 +726,11 @@ def test_long_tickets_replicate_and_a_peer_that_stops_reading_holds_the_sender_b
         want = {ulid_bytes(t["id"]) for t in created}
 
         def all_there():
-            got = {bytes(c.ticket.id) for f in complete_frames(pb, bytes(received))
+            got = {bytes(c.record.id) for f in complete_frames(pb2, bytes(received))
                    if f.WhichOneof("kind") == "batch" for c in f.batch.changes}
             return want <= got
         read(60.0, acknowledge=True, until=lambda: len(received) > 18_000_000 and all_there())
-        frames = complete_frames(pb, bytes(received))
+        frames = complete_frames(pb2, bytes(received))
         assert all_there(), f"{len(received)} bytes, {len(frames)} frames"
         sizes = [f.ByteSize() for f in frames if f.WhichOneof("kind") == "batch"]
         print(f"{len(sizes)} batch frames, largest {max(sizes)} bytes")

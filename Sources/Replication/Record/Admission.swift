@@ -56,6 +56,9 @@ extension RecordSchema {
         let base = local ?? delta.state
         let before = roles(base, directory)
         for i in authorityRegisters { admitRegister(i, before) }
+        // A record not seen before whose authority was refused has no one entitled to
+        // any part of it: it is refused for that reason alone, not part by part.
+        if local == nil && !refusals.isEmpty { return (RecordDelta(state: emptyState(delta.id)), refusals) }
         let after = roles(local.map { $0.merged(out.state) } ?? out.state, directory)
         for i in registers.indices where !authorityRegisters.contains(i) { admitRegister(i, after) }
 
