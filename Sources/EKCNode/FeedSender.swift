@@ -7,43 +7,40 @@ import NIOHTTP1
 import Replication
 import Wire
 
-/// Serves one pull stream (one HTTP/2 stream of a mutually authenticated
-/// connection): reads the PullRequest, answers with the stream header, sends the
-/// feed after the puller's checkpoint in batches, then stays open and sends new
-/// changes as they commit, with heartbeats when idle. A batch is written only while
-/// the stream is writable, so HTTP/2 flow control paces the sender and a slow peer
-/// never makes it buffer without bound.
+/// Serves one pull stream (one HTTP/2 stream of a mutually authenticated connection).
+/// The protocol's decisions are `FeedSession`'s (Sources/Replication/Session): this
+/// handler turns channel events into session events, and carries out the actions the
+/// session returns: reading feed pages, writing frames, heartbeats, served marks.
 final class FeedSender: ChannelInboundHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
 
     private let store: CaseStore
-    private let peer: NodeID
+    private let peer: NodeID?
     private let allowed: Bool
     private let metrics: ReplicationMetrics
     private let logger: Logger
+    private var session = FeedSession(configuration: .init(
+        pullPath: ReplicationProtocol.pullPath, supportedVersions: ReplicationProtocol.supportedVersions,
+        defaultBatch: Int(ReplicationProtocol.defaultBatchChanges), maxBatch: Int(ReplicationProtocol.maxBatchChanges),
+        maxRequestBytes: ReplicationProtocol.maxRequestBytes))
     private var head: HTTPRequestHead?
     private var body: [UInt8] = []
-    private var streaming = false
-    private var position: UInt64 = 0
-    private var batchLimit = 512
-    /// Tickets read from the feed at a time: the batch limit, or fewer while tickets are
-    /// long (about two frames' worth), so that long tickets are not decoded by the
-    /// hundred only to be sent a few dozen at a time.
-    private var pageLimit = 512
+    private var bodyRefused = false
     private var observer: Int?
-    private var heartbeat: RepeatedTask?
-    private var lastSent = NIODeadline.now()
-    private var pumping = false
+    private var timer: Scheduled<Void>?
+    private var timerAt: MonotonicInstant?
     private var context: ChannelHandlerContext?
 
-    init(store: CaseStore, peer: NodeID, allowed: Bool, metrics: ReplicationMetrics, logger: Logger) {
+    init(store: CaseStore, peer: NodeID?, allowed: Bool, metrics: ReplicationMetrics, logger: Logger) {
         self.store = store
         self.peer = peer
         self.allowed = allowed
         self.metrics = metrics
         self.logger = logger
     }
+
+    static func now() -> MonotonicInstant { MonotonicInstant(nanoseconds: NIODeadline.now().uptimeNanoseconds) }
 
     func handlerAdded(context: ChannelHandlerContext) { self.context = context }
 
@@ -52,120 +49,114 @@ final class FeedSender: ChannelInboundHandler {
         case .head(let h):
             head = h
         case .body(let chunk):
+            guard !bodyRefused else { return }
             guard body.count + chunk.readableBytes <= ReplicationProtocol.maxRequestBytes else {
-                refuse(context, .init(.badRequest, "the PullRequest exceeds \(ReplicationProtocol.maxRequestBytes) bytes"))
+                bodyRefused = true
+                run(session.requestBodyTooLarge())
                 return
             }
             body += chunk.readableBytesView
         case .end:
-            guard !streaming, let h = head else { return }
-            start(context, h)
+            guard !bodyRefused, let h = head else { return }
+            run(session.requestReceived(request(h), store: facts(), now: FeedSender.now()))
         }
     }
 
-    private func start(_ context: ChannelHandlerContext, _ h: HTTPRequestHead) {
-        if h.method == .POST, ReplicationProtocol.otherVersionPaths.contains(h.uri) {
-            refuse(context, ReplicationProtocol.mismatch(h.uri == "/replication/v1/pull" ? 1 : 0))
-            return
-        }
-        guard h.method == .POST, h.uri == ReplicationProtocol.pullPath else {
-            refuse(context, .init(.badRequest, "\(h.method.rawValue) \(h.uri): the replication endpoint is POST \(ReplicationProtocol.pullPath)"))
-            return
-        }
-        guard allowed else {
-            refuse(context, .init(.forbidden, "node \(peer) is not a replication peer of this node"))
-            return
-        }
-        let request: WirePullRequest
+    /// The request as the session checks it. A pull at another version's path is a
+    /// pull in that version, refused as a version mismatch rather than an unknown path.
+    private func request(_ h: HTTPRequestHead) -> FeedSession.Request {
+        var path = h.uri
+        if ReplicationProtocol.otherVersionPaths.contains(path) { path = ReplicationProtocol.pullPath }
+        let parsed: FeedSession.Request.Body
         do {
-            request = try WireCoding.parse(WirePullRequest.self, from: body)
+            let r = try WireCoding.parse(WirePullRequest.self, from: body)
+            let checkpoint = r.hasCheckpoint && !(r.checkpoint.sourceStoreID.isEmpty && r.checkpoint.sequence == 0)
+                ? FeedCheckpoint(sourceStoreID: Array(r.checkpoint.sourceStoreID), sequence: r.checkpoint.sequence) : nil
+            parsed = .pull(.init(protocolVersion: r.protocolVersion, checkpoint: checkpoint, maxBatch: r.maxBatch))
         } catch {
-            refuse(context, .init(.badRequest, "the body is not a PullRequest: \(error)"))
-            return
+            parsed = .undecodable("\(error)")
         }
-        if let e = ReplicationProtocol.check(request) {
-            refuse(context, e)
-            return
-        }
-        let last = store.lastSequence
-        let served = (try? store.served(to: peer)) ?? nil
-        let (resume, reset, rewound) = FeedSender.resumePoint(
-            checkpoint: request.hasCheckpoint ? request.checkpoint : nil, storeID: store.storeIDBytes,
-            lastSequence: last, served: served)
-        if reset { logger.notice("checkpoint reset", metadata: ["peer": "\(peer)"]) }
-        if rewound {
-            logger.notice("peer is ahead of what this store served it; resending",
-                          metadata: ["peer": "\(peer)", "served": "\(served ?? 0)"])
-        }
-        position = resume
-        batchLimit = ReplicationProtocol.batchLimit(requested: request.maxBatch)
-        pageLimit = batchLimit
-        streaming = true
-        var headers: HTTPHeaders = ["content-type": ReplicationProtocol.responseContentType]
-        headers.add(name: "cache-control", value: "no-store")
-        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: h.version, status: .ok, headers: headers))), promise: nil)
-        send(context, .header(node: store.configuration.node, storeID: store.storeIDBytes, resumeAfter: resume,
-                              checkpointReset: reset, lastSequence: last))
-        // A first heartbeat at once, so the puller learns our clock before any idle period.
-        sendHeartbeat(context)
-        context.flush()
-        let loop = context.eventLoop
-        let bound = NIOLoopBound(self, eventLoop: loop)
-        observer = store.observeCommits { loop.execute { bound.value.pump() } }
-        heartbeat = loop.scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { _ in
-            bound.value.heartbeatIfIdle()
-        }
-        metrics.streamsServed.increment()
-        pump()
+        return .init(method: h.method.rawValue, path: path, peer: peer, peerAllowed: allowed, body: parsed)
     }
 
-    /// Sends what the feed holds after `position` while the stream can take it.
-    func pump() {
-        guard streaming, !pumping, let context, context.channel.isActive else { return }
-        pumping = true
-        defer { pumping = false }
-        while context.channel.isWritable {
-            let page: FeedPage
-            do {
-                page = try store.feedPage(after: position, limit: pageLimit)
-            } catch {
-                finish(context, error: .init(.internal, "reading the feed failed: \(error)"))
-                return
-            }
-            guard !page.entries.isEmpty else { break }
-            // Frames of about 1 MiB each, however long the records, written while the
-            // stream takes them; what is left of the page is read again next time.
-            let entries = page.entries.map { (sequence: $0.sequence, delta: $0.delta) }
-            var next = 0
-            var firstFrame = 0
-            repeat {
-                let frame = BatchFrames.next(entries, from: &next, sourceLastSequence: page.lastSequence)
-                if firstFrame == 0 { firstFrame = frame.count }
-                metrics.bytesSent.increment(by: frame.bytes.count)
-                context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(bytes: frame.bytes)))), promise: nil)
-                metrics.recordsSent.increment(by: frame.count)
-                position = frame.through
-            } while next < entries.count && context.channel.isWritable
-            if firstFrame < entries.count {
-                pageLimit = min(batchLimit, max(1, firstFrame * 2))
-            } else if pageLimit < batchLimit {
-                pageLimit = min(batchLimit, pageLimit * 2)
-            }
-            lastSent = .now()
-            store.noteServed(peer, through: position)
-            context.flush()
-        }
+    private func facts() -> FeedSession.StoreFacts {
+        let served = peer.flatMap { (try? store.served(to: $0)) ?? nil }
+        return .init(storeID: store.storeIDBytes, lastSequence: store.lastSequence, served: served)
     }
 
-    private func heartbeatIfIdle() {
-        guard streaming, let context, context.channel.isActive else { return }
-        if NIODeadline.now() - lastSent >= .seconds(5) {
-            let store = self.store
-            Task { await store.persistServed() }
-            sendHeartbeat(context)
-            context.flush()
+    // MARK: Actions
+
+    /// Carries out `actions` in order; an action that produces events feeds their
+    /// actions back in the same loop.
+    private func run(_ actions: [FeedSession.Action]) {
+        guard let context else { return }
+        var queue = actions[...]
+        while let action = queue.popFirst() {
+            switch action {
+            case .refuse(let e):
+                refuse(context, e)
+            case .beginStream(let resume, let last, let version):
+                if resume.checkpointReset { logger.notice("checkpoint reset", metadata: ["peer": "\(peer?.value ?? "?")"]) }
+                if resume.rewound {
+                    logger.notice("peer is ahead of what this store served it; resending",
+                                  metadata: ["peer": "\(peer?.value ?? "?")", "resumeAfter": "\(resume.resumeAfter)"])
+                }
+                var headers: HTTPHeaders = ["content-type": ReplicationProtocol.responseContentType]
+                headers.add(name: "cache-control", value: "no-store")
+                context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head?.version ?? .http2, status: .ok, headers: headers))),
+                              promise: nil)
+                send(context, .header(node: store.configuration.node, storeID: store.storeIDBytes, resumeAfter: resume.resumeAfter,
+                                      checkpointReset: resume.checkpointReset, lastSequence: last, protocolVersion: version))
+                sendHeartbeat(context)
+                context.flush()
+                let loop = context.eventLoop
+                let bound = NIOLoopBound(self, eventLoop: loop)
+                observer = store.observeCommits { loop.execute { bound.value.run(bound.value.session.feedCommitted()) } }
+                metrics.streamsServed.increment()
+            case .sendPage(let after, let limit):
+                queue += sendPage(context, after: after, limit: limit)
+            case .sendHeartbeat:
+                sendHeartbeat(context)
+                context.flush()
+            case .noteServed(let through):
+                if let peer { store.noteServed(peer, through: through) }
+            case .persistServed:
+                let store = self.store
+                Task { await store.persistServed() }
+            case .finish(let e):
+                send(context, .error(wire(e)))
+                context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+            case .stopObserving:
+                stopObserving()
+            }
         }
-        pump()
+        schedule(context)
+    }
+
+    /// Reads a page of the feed and writes it as frames of about 1 MiB while the
+    /// stream takes them; what is left of the page is read again next time.
+    private func sendPage(_ context: ChannelHandlerContext, after: UInt64, limit: Int) -> [FeedSession.Action] {
+        let page: FeedPage
+        do {
+            page = try store.feedPage(after: after, limit: limit)
+        } catch {
+            return session.readFailed("\(error)")
+        }
+        let entries = page.entries.map { (sequence: $0.sequence, delta: $0.delta) }
+        var next = 0
+        var firstFrame = 0
+        var through: UInt64?
+        while next < entries.count && (next == 0 || context.channel.isWritable) {
+            let frame = BatchFrames.next(entries, from: &next, sourceLastSequence: page.lastSequence)
+            if firstFrame == 0 { firstFrame = frame.count }
+            metrics.bytesSent.increment(by: frame.bytes.count)
+            metrics.recordsSent.increment(by: frame.count)
+            context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(bytes: frame.bytes)))), promise: nil)
+            through = frame.through
+        }
+        if through != nil { context.flush() }
+        return session.pageSent(through: through, entriesRead: entries.count, firstFrameEntries: firstFrame,
+                                writable: context.channel.isWritable, now: FeedSender.now())
     }
 
     /// Our last sequence and our clock (wall time as an HLC stamp), for the puller's
@@ -175,71 +166,79 @@ final class FeedSender: ChannelInboundHandler {
                                  sourceStamp: Stamp(millis: store.configuration.wallClock(), logical: 0)))
     }
 
-    static func resumePoint(checkpoint: WireCheckpoint?, storeID: [UInt8], lastSequence: UInt64, served: UInt64?)
-        -> (UInt64, Bool, Bool)
-    {
-        var resume: UInt64 = 0, reset = false
-        if let c = checkpoint, !(c.sourceStoreID.isEmpty && c.sequence == 0) {
-            if Array(c.sourceStoreID) == storeID, c.sequence <= lastSequence { resume = c.sequence } else { reset = true }
-        }
-        let limit = served ?? 0
-        return resume > limit ? (limit, reset, true) : (resume, reset, false)
-    }
-
     private func send(_ context: ChannelHandlerContext, _ frame: WireFrame) {
         guard let bytes = try? WireCoding.delimited(frame) else { return }
         metrics.bytesSent.increment(by: bytes.count)
-        lastSent = .now()
         context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(bytes: bytes)))), promise: nil)
     }
 
+    private func wire(_ e: SessionError) -> WireStreamError {
+        var w = WireStreamError(WireStreamError.Code(rawValue: e.code.wireValue) ?? .internal, e.message)
+        if let v = e.supportedVersions {
+            w.minProtocolVersion = v.lowerBound
+            w.maxProtocolVersion = v.upperBound
+        }
+        return w
+    }
+
     /// An error found before streaming: an HTTP status with one error frame as the body.
-    private func refuse(_ context: ChannelHandlerContext, _ e: WireStreamError) {
-        logger.warning("pull refused", metadata: ["peer": "\(peer)", "reason": "\(e.message)"])
+    private func refuse(_ context: ChannelHandlerContext, _ e: SessionError) {
+        logger.warning("pull refused", metadata: ["peer": "\(peer?.value ?? "unidentified")", "reason": "\(e.message)"])
         var f = WireFrame()
-        f.error = e
+        f.error = wire(e)
         let bytes = (try? WireCoding.delimited(f)) ?? []
         let head = HTTPResponseHead(version: head?.version ?? .http2, status: HTTPResponseStatus(statusCode: e.httpStatus),
                                     headers: ["content-type": ReplicationProtocol.responseContentType,
                                               "content-length": String(bytes.count)])
-        streaming = false
         context.write(wrapOutboundOut(.head(head)), promise: nil)
         context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(bytes: bytes)))), promise: nil)
         context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
     }
 
-    private func finish(_ context: ChannelHandlerContext, error: WireStreamError) {
-        var f = WireFrame()
-        f.error = error
-        send(context, f)
-        streaming = false
-        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+    /// One timer, at the session's next deadline.
+    private func schedule(_ context: ChannelHandlerContext) {
+        let at = session.nextTick
+        guard at != timerAt else { return }
+        timer?.cancel()
+        timerAt = at
+        guard let at else { timer = nil; return }
+        let deadline = NIODeadline.uptimeNanoseconds(at.nanoseconds)
+        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        timer = context.eventLoop.scheduleTask(deadline: deadline) {
+            let handler = bound.value
+            handler.timerAt = nil
+            handler.run(handler.session.tick(now: FeedSender.now()))
+        }
     }
 
+    private func stopObserving() {
+        if let o = observer { store.removeCommitObserver(o); observer = nil }
+        timer?.cancel()
+        timer = nil
+    }
+
+    // MARK: Channel events
+
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        if context.channel.isWritable { pump() }
+        run(session.writabilityChanged(context.channel.isWritable))
         context.fireChannelWritabilityChanged()
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        stop()
+        run(session.channelClosed())
+        stopObserving()
         context.fireChannelInactive()
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
-        stop()
+        run(session.channelClosed())
+        stopObserving()
         self.context = nil
     }
 
-    private func stop() {
-        streaming = false
-        if let o = observer { store.removeCommitObserver(o); observer = nil }
-        heartbeat?.cancel()
-        heartbeat = nil
-    }
-
     func errorCaught(context: ChannelHandlerContext, error: Error) {
-        stop()
+        run(session.channelClosed())
+        stopObserving()
         context.close(promise: nil)
     }
 }

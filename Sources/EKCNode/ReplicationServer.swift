@@ -71,10 +71,10 @@ public final class ReplicationServer: Sendable {
                     ) { stream in
                         stream.eventLoop.makeCompletedFuture {
                             // Streams open only after the TLS handshake identified the peer.
-                            let peer = identity.peer ?? NodeID(trusted: "unidentified")
+                            let peer = identity.peer
                             try stream.pipeline.syncOperations.addHandlers([
                                 HTTP2FramePayloadToHTTP1ServerCodec(),
-                                FeedSender(store: store, peer: peer, allowed: identity.peer != nil && peers.contains(peer),
+                                FeedSender(store: store, peer: peer, allowed: peer.map { peers.contains($0) } ?? false,
                                            metrics: metrics, logger: logger),
                             ])
                         }
