@@ -22,6 +22,14 @@ public struct APIError: Error, Sendable {
     static func notFound(_ what: String) -> APIError {
         APIError(status: .notFound, code: "not_found", message: what, field: nil)
     }
+    /// 405, with the path's methods in `Allow` and in the error's `allow` (`GET, PATCH`).
+    static func methodNotAllowed(_ method: HTTPMethod, allow: String) -> APIError {
+        var e = APIError(status: .methodNotAllowed, code: "method_not_allowed",
+                         message: "\(method.rawValue) is not allowed here; use \(allow)", field: nil)
+        e.extra = [("allow", allow)]
+        e.headers = [("allow", allow)]
+        return e
+    }
 
     init(status: HTTPResponseStatus, code: String, message: String, field: String?) {
         self.status = status

@@ -3,7 +3,7 @@ import Testing
 @testable import EKCNode
 
 /// The route table's matching, without a store: which route a method and path reach,
-/// 404 and 405, parameters.
+/// 404 and 405, parameters, and the operator table against the OpenAPI document.
 @Suite struct RouterTests {
     let router = Router<Int>([
         Route(.GET, "/v1/tickets", "list", 0),
@@ -64,5 +64,29 @@ import Testing
     @Test func emptySegmentsAreSkipped() {
         #expect(route(.GET, "/v1/tickets/") == "list")
         #expect(route(.GET, "//v1//tickets//x//notes") == "notes ref=x")
+    }
+
+    /// Every route of the operator table is an operation of openapi.yaml and every
+    /// operation is a route: a new route without its documentation fails here.
+    @Test func operatorTableIsTheDocumentsPaths() throws {
+        let document = String(decoding: OperatorAPI.loadOpenAPI(), as: UTF8.self)
+        var documented = Set<String>()
+        var inPaths = false
+        var path = ""
+        for line in document.split(separator: "\n", omittingEmptySubsequences: false) {
+            if line.isEmpty { continue }
+            if !line.hasPrefix(" ") { inPaths = line == "paths:"; continue }
+            guard inPaths else { continue }
+            if line.hasPrefix("  /"), line.hasSuffix(":"), !line.hasPrefix("   ") {
+                path = String(line.dropFirst(2).dropLast())
+            } else if line.hasPrefix("    "), !line.hasPrefix("     "), line.hasSuffix(":") {
+                let method = line.dropFirst(4).dropLast().uppercased()
+                if ["GET", "POST", "PATCH", "PUT", "DELETE"].contains(method) { documented.insert("\(method) \(path)") }
+            }
+        }
+        let routed = Set(OperatorAPI.routes.map { "\($0.method.rawValue) \($0.pattern)" })
+        #expect(documented.count >= 10)
+        #expect(routed == documented)
+        #expect(Set(OperatorAPI.routes.map(\.name)).count == OperatorAPI.routes.count, "route names are unique")
     }
 }
