@@ -9,7 +9,9 @@ public struct APIError: Error, Sendable {
     public let code: String
     public let message: String
     public let field: String?
-    public var extra: [(String, String)] = []
+    /// Keys beside `code`, `message` and `field` where an error needs them: `currentVersion`,
+    /// `currentStatus`/`attemptedStatus`, `allow`, `bytes`/`limitBytes`.
+    public var extra: [(String, Detail)] = []
     /// Response headers the error requires (e.g. `Allow` with a 405).
     public var headers: [(String, String)] = []
 
@@ -21,6 +23,20 @@ public struct APIError: Error, Sendable {
     }
     static func notFound(_ what: String) -> APIError {
         APIError(status: .notFound, code: "not_found", message: what, field: nil)
+    }
+    /// 405, with the path's methods in `Allow` and in the error's `allow` (`GET, PATCH`).
+    static func methodNotAllowed(_ method: HTTPMethod, allow: String) -> APIError {
+        var e = APIError(status: .methodNotAllowed, code: "method_not_allowed",
+                         message: "\(method.rawValue) is not allowed here; use \(allow)", field: nil)
+        e.extra = [("allow", .string(allow))]
+        e.headers = [("allow", allow)]
+        return e
+    }
+
+    /// The value of an extra key: text, or a number (byte counts).
+    public enum Detail: Sendable {
+        case string(String)
+        case int(Int)
     }
 
     init(status: HTTPResponseStatus, code: String, message: String, field: String?) {
@@ -48,10 +64,10 @@ public struct APIError: Error, Sendable {
         }
         self.init(status: status, code: code, message: e.message, field: e.field)
         if case .tooLong(_, let bytes, let limit) = e {
-            extra = [("bytes", String(bytes)), ("limitBytes", String(limit))]
+            extra = [("bytes", .int(bytes)), ("limitBytes", .int(limit))]
         }
         if case .transitionNotAllowed(let from, let to) = e {
-            extra = [("currentStatus", from.rawValue), ("attemptedStatus", to.rawValue)]
+            extra = [("currentStatus", .string(from.rawValue)), ("attemptedStatus", .string(to.rawValue))]
         }
     }
 
@@ -65,7 +81,7 @@ public struct APIError: Error, Sendable {
             self.init(status: .preconditionFailed, code: "version_mismatch",
                       message: "the ticket is at version \(current), not \(expected): re-read it and retry",
                       field: "If-Match")
-            extra = [("currentVersion", String(current))]
+            extra = [("currentVersion", .string(String(current)))]
         case .rejected(let t):
             self.init(t)
         case .closed:
@@ -83,7 +99,13 @@ public struct APIError: Error, Sendable {
         w.field("code", code)
         w.field("message", message)
         w.field("field", field)
-        for (k, v) in extra { w.key(k); w.string(v) }
+        for (k, v) in extra {
+            w.key(k)
+            switch v {
+            case .string(let s): w.string(s)
+            case .int(let i): w.int(i)
+            }
+        }
         w.endObject()
         w.endObject()
         return w

@@ -1,0 +1,210 @@
+import CaseModel
+import CaseStore
+import Foundation
+import Metrics
+import NIOCore
+import Replication
+
+/// The node's own state for operators and monitoring: health, metrics, replication
+/// links, conflicts waiting for a person, the change feed, and the API's document.
+extension OperatorAPI {
+    /// The OpenAPI document bundled with the node, as it is.
+    func openAPI() -> APIResponse {
+        APIResponse(status: .ok, headers: ["content-type": "application/yaml"], body: openAPIDocument)
+    }
+
+    func health() throws -> APIResponse {
+        let s = try store.stats()
+        var w = JSONWriter()
+        w.beginObject()
+        w.field("status", "ok")
+        w.field("node", node.value)
+        w.field("region", region)
+        w.field("uptimeSeconds", Int(Date().timeIntervalSince(startedAt)))
+        w.key("store"); w.beginObject()
+        w.field("storeId", s.storeID)
+        w.field("tickets", s.tickets)
+        w.field("lastSequence", s.lastSequence)
+        w.field("mapSizeBytes", s.mapSize)
+        w.field("usedBytes", s.usedBytes)
+        w.field("mapGrowths", s.mapGrowths)
+        w.field("commitQueueDepth", store.queueDepth)
+        w.endObject()
+        if let expiry = certificateNotValidAfter {
+            w.key("certificate"); w.beginObject()
+            w.field("notValidAfter", time: Millis(expiry.timeIntervalSince1970 * 1000))
+            w.key("daysLeft"); w.double(expiry.timeIntervalSinceNow / 86_400)
+            w.endObject()
+        }
+        w.endObject()
+        return .json(.ok, w)
+    }
+
+    func metrics() -> APIResponse {
+        if let s = try? store.stats() {
+            Gauge(label: "ekc_store_tickets").record(s.tickets)
+            Gauge(label: "ekc_store_last_sequence").record(Int64(clamping: s.lastSequence))
+            Gauge(label: "ekc_store_map_size_bytes").record(s.mapSize)
+            Gauge(label: "ekc_store_used_bytes").record(s.usedBytes)
+            Gauge(label: "ekc_store_map_growths").record(s.mapGrowths)
+            Gauge(label: "ekc_store_commit_queue_depth").record(store.queueDepth)
+            Gauge(label: "ekc_conflicts_waiting").record((try? store.conflicts(limit: 10_000).count) ?? 0)
+            let now = Date()
+            if let expiry = certificateNotValidAfter {
+                Gauge(label: "ekc_tls_certificate_expiry_seconds").record(expiry.timeIntervalSince(now))
+            }
+            for l in replicator?.links ?? [] {
+                let peer = [("peer", l.peer.value)]
+                Gauge(label: "ekc_replication_lag_records", dimensions: peer).record(Int64(clamping: l.lagRecords))
+                Gauge(label: "ekc_replication_lag_seconds", dimensions: peer).record(l.lagSeconds(now: now))
+                Gauge(label: "ekc_replication_connected", dimensions: peer).record(l.connected ? 1 : 0)
+                if let offset = l.clockOffsetMillis {
+                    Gauge(label: "ekc_replication_peer_clock_offset_seconds", dimensions: peer).record(Double(offset) / 1000)
+                }
+            }
+        }
+        var bytes: [UInt8] = []
+        registry?.emit(into: &bytes)
+        return APIResponse(status: .ok, headers: ["content-type": "text/plain; version=0.0.4"], body: ByteBuffer(bytes: bytes))
+    }
+
+    /// Each replication link: connected or not, last success, the peer's sequence and
+    /// what we applied of it, lag in records and seconds.
+    func replication() throws -> APIResponse {
+        let now = Date()
+        var w = JSONWriter()
+        w.beginObject()
+        w.field("node", node.value)
+        w.field("storeId", store.storeID)
+        w.field("lastSequence", store.lastSequence)
+        w.key("peers"); w.beginArray()
+        for l in replicator?.links ?? [] {
+            w.beginObject()
+            w.field("node", l.peer.value)
+            w.field("address", l.address)
+            w.key("connected"); w.bool(l.connected)
+            w.field("lastSuccess", time: l.lastSuccess.map { Millis($0.timeIntervalSince1970 * 1000) })
+            w.field("lastError", l.lastError)
+            w.field("peerSequence", l.peerSequence)
+            w.field("appliedSequence", l.appliedSequence)
+            w.field("lagRecords", l.lagRecords)
+            w.key("lagSeconds"); w.double(l.lagSeconds(now: now))
+            w.field("recordsReceived", l.recordsReceived)
+            w.key("rejected"); w.beginObject()
+            w.field("records", l.rejected.records)
+            w.key("byReason"); w.beginObject()
+            for (k, n) in l.rejected.byReason.sorted(by: { $0.key < $1.key }) { w.key(k); w.int(n) }
+            w.endObject()
+            w.key("recent"); w.beginArray()
+            for r in l.rejected.recent {
+                w.beginObject()
+                w.field("at", time: Millis(r.at.timeIntervalSince1970 * 1000))
+                w.field("sequence", r.sequence)
+                w.field("kind", r.kind)
+                w.field("id", r.id)
+                w.field("reason", r.reason)
+                w.field("detail", r.detail)
+                w.key("wholeRecord"); w.bool(r.whole)
+                w.endObject()
+            }
+            w.endArray()
+            w.endObject()
+            w.key("duplicateNumbers"); w.beginArray(); for n in l.duplicateNumbers { w.string(n) }; w.endArray()
+            w.key("clockOffsetMillis")
+            if let o = l.clockOffsetMillis { w.int(o) } else { w.null() }
+            w.key("resync")
+            if let r = l.resync {
+                w.beginObject()
+                w.field("reason", r.reason.rawValue)
+                w.field("at", time: Millis(r.at.timeIntervalSince1970 * 1000))
+                w.field("checkpointSequence", r.checkpointSequence)
+                w.field("resumedAfter", r.resumedAfter)
+                w.endObject()
+            } else {
+                w.null()
+            }
+            w.endObject()
+        }
+        w.endArray()
+        w.endObject()
+        return .json(.ok, w)
+    }
+
+    func changes(_ q: [String: String]) throws -> APIResponse {
+        try checkQuery(q, allowed: ["since", "limit"])
+        var since: UInt64 = 0
+        if let s = q["since"] {
+            guard let v = UInt64(s) else { throw APIError.badRequest("invalid_parameter", "since must be a sequence number (0 or more)", field: "since") }
+            since = v
+        }
+        let limit = try intParam(q, "limit", range: 1...10_000) ?? 100
+        let page = try store.changes(since: since, limit: limit)
+        var w = JSONWriter(capacity: 128 * max(1, page.changes.count))
+        w.beginObject()
+        w.key("changes"); w.beginArray()
+        for c in page.changes {
+            w.beginObject()
+            w.field("seq", c.sequence)
+            w.field("id", c.ticket.id.description)
+            w.field("number", c.ticket.number.description)
+            w.field("version", c.ticket.version)
+            w.field("status", c.ticket.status.rawValue)
+            w.field("updatedAt", time: c.ticket.updatedAt)
+            w.key("registers"); w.beginArray(); for r in c.registers { w.string(r) }; w.endArray()
+            w.key("children"); w.beginObject()
+            for (k, n) in c.children.sorted(by: { $0.key < $1.key }) { w.key(k); w.int(n) }
+            w.endObject()
+            w.endObject()
+        }
+        w.endArray()
+        w.field("lastSequence", page.lastSequence)
+        w.field("next", page.changes.last?.sequence ?? since)
+        w.endObject()
+        return .json(.ok, w)
+    }
+
+    /// Values that lost a race, beside the winners, on this node (every replica lists the same).
+    func conflicts(_ q: [String: String]) throws -> APIResponse {
+        try checkQuery(q, allowed: ["limit"])
+        let limit = try intParam(q, "limit", range: 1...TicketQuery.maxLimit) ?? 100
+        let list = try store.conflicts(limit: limit)
+        var numbers: [TicketID: String] = [:]
+        for c in list where c.kind == TicketRecord.kind && numbers[c.recordID] == nil {
+            numbers[c.recordID] = try store.ticket(.id(c.recordID))?.number.description
+        }
+        var w = JSONWriter(capacity: 256 * max(1, list.count))
+        w.beginObject(); w.key("items"); w.beginArray()
+        for c in list {
+            w.beginObject()
+            w.field("id", c.id)
+            w.field("kind", c.kindName)
+            w.field("ticketId", c.recordID.description)
+            w.field("ticketNumber", numbers[c.recordID] ?? nil)
+            w.field("field", c.field)
+            w.key("winner"); w.beginObject()
+            w.field("value", c.winningValue); w.field("node", c.winner.node.value); w.field("at", time: c.winner.stamp.millis)
+            w.field("stamp", c.winner.stamp.description)
+            w.endObject()
+            w.key("loser"); w.beginObject()
+            w.field("value", c.losingValue); w.field("node", c.loser.node.value); w.field("at", time: c.loser.stamp.millis)
+            w.field("stamp", c.loser.stamp.description)
+            w.endObject()
+            w.endObject()
+        }
+        w.endArray(); w.endObject()
+        return .json(.ok, w)
+    }
+
+    /// `{"keep": "winner" | "loser"}`: the choice is itself a replicated edit. `conflictID`
+    /// comes percent-decoded from the router.
+    func resolve(_ conflictID: String, _ req: APIRequest, _ loop: EventLoop) throws -> EventLoopFuture<APIResponse> {
+        var r = try ObjectReader(try jsonBody(req))
+        guard let keep = try r.enumeration("keep", ConflictChoice.self) else {
+            throw APIError.unprocessable("missing_field", "keep is required: winner or loser", field: "keep")
+        }
+        try r.rejectUnknown()
+        return submit(.resolve(conflictID: conflictID, keep: keep), try actor(req.headers), loop) { outcome in
+            OperatorAPI.ticketResponse(outcome.ticket!)
+        }
+    }
+}

@@ -1,0 +1,108 @@
+import CaseModel
+import CaseStore
+import NIOCore
+import NIOHTTP1
+
+/// Tickets, their notes and their history: reads answer on the event loop, edits
+/// when their commit returns.
+extension OperatorAPI {
+    /// A ticket as the body of a response, with its ETag.
+    static func ticketResponse(_ t: Ticket, _ status: HTTPResponseStatus = .ok, location: Bool = false) -> APIResponse {
+        var w = JSONWriter(capacity: 1024 + t.statement.utf8.count)
+        w.ticket(t)
+        var headers: HTTPHeaders = ["etag": etag(t)]
+        if location { headers.add(name: "location", value: "/v1/tickets/\(t.id)") }
+        return .json(status, w, headers: headers)
+    }
+
+    static func etag(_ t: Ticket) -> String { "\"\(t.version)\"" }
+
+    // MARK: Reads
+
+    func show(_ ref: TicketRef) throws -> APIResponse {
+        guard let t = try store.ticket(ref) else { throw APIError.notFound("no ticket \(ref)") }
+        return OperatorAPI.ticketResponse(t)
+    }
+
+    func list(_ q: [String: String]) throws -> APIResponse {
+        try checkQuery(q, allowed: ["status", "assignee", "updatedSince", "dueBefore", "limit", "cursor"])
+        var query = TicketQuery()
+        if let s = q["status"] {
+            guard let st = TicketStatus(rawValue: s) else {
+                throw APIError.badRequest("invalid_parameter", "status must be one of: \(TicketStatus.allCases.map(\.rawValue).joined(separator: ", "))", field: "status")
+            }
+            query.status = st
+        }
+        if let a = q["assignee"] {
+            guard Actor.isValidName(a) else { throw APIError.badRequest("invalid_parameter", "assignee is not a valid operator id", field: "assignee") }
+            query.assignee = a
+        }
+        query.updatedSince = try timeParam(q, "updatedSince")
+        query.dueBefore = try timeParam(q, "dueBefore")
+        query.limit = try intParam(q, "limit", range: 1...TicketQuery.maxLimit) ?? 50
+        query.cursor = q["cursor"]
+        let page: TicketPage
+        do {
+            page = try store.list(query)
+        } catch QueryError.invalidCursor {
+            throw APIError.badRequest("invalid_cursor", "cursor is not a `next` value of this listing", field: "cursor")
+        }
+        var w = JSONWriter(capacity: 1024 * max(1, page.items.count))
+        w.beginObject()
+        w.key("items")
+        w.beginArray()
+        for t in page.items { w.ticket(t) }
+        w.endArray()
+        w.field("next", page.next)
+        w.endObject()
+        return .json(.ok, w)
+    }
+
+    func notes(_ ref: TicketRef) throws -> APIResponse {
+        try items(of: ref, try store.notes(of: ref)) { $0.note($1) }
+    }
+
+    func history(_ ref: TicketRef) throws -> APIResponse {
+        try items(of: ref, try store.history(of: ref)) { $0.event($1) }
+    }
+
+    /// `{"items": [...]}` of a ticket's notes or history; nil means no such ticket.
+    private func items<T>(of ref: TicketRef, _ list: [T]?, _ render: (inout JSONWriter, T) -> Void) throws -> APIResponse {
+        guard let list else { throw APIError.notFound("no ticket \(ref)") }
+        var w = JSONWriter()
+        w.beginObject(); w.key("items"); w.beginArray()
+        for item in list { render(&w, item) }
+        w.endArray(); w.endObject()
+        return .json(.ok, w)
+    }
+
+    // MARK: Edits
+
+    func create(_ req: APIRequest, _ loop: EventLoop) throws -> EventLoopFuture<APIResponse> {
+        let draft = try RequestDecoding.draft(try jsonBody(req))
+        let actor = try actor(req.headers)
+        return submit(.create(draft), actor, loop) { outcome in
+            OperatorAPI.ticketResponse(outcome.ticket!, .created, location: true)
+        }
+    }
+
+    func patch(_ ref: TicketRef, _ req: APIRequest, _ loop: EventLoop) throws -> EventLoopFuture<APIResponse> {
+        let patch = try RequestDecoding.patch(try jsonBody(req))
+        let expected = try ifMatch(req.headers)
+        let actor = try actor(req.headers)
+        return submit(.patch(ref, patch, ifMatch: expected), actor, loop) { outcome in
+            OperatorAPI.ticketResponse(outcome.ticket!)
+        }
+    }
+
+    func addNote(_ ref: TicketRef, _ req: APIRequest, _ loop: EventLoop) throws -> EventLoopFuture<APIResponse> {
+        let (text, vis) = try RequestDecoding.note(try jsonBody(req))
+        let actor = try actor(req.headers)
+        return submit(.addNote(ref, text: text, visibility: vis), actor, loop) { outcome in
+            guard case .note(let n) = outcome else { return .error(APIError(.corrupt("no note"))) }
+            var w = JSONWriter()
+            w.note(n)
+            return .json(.created, w)
+        }
+    }
+}
