@@ -35,6 +35,8 @@ public struct MergeReport: Sendable, Equatable {
     public var rejections: [RecordRejection] = []
     /// Readable numbers another ticket already had (misconfigured number series).
     public var duplicateNumbers: [String] = []
+
+    public init() {}
 }
 
 extension CaseStore {

@@ -32,10 +32,15 @@ struct ClusterCommand: AsyncParsableCommand {
                     nodeRows.append([n.id, "up", url, text(store["tickets"]), text(store["lastSequence"]), String(conflicts)])
                     for p in peers {
                         let resync = (p["resync"] as? [String: Any]).map { "\(text($0["reason"])) \(text($0["checkpointSequence"]))→\(text($0["resumedAfter"]))" }
+                        let refused = (p["rejected"] as? [String: Any]).flatMap { r -> String? in
+                            guard let n = r["records"] as? Int, n > 0 else { return nil }
+                            let reasons = (r["byReason"] as? [String: Int] ?? [:]).sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }
+                            return "\(n): " + reasons.joined(separator: ", ")
+                        }
                         linkRows.append([n.id, text(p["node"]), (p["connected"] as? Bool) == true ? "connected" : "down",
                                          "\(text(p["appliedSequence"]))/\(text(p["peerSequence"]))", text(p["lagRecords"]),
                                          text(p["lagSeconds"]), (p["clockOffsetMillis"] as? Int).map { "\($0) ms" } ?? "-",
-                                         resync ?? "-", shorten(text(p["lastError"]), 50)])
+                                         resync ?? "-", refused ?? "-", shorten(text(p["lastError"]), 50)])
                     }
                     report.append(["node": n.id, "up": true, "health": health, "replication": repl, "conflicts": conflicts])
                 } catch {
@@ -49,7 +54,8 @@ struct ClusterCommand: AsyncParsableCommand {
             } else {
                 printTable(["NODE", "STATE", "API", "TICKETS", "SEQUENCE", "CONFLICTS"], nodeRows)
                 print("")
-                printTable(["NODE", "PULLS FROM", "LINK", "APPLIED/PEER", "LAG RECORDS", "LAG S", "CLOCK OFFSET", "LAST RESYNC", "LAST ERROR"],
+                printTable(["NODE", "PULLS FROM", "LINK", "APPLIED/PEER", "LAG RECORDS", "LAG S", "CLOCK OFFSET", "LAST RESYNC",
+                            "REFUSED", "LAST ERROR"],
                            linkRows)
             }
             if down > 0 { throw ExitCode(2) }

@@ -20,26 +20,22 @@ import Testing
         let peer = try CaseStore(path: dir, configuration: StoreConfiguration(node: peerNode, region: "38", directory: directory))
         defer { peer.close() }
         // The peer pulls the ticket, then both sides set a different assignee.
-        let (fromMain, mainLast) = try f.store.replicationChanges(since: 0, limit: 100)
-        _ = try await peer.merge(RemoteBatch(peer: NodeID("irk-main")!, sourceStoreID: f.store.storeIDBytes,
-                                             throughSequence: mainLast, tickets: fromMain.map(\.ticket)))
+        try await pull(from: f.store, into: peer)
         let (s1, _, _) = try f.call(.PATCH, "/v1/tickets/\(id)", #"{"assignee":"op-main"}"#)
         #expect(s1 == 200)
         try await Task.sleep(nanoseconds: 5_000_000)
         _ = try await peer.perform(.patch(.id(TicketID(id)!), TicketPatch(assignee: .some("op-office")), ifMatch: nil),
                                    actor: Actor(user: "op-office", role: "operator"))
         // The API's store merges the peer's batch (its directory knows the peer).
-        let (fromPeer, peerLast) = try peer.replicationChanges(since: 0, limit: 100)
-        let report = try await f.store.merge(RemoteBatch(peer: peerNode, sourceStoreID: peer.storeIDBytes,
-                                                         throughSequence: peerLast, tickets: fromPeer.map(\.ticket)))
-        #expect(report.rejections.isEmpty && report.changedTickets == 1)
+        let (report, _) = try await pull(from: peer, into: f.store)
+        #expect(report.rejections.isEmpty && report.changedRecords == 1)
 
         let (s2, _, list) = try f.call(.GET, "/v1/conflicts")
         #expect(s2 == 200)
         let items = try #require(list["items"] as? [[String: Any]])
         #expect(items.count == 1)
         let c = try #require(items.first)
-        #expect(c["field"] as? String == "assignee" && c["ticketId"] as? String == id)
+        #expect(c["field"] as? String == "assignee" && c["ticketId"] as? String == id && c["kind"] as? String == "ticket")
         #expect((c["winner"] as? [String: Any])?["value"] as? String == "op-office")
         #expect((c["loser"] as? [String: Any])?["value"] as? String == "op-main")
         let cid = try #require(c["id"] as? String)

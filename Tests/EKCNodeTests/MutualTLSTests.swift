@@ -11,34 +11,6 @@ import Testing
 // Mutual TLS between nodes, over real sockets on 127.0.0.1, with certificates made at
 // test time by ops/dev-ca.sh (and openssl directly for the malformed ones).
 
-private let repoRoot: String = {
-    // <root>/Tests/EKCNodeTests/MutualTLSTests.swift
-    URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .deletingLastPathComponent().path
-}()
-
-private struct CommandFailed: Error, CustomStringConvertible {
-    let description: String
-}
-
-@discardableResult
-private func run(_ arguments: [String]) throws -> String {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: "/bin/bash")
-    p.arguments = arguments
-    let out = Pipe()
-    p.standardOutput = out
-    p.standardError = out
-    try p.run()
-    let data = out.fileHandleForReading.readDataToEndOfFile()
-    p.waitUntilExit()
-    let text = String(decoding: data, as: UTF8.self)
-    guard p.terminationStatus == 0 else {
-        throw CommandFailed(description: "\(arguments.joined(separator: " ")) exited \(p.terminationStatus): \(text)")
-    }
-    return text
-}
-
 /// A federation CA with node certificates, a second, unrelated CA, and helpers to
 /// issue certificates the script would never make.
 private final class Certificates {
