@@ -250,11 +250,16 @@ def test_changes_feed_order(node):
     seqs = [c["seq"] for c in changes]
     assert seqs == sorted(seqs) and len(set(seqs)) == 3
     assert last == seqs[-1]
-    # editing t1 moves it to the end of the feed; it stays listed once
+    assert all(set(c["registers"]) == {"header", "statement", "citizen", "progress", "assignee", "priority",
+                                        "topic", "owner"} and c["children"] == {"history": 1} for c in changes)
+    # editing t1 moves what changed (its priority, with the edit's history event) to the
+    # end of the feed; the rest of t1 stays where it was, listed once
     s, _, t1b = node.request("PATCH", f"/v1/tickets/{t1['id']}", {"priority": "high"})
     assert s == 200
     changes2, last2 = all_changes(node)
-    assert [c["id"] for c in changes2] == [t2["id"], t3["id"], t1["id"]]
+    assert [c["id"] for c in changes2] == [t1["id"], t2["id"], t3["id"], t1["id"]]
+    assert "priority" not in changes2[0]["registers"] and changes2[0]["children"] == {"history": 1}
+    assert changes2[-1]["registers"] == ["priority"] and changes2[-1]["children"] == {"history": 1}
     assert last2 > last
     assert changes2[-1]["seq"] == last2 and changes2[-1]["version"] == 2
     # since=X returns only what changed after X
@@ -266,9 +271,9 @@ def test_changes_feed_order(node):
     assert page["changes"] == [] and page["next"] == last2
     # limit pages the feed
     s, _, page = node.request("GET", "/v1/changes?since=0&limit=2")
-    assert [c["id"] for c in page["changes"]] == [t2["id"], t3["id"]]
+    assert [c["id"] for c in page["changes"]] == [t1["id"], t2["id"]]
     s, _, page = node.request("GET", f"/v1/changes?since={page['next']}&limit=2")
-    assert [c["id"] for c in page["changes"]] == [t1["id"]]
+    assert [c["id"] for c in page["changes"]] == [t3["id"], t1["id"]]
 
 
 def test_health_and_metrics(node):

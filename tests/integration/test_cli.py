@@ -4,10 +4,10 @@ import re
 
 import pytest
 
-from conftest import ekc, free_port, run
+from conftest import all_changes, ekc, free_port, run
 
-DATABASES = ["meta", "tickets", "numbers", "counters", "notes", "history", "feed", "feed_position",
-             "idx_status", "idx_assignee", "idx_updated", "idx_deadline", "replicas", "idx_conflicts", "checkpoints", "served"]
+DATABASES = ["meta", "records", "children", "feed", "idx_conflicts", "checkpoints", "served", "tickets", "numbers",
+             "counters", "idx_status", "idx_assignee", "idx_updated", "idx_deadline"]
 
 
 def cli(node, *args, actor="op-cli"):
@@ -197,10 +197,11 @@ def test_store_stats_counts_match(node):
     assert lines[1].split() == ["DATABASE", "ENTRIES", "DEPTH", "PAGES"]
     rows = {l.split()[0]: int(l.split()[1]) for l in lines[2:]}
     assert set(rows) == set(DATABASES), rows
-    expected = {"tickets": tickets, "numbers": tickets, "feed": tickets, "feed_position": tickets,
+    changes = all_changes(node)[0]
+    expected = {"tickets": tickets, "numbers": tickets, "feed": len(changes),
                 "idx_status": tickets, "idx_updated": tickets, "idx_assignee": assigned,
-                "notes": notes_total, "history": history_total, "counters": 1,
-                "idx_deadline": due_total, "replicas": tickets, "idx_conflicts": 0, "checkpoints": 0, "served": 0}
+                "children": notes_total + history_total, "counters": 1,
+                "idx_deadline": due_total, "records": tickets, "idx_conflicts": 0, "checkpoints": 0, "served": 0}
     for db, n in expected.items():
         assert rows[db] == n, (db, rows)
 

@@ -90,7 +90,13 @@ def verify_store(node: Node, acked):
 
     changes, last = all_changes(node)
     feed_ids = [c["id"] for c in changes]
-    assert len(feed_ids) == len(set(feed_ids)), "a ticket appears twice in /v1/changes"
+    # Each register of each ticket sits in the feed once, at its latest change.
+    registers = {}
+    for c in changes:
+        for r in c["registers"]:
+            assert (c["id"], r) not in registers, f"register {r} of {c['id']} appears twice in /v1/changes"
+            registers[(c["id"], r)] = c["seq"]
+    assert len(registers) == 8 * len(set(feed_ids)), "a ticket's register is missing from /v1/changes"
     assert set(feed_ids) == set(ids)
     feed_seqs = [c["seq"] for c in changes]
     assert all(a < b for a, b in zip(feed_seqs, feed_seqs[1:])), "feed sequence not strictly increasing"
