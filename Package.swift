@@ -53,13 +53,16 @@ let targets: [Target] = [
     .target(
         name: "Wire",
         dependencies: ["CaseModel", "Replication", .product(name: "SwiftProtobuf", package: "swift-protobuf")]),
+    // Helpers shared by the test targets: seeded generators, a test federation, a
+    // record kind used only by tests, fake clocks.
+    .target(name: "TestSupport", dependencies: ["CaseModel", "Replication"], path: "Tests/TestSupport"),
     .testTarget(name: "LMDBTests", dependencies: ["LMDB"]),
     .testTarget(name: "CaseModelTests", dependencies: ["CaseModel"]),
-    .testTarget(name: "ReplicationTests", dependencies: ["Replication"]),
-    .testTarget(name: "CaseStoreTests", dependencies: ["CaseStore", "CaseModel", "LMDB"]),
-    .testTarget(name: "EKCNodeTests", dependencies: ["EKCNode", "CaseStore", "CaseModel", "Replication"]),
-    .testTarget(name: "WireTests", dependencies: ["Wire", "Replication", "CaseModel",
+    .testTarget(name: "CaseStoreTests", dependencies: ["CaseStore", "CaseModel", "LMDB", "Replication", "TestSupport"]),
+    .testTarget(name: "WireTests", dependencies: ["Wire", "Replication", "CaseModel", "TestSupport",
                                                   .product(name: "SwiftProtobuf", package: "swift-protobuf")]),
+    .testTarget(name: "ReplicationTests", dependencies: ["Replication", "TestSupport"]),
+    .testTarget(name: "EKCNodeTests", dependencies: ["EKCNode", "CaseStore", "CaseModel", "Replication", "Wire", "TestSupport"]),
 ]
 
 // Release builds: generic code of the storage layer (transactions, cursors,

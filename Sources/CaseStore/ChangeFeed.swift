@@ -59,15 +59,18 @@ extension CaseStore {
         var w = ProtoWriter(capacity: 512)
         w.uint64(1, UInt64(entry.kind.rawValue))
         w.presentBytes(2, entry.id.bytes)
-        let registers = schema.indexes(numbers: entry.registerNumbers)
-        if !registers.isEmpty {
-            let key = Keys.record(entry.kind.rawValue, entry.id)
-            let found = try txn.withValue(self.schema.records, key: key) { b throws -> Bool in
-                try StoredRecord.copyRegisters(b, schema, registers, field: 3, into: &w)
-                return true
-            }
-            guard found == true else { throw StoreError.corrupt("feed names missing record \(entry.id)") }
+        // The entry's registers, and always the kind's authority registers (a ticket's
+        // header and owner, small): who may write every other part is judged from them,
+        // and a puller reading entries in order must not meet a part before the register
+        // that entitles its author (an owner changed after creation sits in a later entry).
+        var registers = schema.indexes(numbers: entry.registerNumbers)
+        let key = Keys.record(entry.kind.rawValue, entry.id)
+        let found = try txn.withValue(self.schema.records, key: key) { b throws -> Bool in
+            for i in schema.authorityRegisters { registers.insert(i) }
+            try StoredRecord.copyRegisters(b, schema, registers, field: 3, into: &w)
+            return true
         }
+        if found == nil && !registers.isEmpty { throw StoreError.corrupt("feed names missing record \(entry.id)") }
         for k in entry.children {
             let key = Keys.child(entry.kind.rawValue, entry.id, k.collection, k.id)
             let found = try txn.withValue(self.schema.children, key: key) { b throws -> Bool in

@@ -48,8 +48,8 @@ extension CaseStore {
                             new: "created \(ticket.number) as \(ticket.status.rawValue)", now: now)
         try faults.hit("create.beforeFeed")
         try commitRecord(TicketRecord.schema, &record, changed: written, children: [created], txn, &seq, isNew: true)
-        let (view, _) = try projectTicket(record, txn)
-        return .ticket(view ?? ticket, changed: true)
+        _ = try projectTicket(record, txn)
+        return .ticket(Ticket.materialise(record.state, local: record.local) ?? ticket, changed: true)
     }
 
     func applyPatch(_ ref: TicketRef, _ patch: TicketPatch, _ ifMatch: UInt64?, _ actor: Actor,
@@ -76,8 +76,8 @@ extension CaseStore {
         try faults.hit("patch.afterTicket")
         let events = changes.map { event(old.id, actor, ctx, field: $0.field, old: $0.old, new: $0.new, now: now) }
         try commitRecord(TicketRecord.schema, &record, changed: written, children: events, txn, &seq, isNew: false)
-        let (view, _) = try projectTicket(record, txn)
-        return .ticket(view ?? edited, changed: true)
+        _ = try projectTicket(record, txn)
+        return .ticket(Ticket.materialise(record.state, local: record.local) ?? edited, changed: true)
     }
 
     func applyNote(_ ref: TicketRef, _ text: String, _ visibility: NoteVisibility, _ actor: Actor,
@@ -124,8 +124,8 @@ extension CaseStore {
         }
         try commitRecord(schema, &settled, changed: changed, children: children, txn, &seq, isNew: false)
         if schema.kind == TicketRecord.kind {
-            let (view, _) = try projectTicket(settled, txn)
-            if let view { return .ticket(view, changed: true) }
+            _ = try projectTicket(settled, txn)
+            if let view = Ticket.materialise(settled.state, local: settled.local) { return .ticket(view, changed: true) }
         }
         return .record(record.state.id)
     }

@@ -56,27 +56,29 @@ extension CaseStore {
     }
 
     /// Every index entry a ticket has; an update deletes the old set and writes the new one.
-    func indexEntries(_ t: Ticket) -> [(Database, [UInt8])] {
+    func indexEntries(_ f: TicketIndexFacts) -> [(Database, [UInt8])] {
         var e: [(Database, [UInt8])] = [
-            (schema.byStatus, Keys.status(t.status, t.id)),
-            (schema.byUpdated, Keys.time(t.updatedAt, t.id)),
+            (schema.byStatus, Keys.status(f.status, f.id)),
+            (schema.byUpdated, Keys.time(f.updatedAt, f.id)),
         ]
-        if let a = t.assignee { e.append((schema.byAssignee, Keys.assignee(a, t.id))) }
-        if let d = t.deadlines.next(for: t.status) { e.append((schema.byDeadline, Keys.time(d, t.id))) }
+        if let a = f.assignee { e.append((schema.byAssignee, Keys.assignee(a, f.id))) }
+        if let d = f.deadlines.next(for: f.status) { e.append((schema.byDeadline, Keys.time(d, f.id))) }
         return e
     }
 
     /// Brings the ticket view, its number and its index entries in line with the
-    /// record's registers. Returns the new view (nil while the record is incomplete:
-    /// a ticket whose opening write has not arrived is not shown), and the readable
-    /// number if another ticket already had it here.
-    func projectTicket(_ record: StoredRecord, _ txn: WriteTransaction) throws -> (Ticket?, duplicateNumber: String?) {
+    /// record's registers. Returns whether the ticket is shown (false while the record
+    /// is incomplete: a ticket whose opening write has not arrived is not shown), and
+    /// the readable number if another ticket already had it here. Only the values the
+    /// number and the indexes need are decoded.
+    func projectTicket(_ record: StoredRecord, _ txn: WriteTransaction) throws -> (shown: Bool, duplicateNumber: String?) {
         let id = record.state.id
-        guard let new = Ticket.materialise(record.state, local: record.local) else { return (nil, nil) }
-        let old = try loadTicket(id, txn)
         let winners = record.state.registers.map(\.value)
-        try txn.put(schema.tickets, key: id.bytes, value: TicketView.encode(winners, version: record.local.version,
-                                                                           stamp: new.updatedStamp))
+        guard winners.allSatisfy({ $0 != nil }) else { return (false, nil) }
+        let stamp = record.state.latestStamp
+        guard let new = TicketIndexFacts(id: id, winners: winners, stamp: stamp) else { return (false, nil) }
+        let old = try txn.withValue(schema.tickets, key: id.bytes) { TicketIndexFacts(view: $0, id: id) } ?? nil
+        try txn.put(schema.tickets, key: id.bytes, value: TicketView.encode(winners, version: record.local.version, stamp: stamp))
         var duplicate: String?
         if old == nil {
             // Two tickets with one number (nodes sharing a series) stay reachable by id;
@@ -96,7 +98,7 @@ extension CaseStore {
         for (db, key) in after where !before.contains(where: { $0.0 == db && $0.1 == key }) {
             try txn.putAppending(db, key: key, value: [])
         }
-        return (new, duplicate)
+        return (true, duplicate)
     }
 
     func resolve(_ ref: TicketRef, _ txn: some TransactionProtocol) throws -> TicketID? {
@@ -130,5 +132,62 @@ extension CaseStore {
                 try TicketValues.event(c, ticket: id, checked: false)
             }
         }
+    }
+}
+
+/// What a ticket's number and indexes are made of: read from three of its registers'
+/// values, not the whole ticket.
+struct TicketIndexFacts {
+    let id: TicketID
+    let number: TicketNumber
+    let status: TicketStatus
+    let deadlines: Deadlines
+    let assignee: String?
+    let updatedAt: Millis
+
+    init?(id: TicketID, header: ValueBytes?, progress: ValueBytes?, assignee: ValueBytes?, stamp: Stamp) {
+        guard let header, let progress, let assignee, let h = try? TicketValues.header(header),
+              let p = try? TicketValues.progress(progress), let a = TicketIndexFacts.assignee(assignee) else { return nil }
+        self.id = id
+        number = h.number
+        status = p.status
+        deadlines = p.deadlines
+        self.assignee = a
+        updatedAt = stamp.millis
+    }
+
+    /// The assignee, or nil when the value does not decode (`try?` would flatten an absent one).
+    private static func assignee(_ b: ValueBytes) -> String?? {
+        do { return .some(try TicketValues.assignee(b)) } catch { return nil }
+    }
+
+    init?(id: TicketID, winners: [ValueBytes?], stamp: Stamp) {
+        typealias R = TicketRecord.Register
+        self.init(id: id, header: winners[R.header.rawValue], progress: winners[R.progress.rawValue],
+                  assignee: winners[R.assignee.rawValue], stamp: stamp)
+    }
+
+    /// From a stored view, reading only the fields the indexes need.
+    init?(view: UnsafeRawBufferPointer, id: TicketID) {
+        let schema = TicketRecord.schema
+        typealias R = TicketRecord.Register
+        let wanted = [R.header, .progress, .assignee].map { UInt64(schema.registers[$0.rawValue].number) }
+        var values = [ValueBytes?](repeating: nil, count: 3)
+        var stamp: UInt64 = 0
+        var r = ProtoReader(view)
+        do throws(ProtoError) {
+            while let (n, t) = try r.field() {
+                if t == 2, let k = wanted.firstIndex(of: UInt64(n)) {
+                    values[k] = try r.bytes()
+                } else if n == Int(TicketView.stampField), t == 1 {
+                    stamp = try r.fixed64()
+                } else {
+                    try r.skip(t)
+                }
+            }
+        } catch {
+            return nil
+        }
+        self.init(id: id, header: values[0], progress: values[1], assignee: values[2], stamp: Stamp(raw: stamp))
     }
 }

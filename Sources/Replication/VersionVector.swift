@@ -51,6 +51,9 @@ public struct VersionVector: Hashable, Sendable, CustomStringConvertible {
         sorted = entries.filter { $0.stamp != .zero }
     }
 
+    /// Entries already sorted, unique and without zero stamps (a decoder that checked them).
+    init(checkedSorted entries: [Entry]) { sorted = entries }
+
     public var entries: [NodeID: Stamp] { Dictionary(uniqueKeysWithValues: sorted.map { ($0.node, $0.stamp) }) }
 
     public subscript(node: NodeID) -> Stamp {

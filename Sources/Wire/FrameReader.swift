@@ -65,21 +65,24 @@ public enum FrameReader {
     public static func frame(_ bytes: UnsafeRawBufferPointer, reading: RecordReading) throws(WireError) -> IncomingFrame {
         var r = ProtoReader(bytes)
         var result: IncomingFrame = .unknown
-        var batch: IncomingBatch?
+        var kinds = 0
         do throws(ProtoError) {
             while let (n, t) = try r.field() {
                 guard t == 2, (1...4).contains(n) else { try r.skip(t); continue }
+                // One kind per frame, once (proto/README.md §4): protobuf would merge a
+                // kind sent in parts, or keep the last of two, and no encoder does either.
+                kinds += 1
+                guard kinds == 1 else { throw ProtoError.malformed }
                 let body = try r.body()
                 let sub = UnsafeRawBufferPointer(rebasing: bytes[body])
                 switch n {
                 case 2:
-                    var b = batch ?? IncomingBatch()
+                    var b = IncomingBatch()
                     try readBatch(sub, into: &b, reading: reading)
-                    batch = b
                     result = .batch(b)
-                case 1: result = .header(try parse(sub)); batch = nil
-                case 3: result = .heartbeat(try parse(sub)); batch = nil
-                default: result = .error(try parse(sub)); batch = nil
+                case 1: result = .header(try parse(sub))
+                case 3: result = .heartbeat(try parse(sub))
+                default: result = .error(try parse(sub))
                 }
             }
         } catch {
@@ -104,8 +107,9 @@ public enum FrameReader {
                     switch (cn, ct) {
                     case (1, 0): sequence = try c.varint()
                     case (2, 2):
-                        let body = try c.body()
-                        record = body
+                        // A record sent twice in one change is not merged: the change is malformed.
+                        guard record == nil else { throw ProtoError.malformed }
+                        record = try c.body()
                     default: try c.skip(ct)
                     }
                 }

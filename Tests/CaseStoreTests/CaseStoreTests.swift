@@ -1,17 +1,19 @@
-import Foundation
-import Testing
 import CaseModel
+import Foundation
 import LMDB
+import Replication
+import TestSupport
+import Testing
 @testable import CaseStore
 
 @Suite("Case store: creating, reading, editing")
 struct CaseStoreBasicTests {
     @Test("create numbers tickets {region}-{year}-000001, 000002; found by id and by number")
     func createAndRead() async throws {
-        let dir = try StoreDir()
+        let dir = try TemporaryDirectory()
         defer { dir.remove() }
-        let clock = TestClock()
-        let store = try CaseStore(path: dir.path, configuration: configuration(clock))
+        let clock = TestClock(t0)
+        let store = try CaseStore(path: dir.path(), configuration: configuration(clock))
         defer { store.close() }
 
         let out = try await store.perform(.create(draft()), actor: ivanova)
@@ -39,15 +41,21 @@ struct CaseStoreBasicTests {
         #expect(TicketRef("garbage") == nil)
         #expect(try store.stats().tickets == 2)
         #expect(store.lastSequence == 2)
+        // The view is what the record's registers say, with the store's own edit counter.
+        let record = try #require(try store.record(kind: TicketRecord.kind, id: a.id))
+        #expect(Ticket.materialise(record.state, local: LocalRecordInfo(version: 1)) == a)
+        #expect(record.state.registers.allSatisfy { $0.versions.count == 1 && $0.winner?.dot == Dot(node: irk, stamp: a.updatedStamp) })
+        #expect(record.children.count == 1)   // the history event of the creation
+        try auditFeed(store)
     }
 
     @Test("numbers follow the local year of the centre (Irkutsk, UTC+8)")
     func yearByLocalTime() async throws {
-        let dir = try StoreDir()
+        let dir = try TemporaryDirectory()
         defer { dir.remove() }
         let newYearIrkutsk: Millis = 1_798_761_600_000 - 8 * hour   // 2027-01-01 00:00 at UTC+8
         let clock = TestClock(newYearIrkutsk - 1)
-        let store = try CaseStore(path: dir.path, configuration: configuration(clock))
+        let store = try CaseStore(path: dir.path(), configuration: configuration(clock))
         defer { store.close() }
         #expect(try await store.create(draft(), actor: ivanova).number.description == "38-2026-000001")
         #expect(try await store.create(draft(), actor: ivanova).number.description == "38-2026-000002")
@@ -57,12 +65,26 @@ struct CaseStoreBasicTests {
         #expect(try store.tableCounts()["counters"] == 2)
     }
 
+    @Test("a node numbers in its own series: series × 10,000,000 + n, and the counter counts n")
+    func numberSeries() async throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let clock = TestClock(t0)
+        let store = try CaseStore(path: dir.path(), configuration: configuration(clock, series: 3))
+        defer { store.close() }
+        let a = try await store.create(draft(), actor: ivanova)
+        let b = try await store.create(draft(), actor: ivanova)
+        #expect(a.number.description == "38-2026-30000001" && b.number.sequence == 30_000_002)
+        #expect(try store.ticket(.number(b.number))?.id == b.id)
+        #expect(try store.tableCounts()["counters"] == 1)
+    }
+
     @Test("a draft the model refuses creates nothing and consumes no number")
     func refusedCreate() async throws {
-        let dir = try StoreDir()
+        let dir = try TemporaryDirectory()
         defer { dir.remove() }
-        let clock = TestClock()
-        let store = try CaseStore(path: dir.path, configuration: configuration(clock))
+        let clock = TestClock(t0)
+        let store = try CaseStore(path: dir.path(), configuration: configuration(clock))
         defer { store.close() }
         _ = try await store.create(draft(), actor: ivanova)
         let before = try store.tableCounts()
@@ -72,6 +94,9 @@ struct CaseStoreBasicTests {
         await #expect(throws: StoreError.rejected(.invalidField(field: "subject", rule: "must not be empty"))) {
             try await store.create(draft(subject: " "), actor: ivanova)
         }
+        await #expect(throws: StoreError.rejected(.tooLong(field: "subject", bytes: 601, limit: Budget.subjectBytes))) {
+            try await store.create(draft(subject: String(repeating: "ж", count: 300) + "x"), actor: ivanova)
+        }
         #expect(try store.tableCounts() == before)
         #expect(store.lastSequence == 1)
         #expect(try await store.create(draft(), actor: ivanova).number.sequence == 2)
@@ -79,10 +104,10 @@ struct CaseStoreBasicTests {
 
     @Test("patch: If-Match, unknown ticket, version + 1, no-op")
     func patchRules() async throws {
-        let dir = try StoreDir()
+        let dir = try TemporaryDirectory()
         defer { dir.remove() }
-        let clock = TestClock()
-        let store = try CaseStore(path: dir.path, configuration: configuration(clock))
+        let clock = TestClock(t0)
+        let store = try CaseStore(path: dir.path(), configuration: configuration(clock))
         defer { store.close() }
         let a = try await store.create(draft(), actor: ivanova)
 
@@ -123,14 +148,20 @@ struct CaseStoreBasicTests {
         #expect(same == a3)
         #expect(store.lastSequence == seq)
         #expect(try store.tableCounts() == counts)
+        // Only the priority register was written by the patches: one version each, the last patch's.
+        let record = try #require(try store.record(kind: TicketRecord.kind, id: a.id))
+        let priority = record.state.registers[TicketRecord.Register.priority.rawValue]
+        #expect(priority.versions.count == 1 && priority.winner?.dot.stamp == a3.updatedStamp)
+        #expect(record.state.registers[TicketRecord.Register.header.rawValue].winner?.dot.stamp == a.updatedStamp)
+        try auditFeed(store)
     }
 
     @Test("a forbidden transition is refused and leaves ticket, history and sequence unchanged")
     func forbiddenTransition() async throws {
-        let dir = try StoreDir()
+        let dir = try TemporaryDirectory()
         defer { dir.remove() }
-        let clock = TestClock()
-        let store = try CaseStore(path: dir.path, configuration: configuration(clock))
+        let clock = TestClock(t0)
+        let store = try CaseStore(path: dir.path(), configuration: configuration(clock))
         defer { store.close() }
         let a = try await store.create(draft(), actor: ivanova)
         let history = try #require(try store.history(of: .id(a.id)))
@@ -152,18 +183,19 @@ struct CaseStoreBasicTests {
         #expect(try store.history(of: .id(a.id)) == history)
         #expect(store.lastSequence == seq + 1)   // only the create of b
         var c2 = try store.tableCounts()
-        c2["tickets"]! -= 1; c2["numbers"]! -= 1; c2["history"]! -= 1; c2["feed"]! -= 1; c2["feed_position"]! -= 1
-        c2["idx_status"]! -= 1; c2["idx_updated"]! -= 1; c2["idx_deadline"]! -= 1; c2["replicas"]! -= 1
+        for table in ["tickets", "numbers", "records", "children", "feed", "idx_status", "idx_updated", "idx_deadline"] {
+            c2[table]! -= 1
+        }
         #expect(c2 == counts)
         #expect(try store.ticket(.id(b.id))?.status == .registered)
     }
 
     @Test("status changes: registration sets the 59-FZ clocks, deferral the callback deadline")
     func statusEffects() async throws {
-        let dir = try StoreDir()
+        let dir = try TemporaryDirectory()
         defer { dir.remove() }
-        let clock = TestClock()
-        let store = try CaseStore(path: dir.path, configuration: configuration(clock))
+        let clock = TestClock(t0)
+        let store = try CaseStore(path: dir.path(), configuration: configuration(clock))
         defer { store.close() }
         let appeal = try await store.create(draft(.web, regime: .appeal59FZ), actor: ivanova)
         clock.advance(hour)
@@ -179,6 +211,8 @@ struct CaseStoreBasicTests {
         let c = try await store.create(draft(.phone), actor: ivanova)
         let d = try await store.patch(.id(c.id), TicketPatch(status: .deferred))
         #expect(d.deadlines.callbackBy == 1_795_392_000_000 + 7 * hour)   // Monday 15:00 Irkutsk
+        // Status and its clocks are one register: they changed together, in one write.
+        #expect(try store.feedShape().last?.registers == ["progress"])
     }
 }
 
@@ -186,10 +220,10 @@ struct CaseStoreBasicTests {
 struct NotesHistoryTests {
     @Test("notes are append-only and listed in order")
     func notes() async throws {
-        let dir = try StoreDir()
+        let dir = try TemporaryDirectory()
         defer { dir.remove() }
-        let clock = TestClock()
-        let store = try CaseStore(path: dir.path, configuration: configuration(clock))
+        let clock = TestClock(t0)
+        let store = try CaseStore(path: dir.path(), configuration: configuration(clock))
         defer { store.close() }
         let a = try await store.create(draft(.phone), actor: ivanova)
         let b = try await store.create(draft(.phone), actor: ivanova)
@@ -213,20 +247,29 @@ struct NotesHistoryTests {
         await #expect(throws: StoreError.rejected(.invalidField(field: "text", rule: "must not be empty"))) {
             try await store.note(.id(a.id), "")
         }
+        await #expect(throws: StoreError.rejected(.tooLong(field: "text", bytes: Budget.noteBytes + 2, limit: Budget.noteBytes))) {
+            try await store.note(.id(a.id), String(repeating: "я", count: Budget.noteBytes / 2 + 1))
+        }
         await #expect(throws: StoreError.ticketNotFound(TicketID(high: 1, low: 1).description)) {
             try await store.note(.id(TicketID(high: 1, low: 1)), "x")
         }
         #expect(try store.notes(of: .id(a.id))?.count == 12)
-        // adding a note moves the ticket in the feed but does not change its version
+        // adding a note adds an entry to the feed but does not change the ticket's version
         #expect(try store.ticket(.id(a.id))?.version == 1)
+        // a note is a child of its ticket, written with the dot of its own edit
+        let record = try #require(try store.record(kind: TicketRecord.kind, id: a.id))
+        let child = try #require(record.children[ChildKey(collection: TicketRecord.Collection.notes.rawValue, id: written[3].id)])
+        #expect(child.dot == Dot(node: irk, stamp: written[3].stamp))
+        #expect(try TicketValues.note(child, ticket: a.id) == written[3])
+        try auditFeed(store)
     }
 
     @Test("history records the creation and each field change with old/new, actor and node")
     func history() async throws {
-        let dir = try StoreDir()
+        let dir = try TemporaryDirectory()
         defer { dir.remove() }
-        let clock = TestClock()
-        let store = try CaseStore(path: dir.path, configuration: configuration(clock))
+        let clock = TestClock(t0)
+        let store = try CaseStore(path: dir.path(), configuration: configuration(clock))
         defer { store.close() }
         let a = try await store.create(draft(), actor: ivanova)
         clock.advance(1_000)
@@ -258,62 +301,77 @@ struct NotesHistoryTests {
     }
 }
 
-@Suite("Case store: change feed")
+@Suite("Case store: change feed of tickets")
 struct ChangeFeedTests {
-    @Test("each ticket once, at its latest change, in sequence order")
+    @Test("an entry per change, listing the registers that still sit there and the children added there")
     func feed() async throws {
-        let dir = try StoreDir()
+        let dir = try TemporaryDirectory()
         defer { dir.remove() }
-        let clock = TestClock()
-        let store = try CaseStore(path: dir.path, configuration: configuration(clock))
+        let clock = TestClock(t0)
+        let store = try CaseStore(path: dir.path(), configuration: configuration(clock))
         defer { store.close() }
         let a = try await store.create(draft(), actor: ivanova)
         let b = try await store.create(draft(), actor: ivanova)
         let seqAfterB = store.lastSequence
         let a2 = try await store.patch(.id(a.id), TicketPatch(priority: .urgent))
+        let all = TicketRecord.schema.registers.map(\.name)
 
         let page = try store.changes(since: 0, limit: 100)
-        #expect(page.changes.map(\.ticket.id) == [b.id, a.id])
-        #expect(page.changes.map(\.ticket) == [b, a2])
+        #expect(page.changes.map(\.sequence) == [1, 2, 3])
+        #expect(page.changes.map(\.ticket.id) == [a.id, b.id, a.id])
+        // each entry shows the ticket as it is now
+        #expect(page.changes.map(\.ticket) == [a2, b, a2])
+        #expect(page.changes.map(\.registers) == [all.filter { $0 != "priority" }, all, ["priority"]])
+        #expect(page.changes.map(\.children) == [["history": 1], ["history": 1], ["history": 1]])
         #expect(page.lastSequence == 3 && store.lastSequence == 3)
-        #expect(zip(page.changes, page.changes.dropFirst()).allSatisfy { $0.sequence < $1.sequence })
-        #expect(page.changes.last?.sequence == 3)
 
         let after = try store.changes(since: seqAfterB, limit: 100)
         #expect(after.changes.map(\.ticket.id) == [a.id])
         #expect(try store.changes(since: 3, limit: 100).changes.isEmpty)
         #expect(try store.changes(since: .max, limit: 100).changes.isEmpty)
-        #expect(try store.changes(since: 0, limit: 1).changes.map(\.ticket.id) == [b.id])
+        #expect(try store.changes(since: 0, limit: 1).changes.map(\.ticket.id) == [a.id])
 
-        // a note moves the ticket too
+        // a note is an entry of children only
         _ = try await store.note(.id(b.id), "x")
-        let again = try store.changes(since: 0, limit: 100)
-        #expect(again.changes.map(\.ticket.id) == [a.id, b.id])
-        #expect(again.changes.map(\.sequence) == [3, 4])
-        #expect(try store.tableCounts()["feed"] == 2)
-        #expect(try store.tableCounts()["feed_position"] == 2)
+        let again = try store.changes(since: 3, limit: 100)
+        #expect(again.changes.map(\.ticket.id) == [b.id])
+        #expect(again.changes.map(\.registers) == [[]])
+        #expect(again.changes.map(\.children) == [["notes": 1, "history": 1]])
+        #expect(try store.tableCounts()["feed"] == 4)
+        try auditFeed(store)
     }
 
-    @Test("a reader that follows the feed page by page sees every ticket's latest state")
+    @Test("a reader that follows the feed page by page sees every register of every ticket exactly once")
     func follow() async throws {
-        let dir = try StoreDir()
+        let dir = try TemporaryDirectory()
         defer { dir.remove() }
-        let clock = TestClock()
-        let store = try CaseStore(path: dir.path, configuration: configuration(clock))
+        let clock = TestClock(t0)
+        let store = try CaseStore(path: dir.path(), configuration: configuration(clock))
         defer { store.close() }
         var ids: [TicketID] = []
         for _ in 0..<10 { ids.append(try await store.create(draft(), actor: ivanova).id) }
-        for id in ids.shuffled().prefix(4) { _ = try await store.patch(.id(id), TicketPatch(priority: .high)) }
+        var rng = SeededRandom(seed: 7)
+        let patched = Array(ids.shuffled(using: &rng).prefix(4))
+        for id in patched { _ = try await store.patch(.id(id), TicketPatch(priority: .high)) }
         var since: UInt64 = 0
-        var seen: [TicketID: UInt64] = [:]
+        var seen: [TicketID: [String]] = [:]
+        var versions: [TicketID: UInt64] = [:]
         while true {
             let p = try store.changes(since: since, limit: 3)
             if p.changes.isEmpty { break }
-            for c in p.changes { #expect(seen[c.ticket.id] == nil); seen[c.ticket.id] = c.ticket.version }
+            #expect(p.changes.count <= 3)
+            for c in p.changes {
+                seen[c.ticket.id, default: []] += c.registers
+                versions[c.ticket.id] = c.ticket.version
+            }
             since = p.changes.last!.sequence
         }
         #expect(Set(seen.keys) == Set(ids))
-        #expect(seen.values.filter { $0 == 2 }.count == 4)
+        for (id, names) in seen {
+            #expect(names.sorted() == TicketRecord.schema.registers.map(\.name).sorted(), "\(id)")
+        }
+        #expect(versions.values.filter { $0 == 2 }.count == 4)
+        #expect(Set(versions.filter { $0.value == 2 }.keys) == Set(patched))
         #expect(since == 14)
     }
 }

@@ -1,6 +1,7 @@
-import Foundation
-import Testing
 import CaseModel
+import Foundation
+import TestSupport
+import Testing
 @testable import CaseStore
 
 @Suite("Case store: listing")
@@ -39,10 +40,10 @@ struct QueryTests {
 
     @Test("filters: none, status, assignee, updatedSince, dueBefore, and combinations")
     func filters() async throws {
-        let dir = try StoreDir()
+        let dir = try TemporaryDirectory()
         defer { dir.remove() }
-        let clock = TestClock()
-        let store = try CaseStore(path: dir.path, configuration: configuration(clock))
+        let clock = TestClock(t0)
+        let store = try CaseStore(path: dir.path(), configuration: configuration(clock))
         defer { store.close() }
         let t = try await seed(store, clock)
         let ids = t.map(\.id)
@@ -95,10 +96,10 @@ struct QueryTests {
         TicketQuery(limit: 7), TicketQuery(limit: 0),
     ])
     func pagination(query: TicketQuery) async throws {
-        let dir = try StoreDir()
+        let dir = try TemporaryDirectory()
         defer { dir.remove() }
-        let clock = TestClock()
-        let store = try CaseStore(path: dir.path, configuration: configuration(clock))
+        let clock = TestClock(t0)
+        let store = try CaseStore(path: dir.path(), configuration: configuration(clock))
         defer { store.close() }
         let t = try await seed(store, clock)
         let expected = t.filter { query.matches($0) }.map(\.id)
@@ -116,10 +117,10 @@ struct QueryTests {
 
     @Test("pages stay consistent while tickets are added between them")
     func paginationWhileWriting() async throws {
-        let dir = try StoreDir()
+        let dir = try TemporaryDirectory()
         defer { dir.remove() }
-        let clock = TestClock()
-        let store = try CaseStore(path: dir.path, configuration: configuration(clock))
+        let clock = TestClock(t0)
+        let store = try CaseStore(path: dir.path(), configuration: configuration(clock))
         defer { store.close() }
         let t = try await seed(store, clock)
         let first = try store.list(TicketQuery(limit: 3))
@@ -138,10 +139,10 @@ struct QueryTests {
 
     @Test("bad cursors are refused with QueryError.invalidCursor")
     func badCursors() async throws {
-        let dir = try StoreDir()
+        let dir = try TemporaryDirectory()
         defer { dir.remove() }
-        let clock = TestClock()
-        let store = try CaseStore(path: dir.path, configuration: configuration(clock))
+        let clock = TestClock(t0)
+        let store = try CaseStore(path: dir.path(), configuration: configuration(clock))
         defer { store.close() }
         _ = try await seed(store, clock)
         for bad in ["", "z", "abc", "zz", "ABCD", "69", String(repeating: "0", count: 34), String(repeating: "ab", count: 300)] {

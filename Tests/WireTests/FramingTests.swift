@@ -2,31 +2,9 @@ import CaseModel
 import Foundation
 import Replication
 import SwiftProtobuf
+import TestSupport
 import Testing
 @testable import Wire
-
-func sampleFrames(seed: UInt64) -> [WireFrame] {
-    let pool = statePool(seed: seed, steps: 60)
-    var frames: [WireFrame] = [.header(node: irkutskNodes[0], storeID: Array(repeating: 0xAB, count: 16), resumeAfter: 0,
-                                       checkpointReset: false, lastSequence: UInt64(pool.count))]
-    var seq: UInt64 = 0
-    var rng = SeededRandom(seed: seed)
-    while Int(seq) < pool.count {
-        let n = Int.random(in: 0...7, using: &rng)
-        var changes: [(sequence: UInt64, ticket: ReplicatedTicket)] = []
-        for _ in 0..<n where Int(seq) < pool.count {
-            seq += 1
-            changes.append((seq, pool[Int(seq) - 1]))
-        }
-        if n == 0 { seq += 1 }  // a batch with no change in scope still advances
-        frames.append(.batch(changes, throughSequence: seq, sourceLastSequence: UInt64(pool.count)))
-        if Int.random(in: 0..<4, using: &rng) == 0 {
-            frames.append(.heartbeat(sourceLastSequence: seq, sourceStamp: Stamp(millis: baseTime, logical: 9)))
-        }
-    }
-    frames.append(.error(.shuttingDown, "node is stopping"))
-    return frames
-}
 
 @Suite struct FramingTests {
     /// Our prefix is the standard one: the same bytes as swift-protobuf's own
@@ -49,62 +27,100 @@ func sampleFrames(seed: UInt64) -> [WireFrame] {
             var out: [UInt8] = []
             WireCoding.appendVarint(v, to: &out)
             #expect(out == bytes)
+            var w = ProtoWriter()
+            w.varint(v)
+            #expect(w.bytes == bytes)
         }
     }
 
     /// Any split of the byte stream into chunks, down to single bytes and empty
-    /// chunks, yields the same frames.
+    /// chunks, yields the same frames, for swift-protobuf's messages and for the
+    /// puller's reader of batches alike.
     @Test(arguments: [1, 2, 3, 4, 5, 6, 7, 8] as [UInt64])
     func randomChunkBoundaries(seed: UInt64) throws {
         let frames = sampleFrames(seed: seed)
-        var stream: [UInt8] = []
+        let bytes = try stream(frames)
         var largestFrame = 0
-        for f in frames {
-            let before = stream.count
-            try WireCoding.appendDelimited(f, to: &stream)
-            largestFrame = max(largestFrame, stream.count - before)
+        for f in frames { largestFrame = max(largestFrame, try WireCoding.delimited(f).count) }
+        #expect(try WireCoding.decodeAll(WireFrame.self, from: bytes) == frames)
+        let meanings = frames.map(meaning)
+        for case .batch(_, _, let records) in meanings {
+            for case .refused(let seq) in records { Issue.record("seed \(seed): the record at \(seq) does not pass the reference") }
         }
-        #expect(try WireCoding.decodeAll(WireFrame.self, from: stream) == frames)
 
         var rng = SeededRandom(seed: seed &* 31)
         for round in 0..<12 {
-            var decoder = FrameDecoder()
+            var generated = DelimitedDecoder<WireFrame>()
+            var puller = FrameDecoder(reading: reading)
             var out: [WireFrame] = []
+            var read: [FrameMeaning] = []
             var i = 0
             var heldBeyondChunk = 0
             let maxChunk = [1, 3, 17, 256, 4096, 70_000][round % 6]
-            while i < stream.count {
-                let n = min(stream.count - i, Int.random(in: 0...maxChunk, using: &rng))
+            while i < bytes.count {
+                let n = min(bytes.count - i, Int.random(in: 0...maxChunk, using: &rng))
                 if Bool.random(using: &rng) {
-                    decoder.append(stream[i..<(i + n)])
+                    generated.append(bytes[i..<(i + n)])
+                    puller.append(bytes[i..<(i + n)])
                 } else {
-                    Array(stream[i..<(i + n)]).withUnsafeBytes { decoder.append($0) }
+                    Array(bytes[i..<(i + n)]).withUnsafeBytes {
+                        generated.append($0)
+                        puller.append($0)
+                    }
                 }
                 i += n
-                while let f = try decoder.next() { out.append(f) }
-                heldBeyondChunk = max(heldBeyondChunk, decoder.bufferedBytes - n)
+                while let f = try generated.next() { out.append(f) }
+                while let f = try puller.next() { read.append(meaning(f)) }
+                heldBeyondChunk = max(heldBeyondChunk, puller.bufferedBytes - n)
             }
             // Never more than one incomplete frame (plus the chunk just fed) is held.
             #expect(heldBeyondChunk < largestFrame)
-            try decoder.finish()
-            #expect(out == frames)
-            #expect(decoder.bufferedBytes == 0)
+            try generated.finish()
+            try puller.finish()
+            #expect(out == frames, "round \(round)")
+            #expect(read == meanings, "round \(round)")
+            #expect(generated.bufferedBytes == 0 && puller.bufferedBytes == 0)
+        }
+    }
+
+    /// Every split of a stream into two chunks, at every byte.
+    @Test func everySplitPoint() throws {
+        let frames = [WireFrame.header(node: irkutskNodes[0], storeID: [7], resumeAfter: 0, checkpointReset: false, lastSequence: 2),
+                      batchFrame([(1, generated(conflictedTicketRecord(idLow: 9).delta))], through: 1, last: 2),
+                      .heartbeat(sourceLastSequence: 2, sourceStamp: Stamp(millis: testNow, logical: 1)),
+                      batchFrame([], through: 2, last: 2), .error(.internal, "stop")]
+        let bytes = try stream(frames)
+        let meanings = frames.map(meaning)
+        for split in 0...bytes.count {
+            var generated = DelimitedDecoder<WireFrame>()
+            var puller = FrameDecoder(reading: reading)
+            var out: [WireFrame] = []
+            var read: [FrameMeaning] = []
+            for chunk in [bytes[..<split], bytes[split...]] {
+                generated.append(chunk)
+                puller.append(chunk)
+                while let f = try generated.next() { out.append(f) }
+                while let f = try puller.next() { read.append(meaning(f)) }
+            }
+            try generated.finish()
+            try puller.finish()
+            if out != frames || read != meanings { Issue.record("split at \(split) of \(bytes.count)"); break }
         }
     }
 
     @Test func bufferHoldsOnlyTheIncompleteFrame() throws {
         let frames = sampleFrames(seed: 3)
-        var stream: [UInt8] = []
+        var bytes: [UInt8] = []
         var largest = 0
         for f in frames {
             let d = try WireCoding.delimited(f)
             largest = max(largest, d.count)
-            stream += d
+            bytes += d
         }
-        var decoder = FrameDecoder()
+        var decoder = FrameDecoder(reading: reading)
         var count = 0
-        for start in stride(from: 0, to: stream.count, by: 100) {
-            decoder.append(stream[start..<min(start + 100, stream.count)])
+        for start in stride(from: 0, to: bytes.count, by: 100) {
+            decoder.append(bytes[start..<min(start + 100, bytes.count)])
             while try decoder.next() != nil { count += 1 }
             #expect(decoder.bufferedBytes < largest + 100)
         }
@@ -114,140 +130,73 @@ func sampleFrames(seed: UInt64) -> [WireFrame] {
     /// A frame longer than the limit is refused as soon as its prefix is read, before
     /// any of its body is buffered, and the decoder stays failed.
     @Test func oversizeFrameRefused() throws {
-        let big = WireFrame.batch([(UInt64(1), conflictedTicket(idLow: 9))], throughSequence: 1, sourceLastSequence: 1)
+        let big = batchFrame([(1, generated(conflictedTicketRecord(idLow: 9).delta))], through: 1, last: 1)
         let bytes = try WireCoding.delimited(big)
         let body = try WireCoding.serialize(big).count
         #expect(body > 200)
-        var decoder = FrameDecoder(maxFrameBytes: 200)
-        decoder.append(bytes.prefix(2))  // the prefix only
+        var decoder = DelimitedDecoder<WireFrame>(maxFrameBytes: 200)
+        decoder.append(bytes.prefix(2))   // the prefix only
         #expect(throws: WireError.frameTooLarge(length: UInt64(body), limit: 200)) { try decoder.next() }
         decoder.append(bytes.dropFirst(2))
         #expect(throws: WireError.frameTooLarge(length: UInt64(body), limit: 200)) { try decoder.next() }
         // Exactly at the limit is fine.
-        var exact = FrameDecoder(maxFrameBytes: body)
+        var exact = DelimitedDecoder<WireFrame>(maxFrameBytes: body)
         exact.append(bytes)
         #expect(try exact.next() == big)
         // A huge announced length is refused before its prefix is even complete.
-        var huge = FrameDecoder()
+        var huge = FrameDecoder(reading: reading)
         huge.append([0xFF, 0xFF, 0xFF, 0xFF])
         #expect(throws: WireError.self) { try huge.next() }
+        #expect(huge.bufferedBytes == 4)
         #expect(throws: WireError.self) { try WireCoding.decodeAll(WireFrame.self, from: bytes, maxFrameBytes: 10) }
+        // The puller's limit is the protocol's.
+        #expect(FrameDecoder(reading: reading).maxFrameBytes == ReplicationProtocol.maxFrameBytes)
+        var limit = FrameDecoder(reading: reading)
+        var prefix: [UInt8] = []
+        WireCoding.appendVarint(UInt64(ReplicationProtocol.maxFrameBytes + 1), to: &prefix)
+        limit.append(prefix)
+        #expect(throws: WireError.frameTooLarge(length: UInt64(ReplicationProtocol.maxFrameBytes + 1),
+                                                limit: ReplicationProtocol.maxFrameBytes)) { try limit.next() }
     }
 
     @Test func malformedInput() throws {
-        // An 11-byte varint.
-        var d = FrameDecoder(maxFrameBytes: .max)
+        // An 11-byte varint, and a 10-byte one carrying more than 64 bits.
+        var d = DelimitedDecoder<WireFrame>(maxFrameBytes: .max)
         d.append([UInt8](repeating: 0x80, count: 10) + [0x01])
         #expect(throws: WireError.malformedLengthPrefix) { try d.next() }
+        var d2 = FrameDecoder(reading: reading)
+        d2.append([UInt8](repeating: 0x80, count: 9) + [0x02])
+        #expect(throws: WireError.self) { try d2.next() }
+        // The decoder stays failed.
+        d.append([0x00])
+        #expect(throws: WireError.malformedLengthPrefix) { try d.next() }
+        #expect(throws: WireError.malformedLengthPrefix) { try d.finish() }
         // A valid prefix over garbage.
-        var g = FrameDecoder()
+        var g = DelimitedDecoder<WireFrame>()
         g.append([0x03, 0xFF, 0xFF, 0xFF])
-        do {
-            _ = try g.next()
-            Issue.record("garbage decoded")
-        } catch {
-            guard case .malformedMessage = error else { Issue.record("wrong error \(error)"); return }
+        var p = FrameDecoder(reading: reading)
+        p.append([0x03, 0xFF, 0xFF, 0xFF])
+        for error in [#expect(throws: WireError.self) { try g.next() }, #expect(throws: WireError.self) { try p.next() }] {
+            guard case .malformedMessage? = error else { Issue.record("wrong error \(String(describing: error))"); continue }
         }
         // A stream cut inside a frame.
         let bytes = try WireCoding.delimited(WireFrame.error(.internal, "x"))
-        var t = FrameDecoder()
+        var t = FrameDecoder(reading: reading)
         t.append(bytes.dropLast())
         #expect(try t.next() == nil)
         #expect(throws: WireError.truncatedFrame(bufferedBytes: bytes.count - 1)) { try t.finish() }
+        t.append(bytes.suffix(1))
+        let last = try #require(try t.next())
+        #expect(meaning(last) == .error(WireStreamError(.internal, "x")))
+        try t.finish()
         // An empty frame is a Frame with no kind (a kind from a later version): not an error here.
-        var e = FrameDecoder()
+        var e = FrameDecoder(reading: reading)
         e.append([0x00])
-        #expect(try e.next()?.kind == nil)
-    }
-
-    @Test func batchTicketsDecodeWithPositions() throws {
-        let t = conflictedTicket(idLow: 4)
-        var f = WireFrame.batch([(UInt64(7), t), (UInt64(9), t)], throughSequence: 10, sourceLastSequence: 12)
-        #expect(try f.batch.tickets().map(\.sequence) == [7, 9])
-        #expect(try f.batch.tickets().map(\.ticket) == [t, t])
-        f.batch.changes[1].ticket.id = Data([1])
-        #expect(throws: WireError.invalidID(field: "batch.changes[1].ticket.id", byteCount: 1)) { try f.batch.tickets() }
-    }
-}
-
-@Suite struct ProtocolRuleTests {
-    let store: [UInt8] = Array(repeating: 0x11, count: 16)
-
-    func checkpoint(_ id: [UInt8], _ seq: UInt64) -> Ekc_Replication_V1_Checkpoint {
-        var c = Ekc_Replication_V1_Checkpoint()
-        c.sourceStoreID = Data(id)
-        c.sequence = seq
-        return c
-    }
-
-    @Test func resumeNeverPassesWhatWasServed() {
-        let store: [UInt8] = Array(repeating: 0x11, count: 16)
-        var c = Ekc_Replication_V1_Checkpoint()
-        c.sourceStoreID = Data(store)
-        c.sequence = 42
-        #expect(ReplicationProtocol.resumePoint(checkpoint: c, storeID: store, lastSequence: 50, served: 42) == (42, false, false))
-        #expect(ReplicationProtocol.resumePoint(checkpoint: c, storeID: store, lastSequence: 50, served: 45) == (42, false, false))
-        #expect(ReplicationProtocol.resumePoint(checkpoint: c, storeID: store, lastSequence: 50, served: 3) == (3, false, true))
-        #expect(ReplicationProtocol.resumePoint(checkpoint: c, storeID: store, lastSequence: 50, served: nil) == (0, false, true))
-        #expect(ReplicationProtocol.resumePoint(checkpoint: nil, storeID: store, lastSequence: 50, served: nil) == (0, false, false))
-    }
-
-    @Test func resumePoints() {
-        // First pull.
-        #expect(ReplicationProtocol.resumePoint(checkpoint: nil, storeID: store, lastSequence: 50) == (0, false))
-        #expect(ReplicationProtocol.resumePoint(checkpoint: checkpoint([], 0), storeID: store, lastSequence: 50) == (0, false))
-        // Same store: resume where the puller stands, including "nothing new".
-        #expect(ReplicationProtocol.resumePoint(checkpoint: checkpoint(store, 42), storeID: store, lastSequence: 50) == (42, false))
-        #expect(ReplicationProtocol.resumePoint(checkpoint: checkpoint(store, 50), storeID: store, lastSequence: 50) == (50, false))
-        // Another store (recreated peer): restart from 0 and say so.
-        #expect(ReplicationProtocol.resumePoint(checkpoint: checkpoint([0x22], 42), storeID: store, lastSequence: 50) == (0, true))
-        // A sequence this store never reached (restored from an old copy): restart too.
-        #expect(ReplicationProtocol.resumePoint(checkpoint: checkpoint(store, 51), storeID: store, lastSequence: 50) == (0, true))
-    }
-
-    @Test func requestChecks() {
-        var r = WirePullRequest()
-        r.protocolVersion = 1
-        #expect(ReplicationProtocol.check(r) == nil)
-        r.protocolVersion = 2
-        let e = ReplicationProtocol.check(r)
-        #expect(e?.code == .protocolVersionMismatch && e?.minProtocolVersion == 1 && e?.maxProtocolVersion == 1)
-        #expect(e?.httpStatus == 400)
-        r.protocolVersion = 0
-        #expect(ReplicationProtocol.check(r)?.code == .protocolVersionMismatch)
-        r.protocolVersion = 1
-        r.checkpoint = checkpoint(Array(repeating: 1, count: 65), 3)
-        #expect(ReplicationProtocol.check(r)?.code == .badRequest)
-        #expect(ReplicationProtocol.batchLimit(requested: 0) == 512)
-        #expect(ReplicationProtocol.batchLimit(requested: 10) == 10)
-        #expect(ReplicationProtocol.batchLimit(requested: 1_000_000) == 4096)
-    }
-
-    @Test func batchChecks() throws {
-        let t = conflictedTicket(idLow: 5)
-        try ReplicationProtocol.check(WireFrame.batch([(UInt64(5), t), (UInt64(8), t)], throughSequence: 9, sourceLastSequence: 9).batch, after: 4)
-        try ReplicationProtocol.check(WireFrame.batch([], throughSequence: 9, sourceLastSequence: 9).batch, after: 4)
-        #expect(throws: WireError.self) {
-            try ReplicationProtocol.check(WireFrame.batch([(UInt64(4), t)], throughSequence: 9, sourceLastSequence: 9).batch, after: 4)
-        }
-        #expect(throws: WireError.self) {
-            try ReplicationProtocol.check(WireFrame.batch([(UInt64(6), t), (UInt64(6), t)], throughSequence: 9, sourceLastSequence: 9).batch, after: 4)
-        }
-        #expect(throws: WireError.self) {
-            try ReplicationProtocol.check(WireFrame.batch([(UInt64(10), t)], throughSequence: 9, sourceLastSequence: 10).batch, after: 4)
-        }
-        #expect(throws: WireError.self) {
-            try ReplicationProtocol.check(WireFrame.batch([], throughSequence: 4, sourceLastSequence: 9).batch, after: 4)
-        }
-    }
-
-    @Test func requestBodyParses() throws {
-        var r = WirePullRequest()
-        r.protocolVersion = 1
-        r.checkpoint = checkpoint(store, 77)
-        r.maxBatch = 100
-        let bytes = try WireCoding.serialize(r)
-        #expect(try WireCoding.parse(WirePullRequest.self, from: bytes) == r)
-        #expect(try WireCoding.parse(WirePullRequest.self, from: ([0xEE] + bytes + [0xEE])[1..<(bytes.count + 1)]) == r)
+        #expect(try e.next().map(meaning) == .unknown)
+        // A frame of a kind a later version adds (field 9) is unknown too, and the stream goes on.
+        var later = FrameDecoder(reading: reading)
+        later.append([0x03, 0x4A, 0x01, 0x00] + (try WireCoding.delimited(WireFrame.error(.shuttingDown, "bye"))))
+        #expect(try later.next().map(meaning) == .unknown)
+        #expect(try later.next().map(meaning) == .error(WireStreamError(.shuttingDown, "bye")))
     }
 }

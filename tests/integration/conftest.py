@@ -179,25 +179,6 @@ def all_changes(node: "Node"):
         since = page["next"]
 
 
-@pytest.fixture(scope="session")
-def pb(tmp_path_factory):
-    """Python classes for proto/ made by `protoc --python_out`: an independent decoder."""
-    assert shutil.which("protoc"), "protoc not found: apt-get install protobuf-compiler"
-    try:
-        import google.protobuf  # noqa: F401
-    except ImportError:
-        pytest.fail("Python's protobuf package is missing: python3 -m pip install protobuf")
-    proto = REPO / "proto" / "ekc" / "replication" / "v1" / "replication.proto"
-    out = tmp_path_factory.mktemp("pb")
-    subprocess.run(["protoc", f"--proto_path={REPO / 'proto'}", f"--python_out={out}", str(proto)],
-                   check=True, capture_output=True, text=True)
-    path = out / "ekc" / "replication" / "v1" / "replication_pb2.py"
-    spec = importlib.util.spec_from_file_location("ekc_replication_v1_pb2", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def compile_v2_protos(out: Path):
     """`protoc --python_out` for proto/ekc/replication/v2/*.proto into `out`; one namespace
     holding the classes and enum values of both files (replication.proto: the envelope and

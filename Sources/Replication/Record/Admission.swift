@@ -59,7 +59,12 @@ extension RecordSchema {
         // A record not seen before whose authority was refused has no one entitled to
         // any part of it: it is refused for that reason alone, not part by part.
         if local == nil && !refusals.isEmpty { return (RecordDelta(state: emptyState(delta.id)), refusals) }
-        let after = roles(local.map { $0.merged(out.state) } ?? out.state, directory)
+        // Unchanged authority (a new record admitted whole, or an edit that touches
+        // neither header nor owner) needs no second reading of it.
+        let authorityChanged = authorityRegisters.contains { !out.state.registers[$0].isEmpty }
+        let after = local == nil && authorityRegisters.allSatisfy({ out.state.registers[$0] == delta.state.registers[$0] })
+            ? before
+            : (authorityChanged ? roles(local.map { $0.merged(out.state) } ?? out.state, directory) : before)
         for i in registers.indices where !authorityRegisters.contains(i) { admitRegister(i, after) }
 
         out.children.reserveCapacity(delta.children.count)

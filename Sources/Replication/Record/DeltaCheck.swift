@@ -11,7 +11,8 @@ extension RecordSchema {
         let directory = context.directory
         for (i, r) in delta.state.registers.enumerated() where !r.isEmpty {
             let d = registers[i]
-            let path = "registers[\(d.name)]"
+            // Built only for an error message: building it for every register cost more than checking one.
+            var path: String { "registers[\(d.name)]" }
             guard !r.versions.isEmpty else { throw Refusal(.invalidValue, "\(path): a register without a version") }
             guard r.versions.count <= RecordSchema.maxVersions else {
                 throw Refusal(.tooLarge, "\(path): \(r.versions.count) versions; at most \(RecordSchema.maxVersions)")
@@ -19,15 +20,18 @@ extension RecordSchema {
             guard r.seen.sorted.count <= min(RecordSchema.maxContextEntries, max(directory.count, 1)) else {
                 throw Refusal(.tooLarge, "\(path).seen: \(r.seen.sorted.count) entries for a federation of \(directory.count) nodes")
             }
-            var nodes = Set<NodeID>()
+            // Versions are few (one per writing node): a scan beats hashing.
+            var nodes: [NodeID] = []
+            nodes.reserveCapacity(r.versions.count)
             var top = Stamp.zero
             for (k, v) in r.versions.enumerated() {
                 guard directory.knows(v.dot.node) else {
                     throw Refusal(.unknownNode, "\(path).versions[\(k)].dot.node: \(v.dot.node) is not in the topology")
                 }
-                guard nodes.insert(v.dot.node).inserted else {
+                guard !nodes.contains(v.dot.node) else {
                     throw Refusal(.impossibleCausality, "\(path): two concurrent versions by \(v.dot.node), whose writes supersede each other")
                 }
+                nodes.append(v.dot.node)
                 if v.dot.stamp > top { top = v.dot.stamp }
                 guard v.value.count <= d.maxValueBytes else {
                     throw Refusal(.tooLarge, "\(path).versions[\(k)].value: \(v.value.count) bytes; at most \(d.maxValueBytes)")
@@ -54,7 +58,7 @@ extension RecordSchema {
             guard let coll = collection(number: UInt64(c.collection)) else {
                 throw Refusal(.unknownKind, "children[\(k)]: \(name) has no collection \(c.collection)")
             }
-            let path = "children[\(coll.name)/\(c.id)]"
+            var path: String { "children[\(coll.name)/\(c.id)]" }
             if let p = previous, !(p < c.key) {
                 throw Refusal(.invalidValue, "\(path): children out of order or repeated")
             }

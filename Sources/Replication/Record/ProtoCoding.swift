@@ -141,6 +141,8 @@ public struct ProtoReader {
     public private(set) var position: Int
     public let end: Int
     private var depth: Int
+    /// The number of the last field read, for a group's end tag to match.
+    private var lastField = 0
 
     public init(_ bytes: UnsafeRawBufferPointer, depth: Int = 32) {
         base = bytes
@@ -166,6 +168,7 @@ public struct ProtoReader {
         let wireType = UInt8(tag & 7)
         let number = Int(tag >> 3)
         guard wireType <= 5, wireType != 4, number != 0 else { throw .malformed }
+        lastField = number
         return (number, wireType)
     }
 
@@ -234,16 +237,23 @@ public struct ProtoReader {
             guard end - position >= 4 else { throw .truncated }
             position += 4
         case 3:
-            // A group: skip to its end-group tag, nested groups included.
-            var open = 1
-            while open > 0 {
+            // A group: skip to its end-group tag, which must name the same field, nested
+            // groups included.
+            var open = [UInt64(lastField)]
+            while let number = open.last {
                 guard position < end else { throw .truncated }
                 let tag = try varint()
                 let t = UInt8(tag & 7)
-                guard tag >> 3 != 0, t <= 5 else { throw .malformed }
-                if t == 3 { open += 1; guard open <= depth else { throw .tooDeep } }
-                else if t == 4 { open -= 1 }
-                else { try skip(t) }
+                guard tag >> 3 != 0, tag <= UInt64(UInt32.max), t <= 5 else { throw .malformed }
+                if t == 3 {
+                    open.append(tag >> 3)
+                    guard open.count <= depth else { throw .tooDeep }
+                } else if t == 4 {
+                    guard tag >> 3 == number else { throw .malformed }
+                    open.removeLast()
+                } else {
+                    try skip(t)
+                }
             }
         default: throw .malformed
         }

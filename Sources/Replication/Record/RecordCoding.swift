@@ -31,7 +31,7 @@ public enum RecordCoding {
         for v in r.versions {
             w.message(2) { w in
                 dot(&w, 1, v.dot)
-                w.presentBytes(2, v.value)
+                w.bytesField(2, v.value)
             }
         }
         vector(&w, 3, r.seen)
@@ -40,7 +40,7 @@ public enum RecordCoding {
     /// A Child's fields after its collection and id: dot 3, value 4.
     public static func childBody(_ w: inout ProtoWriter, _ c: Child) {
         dot(&w, 3, c.dot)
-        w.presentBytes(4, c.value)
+        w.bytesField(4, c.value)
     }
 
     public static func child(_ w: inout ProtoWriter, _ c: Child) {
@@ -62,6 +62,11 @@ public enum RecordCoding {
     // MARK: Reading (structure only: values are checked by their register's check)
 
     static func bad(_ e: ProtoError, _ path: @autoclosure () -> String) -> Refusal { Refusal(.malformed, "\(path()): \(e)") }
+
+    /// A singular message field sent twice. Protobuf would merge the two parts; records
+    /// are refused instead (proto/README.md §1.5): no encoder splits a field, and a
+    /// record must mean one thing to every reader.
+    static func twice(_ path: String) -> Refusal { Refusal(.malformed, "\(path): a singular message field appears twice") }
 
     public static func readDot(_ r: inout ProtoReader, _ path: @autoclosure () -> String) throws(Refusal) -> Dot {
         var node = "", stamp: UInt64 = 0
@@ -118,7 +123,7 @@ public enum RecordCoding {
                 throw Refusal(.invalidValue, "\(path()): node \(a.node) twice")
             }
         }
-        return VersionVector(sortedUnique: entries)
+        return VersionVector(checkedSorted: entries)
     }
 
     /// The body of a Register message (its number already known to the caller, which
@@ -131,6 +136,7 @@ public enum RecordCoding {
         var number: UInt64 = 0
         var versions: [Version] = []
         var seen = VersionVector()
+        var seenRead = false
         do {
             while let (n, t) = try next(&m, path()) {
                 switch (n, t) {
@@ -146,7 +152,9 @@ public enum RecordCoding {
                     var value: ValueBytes = []
                     while let (n, t) = try next(&v, path()) {
                         switch (n, t) {
-                        case (1, 2): dot = try readDot(&v, "\(path()).versions[\(versions.count)].dot")
+                        case (1, 2):
+                            guard dot == nil else { throw twice("\(path()).versions[\(versions.count)].dot") }
+                            dot = try readDot(&v, "\(path()).versions[\(versions.count)].dot")
                         case (2, 2):
                             do throws(ProtoError) { value = try v.bytes() } catch { throw bad(error, path()) }
                         default:
@@ -156,6 +164,8 @@ public enum RecordCoding {
                     guard let dot else { throw Refusal(.invalidValue, "\(path()).versions[\(versions.count)].dot: required") }
                     versions.append(Version(dot: dot, value: value))
                 case (3, 2):
+                    guard !seenRead else { throw twice("\(path()).seen") }
+                    seenRead = true
                     seen = try readVector(&m, limit: RecordSchema.maxContextEntries, "\(path()).seen")
                 default:
                     var handled = false
@@ -190,7 +200,9 @@ public enum RecordCoding {
                 do throws(ProtoError) { b = try m.bytes() } catch { throw bad(error, path()) }
                 guard let i = RecordID(bytes: b) else { throw Refusal(.invalidValue, "\(path()).id: \(b.count) bytes, not 16") }
                 id = i
-            case (3, 2): dot = try readDot(&m, "\(path()).dot")
+            case (3, 2):
+                guard dot == nil else { throw twice("\(path()).dot") }
+                dot = try readDot(&m, "\(path()).dot")
             case (4, 2):
                 do throws(ProtoError) { value = try m.bytes() } catch { throw bad(error, path()) }
             default:

@@ -76,6 +76,7 @@ struct ValueReader {
     var r: ProtoReader
     let path: String
 
+    @inline(__always)
     static func read<T>(_ bytes: ValueBytes, _ path: String,
                         _ body: (inout ValueReader) throws(Refusal) -> T) throws(Refusal) -> T {
         let result: Result<T, Refusal> = bytes.withUnsafeBytes { b in
@@ -137,12 +138,13 @@ struct ValueReader {
     }
 
     func model(_ field: String, _ check: () throws(TicketError) -> Void) throws(Refusal) {
+        let prefix = field.isEmpty ? "" : field + "."
         do throws(TicketError) { try check() } catch {
             switch error {
             case .tooLong(let f, let bytes, let limit):
-                throw Refusal(.tooLarge, "\(field).\(f): \(bytes) bytes; at most \(limit)")
+                throw Refusal(.tooLarge, "\(prefix)\(f): \(bytes) bytes; at most \(limit)")
             default:
-                throw Refusal(.invalidValue, "\(field).\(error.message)")
+                throw Refusal(.invalidValue, "\(prefix)\(error.message)")
             }
         }
     }
@@ -173,6 +175,7 @@ public enum TicketValues {
             try v.fields { v, n, t throws(Refusal) in
                 switch (n, t) {
                 case (1, 2):
+                    guard number == nil else { throw RecordCoding.twice("header.number") }
                     number = try v.nested("number") { v throws(Refusal) in
                         var region = "", year: Int64 = 0, seq: UInt64 = 0
                         try v.fields { v, n, t throws(Refusal) in
@@ -256,22 +259,25 @@ public enum TicketValues {
     public static func citizen(_ b: ValueBytes, checked: Bool = true) throws(Refusal) -> Citizen? {
         try ValueReader.read(b, "citizen") { v throws(Refusal) in
             var citizen: Citizen?
+            var seen = false
             try v.fields { v, n, t throws(Refusal) in
                 guard n == 1, t == 2 else { return false }
+                guard !seen else { throw RecordCoding.twice("citizen") }
+                seen = true
                 citizen = try v.nested("citizen") { v throws(Refusal) in
                     var ref = "", name: String?, snils: String?, phone: String?
                     try v.fields { v, n, t throws(Refusal) in
                         switch (n, t) {
-                        case (1, 2): ref = try v.string("citizen.ref")
-                        case (2, 2): name = try v.string("citizen.name")
-                        case (3, 2): snils = try v.string("citizen.snils")
-                        case (4, 2): phone = try v.string("citizen.phone")
+                        case (1, 2): ref = try v.string("ref")
+                        case (2, 2): name = try v.string("name")
+                        case (3, 2): snils = try v.string("snils")
+                        case (4, 2): phone = try v.string("phone")
                         default: return false
                         }
                         return true
                     }
                     if checked {
-                        try v.model("citizen") { () throws(TicketError) in
+                        try v.model("") { () throws(TicketError) in
                             try Citizen.validate(ref: ref, name: name, phone: phone)
                         }
                         if let s = snils {
@@ -315,6 +321,7 @@ public enum TicketValues {
                 case (1, 0): status = try v.varint("status")
                 case (2, 0): registered = try v.int64("registered_at")
                 case (3, 2):
+                    guard deadlines == nil else { throw RecordCoding.twice("progress.deadlines") }
                     deadlines = try v.nested("deadlines") { v throws(Refusal) in
                         var registerBy: Int64 = 0, forward: Int64?, answer: Int64?, ext: Int64 = 0, callback: Int64?
                         try v.fields { v, n, t throws(Refusal) in
@@ -470,7 +477,9 @@ public enum TicketValues {
             var author: Actor?, at: Int64 = 0, visibility: UInt64 = 0, text = ""
             try v.fields { v, n, t throws(Refusal) in
                 switch (n, t) {
-                case (1, 2): author = try actor(&v, "author")
+                case (1, 2):
+                    guard author == nil else { throw RecordCoding.twice("note.author") }
+                    author = try actor(&v, "author")
                 case (2, 0): at = try v.int64("at")
                 case (3, 0): visibility = try v.varint("visibility")
                 case (4, 2): text = try v.string("text")
@@ -504,7 +513,9 @@ public enum TicketValues {
             var actor: Actor?, at: Int64 = 0, field = "", old: String?, new: String?
             try v.fields { v, n, t throws(Refusal) in
                 switch (n, t) {
-                case (1, 2): actor = try TicketValues.actor(&v, "actor")
+                case (1, 2):
+                    guard actor == nil else { throw RecordCoding.twice("history.actor") }
+                    actor = try TicketValues.actor(&v, "actor")
                 case (2, 0): at = try v.int64("at")
                 case (3, 2): field = try v.string("field")
                 case (4, 2): old = try v.string("old_value")
