@@ -58,7 +58,7 @@ extension CaseStore {
     func applyMerge(_ batch: RemoteBatch, _ txn: WriteTransaction, _ seq: inout UInt64, now: Millis) throws -> EditOutcome {
         var report = MergeReport()
         for remote in batch.records {
-            let delta: RecordDelta
+            var delta: RecordDelta
             switch remote.content {
             case .refused(let kind, let id, let refusal):
                 report.rejections.append(RecordRejection(sequence: remote.sequence, kind: kind, id: id, refusal: refusal, whole: true))
@@ -72,10 +72,14 @@ extension CaseStore {
                 continue
             }
             let local = try loadRecord(schema, delta.id, txn)
-            if let refusal = try equivocation(delta, schema, local, txn) {
+            switch try equivocation(delta, schema, local, txn) {
+            case .refused(let refusal):
                 report.rejections.append(RecordRejection(sequence: remote.sequence, kind: delta.kind, id: delta.id,
                                                          refusal: refusal, whole: true))
                 continue
+            case .known(let children):
+                // Children held here already change nothing and need no admission.
+                if !children.isEmpty { delta.children.removeAll { children.contains($0.key) } }
             }
             let (admitted, refusals) = schema.admit(delta, from: batch.peer, local: local?.state,
                                                     directory: configuration.directory, now: now,
@@ -96,11 +100,7 @@ extension CaseStore {
                     changed.insert(i)
                 }
             }
-            var newChildren: [Child] = []
-            for c in admitted.children
-            where try !txn.contains(self.schema.children, key: Keys.child(schema.kind.rawValue, delta.id, c.collection, c.id)) {
-                newChildren.append(c)
-            }
+            let newChildren = admitted.children
             guard !changed.isEmpty || !newChildren.isEmpty else {
                 report.unchangedRecords += 1
                 continue
@@ -121,30 +121,37 @@ extension CaseStore {
         return .merged(report)
     }
 
+    enum Equivocation {
+        /// A write id held here with other content.
+        case refused(Refusal)
+        /// No equivocation; these children are held here already (identical).
+        case known(Set<ChildKey>)
+    }
+
     /// A write id (a register version's dot, a child's id) this node holds with other
     /// content: the sender forged or corrupted it. Refused rather than kept by arrival
     /// order, and reported.
     private func equivocation(_ delta: RecordDelta, _ schema: RecordSchema, _ local: StoredRecord?,
-                              _ txn: WriteTransaction) throws -> Refusal? {
+                              _ txn: WriteTransaction) throws -> Equivocation {
         if let local {
             for (i, r) in delta.state.registers.enumerated() where !r.isEmpty {
                 let mine = local.state.registers[i].versions
                 for v in r.versions {
                     if let m = mine.first(where: { $0.dot == v.dot }), m.value != v.value {
-                        return Refusal(.equivocation, "registers[\(schema.registers[i].name)]: \(v.dot) already holds another value")
+                        return .refused(Refusal(.equivocation, "registers[\(schema.registers[i].name)]: \(v.dot) already holds another value"))
                     }
                 }
             }
         }
+        var known = Set<ChildKey>()
         for c in delta.children {
             let key = Keys.child(schema.kind.rawValue, delta.id, c.collection, c.id)
-            if let differs = try txn.withValue(self.schema.children, key: key, { b throws -> Bool in
-                let mine = try StoredChild.decode(b, collection: c.collection, id: c.id)
-                return mine != c
-            }), differs {
-                return Refusal(.equivocation, "children[\(c.collection)/\(c.id)]: already holds other content")
-            }
+            guard let same = try txn.withValue(self.schema.children, key: key, { b throws -> Bool in
+                try StoredChild.decode(b, collection: c.collection, id: c.id) == c
+            }) else { continue }
+            guard same else { return .refused(Refusal(.equivocation, "children[\(c.collection)/\(c.id)]: already holds other content")) }
+            known.insert(c.key)
         }
-        return nil
+        return .known(known)
     }
 }

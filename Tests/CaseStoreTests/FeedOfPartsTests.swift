@@ -89,9 +89,12 @@ struct FeedOfPartsTests {
                 try txn.withValue(store.schema.feed, key: Keys.sequence(e.sequence)) { try FeedEntry.decode($0) }
             })
             #expect(d.kind == entry.kind && d.id == entry.id)
+            // The entry's registers, and the kind's authority registers (header, owner) with every entry.
+            let authority = TicketRecord.schema.authorityRegisters
+                .reduce(UInt64(0)) { $0 | 1 << UInt64(TicketRecord.schema.registers[$1].number) }
             let numbers = d.state.registers.indices.filter { !d.state.registers[$0].isEmpty }
                 .reduce(UInt64(0)) { $0 | 1 << UInt64(TicketRecord.schema.registers[$1].number) }
-            #expect(numbers == entry.registerNumbers, "entry \(e.sequence)")
+            #expect(numbers == entry.registerNumbers | authority, "entry \(e.sequence)")
             #expect(d.children.map(\.key) == entry.children, "entry \(e.sequence)")
             let record = try #require(try store.record(kind: d.kind, id: d.id))
             for (i, r) in d.state.registers.enumerated() where !r.isEmpty { #expect(r == record.state.registers[i]) }

@@ -122,8 +122,10 @@ struct MemoReplicationTests {
         try await p.b.write(RecordWrite(kind: Memo.kind, id: id, values: [1: Memo.encodeStatus("closed by the fund")],
                                         children: [(Memo.comments, Memo.encodeComment("от фонда"))]))
         let r = try await p.pull(p.a, from: p.b)
-        // The fund's feed: the title it holds from region 38 (which it may not relay), then its own write.
-        #expect(r.rejections.map(\.refusal.reason) == [.cannotSpeakFor, .notAuthorised])
+        // The fund's feed: region 38's memo as the fund holds it (nothing new here, so
+        // nothing to admit, whoever relays it), then the fund's own status and comment,
+        // refused together, once.
+        #expect(r.rejections.map(\.refusal.reason) == [.notAuthorised])
         #expect(r.rejections.allSatisfy { $0.id == id && $0.kind == Memo.kind && $0.whole })
         #expect(r.rejections.last?.refusal.detail.hasSuffix("(and 1 more parts)") == true)
         #expect(try memo(p.a, id)?.status == "open" && comments(p.a, id).isEmpty)

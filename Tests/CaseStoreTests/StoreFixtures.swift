@@ -67,12 +67,22 @@ extension CaseStore {
     }
 
     /// The feed's entries after `since` as (sequence, registers by name, children by collection name).
+    /// Each entry's own parts: the registers that sit at its sequence and the children
+    /// it added (its delta as sent also carries the kind's authority registers).
     func feedShape(since: UInt64 = 0) throws -> [FeedShape] {
         try feedDeltas(since: since).map { seq, d in
             let schema = kinds[d.kind]!
+            let own = try entry(seq)
             return FeedShape(sequence: seq, id: d.id,
-                             registers: d.state.registers.indices.filter { !d.state.registers[$0].isEmpty }.map { schema.registers[$0].name },
+                             registers: schema.indexes(numbers: own.registerNumbers).map { schema.registers[$0].name },
                              children: d.children.reduce(into: [:]) { $0[schema.collection(number: UInt64($1.collection))!.name, default: 0] += 1 })
+        }
+    }
+
+    /// The stored feed entry at `sequence`.
+    func entry(_ sequence: UInt64) throws -> FeedEntry {
+        try env.read { txn in
+            try #require(try txn.withValue(schema.feed, key: Keys.sequence(sequence)) { try FeedEntry.decode($0) })
         }
     }
 
@@ -132,10 +142,18 @@ func auditFeed(_ store: CaseStore, _ note: Comment? = nil, sourceLocation: Sourc
         #expect(d.children.count <= 64, "entry \(seq) holds \(d.children.count) children", sourceLocation: sourceLocation)
         kindOf[d.id] = d.kind
         let record = try #require(try store.record(kind: d.kind, id: d.id), sourceLocation: sourceLocation)
+        let schema = try #require(store.kinds[d.kind], sourceLocation: sourceLocation)
+        let own = schema.indexes(numbers: try store.entry(seq).registerNumbers)
         for (i, r) in d.state.registers.enumerated() where !r.isEmpty {
+            // Every delta carries the authority registers as they are now; the others only in their own entry.
+            #expect(own.contains(i) || schema.authorityRegisters.contains(i), "entry \(seq) sends register \(i) it does not hold",
+                    sourceLocation: sourceLocation)
+            #expect(r == record.state.registers[i], "entry \(seq) holds a stale register \(i)", sourceLocation: sourceLocation)
+        }
+        for i in own {
             #expect(registerAt[d.id, default: [:]][i] == nil, "register \(i) of \(d.id) in two entries", sourceLocation: sourceLocation)
             registerAt[d.id, default: [:]][i] = seq
-            #expect(r == record.state.registers[i], "entry \(seq) holds a stale register \(i)", sourceLocation: sourceLocation)
+            #expect(!d.state.registers[i].isEmpty, "entry \(seq) does not send its register \(i)", sourceLocation: sourceLocation)
         }
         for c in d.children {
             #expect(childAt[d.id, default: [:]][c.key] == nil, "child \(c.id) in two entries", sourceLocation: sourceLocation)

@@ -52,11 +52,11 @@ import Testing
             return (r.flatMap { Memo.materialise($0.state, local: .init(version: 1)) }, r)
         }
         func eventually(_ what: String, _ condition: () throws -> Bool) async throws {
-            for _ in 0..<500 {
+            for _ in 0..<3_000 {
                 if try condition() { return }
                 try await Task.sleep(nanoseconds: 10_000_000)
             }
-            Issue.record("not within 5 s: \(what)")
+            Issue.record("not within 30 s: \(what); links: \(pullerA.links.map { "\($0.peer) \($0.connected) \($0.lastError ?? "-")" }) \(pullerB.links.map { "\($0.peer) \($0.connected) \($0.lastError ?? "-")" })")
         }
 
         // Written on irk-main with a comment; it reaches irk-office-1 whole.

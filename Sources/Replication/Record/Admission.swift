@@ -13,7 +13,8 @@ extension RecordSchema {
     /// stamp no further than `maxSkew` ahead of `now`. A register is admitted whole or
     /// not at all; a child alone.
     ///
-    /// Authority is judged against this replica's copy (`local`; the delta itself for
+    /// Only what would change this replica is judged: a part it already holds is passed
+    /// over, whoever relays it. Authority is judged against this replica's copy (`local`; the delta itself for
     /// a record not seen before), extended by the delta's own authority registers once
     /// those are admitted: an owner change and the new owner's first edit may arrive
     /// together.
@@ -47,6 +48,9 @@ extension RecordSchema {
         func admitRegister(_ i: Int, _ roles: [Role: String]) {
             let r = delta.state.registers[i]
             guard !r.isEmpty else { return }
+            // What changes nothing here needs no admission: a register this replica holds
+            // already (every delta carries the authority registers, whoever relays it).
+            if let local, local.registers[i].merged(r) == local.registers[i] { return }
             let entitled = roles[registers[i].writer].map { [$0] } ?? []
             for v in r.versions where !allowed(v.dot, entitled, "registers[\(registers[i].name)]") { return }
             out.state.registers[i] = r
