@@ -28,8 +28,7 @@ final class FeedSender: ChannelInboundHandler {
     private var body: [UInt8] = []
     private var bodyRefused = false
     private var observer: Int?
-    private var timer: Scheduled<Void>?
-    private var timerAt: MonotonicInstant?
+    private var timer = SessionTimer()
     private var context: ChannelHandlerContext?
 
     init(store: CaseStore, peer: NodeID?, allowed: Bool, metrics: ReplicationMetrics, logger: Logger) {
@@ -39,8 +38,6 @@ final class FeedSender: ChannelInboundHandler {
         self.metrics = metrics
         self.logger = logger
     }
-
-    static func now() -> MonotonicInstant { MonotonicInstant(nanoseconds: NIODeadline.now().uptimeNanoseconds) }
 
     func handlerAdded(context: ChannelHandlerContext) { self.context = context }
 
@@ -58,7 +55,7 @@ final class FeedSender: ChannelInboundHandler {
             body += chunk.readableBytesView
         case .end:
             guard !bodyRefused, let h = head else { return }
-            run(session.requestReceived(request(h), store: facts(), now: FeedSender.now()))
+            run(session.requestReceived(request(h), store: facts(), now: SessionTimer.now()))
         }
     }
 
@@ -156,7 +153,7 @@ final class FeedSender: ChannelInboundHandler {
         }
         if through != nil { context.flush() }
         return session.pageSent(through: through, entriesRead: entries.count, firstFrameEntries: firstFrame,
-                                writable: context.channel.isWritable, now: FeedSender.now())
+                                writable: context.channel.isWritable, now: SessionTimer.now())
     }
 
     /// Our last sequence and our clock (wall time as an HLC stamp), for the puller's
@@ -197,24 +194,17 @@ final class FeedSender: ChannelInboundHandler {
 
     /// One timer, at the session's next deadline.
     private func schedule(_ context: ChannelHandlerContext) {
-        let at = session.nextTick
-        guard at != timerAt else { return }
-        timer?.cancel()
-        timerAt = at
-        guard let at else { timer = nil; return }
-        let deadline = NIODeadline.uptimeNanoseconds(at.nanoseconds)
         let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
-        timer = context.eventLoop.scheduleTask(deadline: deadline) {
+        timer.set(session.nextTick, on: context.eventLoop) {
             let handler = bound.value
-            handler.timerAt = nil
-            handler.run(handler.session.tick(now: FeedSender.now()))
+            handler.timer.fired()
+            handler.run(handler.session.tick(now: SessionTimer.now()))
         }
     }
 
     private func stopObserving() {
         if let o = observer { store.removeCommitObserver(o); observer = nil }
-        timer?.cancel()
-        timer = nil
+        timer.cancel()
     }
 
     // MARK: Channel events

@@ -21,8 +21,7 @@ final class PullStream: ChannelInboundHandler {
     let done: EventLoopPromise<(PullCloseReason, Bool)>
     private var session: PullSession<RemoteRecord>
     private var decoder: FrameDecoder
-    private var timer: Scheduled<Void>?
-    private var timerAt: MonotonicInstant?
+    private var timer = SessionTimer()
     private var context: ChannelHandlerContext?
 
     /// Most records gathered into one merge (one transaction, one fsync).
@@ -40,20 +39,18 @@ final class PullStream: ChannelInboundHandler {
                                                       check: CheckContext(directory: store.configuration.directory)))
     }
 
-    static func now() -> MonotonicInstant { MonotonicInstant(nanoseconds: NIODeadline.now().uptimeNanoseconds) }
-
     func handlerAdded(context: ChannelHandlerContext) { self.context = context }
 
     func channelActive(context: ChannelHandlerContext) {
         let start = checkpoint.map { FeedCheckpoint(sourceStoreID: $0.sourceStoreID, sequence: $0.sequence) }
-        run(session.start(checkpoint: start, now: PullStream.now()))
+        run(session.start(checkpoint: start, now: SessionTimer.now()))
         context.fireChannelActive()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
         case .head(let h):
-            run(session.responseHead(status: Int(h.status.code), now: PullStream.now()))
+            run(session.responseHead(status: Int(h.status.code), now: SessionTimer.now()))
         case .body(let chunk):
             replicator.metrics.bytesReceived.increment(by: chunk.readableBytes)
             decoder.append(chunk.readableBytesView)
@@ -65,7 +62,7 @@ final class PullStream: ChannelInboundHandler {
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
-        run(session.readComplete(now: PullStream.now()))
+        run(session.readComplete(now: SessionTimer.now()))
     }
 
     /// Feeds whole frames to the session while it takes them (not while the merge
@@ -78,7 +75,7 @@ final class PullStream: ChannelInboundHandler {
                 return
             }
             guard let frame else { return }
-            let now = PullStream.now()
+            let now = SessionTimer.now()
             switch frame {
             case .header(let h):
                 run(session.header(node: h.node, storeID: Array(h.storeID), resumeAfter: h.resumeAfter,
@@ -115,8 +112,7 @@ final class PullStream: ChannelInboundHandler {
             case .linkEvent(let e):
                 replicator.record(e, from: peer.node)
             case .close(let reason, let applied):
-                timer?.cancel()
-                timer = nil
+                timer.cancel()
                 done.succeed((reason, applied))
                 context.close(promise: nil)
                 return
@@ -157,7 +153,7 @@ final class PullStream: ChannelInboundHandler {
                 switch result {
                 case .success(.merged(let report)):
                     replicator.booked(report, from: node)
-                    handler.run(handler.session.mergeCommitted(now: PullStream.now()))
+                    handler.run(handler.session.mergeCommitted(now: SessionTimer.now()))
                 case .success:
                     handler.run(handler.session.mergeFailed("the store returned no merge report"))
                 case .failure(let e):
@@ -167,24 +163,14 @@ final class PullStream: ChannelInboundHandler {
         }
     }
 
-    /// One timer, at the session's idle deadline.
+    /// One timer, at the session's next deadline.
     private func schedule(_ context: ChannelHandlerContext) {
-        let at = session.nextTick
-        guard at != timerAt else { return }
-        timer?.cancel()
-        timerAt = at
-        guard let at else { timer = nil; return }
         let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
-        timer = context.eventLoop.scheduleTask(deadline: .uptimeNanoseconds(at.nanoseconds)) {
+        timer.set(session.nextTick, on: context.eventLoop) {
             let handler = bound.value
-            handler.timerAt = nil
-            handler.run(handler.session.tick(now: PullStream.now()))
+            handler.timer.fired()
+            handler.run(handler.session.tick(now: SessionTimer.now()))
         }
-    }
-
-    func channelInactive(context: ChannelHandlerContext) {
-        run(session.connectionClosed())
-        context.fireChannelInactive()
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
