@@ -3,6 +3,9 @@
 #  1. the case store: durable writes (one per transaction, grouped), point reads, index range reads
 #  2. replication between two nodes: catch-up of an empty node, lag at a steady rate, reconnect
 #  3. the operator API under h2load (-c 4 -m 16) next to a bare NIO HTTP/2 endpoint, same run, as ratios
+# SKIP_STORE=1, SKIP_REPLICATION=1, SKIP_API=1 leave a part out.
+# ANCHOR=1 also runs PostgreSQL 15 logical replication doing the same work right after the
+# replication figures (../shared/anchors/pg-bench.sh --durable --tests bc) and prints the ratios.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${1:-.build-release/release}
@@ -18,8 +21,33 @@ sync
 echo
 echo "== replication: two nodes in one process, loopback HTTP/2 with mutual TLS, every commit fsync'd =="
 ops/dev-ca.sh "$WORK/certs" irk-main irk-office-1 >/dev/null
-[ "${SKIP_REPLICATION:-0}" = 1 ] || "$BIN/ekc-bench" replication --dir "$WORK/replication" --certs "$WORK/certs" ${REPLICATION_ARGS:-}
+[ "${SKIP_REPLICATION:-0}" = 1 ] || "$BIN/ekc-bench" replication --dir "$WORK/replication" --certs "$WORK/certs" ${REPLICATION_ARGS:-} \
+    | tee "$WORK/replication.out"
 rm -rf "$WORK/replication"
+
+if [ "${ANCHOR:-0}" = 1 ] && [ "${SKIP_REPLICATION:-0}" != 1 ]; then
+  ANCHORS="${ANCHORS:-../shared/anchors}"
+  echo
+  echo "== PostgreSQL 15 logical replication, the same work, this run ($ANCHORS/pg-bench.sh --durable --tests bc) =="
+  "$ANCHORS/pg-bench.sh" --durable --tests bc 2>&1 | tee "$WORK/anchor.out" | grep -E '^pg ' || true
+  python3 - "$WORK/replication.out" "$WORK/anchor.out" <<'PY'
+import re, sys
+ours, pg = open(sys.argv[1]).read(), open(sys.argv[2]).read()
+def num(pattern, text):
+    m = re.search(pattern, text)
+    return float(m.group(1)) if m else None
+catchup = num(r"replication\.catchup\s+([\d.]+) tickets/s", ours)
+p99 = num(r"replication\.lag\s+p50 [\d.]+ ms\s+p99 ([\d.]+) ms", ours)
+pg_catchup = num(r"catchup_records_per_s=([\d.]+)", pg)
+pg_p99 = num(r"lag_p99_ms=([\d.]+)", pg)
+if catchup and pg_catchup:
+    print(f"ratio.catchup        {catchup / pg_catchup:.2f}x   ({catchup:.0f} tickets/s against PostgreSQL's {pg_catchup:.0f} rows/s)")
+if p99 and pg_p99:
+    print(f"ratio.lag_p99        {p99 / pg_p99:.2f}x   ({p99:.2f} ms against PostgreSQL's {pg_p99:.2f} ms; under 1 is better)")
+PY
+fi
+
+[ "${SKIP_API:-0}" = 1 ] && exit 0
 
 NODE_PORT=${NODE_PORT:-18470}
 BARE_PORT=${BARE_PORT:-18480}
