@@ -149,6 +149,9 @@ final class PullStream: ChannelInboundHandler {
         let batch = RemoteBatch(peer: node, sourceStoreID: g.sourceStoreID, throughSequence: g.through, records: g.payloads)
         replicator.store.submit(.merge(batch), actor: .system) { result in
             loop.execute {
+                // The batch's last reference is dropped here, on the event loop: freeing
+                // thousands of records is not the commit thread's work.
+                withExtendedLifetime(batch) {}
                 let handler = bound.value
                 switch result {
                 case .success(.merged(let report)):

@@ -22,15 +22,21 @@ extension RecordSchema {
                       now: Millis, maxSkew: Millis) -> (RecordDelta, [PartRefusal]) {
         var refusals: [PartRefusal] = []
         let senderOrg = directory.org(sender)
+        // Most writes of a delta are one node's: its organisation is looked up once.
+        var lastNode: NodeID?
+        var lastOrg: String?
 
-        func allowed(_ dot: Dot, _ entitled: [String], _ path: @autoclosure () -> String) -> Bool {
-            let authorOrg = directory.org(dot.node)
-            guard let authorOrg, authorOrg == senderOrg else {
+        func allowed(_ dot: Dot, _ entitled: (String) -> Bool, _ path: @autoclosure () -> String) -> Bool {
+            if dot.node != lastNode {
+                lastNode = dot.node
+                lastOrg = directory.org(dot.node)
+            }
+            guard let authorOrg = lastOrg, authorOrg == senderOrg else {
                 refusals.append(PartRefusal(recordID: delta.id, refusal: Refusal(
                     .cannotSpeakFor, "\(path()): \(sender) may not relay writes of \(dot.node)")))
                 return false
             }
-            guard entitled.contains(authorOrg) else {
+            guard entitled(authorOrg) else {
                 refusals.append(PartRefusal(recordID: delta.id, refusal: Refusal(
                     .notAuthorised, "\(path()): organisation \(authorOrg) of \(dot.node) does not write it")))
                 return false
@@ -44,16 +50,24 @@ extension RecordSchema {
             return true
         }
 
-        var out = RecordDelta(state: emptyState(delta.id))
+        // What is admitted: the delta itself until a part of it is passed over or refused,
+        // then a copy without those parts (a delta admitted whole is not copied).
+        var out = delta
+        var dropped = false
+        func drop(register i: Int) {
+            out.state.registers[i] = Register()
+            dropped = true
+        }
         func admitRegister(_ i: Int, _ roles: [Role: String]) {
             let r = delta.state.registers[i]
             guard !r.isEmpty else { return }
             // What changes nothing here needs no admission: a register this replica holds
             // already (every delta carries the authority registers, whoever relays it).
-            if let local, local.registers[i].merged(r) == local.registers[i] { return }
-            let entitled = roles[registers[i].writer].map { [$0] } ?? []
-            for v in r.versions where !allowed(v.dot, entitled, "registers[\(registers[i].name)]") { return }
-            out.state.registers[i] = r
+            if let local, local.registers[i].merged(r) == local.registers[i] { return drop(register: i) }
+            let entitled = roles[registers[i].writer]
+            for v in r.versions where !allowed(v.dot, { $0 == entitled }, "registers[\(registers[i].name)]") {
+                return drop(register: i)
+            }
         }
 
         // The roles as this replica knows them, then as the admitted authority registers make them.
@@ -66,16 +80,20 @@ extension RecordSchema {
         // Unchanged authority (a new record admitted whole, or an edit that touches
         // neither header nor owner) needs no second reading of it.
         let authorityChanged = authorityRegisters.contains { !out.state.registers[$0].isEmpty }
-        let after = local == nil && authorityRegisters.allSatisfy({ out.state.registers[$0] == delta.state.registers[$0] })
-            ? before
-            : (authorityChanged ? roles(local.map { $0.merged(out.state) } ?? out.state, directory) : before)
+        let after = (local == nil && !dropped) || !authorityChanged
+            ? before : roles(local.map { $0.merged(out.state) } ?? out.state, directory)
         for i in registers.indices where !authorityRegisters.contains(i) { admitRegister(i, after) }
 
-        out.children.reserveCapacity(delta.children.count)
-        for c in delta.children {
-            guard let coll = collection(number: UInt64(c.collection)) else { continue }
-            let entitled = coll.writers.compactMap { after[$0] }
-            if allowed(c.dot, entitled, "children[\(coll.name)/\(c.id)]") { out.children.append(c) }
+        if !delta.children.isEmpty {
+            var admitted = [Bool](repeating: true, count: delta.children.count)
+            var entitledOrgs: [UInt8: [String]] = [:]
+            for (k, c) in delta.children.enumerated() {
+                guard let coll = collection(number: UInt64(c.collection)) else { admitted[k] = false; continue }
+                let orgs = entitledOrgs[c.collection] ?? coll.writers.compactMap { after[$0] }
+                entitledOrgs[c.collection] = orgs
+                admitted[k] = allowed(c.dot, { orgs.contains($0) }, "children[\(coll.name)/\(c.id)]")
+            }
+            if admitted.contains(false) { out.children = delta.children.indices.filter { admitted[$0] }.map { delta.children[$0] } }
         }
         return (out, refusals)
     }

@@ -1,3 +1,9 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// Protobuf's binary wire format, written and read by hand: register values, child
 /// values and stored records are protobuf messages, and the replication core (pure,
 /// no dependencies) encodes and decodes them itself. swift-protobuf's generated types
@@ -206,11 +212,16 @@ public struct ProtoReader {
         return r
     }
 
+    /// A string field, refused unless it is valid UTF-8. Decoding with repair and then
+    /// comparing the bytes is several times faster than the standard library's
+    /// validating initialiser (perf, replication catch-up): a repaired string differs.
     public mutating func string() throws(ProtoError) -> String {
-        let r = try body()
-        guard let s = String(validating: UnsafeRawBufferPointer(rebasing: base[r]), as: UTF8.self) else {
-            throw .invalidUTF8
+        let bytes = UnsafeRawBufferPointer(rebasing: base[try body()])
+        var s = String(decoding: bytes, as: UTF8.self)
+        let same = s.withUTF8 { u in
+            u.count == bytes.count && (u.isEmpty || memcmp(u.baseAddress!, bytes.baseAddress!, u.count) == 0)
         }
+        guard same else { throw .invalidUTF8 }
         return s
     }
 

@@ -196,9 +196,11 @@ public enum RecordCoding {
             case (1, 0):
                 do throws(ProtoError) { collection = try m.varint() } catch { throw bad(error, path()) }
             case (2, 2):
-                let b: ValueBytes
-                do throws(ProtoError) { b = try m.bytes() } catch { throw bad(error, path()) }
-                guard let i = RecordID(bytes: b) else { throw Refusal(.invalidValue, "\(path()).id: \(b.count) bytes, not 16") }
+                let r: Range<Int>
+                do throws(ProtoError) { r = try m.body() } catch { throw bad(error, path()) }
+                guard let i = RecordID(bytes: UnsafeRawBufferPointer(rebasing: m.base[r])) else {
+                    throw Refusal(.invalidValue, "\(path()).id: \(r.count) bytes, not 16")
+                }
                 id = i
             case (3, 2):
                 guard dot == nil else { throw twice("\(path()).dot") }
@@ -227,9 +229,11 @@ public enum RecordCoding {
             case (1, 0):
                 do throws(ProtoError) { kindNumber = try m.varint() } catch { throw bad(error, "kind") }
             case (2, 2):
-                let b: ValueBytes
-                do throws(ProtoError) { b = try m.bytes() } catch { throw bad(error, "id") }
-                guard let i = RecordID(bytes: b) else { throw Refusal(.invalidValue, "id: \(b.count) bytes, not 16") }
+                let r: Range<Int>
+                do throws(ProtoError) { r = try m.body() } catch { throw bad(error, "id") }
+                guard let i = RecordID(bytes: UnsafeRawBufferPointer(rebasing: m.base[r])) else {
+                    throw Refusal(.invalidValue, "id: \(r.count) bytes, not 16")
+                }
                 id = i
             case (3, 2):
                 guard registers.count < 64 else { throw Refusal(.tooLarge, "registers: more than 63") }
