@@ -176,6 +176,11 @@ final class PullStream: ChannelInboundHandler {
         }
     }
 
+    func channelInactive(context: ChannelHandlerContext) {
+        run(session.connectionClosed())
+        context.fireChannelInactive()
+    }
+
     func errorCaught(context: ChannelHandlerContext, error: Error) {
         run(session.transportFailed("\(error)"))
     }
