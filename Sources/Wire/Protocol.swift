@@ -36,31 +36,6 @@ public enum ReplicationProtocol {
     public static let maxBatchChanges: UInt32 = 4096
     /// A sender closes a batch once its encoded changes reach this size.
     public static let batchTargetBytes = 1 << 20
-
-    /// How many changes a sender puts in one batch for a request's `max_batch`.
-    public static func batchLimit(requested: UInt32) -> Int {
-        Int(requested == 0 ? defaultBatchChanges : min(requested, maxBatchChanges))
-    }
-
-    /// The sender's checks of a request before anything is streamed: nil if it may be
-    /// served, or the error to answer with (and its HTTP status).
-    public static func check(_ request: WirePullRequest) -> WireStreamError? {
-        guard supportedVersions.contains(request.protocolVersion) else { return mismatch(request.protocolVersion) }
-        if request.hasCheckpoint, request.checkpoint.sourceStoreID.count > 64 {
-            return .init(.badRequest, "checkpoint.source_store_id is longer than 64 bytes")
-        }
-        return nil
-    }
-
-    /// The answer to a request in a version this build does not speak.
-    public static func mismatch(_ requested: UInt32) -> WireStreamError {
-        var e = WireStreamError(
-            .protocolVersionMismatch,
-            "protocol version \(requested) is not supported; this node speaks \(supportedVersions.lowerBound)–\(supportedVersions.upperBound)")
-        e.minProtocolVersion = supportedVersions.lowerBound
-        e.maxProtocolVersion = supportedVersions.upperBound
-        return e
-    }
 }
 
 // MARK: - Frames

@@ -16,27 +16,16 @@ import Testing
         return c
     }
 
-    @Test func requestChecks() {
-        var r = WirePullRequest()
-        r.protocolVersion = 2
-        #expect(ReplicationProtocol.check(r) == nil)
-        for v: UInt32 in [0, 1, 3] {
-            r.protocolVersion = v
-            let e = ReplicationProtocol.check(r)
-            #expect(e?.code == .protocolVersionMismatch && e?.minProtocolVersion == 2 && e?.maxProtocolVersion == 2, "\(v)")
-            #expect(e?.httpStatus == 400 && e?.message.contains("\(v)") == true)
-        }
-        r.protocolVersion = 2
-        r.checkpoint = checkpoint(Array(repeating: 1, count: 64), 3)
-        #expect(ReplicationProtocol.check(r) == nil)
-        r.checkpoint = checkpoint(Array(repeating: 1, count: 65), 3)
-        #expect(ReplicationProtocol.check(r)?.code == .badRequest)
-        #expect(ReplicationProtocol.check(r)?.httpStatus == 400)
-        #expect(ReplicationProtocol.batchLimit(requested: 0) == 512)
-        #expect(ReplicationProtocol.batchLimit(requested: 10) == 10)
-        #expect(ReplicationProtocol.batchLimit(requested: 1_000_000) == 4096)
+    /// The constants the node hands its session machines are the protocol's, and the
+    /// machines' own defaults agree with them (the checks themselves are the sessions',
+    /// tested in ReplicationTests).
+    @Test func constantsAgreeWithTheSessions() {
+        #expect(Int(ReplicationProtocol.defaultBatchChanges) == BatchSequence.defaultLimit)
+        #expect(Int(ReplicationProtocol.maxBatchChanges) == BatchSequence.maximumLimit)
+        #expect(ReplicationProtocol.maxRequestBytes == FeedSession.Configuration(pullPath: "/", supportedVersions: 2...2).maxRequestBytes)
         #expect(ReplicationProtocol.version == 2 && ReplicationProtocol.supportedVersions == 2...2)
         #expect(ReplicationProtocol.pullPath == "/replication/v2/pull" && ReplicationProtocol.otherVersionPaths == ["/replication/v1/pull"])
+        #expect(SessionTimers.protocolDefaults.heartbeatInterval == .seconds(5) && SessionTimers.protocolDefaults.idleTimeout == .seconds(15))
     }
 
     @Test func errorStatuses() {
@@ -44,8 +33,6 @@ import Testing
                                                         (.forbidden, 403), (.shuttingDown, 503), (.internal, 500), (.unspecified, 500),
                                                         (.UNRECOGNIZED(40), 500)]
         for (code, status) in statuses { #expect(WireStreamError(code, "m").httpStatus == status, "\(code)") }
-        let m = ReplicationProtocol.mismatch(1)
-        #expect(m.code == .protocolVersionMismatch && m.minProtocolVersion == 2 && m.maxProtocolVersion == 2)
     }
 
     @Test func requestBodyParses() throws {
