@@ -16,6 +16,7 @@ let nio: [Target.Dependency] = [
 let targets: [Target] = [
     .systemLibrary(name: "CLMDB", pkgConfig: "lmdb", providers: [.apt(["liblmdb-dev"])]),
     .target(name: "LMDB", dependencies: ["CLMDB"]),
+    .systemLibrary(name: "CMalloc"),
     .target(name: "CaseModel"),
     .target(name: "Replication", dependencies: ["CaseModel"]),
     .target(
@@ -25,7 +26,7 @@ let targets: [Target] = [
                        .product(name: "Metrics", package: "swift-metrics")]),
     .target(
         name: "EKCNode",
-        dependencies: ["CaseModel", "Replication", "CaseStore", "Wire"] + nio + [
+        dependencies: ["CaseModel", "Replication", "CaseStore", "Wire", "CMalloc"] + nio + [
             .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             .product(name: "NIOTLS", package: "swift-nio"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
