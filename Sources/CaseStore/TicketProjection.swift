@@ -26,13 +26,14 @@ enum TicketView {
 
     static func decode(_ bytes: UnsafeRawBufferPointer, id: TicketID) throws(CorruptRecord) -> Ticket {
         let schema = TicketRecord.schema
-        var winners = [ValueBytes?](repeating: nil, count: schema.registers.count)
+        // The values are read in place, inside the read transaction that holds the page.
+        var winners = [UnsafeRawBufferPointer?](repeating: nil, count: schema.registers.count)
         var version: UInt64 = 0, stamp: UInt64 = 0
         var r = ProtoReader(bytes)
         do throws(ProtoError) {
             while let (n, t) = try r.field() {
                 if t == 2, let i = schema.registerIndex(number: UInt64(n)) {
-                    winners[i] = try r.bytes()
+                    winners[i] = UnsafeRawBufferPointer(rebasing: bytes[try r.body()])
                 } else if n == Int(versionField), t == 0 {
                     version = try r.varint()
                 } else if n == Int(stampField), t == 1 {

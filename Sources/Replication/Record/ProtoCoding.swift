@@ -215,9 +215,11 @@ public struct ProtoReader {
     /// A string field, refused unless it is valid UTF-8. Decoding with repair and then
     /// comparing the bytes is several times faster than the standard library's
     /// validating initialiser (perf, replication catch-up): a repaired string differs.
-    public mutating func string() throws(ProtoError) -> String {
+    /// `verify: false` is for bytes this node checked before it stored them.
+    public mutating func string(verify: Bool = true) throws(ProtoError) -> String {
         let bytes = UnsafeRawBufferPointer(rebasing: base[try body()])
         var s = String(decoding: bytes, as: UTF8.self)
+        guard verify else { return s }
         let same = s.withUTF8 { u in
             u.count == bytes.count && (u.isEmpty || memcmp(u.baseAddress!, bytes.baseAddress!, u.count) == 0)
         }

@@ -5,6 +5,20 @@ import CaseModel
 /// values as bytes; a kind's codecs give them their types.
 public typealias ValueBytes = [UInt8]
 
+/// Bytes a value can be read from in place: a value of a record in memory, or a slice of
+/// a stored view read straight from the store's pages (no copy per register).
+public protocol ValueSource {
+    func withValueBytes<R>(_ body: (UnsafeRawBufferPointer) -> R) -> R
+}
+
+extension Array: ValueSource where Element == UInt8 {
+    @inlinable public func withValueBytes<R>(_ body: (UnsafeRawBufferPointer) -> R) -> R { withUnsafeBytes(body) }
+}
+
+extension UnsafeRawBufferPointer: ValueSource {
+    @inlinable public func withValueBytes<R>(_ body: (UnsafeRawBufferPointer) -> R) -> R { body(self) }
+}
+
 /// One value of a register and the write that made it.
 public struct Version: Hashable, Sendable {
     public let dot: Dot

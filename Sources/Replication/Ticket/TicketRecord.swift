@@ -127,17 +127,18 @@ extension Ticket: ReplicatedRecord {
     }
 
     /// A ticket from the winning value of each register (aligned with the table).
-    public static func ticket(id: TicketID, winners v: [ValueBytes?], local: LocalRecordInfo, latest: Stamp) -> Ticket? {
+    public static func ticket<V: ValueSource>(id: TicketID, winners v: [V?], local: LocalRecordInfo, latest: Stamp) -> Ticket? {
         typealias R = TicketRecord.Register
         guard v.count == TicketRecord.schema.registers.count,
               let hb = v[R.header.rawValue], let sb = v[R.statement.rawValue], let cb = v[R.citizen.rawValue],
               let pb = v[R.progress.rawValue], let ab = v[R.assignee.rawValue], let prb = v[R.priority.rawValue],
               let tb = v[R.topic.rawValue], let ob = v[R.owner.rawValue],
-              let h = try? TicketValues.header(hb), let s = try? TicketValues.statement(sb, checked: false),
+              let h = try? TicketValues.header(hb, checked: false), let s = try? TicketValues.statement(sb, checked: false),
               let c = attempt({ () throws(Refusal) in try TicketValues.citizen(cb, checked: false) }),
-              let p = try? TicketValues.progress(pb),
-              let a = attempt({ () throws(Refusal) in try TicketValues.assignee(ab) }), let pr = try? TicketValues.priority(prb),
-              let tp = try? TicketValues.topic(tb), let o = try? TicketValues.owner(ob)
+              let p = try? TicketValues.progress(pb, checked: false),
+              let a = attempt({ () throws(Refusal) in try TicketValues.assignee(ab, checked: false) }),
+              let pr = try? TicketValues.priority(prb, checked: false),
+              let tp = try? TicketValues.topic(tb, checked: false), let o = try? TicketValues.owner(ob, checked: false)
         else { return nil }
         return Ticket(
             id: id, number: h.number, originNode: h.originNode, ownerNode: o, channel: h.channel, topic: tp.topic,
