@@ -146,9 +146,11 @@ struct TicketIndexFacts {
     let assignee: String?
     let updatedAt: Millis
 
-    init?(id: TicketID, header: ValueBytes?, progress: ValueBytes?, assignee: ValueBytes?, stamp: Stamp) {
-        guard let header, let progress, let assignee, let h = try? TicketValues.header(header),
-              let p = try? TicketValues.progress(progress), let a = TicketIndexFacts.assignee(assignee) else { return nil }
+    /// From stored (admitted) values, read without judging them again.
+    init?<V: ValueSource>(id: TicketID, header: V?, progress: V?, assignee: V?, stamp: Stamp) {
+        guard let header, let progress, let assignee, let h = try? TicketValues.header(header, checked: false),
+              let p = try? TicketValues.progress(progress, checked: false),
+              let a = TicketIndexFacts.assignee(assignee) else { return nil }
         self.id = id
         number = h.number
         status = p.status
@@ -158,8 +160,8 @@ struct TicketIndexFacts {
     }
 
     /// The assignee, or nil when the value does not decode (`try?` would flatten an absent one).
-    private static func assignee(_ b: ValueBytes) -> String?? {
-        do { return .some(try TicketValues.assignee(b)) } catch { return nil }
+    private static func assignee(_ b: some ValueSource) -> String?? {
+        do { return .some(try TicketValues.assignee(b, checked: false)) } catch { return nil }
     }
 
     init?(id: TicketID, winners: [ValueBytes?], stamp: Stamp) {
@@ -173,13 +175,13 @@ struct TicketIndexFacts {
         let schema = TicketRecord.schema
         typealias R = TicketRecord.Register
         let wanted = [R.header, .progress, .assignee].map { UInt64(schema.registers[$0.rawValue].number) }
-        var values = [ValueBytes?](repeating: nil, count: 3)
+        var values = [UnsafeRawBufferPointer?](repeating: nil, count: 3)
         var stamp: UInt64 = 0
         var r = ProtoReader(view)
         do throws(ProtoError) {
             while let (n, t) = try r.field() {
                 if t == 2, let k = wanted.firstIndex(of: UInt64(n)) {
-                    values[k] = try r.bytes()
+                    values[k] = UnsafeRawBufferPointer(rebasing: view[try r.body()])
                 } else if n == Int(TicketView.stampField), t == 1 {
                     stamp = try r.fixed64()
                 } else {

@@ -111,14 +111,19 @@ public struct ProtoWriter {
             bytes[at] = UInt8(length)
             return
         }
-        var prefix: [UInt8] = []
+        // A longer prefix: room is made after the reserved byte, without a temporary array.
+        var extra = 0
+        var rest = UInt64(length) >> 7
+        while rest > 0 { extra += 1; rest >>= 7 }
+        bytes.insert(contentsOf: repeatElement(0, count: extra), at: at + 1)
         var v = UInt64(length)
+        var i = at
         while v >= 0x80 {
-            prefix.append(UInt8(truncatingIfNeeded: v) | 0x80)
+            bytes[i] = UInt8(truncatingIfNeeded: v) | 0x80
             v >>= 7
+            i += 1
         }
-        prefix.append(UInt8(v))
-        bytes.replaceSubrange(at..<(at + 1), with: prefix)
+        bytes[i] = UInt8(v)
     }
 }
 
