@@ -29,7 +29,8 @@ public struct NodeService: Service {
 
     public func run() async throws {
         var directory = settings.directory
-        directory[settings.node] = settings.region
+        // A node without a topology is an organisation of its own numbering code.
+        if directory[settings.node] == nil { directory[settings.node] = settings.region }
         var configuration = StoreConfiguration(node: settings.node, region: settings.region,
                                                utcOffsetMinutes: settings.utcOffsetMinutes, directory: Directory(directory))
         configuration.numberSeries = settings.numberSeries

@@ -5,10 +5,31 @@ import Foundation
 /// fund, role and addresses. `ekc node start --config FILE --node-id ID` runs one
 /// of them. Relative paths are taken from the working directory.
 public struct Topology: Decodable, Sendable {
+    /// An organisation: a region by its two-digit code, or a fund (`pension`,
+    /// `social-insurance`, `employment`, `mse`).
+    public struct OrganisationEntry: Decodable, Sendable {
+        public var id: String
+        public var kind: OrganisationKind
+        public var name: String?
+        /// The code its readable ticket numbers start with (2–8 letters or digits); the
+        /// id when absent (a region's code).
+        public var numbering: String?
+        public init(id: String, kind: OrganisationKind, name: String? = nil, numbering: String? = nil) {
+            self.id = id
+            self.kind = kind
+            self.name = name
+            self.numbering = numbering
+        }
+        public var numberingCode: String { numbering ?? id }
+    }
+
     public struct NodeEntry: Decodable, Sendable {
         public var id: String
-        /// Region code (`38`) or a fund's code (`sfr`).
-        public var region: String
+        /// The organisation the node belongs to (`organisations[].id`).
+        public var organisation: String?
+        /// The organisation, as files before organisations named it.
+        public var region: String?
+        /// `regional-centre`, `remote-office` or `fund`: decides the node's links.
         public var role: String?
         public var utcOffsetMinutes: Int?
         public var listen: String?
@@ -20,8 +41,10 @@ public struct Topology: Decodable, Sendable {
         public var identity: TLSFiles?
         /// Nodes to pull from and serve; absent: every other node of the same region or fund.
         public var peers: [String]?
-        /// Numbering series within the region (0–99), distinct for each node of a region.
+        /// Numbering series within the organisation (0–99), distinct for each of its nodes.
         public var numberSeries: Int?
+
+        public var organisationID: String { organisation ?? region ?? "" }
     }
 
     public struct TLSFiles: Decodable, Sendable {
@@ -31,9 +54,20 @@ public struct Topology: Decodable, Sendable {
     }
 
     public var federation: String?
+    /// Absent in older files: then each code the nodes name is an organisation.
+    public var organisations: [OrganisationEntry]?
     public var nodes: [NodeEntry]
 
+    /// The topology for running a node: read, and refused on the first problem that
+    /// would make a node misbehave (ids, organisations, numbering series).
     public static func load(_ path: String) throws -> Topology {
+        let topology = try read(path)
+        try topology.refuseUnrunnable(path)
+        return topology
+    }
+
+    /// The file's contents, checked for shape only (`ekc cluster check` lists the rest).
+    public static func read(_ path: String) throws -> Topology {
         let data: Data
         do {
             data = try Data(contentsOf: URL(fileURLWithPath: path))
@@ -50,35 +84,54 @@ public struct Topology: Decodable, Sendable {
         } catch {
             throw ConfigurationError("\(path) is not a valid topology file: \(error)")
         }
+        return topology
+    }
+
+    private func refuseUnrunnable(_ path: String) throws {
+        let topology = self
         var seen = Set<String>()
         for n in topology.nodes {
             guard NodeID.isValid(n.id) else { throw ConfigurationError("\(path): node id \"\(n.id)\" must be lower-case letters, digits and hyphens") }
-            guard RegionCode.isValid(n.region) else { throw ConfigurationError("\(path): node \(n.id) has an invalid region \"\(n.region)\"") }
+            guard Topology.isOrganisationID(n.organisationID) else {
+                throw ConfigurationError("\(path): node \(n.id) names no valid organisation (\"organisation\": a region's code like 38, or a fund: \(Fund.ids.joined(separator: ", ")))")
+            }
             guard seen.insert(n.id).inserted else { throw ConfigurationError("\(path): node \(n.id) is listed twice") }
             guard (0...99).contains(n.numberSeries ?? 0) else {
                 throw ConfigurationError("\(path): node \(n.id) has numberSeries \(n.numberSeries!); use 0 to 99")
             }
         }
-        // Two nodes of one region numbering in the same series would issue the same numbers.
+        // Two nodes of one organisation numbering in the same series would issue the same numbers.
         var series: [String: String] = [:]
         for n in topology.nodes {
-            let key = "\(n.region)/\(n.numberSeries ?? 0)"
+            let key = "\(n.organisationID)/\(n.numberSeries ?? 0)"
             if let other = series[key] {
-                throw ConfigurationError("\(path): nodes \(other) and \(n.id) of region \(n.region) share numberSeries \(n.numberSeries ?? 0); give each its own")
+                throw ConfigurationError("\(path): nodes \(other) and \(n.id) of \(n.organisationID) share numberSeries \(n.numberSeries ?? 0); give each its own")
             }
             series[key] = n.id
         }
-        return topology
+        if let orgs = topology.organisations {
+            for n in topology.nodes where !orgs.contains(where: { $0.id == n.organisationID }) {
+                throw ConfigurationError("\(path): node \(n.id) belongs to \(n.organisationID), which is not among the organisations")
+            }
+        }
     }
 
-    /// Every node's organisation (region or fund code), for admitting remote writes.
+    /// Lower-case letters, digits and hyphens, 2–32 of them.
+    static func isOrganisationID(_ s: String) -> Bool {
+        (2...32).contains(s.utf8.count) && s.utf8.allSatisfy { ($0 >= 48 && $0 <= 57) || ($0 >= 97 && $0 <= 122) || $0 == 45 }
+    }
+
+    /// Every node's organisation, for admitting remote writes.
     public var directory: [NodeID: String] {
-        Dictionary(uniqueKeysWithValues: nodes.compactMap { n in NodeID(n.id).map { ($0, n.region) } })
+        Dictionary(uniqueKeysWithValues: nodes.compactMap { n in NodeID(n.id).map { ($0, n.organisationID) } })
     }
 
-    /// The nodes `entry` replicates with, and where they listen for replication.
+    /// The nodes `entry` replicates with, and where they listen for replication: its
+    /// organisation's links (`links`); links between organisations wait for scoped
+    /// replication. A hand-written `peers` list (tests) overrides.
     public func peers(of entry: NodeEntry) throws -> [(NodeID, String?)] {
-        let names = entry.peers ?? nodes.filter { $0.id != entry.id && $0.region == entry.region }.map(\.id)
+        let names = entry.peers ?? links.filter { $0.scope == .organisation && ($0.a == entry.id || $0.b == entry.id) }
+            .map { $0.a == entry.id ? $0.b : $0.a }
         return try names.map { name in
             let peer = try node(name)
             return (NodeID(peer.id)!, peer.replication)

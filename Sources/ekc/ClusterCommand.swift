@@ -4,7 +4,7 @@ import Foundation
 
 struct ClusterCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "cluster", abstract: "Operations across the federation.", subcommands: [Health.self])
+        commandName: "cluster", abstract: "Operations across the federation.", subcommands: [Health.self, Check.self])
 
     struct Health: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
@@ -59,6 +59,49 @@ struct ClusterCommand: AsyncParsableCommand {
                            linkRows)
             }
             if down > 0 { throw ExitCode(2) }
+        }
+    }
+
+    struct Check: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Validate a topology file: organisations, nodes and roles, addresses, numbering series, certificates, and the links they give.",
+            discussion: "Exits 1 and lists every problem (with what to do) when there is one; 0 when the topology is sound.")
+        @Option(help: "Topology file (cluster/*.json).") var config: String
+        @Flag(help: "Print the links every node gets.") var links = false
+        @Flag var json = false
+
+        func run() throws {
+            let topology: Topology
+            do { topology = try Topology.read(config) } catch let e as ConfigurationError { throw CLIError(e.description) }
+            let problems = topology.problems + CertificateCheck.problems(topology, now: Date())
+            let derived = topology.links
+            if json {
+                let out: [String: Any] = [
+                    "organisations": topology.organisationList.count, "nodes": topology.nodes.count,
+                    "links": derived.map { ["a": $0.a, "b": $0.b, "scope": $0.scope.rawValue] },
+                    "problems": problems.map { ["subject": $0.subject, "message": $0.message] },
+                ]
+                printJSON(try JSONSerialization.data(withJSONObject: out))
+            } else {
+                let orgs = topology.organisationList
+                let regions = orgs.filter { $0.kind == .region }.count
+                let scoped = derived.filter { $0.scope == .transfers }.count
+                print("\(config): \(regions) regions, \(orgs.count - regions) funds, \(topology.nodes.count) nodes, "
+                      + "\(derived.count - scoped) links within organisations, \(scoped) between them (scoped to transfers; not started until scoped replication)")
+                if links {
+                    print("")
+                    printTable(["NODE", "NODE", "SCOPE"], derived.map { [$0.a, $0.b, $0.scope.rawValue] })
+                }
+                if !problems.isEmpty {
+                    print("")
+                    printTable(["WHERE", "PROBLEM"], problems.map { [$0.subject, $0.message] })
+                }
+            }
+            if !problems.isEmpty {
+                if !json { FileHandle.standardError.write(Data("\(problems.count) problem(s) in \(config)\n".utf8)) }
+                throw ExitCode(1)
+            }
+            if !json { print("ok") }
         }
     }
 }

@@ -52,7 +52,7 @@ struct NodeCommand: AsyncParsableCommand {
             let id = nodeId ?? entry?.id ?? "irk-dev"
             let (host, port) = try NodeSettings.parseListen(listen ?? entry?.listen ?? "127.0.0.1:8400")
             var settings = NodeSettings(
-                node: NodeID(id)!, region: region ?? entry?.region ?? "38",
+                node: NodeID(id)!, region: region ?? entry.map { topology!.numbering(of: $0) } ?? "38",
                 utcOffsetMinutes: utcOffset ?? entry?.utcOffsetMinutes ?? 480,
                 dataDirectory: data ?? entry?.data ?? ".ekc/\(id)", host: host, port: port,
                 tlsCertificate: tlsCert ?? entry?.tls?.cert, tlsKey: tlsKey ?? entry?.tls?.key)
