@@ -39,6 +39,7 @@ import Testing
 
     @Test(arguments: seeds) func ticketLaws(seed: UInt64) { laws(Ticket.self, seed: seed) }
     @Test(arguments: seeds) func memoLaws(seed: UInt64) { laws(Memo.self, seed: seed) }
+    @Test(arguments: seeds) func transferLaws(seed: UInt64) { laws(Transfer.self, seed: seed) }
 
     /// What every replica checks of a peer's delta holds of every honest state, and
     /// merging two states that pass the checks gives one that passes: a node never
@@ -58,6 +59,7 @@ import Testing
 
     @Test(arguments: seeds) func ticketValidityClosed(seed: UInt64) { validityIsClosedUnderMerge(Ticket.self, seed: seed) }
     @Test(arguments: seeds) func memoValidityClosed(seed: UInt64) { validityIsClosedUnderMerge(Memo.self, seed: seed) }
+    @Test(arguments: seeds) func transferValidityClosed(seed: UInt64) { validityIsClosedUnderMerge(Transfer.self, seed: seed) }
 
     @Test func versionVectorJoinLaws() {
         var rng = SeededRandom(seed: 99)

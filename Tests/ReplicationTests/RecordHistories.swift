@@ -63,6 +63,34 @@ extension Memo: Simulated {
     }
 }
 
+extension Transfer: Simulated {
+    static func opened(id: RecordID, at node: NodeID, now: Millis) -> Transfer {
+        Transfer(id: id, order: TransferOrder(ticket: RecordID(millis: UInt64(now), randomHigh: 1, randomLow: 2),
+                                              fromOrganisation: testDirectory.org(node)!, fromNode: node, toOrganisation: "sfr",
+                                              kind: .redirect, reasonCode: "pension-recalc", reasonText: "Перерасчёт пенсии",
+                                              scope: [.ref, .name], createdAt: now, dueAt: now + 86_400_000))
+    }
+
+    /// The order is written once by the API; a rewrite is still a lawful write to merge.
+    static func randomEdit(_ r: Transfer, now: Millis, _ rng: inout SeededRandom) -> Transfer {
+        var t = r
+        t.order.reasonText = ["Перерасчёт пенсии", "Уточнение стажа", "Справка о выплатах"].randomElement(using: &rng)!
+        return t
+    }
+
+    static func randomChild(_ collection: UInt8, now: Millis, _ rng: inout SeededRandom) -> ValueBytes {
+        let actor = Actor(user: "op-\(Int.random(in: 0..<3, using: &rng))", role: "operator")
+        let states: [TransferState] = collection == TransferRecord.Collection.senderSteps.rawValue
+            ? [.cancelled] : [.delivered, .accepted, .rejected, .returned, .completed]
+        let state = states.randomElement(using: &rng)!
+        return TransferValues.encode(TransferStep(id: RecordID(high: 0, low: 0), state: state, node: irkutskNodes[0],
+                                                  stamp: Stamp(millis: now, logical: 0), actor: actor,
+                                                  reasonCode: state.needsReason ? "out-of-scope" : nil,
+                                                  reasonText: state.needsReason ? "Не относится к компетенции фонда" : nil,
+                                                  answer: state == .completed ? "Ответ направлен заявителю" : nil))
+    }
+}
+
 /// One replica of one record: its state, its clock, its wall-clock error, and every
 /// write it made (register index and dot) and child it created, for the checkers.
 struct Replica<R: Simulated> {

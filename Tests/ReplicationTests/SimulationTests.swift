@@ -96,4 +96,5 @@ import Testing
 
     @Test func ticketsConverge() { converges(Ticket.self) }
     @Test func memosConverge() { converges(Memo.self) }
+    @Test func transfersConverge() { converges(Transfer.self) }
 }

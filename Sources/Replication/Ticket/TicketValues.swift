@@ -114,6 +114,12 @@ struct ValueReader {
         do throws(ProtoError) { return try r.string(verify: checked) } catch { throw malformed(error, field) }
     }
 
+    mutating func bytes(_ field: String) throws(Refusal) -> [UInt8] {
+        do throws(ProtoError) { return try r.bytes() } catch { throw malformed(error, field) }
+    }
+
+    var atEnd: Bool { r.atEnd }
+
     mutating func nested<T>(_ field: String, _ body: (inout ValueReader) throws(Refusal) -> T) throws(Refusal) -> T {
         var sub: ProtoReader
         do throws(ProtoError) { sub = try r.nested() } catch { throw malformed(error, field) }

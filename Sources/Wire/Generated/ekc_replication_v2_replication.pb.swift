@@ -54,6 +54,7 @@ public nonisolated enum Ekc_Replication_V2_RecordKind: SwiftProtobuf.Enum, Swift
   public typealias RawValue = Int
   case unspecified // = 0
   case ticket // = 1
+  case transfer // = 2
   case UNRECOGNIZED(Int)
 
   public init() {
@@ -64,6 +65,7 @@ public nonisolated enum Ekc_Replication_V2_RecordKind: SwiftProtobuf.Enum, Swift
     switch rawValue {
     case 0: self = .unspecified
     case 1: self = .ticket
+    case 2: self = .transfer
     default: self = .UNRECOGNIZED(rawValue)
     }
   }
@@ -72,6 +74,7 @@ public nonisolated enum Ekc_Replication_V2_RecordKind: SwiftProtobuf.Enum, Swift
     switch self {
     case .unspecified: return 0
     case .ticket: return 1
+    case .transfer: return 2
     case .UNRECOGNIZED(let i): return i
     }
   }
@@ -80,6 +83,7 @@ public nonisolated enum Ekc_Replication_V2_RecordKind: SwiftProtobuf.Enum, Swift
   public static let allCases: [Ekc_Replication_V2_RecordKind] = [
     .unspecified,
     .ticket,
+    .transfer,
   ]
 
 }
@@ -498,7 +502,7 @@ public nonisolated struct Ekc_Replication_V2_StreamError: Sendable {
 fileprivate nonisolated let _protobuf_package = "ekc.replication.v2"
 
 nonisolated extension Ekc_Replication_V2_RecordKind: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0RECORD_KIND_UNSPECIFIED\0\u{1}RECORD_KIND_TICKET\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0RECORD_KIND_UNSPECIFIED\0\u{1}RECORD_KIND_TICKET\0\u{1}RECORD_KIND_TRANSFER\0")
 }
 
 nonisolated extension Ekc_Replication_V2_Dot: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
