@@ -104,7 +104,7 @@ public final class CaseStore: @unchecked Sendable {
 
     public init(path: String, configuration: StoreConfiguration) throws {
         self.configuration = configuration
-        kinds = RecordKinds([TicketRecord.schema] + configuration.extraKinds)
+        kinds = RecordKinds([TicketRecord.schema, TransferRecord.schema] + configuration.extraKinds)
         do {
             env = try Environment(path: path, configuration: configuration.environment)
             schema = try Schema(env: env)

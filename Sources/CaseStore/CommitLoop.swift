@@ -14,6 +14,10 @@ public enum Edit: Sendable {
     /// A local write to a record of any kind: register values by index, new children
     /// by collection number. The kind's own edits (tickets' above) are built on the same path.
     case write(RecordWrite)
+    /// Hand a ticket to another organisation.
+    case sendTransfer(TransferRequest)
+    /// A step of this node's side on a transfer.
+    case transferStep(TransferStepRequest)
     /// A batch pulled from a peer: merged, with the peer's checkpoint, in one transaction.
     case merge(RemoteBatch)
     /// Only writes the marks of how far the feed was served (see `noteServed`).
@@ -47,6 +51,7 @@ public enum EditOutcome: Sendable {
     /// The ticket after the edit; `changed` is false when the patch changed nothing.
     case ticket(Ticket, changed: Bool)
     case note(Note)
+    case transfer(Transfer)
     case record(RecordID)
     case merged(MergeReport)
 
@@ -160,7 +165,8 @@ extension CaseStore {
             let r = r ?? .failure(.corrupt("edit not applied"))
             switch r {
             case .success: editsCommitted.increment()
-            case .failure(.rejected), .failure(.ticketNotFound), .failure(.versionMismatch), .failure(.conflictNotFound):
+            case .failure(.rejected), .failure(.ticketNotFound), .failure(.versionMismatch), .failure(.conflictNotFound),
+                 .failure(.transferNotFound), .failure(.transferRefused):
                 editsRefused.increment()
             case .failure: editsFailed.increment()
             }
@@ -185,6 +191,8 @@ extension CaseStore {
         case .addNote(let ref, let text, let vis): return try applyNote(ref, text, vis, p.actor, txn, &seq, now: now)
         case .resolve(let id, let keep): return try applyResolve(id, keep, p.actor, txn, &seq, now: now)
         case .write(let w): return try applyWrite(w, txn, &seq, now: now)
+        case .sendTransfer(let q): return try applySendTransfer(q, p.actor, txn, &seq, now: now)
+        case .transferStep(let q): return try applyTransferStep(q, p.actor, txn, &seq, now: now)
         case .merge(let batch): return try applyMerge(batch, txn, &seq, now: now)
         case .persistServed: return .merged(MergeReport())
         }

@@ -112,6 +112,8 @@ extension CaseStore {
             if !changed.isEmpty && schema.kind == TicketRecord.kind {
                 let (_, duplicate) = try projectTicket(record, txn)
                 if let duplicate { report.duplicateNumbers.append(duplicate) }
+            } else if schema.kind == TransferRecord.kind {
+                try mergedTransfer(record.state.id, txn, &seq, now: now)
             }
             report.changedRecords += 1
         }

@@ -36,6 +36,14 @@ struct Schema: Sendable {
     let byUpdated: Database
     /// next deadline ms (u64 BE) + ticket id → ∅ (open tickets only)
     let byDeadline: Database
+    /// transfer id (16) → the transfer as lists show it (TransferView)
+    let transfers: Database
+    /// ticket id (16) + transfer id (16) → ∅
+    let transfersByTicket: Database
+    /// receiving organisation (utf8) + 0x00 + due ms (u64 BE) + transfer id → ∅
+    let transferInbox: Database
+    /// sending organisation (utf8) + 0x00 + created ms (u64 BE) + transfer id → ∅
+    let transferOutbox: Database
 
     /// 2: generic records, children and a feed of parts (issue 7). Stored values are
     /// tagged (protobuf's wire format): fields are added without a new version.
@@ -56,11 +64,15 @@ struct Schema: Sendable {
         byAssignee = try env.openDatabase("idx_assignee")
         byUpdated = try env.openDatabase("idx_updated")
         byDeadline = try env.openDatabase("idx_deadline")
+        transfers = try env.openDatabase("transfers")
+        transfersByTicket = try env.openDatabase("idx_transfer_ticket")
+        transferInbox = try env.openDatabase("idx_transfer_inbox")
+        transferOutbox = try env.openDatabase("idx_transfer_outbox")
     }
 
     var all: [Database] {
         [meta, records, children, feed, conflicted, checkpoints, served, tickets, numbers, counters,
-         byStatus, byAssignee, byUpdated, byDeadline]
+         byStatus, byAssignee, byUpdated, byDeadline, transfers, transfersByTicket, transferInbox, transferOutbox]
     }
 
     enum MetaKey {
@@ -101,6 +113,7 @@ enum Keys {
     static func status(_ s: TicketStatus, _ id: TicketID) -> [UInt8] { [s.code] + id.bytes }
     static func assignee(_ a: String, _ id: TicketID) -> [UInt8] { Array(a.utf8) + [0] + id.bytes }
     static func time(_ t: Millis, _ id: TicketID) -> [UInt8] { UInt64(max(0, t)).bigEndianBytes + id.bytes }
+    static func organisationTime(_ org: String, _ t: Millis, _ id: RecordID) -> [UInt8] { Array(org.utf8) + [0] + time(t, id) }
 }
 
 typealias RecordKindIDByte = UInt8

@@ -5,6 +5,9 @@ import LMDB
 public enum StoreError: Error, Sendable, Equatable {
     case ticketNotFound(String)
     case conflictNotFound(String)
+    case transferNotFound(String)
+    /// A transfer or a step on one that its lifecycle or its rules refuse.
+    case transferRefused(TransferError)
     /// If-Match named a version that is no longer current.
     case versionMismatch(current: UInt64, expected: UInt64)
     /// The model refused the edit.

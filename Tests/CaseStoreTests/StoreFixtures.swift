@@ -17,7 +17,7 @@ let irk = irkutskNodes[0]        // irk-main
 let office = irkutskNodes[1]     // irk-office-1
 let ivanova = Actor(user: "ivanova", role: "operator")
 let petrov = Actor(user: "petrov", role: "supervisor")
-let ticketKinds = RecordKinds([TicketRecord.schema, Memo.schema])
+let ticketKinds = RecordKinds([TicketRecord.schema, TransferRecord.schema, Memo.schema])
 
 func configuration(_ clock: TestClock, node: NodeID = irk, maxGroup: Int = 2048, series: UInt64 = 0) -> StoreConfiguration {
     var c = StoreConfiguration(node: node, region: "38", utcOffsetMinutes: 480, maxGroup: maxGroup, directory: testDirectory,
