@@ -117,6 +117,27 @@ struct ObjectReader {
         return e
     }
 
+    /// An array of enumeration values, each at most once; absent → nil.
+    mutating func enumerationSet<E: RawRepresentable & CaseIterable & Hashable>(_ key: String, _ type: E.Type) throws(APIError) -> Set<E>?
+    where E.RawValue == String {
+        switch value(key) {
+        case nil: return nil
+        case .array(let items)?:
+            var out = Set<E>()
+            for item in items {
+                let allowed = E.allCases.map { $0.rawValue }.joined(separator: ", ")
+                guard case .string(let s) = item, let e = E(rawValue: s) else {
+                    throw APIError.unprocessable("invalid_value", "\(name(key)) items must be one of: \(allowed)", field: name(key))
+                }
+                guard out.insert(e).inserted else {
+                    throw APIError.unprocessable("invalid_value", "\(name(key)) lists \(s) twice", field: name(key))
+                }
+            }
+            return out
+        case let v?: throw wrongType(key, "an array", v)
+        }
+    }
+
     /// Call after reading every field: any field not read is unknown.
     func rejectUnknown() throws(APIError) {
         if let extra = fields.keys.filter({ !known.contains($0) }).sorted().first {

@@ -9,8 +9,8 @@ extension OperatorAPI {
     /// the path's methods in this order. `{ref}` is a ticket's id or number, checked by
     /// `ticketRef` (404) before anything else of the request.
     ///
-    /// A new record kind is new lines here and its handlers in a file of their own,
-    /// e.g. `/v1/transfers`, `/v1/transfers/{id}`, `/v1/tickets/{ref}/transfers`.
+    /// A new record kind is new lines here and its handlers in a file of their own
+    /// (transfers: TransferHandlers.swift).
     static let routes: [R] = [
         R(.GET, "/v1/tickets", "list") { api, r in .now(try api.list(r.query)) },
         R(.POST, "/v1/tickets", "create") { api, r in .later(try api.create(r.request, r.loop)) },
@@ -29,6 +29,19 @@ extension OperatorAPI {
         R(.GET, "/v1/tickets/{ref}/history", "history") { api, r in
             .now(try api.history(try api.ticketRef(r.parameter("ref"))))
         },
+        R(.POST, "/v1/tickets/{ref}/transfers", "transfer_send") { api, r in
+            .later(try api.sendTransfer(try api.ticketRef(r.parameter("ref")), r.request, r.loop))
+        },
+        R(.GET, "/v1/tickets/{ref}/transfers", "ticket_transfers") { api, r in
+            .now(try api.ticketTransfers(try api.ticketRef(r.parameter("ref"))))
+        },
+        R(.GET, "/v1/transfers", "transfers") { api, r in .now(try api.listTransfers(r.query)) },
+        R(.GET, "/v1/transfers/{id}", "transfer") { api, r in .now(try api.showTransfer(try api.transferID(r.parameter("id")))) },
+    ] + OperatorAPI.transferSteps.map { step in
+        R(.POST, "/v1/transfers/{id}/\(step.path)", "transfer_\(step.path)") { api, r in
+            .later(try api.transferStep(try api.transferID(r.parameter("id")), step.state, r.request, r.loop))
+        }
+    } + [
         R(.GET, "/v1/changes", "changes") { api, r in .now(try api.changes(r.query)) },
         R(.GET, "/v1/conflicts", "conflicts") { api, r in .now(try api.conflicts(r.query)) },
         R(.POST, "/v1/conflicts/{id}/resolve", "resolve") { api, r in

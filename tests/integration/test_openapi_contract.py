@@ -174,6 +174,10 @@ def test_document_covers_every_route_and_refuses_unknown_fields(spec):
         "/v1/tickets/{ref}": {"get", "patch"},
         "/v1/tickets/{ref}/notes": {"get", "post"},
         "/v1/tickets/{ref}/history": {"get"},
+        "/v1/tickets/{ref}/transfers": {"get", "post"},
+        "/v1/transfers": {"get"},
+        "/v1/transfers/{id}": {"get"},
+        **{f"/v1/transfers/{{id}}/{step}": {"post"} for step in ("accept", "reject", "return", "complete", "cancel")},
         "/v1/changes": {"get"},
         "/v1/conflicts": {"get"},
         "/v1/conflicts/{id}/resolve": {"post"},
@@ -185,7 +189,8 @@ def test_document_covers_every_route_and_refuses_unknown_fields(spec):
     methods = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
     assert {p: set(ops) & methods for p, ops in spec["paths"].items()} == expected
     schemas = spec["components"]["schemas"]
-    for name in ("TicketCreate", "TicketPatch", "NoteCreate", "CitizenInput", "ConflictResolution"):
+    for name in ("TicketCreate", "TicketPatch", "NoteCreate", "CitizenInput", "ConflictResolution", "TransferCreate",
+                 "TransferStepRequest", "Reason"):
         assert schemas[name]["additionalProperties"] is False, name
     assert schemas["TicketCreate"]["required"] == ["channel", "topic", "subject", "statement"]
     assert schemas["NoteCreate"]["required"] == ["text"]
@@ -197,6 +202,9 @@ def test_document_covers_every_route_and_refuses_unknown_fields(spec):
     assert schemas["Priority"]["enum"] == ["low", "normal", "high", "urgent"]
     assert schemas["LegalRegime"]["enum"] == ["consultation", "appeal-59fz"]
     assert schemas["NoteVisibility"]["enum"] == ["shared", "internal"]
+    assert schemas["TransferKind"]["enum"] == ["REDIRECT", "INFO_REQUEST", "COPY"]
+    assert schemas["TransferState"]["enum"] == ["SENT", "DELIVERED", "CANCELLED", "REJECTED", "ACCEPTED", "RETURNED", "COMPLETED"]
+    assert schemas["CitizenField"]["enum"] == ["ref", "name", "snils", "phone"]
 
 
 # --------------------------------------------------------------------------- (b) real responses
@@ -508,3 +516,29 @@ def test_schemathesis_finds_no_server_errors_or_schema_violations(node, tmp_path
     asserted = {k: v for k, v in failures.items() if k in ASSERTED_CHECKS}
     assert not asserted, "schemathesis found contract violations:\n" + "\n".join(
         f"{k}:\n  " + "\n  ".join(sorted(set(v))[:10]) for k, v in sorted(asserted.items()))
+
+
+def test_transfer_responses_match_the_document(make_node, tmp_path, contract):
+    topology = {"organisations": [{"id": "38", "kind": "region"}, {"id": "pension", "kind": "fund", "numbering": "pf"}],
+                "nodes": [{"id": "irk-main", "organisation": "38", "role": "regional-centre"},
+                          {"id": "pension-1", "organisation": "pension", "role": "fund"}]}
+    (tmp_path / "topology.json").write_text(json.dumps(topology))
+    node = make_node("irk-main", extra=["--config", str(tmp_path / "topology.json")]).start()
+    _, _, t = call(node, contract, "POST", "/v1/tickets", "/v1/tickets", expect=201,
+                   body=dict(NEW_TICKET, channel="phone"))
+    send = {"to": "pension", "kind": "REDIRECT", "reason": {"code": "pension-recalc", "text": "Перерасчёт пенсии"},
+            "scope": ["ref", "name"]}
+    path = f"/v1/tickets/{t['id']}/transfers"
+    _, h, tr = call(node, contract, "POST", path, "/v1/tickets/{ref}/transfers", expect=201, body=send)
+    assert h["location"] == f"/v1/transfers/{tr['id']}"
+    call(node, contract, "POST", path, "/v1/tickets/{ref}/transfers", expect=409, body=send)
+    call(node, contract, "POST", path, "/v1/tickets/{ref}/transfers", expect=422, body=dict(send, to="38"))
+    call(node, contract, "GET", path, "/v1/tickets/{ref}/transfers", expect=200)
+    call(node, contract, "GET", "/v1/transfers?direction=out&limit=1", "/v1/transfers", expect=200)
+    call(node, contract, "GET", "/v1/transfers?overdue=maybe", "/v1/transfers", expect=400)
+    call(node, contract, "GET", f"/v1/transfers/{tr['id']}", "/v1/transfers/{id}", expect=200)
+    call(node, contract, "GET", "/v1/transfers/nope", "/v1/transfers/{id}", expect=404)
+    call(node, contract, "POST", f"/v1/transfers/{tr['id']}/accept", "/v1/transfers/{id}/accept", expect=403)
+    call(node, contract, "POST", f"/v1/transfers/{tr['id']}/cancel", "/v1/transfers/{id}/cancel", expect=200)
+    _, _, err = call(node, contract, "POST", f"/v1/transfers/{tr['id']}/cancel", "/v1/transfers/{id}/cancel", expect=409)
+    assert err["error"]["currentState"] == "CANCELLED"
