@@ -205,13 +205,14 @@ struct GroupCommitDurabilityTests {
             #expect(s.node == "irk-main" && s.tickets == 1 && s.lastSequence == 1)
             #expect(Set(s.tables.map(\.name)) == ["meta", "records", "children", "feed", "idx_conflicts", "checkpoints", "served",
                                                  "tickets", "numbers", "counters", "idx_status", "idx_assignee", "idx_updated",
-                                                 "idx_deadline"])
+                                                 "idx_deadline", "transfers", "idx_transfer_ticket", "idx_transfer_inbox",
+                                                 "idx_transfer_outbox"])
             #expect(s.storeID.count == 32)
             store.close()
         }
         let inspected = try CaseStore.inspect(path: dir.path())
         let tickets = inspected.tables.first { $0.0 == "tickets" }
         #expect(tickets?.1.entries == 1)
-        #expect(inspected.tables.count == 14)
+        #expect(inspected.tables.count == 18)
     }
 }

@@ -7,7 +7,8 @@ import pytest
 from conftest import all_changes, ekc, free_port, run
 
 DATABASES = ["meta", "records", "children", "feed", "idx_conflicts", "checkpoints", "served", "tickets", "numbers",
-             "counters", "idx_status", "idx_assignee", "idx_updated", "idx_deadline"]
+             "counters", "idx_status", "idx_assignee", "idx_updated", "idx_deadline", "transfers", "idx_transfer_ticket",
+             "idx_transfer_inbox", "idx_transfer_outbox"]
 
 
 def cli(node, *args, actor="op-cli"):

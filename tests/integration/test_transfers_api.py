@@ -133,3 +133,29 @@ def test_a_waiting_ticket_is_not_redirected_but_may_ask_for_information(region):
     assert status == 422 and err["error"]["field"] == "kind" and "REGISTERED or IN_WORK" in err["error"]["message"], err
     status, _, ok = send(region, t, kind="INFO_REQUEST")
     assert status == 201 and ok["kind"] == "INFO_REQUEST", ok
+
+
+def test_cli_sends_lists_shows_and_steps(region):
+    from conftest import ekc
+    t = registered(region)
+
+    def cli(*args):
+        return ekc("transfer", *args, "--node", region.url, "--actor", "op-cli")
+
+    r = cli("send", t["number"], "--to", "pension", "--reason-code", "pension-recalc", "--reason", "Перерасчёт пенсии",
+            "--scope", "ref,name", "--json")
+    assert r.returncode == 0, r.stderr
+    tr = json.loads(r.stdout)
+    assert tr["state"] == "SENT" and tr["scope"] == ["ref", "name"]
+    r = cli("outbox")
+    assert r.returncode == 0 and tr["id"] in r.stdout and "SENT" in r.stdout and "pension" in r.stdout, r.stdout
+    r = cli("show", tr["id"])
+    assert r.returncode == 0 and "REDIRECT" in r.stdout and "pension-recalc: Перерасчёт пенсии" in r.stdout, r.stdout
+    r = cli("accept", tr["id"])
+    assert r.returncode == 1 and "wrong_side" in r.stderr, (r.stdout, r.stderr)
+    r = cli("reject", tr["id"])
+    assert r.returncode != 0 and "--reason-code" in r.stderr, r.stderr
+    r = cli("cancel", tr["id"])
+    assert r.returncode == 0 and "CANCELLED" in r.stdout, r.stdout + r.stderr
+    r = cli("inbox", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["items"] == []
