@@ -376,7 +376,10 @@ def test_bad_note(srv, world, unchanged):
     ("GET", "/", None),
     ("GET", "/v1/tickets/38-2026-000001/attachments", None),
     ("GET", "/v1/tickets/38-2026-000001/notes/extra", None),
-    ("POST", "/v1/transfers", {"x": 1}),
+    ("POST", "/v1/transfers/01M80927XW2ZBST4T83XGRXEE0/teleport", {"x": 1}),
+    ("GET", "/v1/transfers/01M80927XW2ZBST4T83XGRXEE0", None),
+    ("POST", "/v1/transfers/01M80927XW2ZBST4T83XGRXEE0/accept", None),
+    ("GET", "/v1/tickets/38-2026-999999/transfers", None),
 ], ids=lambda v: v if isinstance(v, str) else "")
 def test_not_found(srv, unchanged, method, path, payload):
     s, _, body_ = srv.request(method, path, payload)
@@ -393,6 +396,9 @@ def test_not_found(srv, unchanged, method, path, payload):
     ("PATCH", "/v1/tickets/38-2026-000001/notes", {"GET", "POST"}),
     ("POST", "/v1/tickets/38-2026-000001/history", {"GET"}),
     ("POST", "/metrics", {"GET"}),
+    ("POST", "/v1/transfers", {"GET"}),
+    ("GET", "/v1/transfers/01M80927XW2ZBST4T83XGRXEE0/cancel", {"POST"}),
+    ("DELETE", "/v1/tickets/38-2026-000001/transfers", {"GET", "POST"}),
 ])
 def test_method_not_allowed(srv, unchanged, method, path, allowed):
     s, _, payload = srv.request(method, path, {"priority": "high"} if method in ("PUT", "PATCH", "POST") else None)
