@@ -195,6 +195,14 @@ public struct TicketNumber: Hashable, Sendable, CustomStringConvertible {
 
 /// A Russian region code (two or three digits, as on vehicle plates and in OKATO), or
 /// a fund's short code (letters) for nodes of federal funds.
+/// An organisation of the federation: a region's code (`38`) or a fund's id
+/// (`social-insurance`): 2–32 lower-case letters, digits and hyphens.
+public enum OrganisationID {
+    public static func isValid(_ s: String) -> Bool {
+        (2...32).contains(s.utf8.count) && s.utf8.allSatisfy { ($0 >= 48 && $0 <= 57) || ($0 >= 97 && $0 <= 122) || $0 == 45 }
+    }
+}
+
 public enum RegionCode {
     public static func isValid(_ s: String) -> Bool {
         let u = Array(s.utf8)

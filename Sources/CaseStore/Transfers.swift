@@ -132,7 +132,8 @@ extension CaseStore {
         try commitRecord(TransferRecord.schema, &record, changed: written, children: [], txn, &seq, isNew: true)
         try noteOnTicket(ticket.id, actor, dot, field: "transfer", old: nil,
                          new: "\(transfer.order.kind.rawValue) to \(transfer.order.toOrganisation) (\(transfer.id))", txn, &seq, now: now)
-        return .transfer(try projectTransfer(transfer.id, txn)!)
+        try projectTransfer(transfer, txn)
+        return .transfer(transfer)
     }
 
     func applyTransferStep(_ q: TransferStepRequest, _ actor: Actor, _ txn: WriteTransaction, _ seq: inout UInt64,
@@ -162,20 +163,24 @@ extension CaseStore {
             try noteOnTicket(current.order.ticket, actor, Dot(node: step.node, stamp: step.stamp), field: "transfer",
                              old: current.state.rawValue, new: "\(step.state.rawValue) (\(q.transfer))", txn, &seq, now: now)
         }
-        return .transfer(try projectTransfer(q.transfer, txn)!)
+        var stepped = current
+        stepped.steps.add(step)
+        try projectTransfer(stepped, txn)
+        return .transfer(stepped)
     }
 
     /// After a merge changed a transfer: its projection, and the transport
     /// acknowledgement when this node's organisation receives it and none of its nodes
     /// has acknowledged it yet.
     func mergedTransfer(_ id: RecordID, _ txn: WriteTransaction, _ seq: inout UInt64, now: Millis) throws {
-        guard let t = try loadTransfer(id, txn) else { return }
+        guard var t = try loadTransfer(id, txn) else { return }
         if t.order.toOrganisation == organisation, t.state == .sent {
             let step = TransferStep(id: writer.nextID(now: now), state: .delivered, node: configuration.node,
                                     stamp: writer.clock.tick(wall: now), actor: Actor(user: "system", role: "system"))
             try addSteps([step], to: id, txn, &seq)
+            t.steps.add(step)
         }
-        _ = try projectTransfer(id, txn)
+        try projectTransfer(t, txn)
     }
 
     private func addSteps(_ steps: [TransferStep], to id: RecordID, _ txn: WriteTransaction, _ seq: inout UInt64) throws {
@@ -192,16 +197,15 @@ extension CaseStore {
         try commitRecord(TicketRecord.schema, &record, changed: .none, children: [event], txn, &seq, isNew: false)
     }
 
-    /// Writes the transfer's view and moves its index entries; returns the transfer.
-    @discardableResult
-    func projectTransfer(_ id: RecordID, _ txn: WriteTransaction) throws -> Transfer? {
-        guard let t = try loadTransfer(id, txn) else { return nil }
+    /// Writes the view of a transfer as its record and steps now stand, and moves its
+    /// index entries (the callers hold the transfer already: it is not read again).
+    func projectTransfer(_ t: Transfer, _ txn: WriteTransaction) throws {
+        let id = t.id
         if let old = try transferView(id, txn) {
             for (db, key) in transferIndexEntries(id, old.order) { _ = try txn.delete(db, key: key) }
         }
         try txn.put(schema.transfers, key: id.bytes, value: TransferView.encode(t))
         for (db, key) in transferIndexEntries(id, t.order) { try txn.put(db, key: key, value: []) }
-        return t
     }
 
     private func transferIndexEntries(_ id: RecordID, _ o: TransferOrder) -> [(Database, [UInt8])] {

@@ -44,9 +44,12 @@ public struct TopologyProblem: Hashable, Sendable, CustomStringConvertible {
     /// The node or organisation concerned (or "topology").
     public let subject: String
     public let message: String
-    public init(_ subject: String, _ message: String) {
+    /// A node refuses to start on it (`Topology.load`): ids, organisations, numbering.
+    public let blocksStart: Bool
+    public init(_ subject: String, _ message: String, blocksStart: Bool = false) {
         self.subject = subject
         self.message = message
+        self.blocksStart = blocksStart
     }
     public var description: String { "\(subject): \(message)" }
 }
@@ -93,10 +96,12 @@ extension Topology {
     /// addresses, numbering series. Certificates are checked apart (`CertificateCheck`).
     public var problems: [TopologyProblem] {
         var p: [TopologyProblem] = []
+        let organisations = organisationList
+        var byID: [String: OrganisationEntry] = [:]
         // Organisations.
-        var orgIDs = Set<String>()
-        for o in organisationList {
-            if !orgIDs.insert(o.id).inserted { p.append(.init(o.id, "the organisation is listed twice")) }
+        for o in organisations {
+            if byID[o.id] != nil { p.append(.init(o.id, "the organisation is listed twice")) }
+            byID[o.id] = byID[o.id] ?? o
             switch o.kind {
             case .region:
                 if !(o.id.count == 2 && o.id.allSatisfy(\.isASCII) && o.id.allSatisfy(\.isNumber)) {
@@ -112,7 +117,7 @@ extension Topology {
             }
         }
         var numbering: [String: String] = [:]
-        for o in organisationList {
+        for o in organisations {
             if let other = numbering[o.numberingCode], other != o.id {
                 p.append(.init(o.id, "numbering code \"\(o.numberingCode)\" is also \(other)'s; ticket numbers would collide"))
             }
@@ -124,10 +129,18 @@ extension Topology {
         var series: [String: String] = [:]
         var centres: [String: [String]] = [:]
         for n in nodes {
-            if !NodeID.isValid(n.id) { p.append(.init(n.id, "a node id is 1–63 lower-case letters, digits and hyphens")) }
-            if !ids.insert(n.id).inserted { p.append(.init(n.id, "the node is listed twice")) }
-            guard let org = organisation(n.organisationID) else {
-                p.append(.init(n.id, "organisation \"\(n.organisationID)\" is not among the organisations (\(organisationList.map(\.id).joined(separator: ", ")))"))
+            if !NodeID.isValid(n.id) {
+                p.append(.init(n.id, "a node id is 1–63 lower-case letters, digits and hyphens", blocksStart: true))
+            }
+            if !ids.insert(n.id).inserted { p.append(.init(n.id, "the node is listed twice", blocksStart: true)) }
+            guard OrganisationID.isValid(n.organisationID) else {
+                p.append(.init(n.id, "names no valid organisation (\"organisation\": a region's code like 38, or a fund: \(Fund.ids.joined(separator: ", ")))",
+                               blocksStart: true))
+                continue
+            }
+            guard let org = byID[n.organisationID] else {
+                p.append(.init(n.id, "organisation \"\(n.organisationID)\" is not among the organisations (\(organisations.map(\.id).joined(separator: ", ")))",
+                               blocksStart: true))
                 continue
             }
             switch n.role.flatMap(NodeRole.init(rawValue:)) {
@@ -157,9 +170,10 @@ extension Topology {
             }
             let s = n.numberSeries ?? 0
             if !(0...99).contains(s) {
-                p.append(.init(n.id, "numberSeries \(s) must be 0 to 99"))
+                p.append(.init(n.id, "numberSeries \(s) must be 0 to 99", blocksStart: true))
             } else if let other = series["\(org.id)/\(s)"] {
-                p.append(.init(n.id, "numberSeries \(s) is also \(other)'s in \(org.id); give each node of an organisation its own"))
+                p.append(.init(n.id, "numberSeries \(s) is also \(other)'s in \(org.id); give each node of an organisation its own",
+                               blocksStart: true))
             } else {
                 series["\(org.id)/\(s)"] = n.id
             }
@@ -167,7 +181,7 @@ extension Topology {
                 p.append(.init(n.id, "peers are derived from organisations and roles; remove the hand-written list"))
             }
         }
-        for o in organisationList where o.kind == .region {
+        for o in organisations where o.kind == .region {
             let c = centres[o.id] ?? []
             let members = nodes.filter { $0.organisationID == o.id }
             if !members.isEmpty && c.count != 1 {
@@ -175,7 +189,7 @@ extension Topology {
                                    : "the region has \(c.count) regional centres (\(c.joined(separator: ", "))); it has one, the others are remote offices"))
             }
         }
-        for o in organisationList where !nodes.contains(where: { $0.organisationID == o.id }) {
+        for o in organisations where !nodes.contains(where: { $0.organisationID == o.id }) {
             p.append(.init(o.id, "the organisation has no node"))
         }
         // Links: every node that replicates must have an address for each of its links.

@@ -58,11 +58,12 @@ public struct Topology: Decodable, Sendable {
     public var organisations: [OrganisationEntry]?
     public var nodes: [NodeEntry]
 
-    /// The topology for running a node: read, and refused on the first problem that
-    /// would make a node misbehave (ids, organisations, numbering series).
+    /// The topology for running a node: read, and refused on the first of its problems
+    /// that would make a node misbehave (ids, organisations, numbering series); the
+    /// others are `ekc cluster check`'s to list.
     public static func load(_ path: String) throws -> Topology {
         let topology = try read(path)
-        try topology.refuseUnrunnable(path)
+        if let p = topology.problems.first(where: \.blocksStart) { throw ConfigurationError("\(path): \(p)") }
         return topology
     }
 
@@ -85,40 +86,6 @@ public struct Topology: Decodable, Sendable {
             throw ConfigurationError("\(path) is not a valid topology file: \(error)")
         }
         return topology
-    }
-
-    private func refuseUnrunnable(_ path: String) throws {
-        let topology = self
-        var seen = Set<String>()
-        for n in topology.nodes {
-            guard NodeID.isValid(n.id) else { throw ConfigurationError("\(path): node id \"\(n.id)\" must be lower-case letters, digits and hyphens") }
-            guard Topology.isOrganisationID(n.organisationID) else {
-                throw ConfigurationError("\(path): node \(n.id) names no valid organisation (\"organisation\": a region's code like 38, or a fund: \(Fund.ids.joined(separator: ", ")))")
-            }
-            guard seen.insert(n.id).inserted else { throw ConfigurationError("\(path): node \(n.id) is listed twice") }
-            guard (0...99).contains(n.numberSeries ?? 0) else {
-                throw ConfigurationError("\(path): node \(n.id) has numberSeries \(n.numberSeries!); use 0 to 99")
-            }
-        }
-        // Two nodes of one organisation numbering in the same series would issue the same numbers.
-        var series: [String: String] = [:]
-        for n in topology.nodes {
-            let key = "\(n.organisationID)/\(n.numberSeries ?? 0)"
-            if let other = series[key] {
-                throw ConfigurationError("\(path): nodes \(other) and \(n.id) of \(n.organisationID) share numberSeries \(n.numberSeries ?? 0); give each its own")
-            }
-            series[key] = n.id
-        }
-        if let orgs = topology.organisations {
-            for n in topology.nodes where !orgs.contains(where: { $0.id == n.organisationID }) {
-                throw ConfigurationError("\(path): node \(n.id) belongs to \(n.organisationID), which is not among the organisations")
-            }
-        }
-    }
-
-    /// Lower-case letters, digits and hyphens, 2–32 of them.
-    static func isOrganisationID(_ s: String) -> Bool {
-        (2...32).contains(s.utf8.count) && s.utf8.allSatisfy { ($0 >= 48 && $0 <= 57) || ($0 >= 97 && $0 <= 122) || $0 == 45 }
     }
 
     /// Every node's organisation, for admitting remote writes.

@@ -84,6 +84,15 @@ public struct Child: Hashable, Sendable {
     }
 }
 
+extension Child {
+    /// A child holding `value` in `collection`, for checking a value on its own: a
+    /// collection's check judges the value, not the id or dot placed around it here.
+    public static func checking(_ value: ValueBytes, in collection: UInt8) -> Child {
+        Child(collection: collection, id: RecordID(high: 0, low: 0), dot: Dot(node: NodeID(trusted: "x"), stamp: Stamp(raw: 1)),
+              value: value)
+    }
+}
+
 public struct ChildKey: Hashable, Comparable, Sendable {
     public let collection: UInt8
     public let id: RecordID

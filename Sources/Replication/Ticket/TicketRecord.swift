@@ -62,16 +62,12 @@ public enum TicketRecord {
             CollectionDescriptor(number: Collection.notes.rawValue, name: "notes", writers: [origin, owner],
                                  maxValueBytes: Budget.noteBytes + 256,
                                  check: { b, _ throws(Refusal) in
-                                     _ = try TicketValues.note(Child(collection: 1, id: RecordID(high: 0, low: 0),
-                                                                     dot: Dot(node: NodeID(trusted: "x"), stamp: Stamp(raw: 1)), value: b),
-                                                               ticket: RecordID(high: 0, low: 0))
+                                     _ = try TicketValues.note(.checking(b, in: Collection.notes.rawValue), ticket: RecordID(high: 0, low: 0))
                                  }),
             CollectionDescriptor(number: Collection.history.rawValue, name: "history", writers: [origin, owner],
                                  maxValueBytes: 2 * Budget.historyValueBytes + 512,
                                  check: { b, _ throws(Refusal) in
-                                     _ = try TicketValues.event(Child(collection: 2, id: RecordID(high: 0, low: 0),
-                                                                      dot: Dot(node: NodeID(trusted: "x"), stamp: Stamp(raw: 1)), value: b),
-                                                                ticket: RecordID(high: 0, low: 0))
+                                     _ = try TicketValues.event(.checking(b, in: Collection.history.rawValue), ticket: RecordID(high: 0, low: 0))
                                  }),
         ],
         authorityRegisters: [Register.header.rawValue, Register.owner.rawValue],

@@ -21,10 +21,7 @@ public enum TransferRecord {
 
     /// Checks a step as a child of `collection` (its side decides which states it may hold).
     private static func stepCheck(_ collection: Collection) -> @Sendable (ValueBytes, CheckContext) throws(Refusal) -> Void {
-        { b, _ throws(Refusal) in
-            _ = try TransferValues.step(Child(collection: collection.rawValue, id: RecordID(high: 0, low: 0),
-                                              dot: Dot(node: NodeID(trusted: "x"), stamp: Stamp(raw: 1)), value: b))
-        }
+        { b, _ throws(Refusal) in _ = try TransferValues.step(.checking(b, in: collection.rawValue)) }
     }
 
     public static let schema = RecordSchema(

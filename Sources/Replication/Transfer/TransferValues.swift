@@ -65,7 +65,7 @@ public enum TransferValues {
             }
             guard let id = TicketID(bytes: ticket) else { throw Refusal(.invalidValue, "ticket_id: 16 bytes") }
             let node = try v.node(fromNode, "from_node", directory)
-            for (name, org) in [("from_organisation", from), ("to_organisation", to)] where !TransferValues.isOrganisation(org) {
+            for (name, org) in [("from_organisation", from), ("to_organisation", to)] where !OrganisationID.isValid(org) {
                 throw Refusal(.invalidValue, "\(name): \"\(org.prefix(40))\" is not a region's code or a fund")
             }
             if from == to { throw Refusal(.invalidValue, "to_organisation: a transfer goes to another organisation") }
@@ -82,11 +82,6 @@ public enum TransferValues {
                                  kind: try v.enumValue(kind, "kind"), reasonCode: reasonCode, reasonText: reasonText,
                                  scope: scope, createdAt: createdAt, dueAt: dueAt)
         }
-    }
-
-    /// A region's code or a fund's id: 2–32 lower-case letters, digits and hyphens.
-    static func isOrganisation(_ s: String) -> Bool {
-        (2...32).contains(s.utf8.count) && s.utf8.allSatisfy { ($0 >= 48 && $0 <= 57) || ($0 >= 97 && $0 <= 122) || $0 == 45 }
     }
 
     // Collections 1 and 2: TransferStep { state = 1; Actor actor = 2; reason_code = 3; reason_text = 4; answer = 5 }
