@@ -6,6 +6,7 @@ test run never leaves a node behind.
 import importlib.util
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -24,17 +25,35 @@ EKC = Path(os.environ.get("EKC_BIN", REPO / ".build" / "debug" / "ekc"))
 _ports_handed_out = set()
 
 
+def _ephemeral_range():
+    try:
+        lo, hi = open("/proc/sys/net/ipv4/ip_local_port_range").read().split()
+        return int(lo), int(hi)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port() -> int:
-    """A loopback port nothing listens on, never the same one twice in a test run: the
-    kernel may hand a just-released port out again, and a node once got one port for
-    both its API and its replication listener."""
-    while True:
+    """A loopback port nothing listens on, never the same one twice in a test run, and
+    outside the kernel's ephemeral range: a port asked of the kernel with bind(0) comes
+    from that range, and before the node bound it another node's outgoing connection
+    could take it as its local port (seen in CI: "Address already in use")."""
+    lo, hi = _ephemeral_range()
+    rng = random.Random(os.getpid() ^ time.monotonic_ns())
+    candidates = [(10000, lo - 1)] if lo > 11000 else [(hi + 1, 65535)]
+    for _ in range(10000):
+        first, last = candidates[0]
+        port = rng.randint(first, last)
+        if port in _ports_handed_out:
+            continue
         with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port not in _ports_handed_out:
-            _ports_handed_out.add(port)
-            return port
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _ports_handed_out.add(port)
+        return port
+    raise RuntimeError("no free loopback port outside the ephemeral range")
 
 
 class Node:
