@@ -103,17 +103,23 @@ public enum FrameReader {
                 var c = try r.nested()
                 var sequence: UInt64 = 0
                 var record: Range<Int>?
+                var twice = false
                 while let (cn, ct) = try c.field() {
                     switch (cn, ct) {
                     case (1, 0): sequence = try c.varint()
                     case (2, 2):
-                        // A record sent twice in one change is not merged: the change is malformed.
-                        guard record == nil else { throw ProtoError.malformed }
+                        // A record sent twice in one change is not merged (protobuf would
+                        // concatenate the two): the record is refused, alone.
+                        twice = twice || record != nil
                         record = try c.body()
                     default: try c.skip(ct)
                     }
                 }
-                if let record {
+                if twice {
+                    let (kind, id) = record.map { RecordReading.peek(UnsafeRawBufferPointer(rebasing: c.base[$0])) } ?? (nil, nil)
+                    b.records.append(RemoteRecord(sequence: sequence, refusedKind: kind, id: id,
+                                                  Refusal(.malformed, "record sent twice in one change")))
+                } else if let record {
                     b.records.append(reading.record(UnsafeRawBufferPointer(rebasing: c.base[record]), sequence: sequence))
                 } else {
                     b.records.append(RemoteRecord(sequence: sequence, refusedKind: nil, id: nil,

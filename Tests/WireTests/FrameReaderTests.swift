@@ -229,7 +229,8 @@ import Testing
         }
         // Each part alone is read.
         for body in [a, b, header, heartbeat] { guard case .success = readFrame(body) else { Issue.record("refused a part"); continue } }
-        // A change whose record is written twice (registers split between the two): refused.
+        // A change whose record is written twice (registers split between the two): the
+        // record is refused as malformed, alone (proto/README.md §1.5).
         let whole = conflictedTicketRecord(idLow: 72).delta
         var first = whole, second = whole
         for i in whole.state.registers.indices {
@@ -245,7 +246,11 @@ import Testing
             }
             w.uint64(2, 4)
         }
-        guard case .failure = readFrame(w.bytes) else { Issue.record("read a record sent in two parts"); return }
+        guard case .success(.batch(let batch)) = readFrame(w.bytes), batch.records.count == 1,
+              case .refused(_, let id, let refusal) = batch.records[0].content else {
+            Issue.record("read a record sent in two parts"); return
+        }
+        #expect(refusal.reason == .malformed && id == whole.id && batch.throughSequence == 4)
     }
 
     /// Unknown groups nested inside a record: read alike as deep as the reader's nesting

@@ -5,14 +5,16 @@ import SwiftProtobuf
 // A Frame as swift-protobuf reads it, except that each change's record is kept as
 // bytes, so that a record that does not parse fails alone (as the puller's reader
 // makes it) instead of failing the frame. Written as the generated code is (oneof,
-// merging of a message field that appears twice); for a record, merging is the
-// concatenation of the bodies, which is what protobuf defines merging to be.
+// merging of a message field that appears twice), except where the protocol is
+// stricter (proto/README.md §4): a frame holds one kind once, and a change whose
+// record appears twice is refused (protobuf would merge the two).
 
 struct ReferenceChange: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
     static let protoMessageName = "ekc.test.ReferenceChange"
     static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}sequence\0\u{1}record\0")
     var sequence: UInt64 = 0
     var record: Data?
+    var recordParts = 0
     var unknownFields = SwiftProtobuf.UnknownStorage()
 
     mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
@@ -22,7 +24,10 @@ struct ReferenceChange: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementat
             case 2:
                 var part: Data?
                 try decoder.decodeSingularBytesField(value: &part)
-                if let part { record = (record ?? Data()) + part }
+                if let part {
+                    record = (record ?? Data()) + part
+                    recordParts += 1
+                }
             default: break
             }
         }
@@ -83,20 +88,22 @@ struct ReferenceFrame: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementati
     var kind: Kind?
     var unknownFields = SwiftProtobuf.UnknownStorage()
 
-    /// The generated code's handling of a oneof message field: merged into the
-    /// current value when the same case is set, replacing any other case.
+    /// A oneof message field as the protocol reads it: the first value of the oneof,
+    /// and a frame refused when a second one follows.
     private mutating func decodeCase<M: SwiftProtobuf.Message, D: SwiftProtobuf.Decoder>(
         _ decoder: inout D, _ current: (Kind) -> M?, _ make: (M) -> Kind
     ) throws {
+        // Decoded afresh, not merged into the current value: a second value of the
+        // oneof is refused below, and a field of the wrong wire type (left unread by
+        // swift-protobuf, which keeps it as an unknown field) leaves `v` nil.
         var v: M?
-        var hadOneofValue = false
-        if let k = kind {
-            hadOneofValue = true
-            v = current(k)
-        }
+        let hadOneofValue = kind != nil
         try decoder.decodeSingularMessageField(value: &v)
         if let v {
-            if hadOneofValue { try decoder.handleConflictingOneOf() }
+            // proto/README.md §4: one kind per frame, once. Protobuf's binary rules
+            // would keep the last of two kinds (or merge one sent twice); the protocol
+            // refuses such a frame, and so does the reference.
+            if hadOneofValue { throw BinaryDecodingError.malformedProtobuf }
             kind = make(v)
         }
     }
@@ -137,7 +144,7 @@ func referenceMeaning(_ body: [UInt8]) -> FrameMeaning? {
     case nil: return .unknown
     case .batch(let b)?:
         return .batch(through: b.throughSequence, last: b.sourceLastSequence, records: b.changes.map { c in
-            guard let r = c.record, let d = referenceRecord([UInt8](r)) else { return .refused(c.sequence) }
+            guard let r = c.record, c.recordParts == 1, let d = referenceRecord([UInt8](r)) else { return .refused(c.sequence) }
             return .delta(c.sequence, d)
         })
     }
