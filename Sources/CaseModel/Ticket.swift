@@ -24,6 +24,10 @@ public struct Ticket: Sendable, Equatable {
     /// Increases by one with every change; the HTTP ETag and If-Match value.
     public var version: UInt64
     public var duplicateOf: TicketID?
+    /// Shown where this node's organisation redirected the ticket and the receiver
+    /// accepted it (status TRANSFERRED_OUT here): the status at the receiver, which now
+    /// handles it. Not replicated; each node derives it from the ticket and its transfers.
+    public var handlerStatus: TicketStatus? = nil
 
     public init(id: TicketID, number: TicketNumber, originNode: NodeID, ownerNode: NodeID, channel: Channel,
                 topic: String, supportMeasure: String?, subject: String, statement: String, citizen: Citizen?,

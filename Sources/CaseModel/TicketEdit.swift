@@ -64,7 +64,7 @@ extension Ticket {
     /// changes the ticket is returned as it was, with no changes and the same version.
     public func applying(_ patch: TicketPatch, _ ctx: EditContext) throws(TicketError) -> (Ticket, [FieldChange]) {
         guard !patch.isEmpty else { throw .invalidField(field: "body", rule: "name at least one field to change") }
-        if status == .transferredOut || status == .merged { throw .readOnlyMirror(status: status) }
+        if status == .transferredOut || status == .transferPending || status == .merged { throw .readOnlyMirror(status: status) }
         var t = self
         var changes: [FieldChange] = []
 

@@ -12,6 +12,9 @@ public enum TicketError: Error, Equatable, Sendable {
     case extensionAlreadyUsed
     case extensionNotApplicable
     case readOnlyMirror(status: TicketStatus)
+    /// This node's organisation does not write the field: another organisation owns the
+    /// ticket (a partner of a transfer) or said it (the origin's fields).
+    case notOwner(organisation: String)
     case personalDataOnMessenger
 
     public var field: String? {
@@ -22,7 +25,7 @@ public enum TicketError: Error, Equatable, Sendable {
             return "status"
         case .immutableField(let f, _): return f
         case .extensionAlreadyUsed, .extensionNotApplicable: return "extendAnswerByDays"
-        case .readOnlyMirror: return nil
+        case .readOnlyMirror, .notOwner: return nil
         case .personalDataOnMessenger: return "citizen"
         }
     }
@@ -49,7 +52,14 @@ public enum TicketError: Error, Equatable, Sendable {
             return "\(f) is immutable once registered (ticket is \(s.rawValue)); add a note to correct it"
         case .extensionAlreadyUsed: return "the answer deadline can be extended only once"
         case .extensionNotApplicable: return "only a registered 59-FZ appeal has an answer deadline to extend"
-        case .readOnlyMirror(let s): return "ticket is \(s.rawValue): a read-only mirror of the receiving body's status"
+        case .readOnlyMirror(let s):
+            switch s {
+            case .transferPending: return "ticket is TRANSFER_PENDING: read-only until the receiving body accepts or rejects the redirect, or it is cancelled"
+            case .merged: return "ticket is MERGED into another: edit the surviving ticket"
+            default: return "ticket is \(s.rawValue): a read-only mirror of the receiving body's status"
+            }
+        case .notOwner(let org):
+            return "this ticket is handled by organisation \(org); only its nodes change how it is handled (add a note instead)"
         case .personalDataOnMessenger:
             return "citizen data may not be taken through a foreign messenger (152-FZ); use another channel"
         }

@@ -23,6 +23,10 @@ public struct FeedPage: Sendable {
     public let entries: [Entry]
     /// The store's last sequence when the page was read.
     public let lastSequence: UInt64
+    /// How far the page's reading went: once its entries are sent, the peer has been
+    /// sent everything up to here (past the last entry when the rest of the feed is
+    /// gaps, or entries out of its scope).
+    public let readThrough: UInt64
 }
 
 extension CaseStore {
@@ -31,30 +35,41 @@ extension CaseStore {
 
     /// Feed entries after `since`, at most `limit` of them and about `maxBytes` of
     /// deltas (always at least one entry), with the last sequence at the time of reading.
-    public func feedPage(after since: UInt64, limit: Int, maxBytes: Int = 1 << 20) throws -> FeedPage {
+    ///
+    /// `partner`: the organisation of a peer outside this node's own, which receives only
+    /// what is in its scope (`scopedFeedPage`); nil for a peer of this organisation.
+    public func feedPage(after since: UInt64, limit: Int, maxBytes: Int = 1 << 20, partner: String? = nil) throws -> FeedPage {
+        if let partner, partner != organisation {
+            return try scopedFeedPage(after: since, limit: limit, maxBytes: maxBytes, partner: partner)
+        }
         let limit = min(max(limit, 1), 10_000)
         return try readTxn { txn in
             let last = try txn.u64(schema.meta, Schema.MetaKey.lastSequence) ?? 0
+            var readThrough = since
             let entries = try txn.withCursor(schema.feed) { c in
                 var out: [FeedPage.Entry] = []
                 var bytes = 0
                 var ok = since == .max ? false : try c.seek(atLeast: (since + 1).bigEndianBytes)
-                while ok && out.count < limit && (out.isEmpty || bytes < maxBytes) {
+                while out.count < limit && (out.isEmpty || bytes < maxBytes) {
+                    guard ok else { readThrough = max(readThrough, last); break }
                     let seq = UInt64(bigEndianBytes: c.key)!
                     let entry = try FeedEntry.decode(c.value)
-                    let delta = try encodeDelta(entry, txn)
-                    bytes += delta.count
-                    out.append(FeedPage.Entry(sequence: seq, delta: delta))
+                    if let delta = try encodeDelta(entry, txn, filter: .everything) {
+                        bytes += delta.count
+                        out.append(FeedPage.Entry(sequence: seq, delta: delta))
+                    }
+                    readThrough = seq
                     ok = try c.next()
                 }
                 return out
             }
-            return FeedPage(entries: entries, lastSequence: last)
+            return FeedPage(entries: entries, lastSequence: last, readThrough: readThrough)
         }
     }
 
-    /// The RecordDelta of one feed entry, written from the stored bytes.
-    private func encodeDelta(_ entry: FeedEntry, _ txn: ReadTransaction) throws -> [UInt8] {
+    /// The RecordDelta of one feed entry, written from the stored bytes, with the parts
+    /// `filter` lets through; nil when nothing is left to send (a record purged here).
+    func encodeDelta(_ entry: FeedEntry, _ txn: ReadTransaction, filter: DeltaFilter) throws -> [UInt8]? {
         guard let schema = kinds[entry.kind] else { throw StoreError.corrupt("feed names unknown kind \(entry.kind)") }
         var w = ProtoWriter(capacity: 512)
         w.uint64(1, UInt64(entry.kind.rawValue))
@@ -63,27 +78,39 @@ extension CaseStore {
         // header and owner, small): who may write every other part is judged from them,
         // and a puller reading entries in order must not meet a part before the register
         // that entitles its author (an owner changed after creation sits in a later entry).
-        var registers = schema.indexes(numbers: entry.registerNumbers)
+        var registers = RegisterSet(bits: schema.indexes(numbers: entry.registerNumbers).bits & filter.registers.bits)
         let key = Keys.record(entry.kind.rawValue, entry.id)
+        // An entry whose own parts are all filtered out is not sent for the authority registers alone.
+        let ownRegisters = !registers.isEmpty
         let found = try txn.withValue(self.schema.records, key: key) { b throws -> Bool in
             for i in schema.authorityRegisters { registers.insert(i) }
             try StoredRecord.copyRegisters(b, schema, registers, field: 3, into: &w)
             return true
         }
-        if found == nil && !registers.isEmpty { throw StoreError.corrupt("feed names missing record \(entry.id)") }
+        // A ticket purged here (proto/README.md §9) leaves feed entries naming what is gone.
+        let purged = entry.kind == TicketRecord.kind ? try txn.contains(self.schema.purged, key: entry.id.bytes) : false
+        if found == nil && !registers.isEmpty {
+            if purged { return nil }
+            throw StoreError.corrupt("feed names missing record \(entry.id)")
+        }
+        var parts = found != nil && ownRegisters ? 1 : 0
         for k in entry.children {
             let key = Keys.child(entry.kind.rawValue, entry.id, k.collection, k.id)
             let found = try txn.withValue(self.schema.children, key: key) { b throws -> Bool in
+                if let admits = filter.child {
+                    guard admits(try StoredChild.decode(b, collection: k.collection, id: k.id)) else { return true }
+                }
                 w.message(4) { w in
                     w.uint64(1, UInt64(k.collection))
                     w.presentBytes(2, k.id.bytes)
                     w.bytes.append(contentsOf: b)
                 }
+                parts += 1
                 return true
             }
-            guard found == true else { throw StoreError.corrupt("feed names missing child \(k.id) of \(entry.id)") }
+            guard found == true || purged else { throw StoreError.corrupt("feed names missing child \(k.id) of \(entry.id)") }
         }
-        return w.bytes
+        return parts == 0 && !(filter.child == nil && found != nil) ? nil : w.bytes
     }
 
     /// What this store has applied of `peer`'s feed.

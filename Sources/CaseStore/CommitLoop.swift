@@ -212,9 +212,11 @@ extension CaseStore {
     /// Writes a record whose registers `changed` were just written or merged, with its
     /// new children: the changed registers leave the feed entries they sat in and,
     /// with the children, form a new entry at the next sequence (more children than an
-    /// entry holds take further sequences). The conflicts index follows the registers.
+    /// entry holds take further sequences). The conflicts index follows the registers,
+    /// and the partner organisations' scope index the entries (`arrivedFrom`: the
+    /// organisation a merged change came from, which holds it).
     func commitRecord(_ schema: RecordSchema, _ record: inout StoredRecord, changed: RegisterSet, children: [Child],
-                      _ txn: WriteTransaction, _ seq: inout UInt64, isNew: Bool) throws {
+                      _ txn: WriteTransaction, _ seq: inout UInt64, isNew: Bool, arrivedFrom: String? = nil) throws {
         guard !changed.isEmpty || !children.isEmpty else { return }
         let kind = schema.kind.rawValue
         let id = record.state.id
@@ -256,11 +258,14 @@ extension CaseStore {
                               children: rest.prefix(FeedEntry.maxChildren).map(\.key))
         rest = rest.dropFirst(FeedEntry.maxChildren)
         try txn.put(self.schema.feed, key: Keys.sequence(at), value: entry.encode(), options: .append)
+        var written = [(at, entry)]
         while !rest.isEmpty {
             seq += 1
             entry = FeedEntry(kind: schema.kind, id: id, registerNumbers: 0, children: rest.prefix(FeedEntry.maxChildren).map(\.key))
             rest = rest.dropFirst(FeedEntry.maxChildren)
             try txn.put(self.schema.feed, key: Keys.sequence(seq), value: entry.encode(), options: .append)
+            written.append((seq, entry))
         }
+        try indexForPartners(schema, record, written, arrivedFrom: arrivedFrom, txn)
     }
 }

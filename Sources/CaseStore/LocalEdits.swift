@@ -76,6 +76,11 @@ extension CaseStore {
             }
             let ctx = context(actor, now: now)
             let (new, changes) = try old.applying(patch, ctx)
+            if !changes.isEmpty, let record = try loadRecord(TicketRecord.schema, old.id, txn) {
+                var written = RegisterSet()
+                for (i, (a, b)) in zip(old.registerValues, new.registerValues).enumerated() where a != b { written.insert(i) }
+                try checkEntitled(record, registers: written, txn)
+            }
             return (old, new, changes, ctx)
         }
         guard !changes.isEmpty else { return .ticket(old, changed: false) }
@@ -100,6 +105,9 @@ extension CaseStore {
                 throw StoreError.ticketNotFound(ref.description)
             }
             try Note.validate(text: text)
+            if let record = try loadRecord(TicketRecord.schema, id, txn) {
+                try checkEntitled(record, registers: .none, collection: TicketRecord.Collection.notes.rawValue, txn)
+            }
             let ctx = context(actor, now: now)
             return (Note(id: writer.nextID(now: now), ticketID: id, author: actor, node: ctx.node, at: now,
                          stamp: ctx.stamp, visibility: visibility, text: text), ctx)
@@ -120,6 +128,11 @@ extension CaseStore {
                   let record = try loadRecord(schema, id, txn),
                   let c = schema.conflicts(of: record.state).first(where: { $0.id == conflictID })
             else { throw StoreError.conflictNotFound(conflictID) }
+            if schema.kind == TicketRecord.kind {
+                var written = RegisterSet()
+                written.insert(c.register)
+                try checkEntitled(record, registers: written, txn)
+            }
             return (schema, record, c, context(actor, now: now))
         }
         var settled = record

@@ -57,6 +57,8 @@ extension CaseStore {
     /// again changes nothing (merge is idempotent).
     func applyMerge(_ batch: RemoteBatch, _ txn: WriteTransaction, _ seq: inout UInt64, now: Millis) throws -> EditOutcome {
         var report = MergeReport()
+        let peerOrg = configuration.directory.org(batch.peer)
+        let mine = organisation
         for remote in batch.records {
             var delta: RecordDelta
             switch remote.content {
@@ -71,6 +73,13 @@ extension CaseStore {
                                                          refusal: Refusal(.unknownKind, "kind \(delta.kind)"), whole: true))
                 continue
             }
+            let isTicket = schema.kind == TicketRecord.kind
+            // A ticket purged here after its transfer ended is not taken back from a peer
+            // of this organisation that has not yet seen the end.
+            if isTicket, try isPurgedAndOutOfScope(delta.id, txn) {
+                report.unchangedRecords += 1
+                continue
+            }
             let local = try loadRecord(schema, delta.id, txn)
             switch try equivocation(delta, schema, local, txn) {
             case .refused(let refusal):
@@ -81,9 +90,10 @@ extension CaseStore {
                 // Children held here already change nothing and need no admission.
                 if !children.isEmpty { delta.children.removeAll { children.contains($0.key) } }
             }
+            let grants = isTicket ? try grants(forTicket: delta.id, txn) : .none
             let (admitted, refusals) = schema.admit(delta, from: batch.peer, local: local?.state,
                                                     directory: configuration.directory, now: now,
-                                                    maxSkew: configuration.maxClockSkew)
+                                                    maxSkew: configuration.maxClockSkew, grants: grants, localOrganisation: mine)
             if let first = refusals.first {
                 // One entry per record: the first refusal, and how many parts were refused with it.
                 let more = refusals.count > 1 ? " (and \(refusals.count - 1) more parts)" : ""
@@ -108,12 +118,14 @@ extension CaseStore {
             _ = try? writer.clock.receive(record.state.latestStamp, wall: now)
             for c in newChildren { _ = try? writer.clock.receive(c.dot.stamp, wall: now) }
             if !changed.isEmpty { record.local.version += 1 }
-            try commitRecord(schema, &record, changed: changed, children: newChildren, txn, &seq, isNew: local == nil && !changed.isEmpty)
-            if !changed.isEmpty && schema.kind == TicketRecord.kind {
+            try commitRecord(schema, &record, changed: changed, children: newChildren, txn, &seq,
+                             isNew: local == nil && !changed.isEmpty, arrivedFrom: peerOrg)
+            if !changed.isEmpty && isTicket {
                 let (_, duplicate) = try projectTicket(record, txn)
                 if let duplicate { report.duplicateNumbers.append(duplicate) }
+                if local == nil { try mergedTicket(record.state.id, txn, &seq, now: now) }
             } else if schema.kind == TransferRecord.kind {
-                try mergedTransfer(record.state.id, txn, &seq, now: now)
+                try mergedTransfer(record.state.id, arrivedFrom: peerOrg, txn, &seq, now: now)
             }
             report.changedRecords += 1
         }

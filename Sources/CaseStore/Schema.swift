@@ -44,6 +44,13 @@ struct Schema: Sendable {
     let transferInbox: Database
     /// sending organisation (utf8) + 0x00 + created ms (u64 BE) + transfer id → ∅
     let transferOutbox: Database
+    /// partner organisation (utf8) + 0x00 + local sequence (u64 BE) → FeedEntry: the feed
+    /// entries (and backfills) that may concern a partner organisation, so that its pull
+    /// reads only those; what of them it receives is decided when it is read (TicketScope)
+    let scopeFeed: Database
+    /// ticket id (16) → PurgeRecord: tickets whose personal data this node purged when
+    /// the transfer that brought them ended
+    let purged: Database
 
     /// 2: generic records, children and a feed of parts (issue 7). Stored values are
     /// tagged (protobuf's wire format): fields are added without a new version.
@@ -68,11 +75,14 @@ struct Schema: Sendable {
         transfersByTicket = try env.openDatabase("idx_transfer_ticket")
         transferInbox = try env.openDatabase("idx_transfer_inbox")
         transferOutbox = try env.openDatabase("idx_transfer_outbox")
+        scopeFeed = try env.openDatabase("scope_feed")
+        purged = try env.openDatabase("purged")
     }
 
     var all: [Database] {
         [meta, records, children, feed, conflicted, checkpoints, served, tickets, numbers, counters,
-         byStatus, byAssignee, byUpdated, byDeadline, transfers, transfersByTicket, transferInbox, transferOutbox]
+         byStatus, byAssignee, byUpdated, byDeadline, transfers, transfersByTicket, transferInbox, transferOutbox,
+         scopeFeed, purged]
     }
 
     enum MetaKey {
@@ -113,6 +123,7 @@ enum Keys {
     static func status(_ s: TicketStatus, _ id: TicketID) -> [UInt8] { [s.code] + id.bytes }
     static func assignee(_ a: String, _ id: TicketID) -> [UInt8] { Array(a.utf8) + [0] + id.bytes }
     static func time(_ t: Millis, _ id: TicketID) -> [UInt8] { UInt64(max(0, t)).bigEndianBytes + id.bytes }
+    static func scope(_ org: String, _ seq: UInt64) -> [UInt8] { Array(org.utf8) + [0] + seq.bigEndianBytes }
     static func organisationTime(_ org: String, _ t: Millis, _ id: RecordID) -> [UInt8] { Array(org.utf8) + [0] + time(t, id) }
 }
 

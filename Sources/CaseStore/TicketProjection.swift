@@ -13,14 +13,18 @@ import Replication
 enum TicketView {
     static let versionField: UInt64 = 20
     static let stampField: UInt64 = 21
+    /// The status at the organisation handling a ticket this node redirected (its
+    /// progress register's own status, while the view shows TRANSFERRED_OUT).
+    static let handlerStatusField: UInt64 = 22
 
-    static func encode(_ winners: [ValueBytes?], version: UInt64, stamp: Stamp) -> [UInt8] {
+    static func encode(_ winners: [ValueBytes?], version: UInt64, stamp: Stamp, handlerStatus: TicketStatus? = nil) -> [UInt8] {
         var w = ProtoWriter(capacity: 64 + winners.reduce(0) { $0 + ($1?.count ?? 0) + 3 })
         for (i, v) in winners.enumerated() {
             if let v { w.presentBytes(UInt64(TicketRecord.schema.registers[i].number), v) }
         }
         w.uint64(versionField, version)
         w.fixed64(stampField, stamp.raw)
+        if let handlerStatus { w.uint64(handlerStatusField, UInt64(handlerStatus.code)) }
         return w.bytes
     }
 
@@ -29,6 +33,7 @@ enum TicketView {
         // The values are read in place, inside the read transaction that holds the page.
         var winners = [UnsafeRawBufferPointer?](repeating: nil, count: schema.registers.count)
         var version: UInt64 = 0, stamp: UInt64 = 0
+        var handler: TicketStatus?
         var r = ProtoReader(bytes)
         do throws(ProtoError) {
             while let (n, t) = try r.field() {
@@ -38,6 +43,8 @@ enum TicketView {
                     version = try r.varint()
                 } else if n == Int(stampField), t == 1 {
                     stamp = try r.fixed64()
+                } else if n == Int(handlerStatusField), t == 0 {
+                    handler = TicketStatus(code: UInt8(truncatingIfNeeded: try r.varint()))
                 } else {
                     try r.skip(t)
                 }
@@ -45,8 +52,9 @@ enum TicketView {
         } catch {
             throw CorruptRecord(what: "ticket \(id): \(error)")
         }
-        guard let t = Ticket.ticket(id: id, winners: winners, local: LocalRecordInfo(version: version), latest: Stamp(raw: stamp))
+        guard var t = Ticket.ticket(id: id, winners: winners, local: LocalRecordInfo(version: version), latest: Stamp(raw: stamp))
         else { throw CorruptRecord(what: "ticket \(id): incomplete view") }
+        t.handlerStatus = handler
         return t
     }
 }
@@ -74,12 +82,23 @@ extension CaseStore {
     /// number and the indexes need are decoded.
     func projectTicket(_ record: StoredRecord, _ txn: WriteTransaction) throws -> (shown: Bool, duplicateNumber: String?) {
         let id = record.state.id
-        let winners = record.state.registers.map(\.value)
-        guard winners.allSatisfy({ $0 != nil }) else { return (false, nil) }
+        var winners = record.state.registers.map(\.value)
+        guard TicketRecord.isComplete(winners) else { return (false, nil) }
+        // A ticket this organisation redirected shows the transfer's status here
+        // (TRANSFER_PENDING, TRANSFERRED_OUT), and the receiver's as its handler status.
+        var handler: TicketStatus?
+        let p = TicketRecord.Register.progress.rawValue
+        if let shown = TicketScope.shownStatus(mine: organisation, links: try links(ofTicket: id, txn)),
+           let b = winners[p], var progress = try? TicketValues.progress(b, checked: false) {
+            if shown == .transferredOut { handler = progress.status }
+            progress.status = shown
+            winners[p] = TicketValues.encode(progress)
+        }
         let stamp = record.state.latestStamp
         guard let new = TicketIndexFacts(id: id, winners: winners, stamp: stamp) else { return (false, nil) }
         let old = try txn.withValue(schema.tickets, key: id.bytes) { TicketIndexFacts(view: $0, id: id) } ?? nil
-        try txn.put(schema.tickets, key: id.bytes, value: TicketView.encode(winners, version: record.local.version, stamp: stamp))
+        try txn.put(schema.tickets, key: id.bytes, value: TicketView.encode(winners, version: record.local.version, stamp: stamp,
+                                                                           handlerStatus: handler))
         var duplicate: String?
         if old == nil {
             // Two tickets with one number (nodes sharing a series) stay reachable by id;

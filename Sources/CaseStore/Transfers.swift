@@ -94,19 +94,28 @@ extension CaseStore {
             try Validation.code(q.reasonCode, field: "reasonCode")
             try Validation.text(q.reasonText, field: "reason", maxBytes: TransferBudget.reasonTextBytes)
             let mine = organisation
+            // A partner may not relay the origin's writes (proto/README.md §9), so a ticket
+            // travels only from its own organisation, and only while it handles it.
+            let ownerOrg = configuration.directory.org(ticket.ownerNode) ?? mine
+            let originOrg = configuration.directory.org(ticket.originNode) ?? mine
+            guard originOrg == mine, ownerOrg == mine else {
+                throw StoreError.transferRefused(.invalid(field: "ticket", rule: originOrg != mine
+                    ? "the ticket came from organisation \(originOrg) by transfer; only \(originOrg) transfers it further"
+                    : "the ticket is handled by organisation \(ownerOrg); only it transfers it"))
+            }
             guard q.to != mine else { throw StoreError.transferRefused(.invalid(field: "to", rule: "a transfer goes to another organisation")) }
             guard Set(configuration.directory.organisation.values).contains(q.to) else {
                 throw StoreError.transferRefused(.invalid(field: "to", rule: "\(q.to) is not an organisation of the federation"))
             }
             switch q.kind {
             case .redirect:
-                guard ticket.status == .registered || ticket.status == .inWork else {
-                    throw StoreError.transferRefused(.invalid(field: "kind", rule: "a ticket is redirected from REGISTERED or IN_WORK, not \(ticket.status.rawValue)"))
-                }
                 for other in try transferIDs(ofTicket: id, txn) {
                     if let v = try transferView(other, txn), v.order.kind == .redirect, !v.state.isFinal {
                         throw StoreError.transferRefused(.redirectActive(existing: other))
                     }
+                }
+                guard ticket.status == .registered || ticket.status == .inWork else {
+                    throw StoreError.transferRefused(.invalid(field: "kind", rule: "a ticket is redirected from REGISTERED or IN_WORK, not \(ticket.status.rawValue)"))
                 }
             case .infoRequest, .copy:
                 guard ![.closed, .merged].contains(ticket.status) else {
@@ -130,9 +139,13 @@ extension CaseStore {
         let written = record.state.record(transfer, from: nil, dot: dot)
         record.local.version = 1
         try commitRecord(TransferRecord.schema, &record, changed: written, children: [], txn, &seq, isNew: true)
+        try projectTransfer(transfer, txn)
+        // The transfer first, then its ticket: a receiver that purged the ticket after an
+        // earlier transfer takes it again only once it holds the transfer that entitles it.
+        try backfill(ticket: ticket.id, for: q.to, txn, &seq)
         try noteOnTicket(ticket.id, actor, dot, field: "transfer", old: nil,
                          new: "\(transfer.order.kind.rawValue) to \(transfer.order.toOrganisation) (\(transfer.id))", txn, &seq, now: now)
-        try projectTransfer(transfer, txn)
+        try afterTransferChange(transfer, previous: nil, txn, &seq, now: now)
         return .transfer(transfer)
     }
 
@@ -156,31 +169,127 @@ extension CaseStore {
             do throws(Refusal) { _ = try TransferValues.step(TransferRecord.child(step)) } catch {
                 throw StoreError.transferRefused(.invalid(field: "step", rule: error.detail))
             }
+            if q.state == .accepted, current.order.kind == .redirect,
+               try !txn.contains(schema.records, key: Keys.record(TicketRecord.kind.rawValue, current.order.ticket)) {
+                throw StoreError.transferRefused(.invalid(field: "transfer", rule: "its ticket has not arrived here yet; accept it once it has"))
+            }
             return (current, step)
         }
         try addSteps([step], to: q.transfer, txn, &seq)
-        if try txn.contains(schema.tickets, key: current.order.ticket.bytes) {
-            try noteOnTicket(current.order.ticket, actor, Dot(node: step.node, stamp: step.stamp), field: "transfer",
-                             old: current.state.rawValue, new: "\(step.state.rawValue) (\(q.transfer))", txn, &seq, now: now)
-        }
         var stepped = current
         stepped.steps.add(step)
         try projectTransfer(stepped, txn)
+        if try txn.contains(schema.records, key: Keys.record(TicketRecord.kind.rawValue, current.order.ticket)) {
+            try noteOnTicket(current.order.ticket, actor, Dot(node: step.node, stamp: step.stamp), field: "transfer",
+                             old: current.state.rawValue, new: "\(step.state.rawValue) (\(q.transfer))", txn, &seq, now: now)
+        }
+        if step.state == .accepted && current.order.kind == .redirect && stepped.state == .accepted {
+            try takeOwnership(of: current.order.ticket, actor, txn, &seq, now: now)
+        }
+        try afterTransferChange(stepped, previous: current.state, txn, &seq, now: now)
         return .transfer(stepped)
     }
 
-    /// After a merge changed a transfer: its projection, and the transport
-    /// acknowledgement when this node's organisation receives it and none of its nodes
-    /// has acknowledged it yet.
-    func mergedTransfer(_ id: RecordID, _ txn: WriteTransaction, _ seq: inout UInt64, now: Millis) throws {
-        guard var t = try loadTransfer(id, txn) else { return }
-        if t.order.toOrganisation == organisation, t.state == .sent {
-            let step = TransferStep(id: writer.nextID(now: now), state: .delivered, node: configuration.node,
-                                    stamp: writer.clock.tick(wall: now), actor: Actor(user: "system", role: "system"))
-            try addSteps([step], to: id, txn, &seq)
-            t.steps.add(step)
+    /// The receiver of an accepted REDIRECT becomes the ticket's owner and registers it:
+    /// its own 59-FZ clock starts now (DOMAIN.md).
+    private func takeOwnership(of id: TicketID, _ actor: Actor, _ txn: WriteTransaction, _ seq: inout UInt64, now: Millis) throws {
+        try rewriteTicket(id, actor, txn, &seq, now: now) { t in
+            t.ownerNode = configuration.node
+            t.status = .registered
+            t.registeredAt = now
+            t.deadlines = Deadlines.onReceipt(receivedAt: now).registered(at: now, regime: t.legalRegime)
         }
+    }
+
+    /// A write of the node's own to a ticket's registers, outside an operator's patch
+    /// (the transfer workflow's consequences), with history events for what changed.
+    private func rewriteTicket(_ id: TicketID, _ actor: Actor, _ txn: WriteTransaction, _ seq: inout UInt64, now: Millis,
+                               _ change: (inout Ticket) -> Void) throws {
+        guard var record = try loadRecord(TicketRecord.schema, id, txn),
+              let old = Ticket.materialise(record.state, local: record.local) else { return }
+        var edited = old
+        change(&edited)
+        guard edited != old else { return }
+        let dot = Dot(node: configuration.node, stamp: writer.clock.tick(wall: now))
+        let written = record.state.record(edited, from: old, dot: dot)
+        guard !written.isEmpty else { return }
+        record.local.version += 1
+        var events: [Child] = []
+        func event(_ field: String, _ a: String?, _ b: String?) {
+            guard a != b else { return }
+            events.append(TicketRecord.child(HistoryEvent(id: writer.nextID(now: now), ticketID: id, actor: actor, node: dot.node,
+                                                          at: now, stamp: dot.stamp, field: field, old: a, new: b)))
+        }
+        event("owner", old.ownerNode.value, edited.ownerNode.value)
+        event("status", old.status.rawValue, edited.status.rawValue)
+        try commitRecord(TicketRecord.schema, &record, changed: written, children: events, txn, &seq, isNew: false)
+        _ = try projectTicket(record, txn)
+    }
+
+    /// What follows a transfer's change on the ticket at this node: the node that sent a
+    /// REDIRECT takes the ticket back to IN_WORK when it is rejected, and back into its
+    /// ownership when it is returned (never a dead end); a receiving node purges what it
+    /// received once no live transfer joins it to the ticket; the ticket's shown status
+    /// follows the transfer's.
+    func afterTransferChange(_ t: Transfer, previous: TransferState?, _ txn: WriteTransaction, _ seq: inout UInt64,
+                             now: Millis) throws {
+        let id = t.order.ticket
+        let system = Actor(user: "system", role: "system")
+        if t.order.fromNode == configuration.node, t.order.kind == .redirect, previous != t.state {
+            switch t.state {
+            case .rejected:
+                try rewriteTicket(id, system, txn, &seq, now: now) { $0.status = .inWork }
+            case .returned:
+                try rewriteTicket(id, system, txn, &seq, now: now) { tk in
+                    tk.ownerNode = configuration.node
+                    tk.status = .inWork
+                }
+            default: break
+            }
+        }
+        if t.order.toOrganisation == organisation && !TicketScope.isLive(t.state) {
+            if try purgeIfOutOfScope(id, because: t, txn, now: now) { return }
+        }
+        if let record = try loadRecord(TicketRecord.schema, id, txn) { _ = try projectTicket(record, txn) }
+    }
+
+    /// After a merge changed a transfer: its projection; the transport acknowledgement
+    /// when this node's organisation receives it, holds its ticket and none of its nodes
+    /// has acknowledged it yet; the ticket backfilled to the partner when the transfer
+    /// is new here and did not come from the partner (a transfer sent from a region's
+    /// office reaches the fund through the region's centre); and its consequences.
+    func mergedTransfer(_ id: RecordID, arrivedFrom: String?, _ txn: WriteTransaction, _ seq: inout UInt64, now: Millis) throws {
+        guard var t = try loadTransfer(id, txn) else { return }
+        let previous = try transferView(id, txn)?.state
+        if try deliverIfHeld(&t, txn, &seq, now: now) == false { try projectTransfer(t, txn) }
+        if previous == nil, TicketScope.isLive(t.state), let side = t.side(of: organisation) {
+            let partner = side == .sender ? t.order.toOrganisation : t.order.fromOrganisation
+            if partner != arrivedFrom { try backfill(ticket: t.order.ticket, for: partner, txn, &seq) }
+        }
+        try afterTransferChange(t, previous: previous, txn, &seq, now: now)
+    }
+
+    /// The DELIVERED step, written by a node of the receiving organisation once it holds
+    /// both the transfer and its ticket. Returns whether it wrote (and projected) one.
+    @discardableResult
+    func deliverIfHeld(_ t: inout Transfer, _ txn: WriteTransaction, _ seq: inout UInt64, now: Millis) throws -> Bool {
+        guard t.order.toOrganisation == organisation, t.state == .sent,
+              try txn.contains(schema.records, key: Keys.record(TicketRecord.kind.rawValue, t.order.ticket)) else { return false }
+        let step = TransferStep(id: writer.nextID(now: now), state: .delivered, node: configuration.node,
+                                stamp: writer.clock.tick(wall: now), actor: Actor(user: "system", role: "system"))
+        try addSteps([step], to: t.id, txn, &seq)
+        t.steps.add(step)
         try projectTransfer(t, txn)
+        return true
+    }
+
+    /// After a merge changed a ticket: transfers to this organisation that waited for it are delivered.
+    func mergedTicket(_ id: TicketID, _ txn: WriteTransaction, _ seq: inout UInt64, now: Millis) throws {
+        for tid in try transferIDs(ofTicket: id, txn) {
+            guard let v = try transferView(tid, txn), v.state == .sent, v.order.toOrganisation == organisation,
+                  var t = try loadTransfer(tid, txn) else { continue }
+            try deliverIfHeld(&t, txn, &seq, now: now)
+        }
     }
 
     private func addSteps(_ steps: [TransferStep], to id: RecordID, _ txn: WriteTransaction, _ seq: inout UInt64) throws {
@@ -252,6 +361,33 @@ extension CaseStore {
             guard let id = try resolve(ref, txn) else { return [] }
             return try transferIDs(ofTicket: id, txn).compactMap { try loadTransfer($0, txn) }
                 .sorted { $0.order.createdAt < $1.order.createdAt }
+        }
+    }
+
+    /// Unaccepted transfers past their due time, to this organisation and from it: what
+    /// health, metrics and `cluster health` flag. The inbox is read up to now by its due
+    /// order; the outbox, kept by creation time, is read whole.
+    public func overdueTransfers(now: Millis) throws -> (incoming: Int, outgoing: Int) {
+        let org = organisation
+        let prefix = Array(org.utf8) + [0]
+        return try readTxn { txn in
+            func count(_ db: Database, stopAtDue: Bool) throws -> Int {
+                try txn.withCursor(db) { c in
+                    var n = 0
+                    var ok = try c.seek(atLeast: prefix)
+                    let end = Keys.organisationTime(org, now, RecordID(high: 0, low: 0))
+                    while ok && c.keyHasPrefix(prefix) {
+                        if stopAtDue && c.key.lexicographicallyPrecedes(end) == false { break }
+                        let id = RecordID(raw: UnsafeRawBufferPointer(rebasing: c.key[(c.key.count - 16)...]))
+                        if let v = try transferView(id, txn), TransferLifecycle.isOverdue(state: v.state, dueAt: v.order.dueAt, now: now) {
+                            n += 1
+                        }
+                        ok = try c.next()
+                    }
+                    return n
+                }
+            }
+            return (try count(schema.transferInbox, stopAtDue: true), try count(schema.transferOutbox, stopAtDue: false))
         }
     }
 

@@ -60,6 +60,7 @@ public struct APIError: Error, Sendable {
         case .extensionAlreadyUsed: (status, code) = (.conflict, "extension_already_used")
         case .extensionNotApplicable: (status, code) = (.conflict, "extension_not_applicable")
         case .readOnlyMirror: (status, code) = (.conflict, "read_only")
+        case .notOwner: (status, code) = (.conflict, "not_owner")
         case .personalDataOnMessenger: (status, code) = (.unprocessableEntity, "personal_data_not_allowed")
         }
         self.init(status: status, code: code, message: e.message, field: e.field)

@@ -28,8 +28,7 @@ public struct ReplicationLink: Hashable, Sendable, CustomStringConvertible {
         /// Two nodes of one organisation: everything.
         case organisation
         /// Two organisations: only tickets transferred between them, only the fields in
-        /// the transfer's scope. Such links are listed but not started until scoped
-        /// replication lands (an unscoped link would hand every citizen's data across).
+        /// the transfer's scope, as each sender decides from the peer's certificate.
         case transfers
     }
     /// The two ends, in id order.
@@ -193,7 +192,7 @@ extension Topology {
             p.append(.init(o.id, "the organisation has no node"))
         }
         // Links: every node that replicates must have an address for each of its links.
-        for l in links where l.scope == .organisation {
+        for l in links {
             for (from, to) in [(l.a, l.b), (l.b, l.a)] {
                 if let f = nodes.first(where: { $0.id == from }), f.replication != nil,
                    let t = nodes.first(where: { $0.id == to }), t.replication == nil {

@@ -18,6 +18,10 @@ final class FeedSender: ChannelInboundHandler {
     private let store: CaseStore
     private let peer: NodeID?
     private let allowed: Bool
+    /// The peer's organisation: what of the feed it receives is decided by it (its own
+    /// organisation's nodes receive everything, others their scope; proto/README.md §9). An
+    /// unidentified peer's scope names no organisation and holds nothing.
+    private let partner: String
     private let metrics: ReplicationMetrics
     private let logger: Logger
     private var session = FeedSession(configuration: .init(
@@ -35,6 +39,7 @@ final class FeedSender: ChannelInboundHandler {
         self.store = store
         self.peer = peer
         self.allowed = allowed
+        self.partner = peer.flatMap { store.configuration.directory.org($0) } ?? ""
         self.metrics = metrics
         self.logger = logger
     }
@@ -135,7 +140,7 @@ final class FeedSender: ChannelInboundHandler {
     private func sendPage(_ context: ChannelHandlerContext, after: UInt64, limit: Int) -> [FeedSession.Action] {
         let page: FeedPage
         do {
-            page = try store.feedPage(after: after, limit: limit)
+            page = try store.feedPage(after: after, limit: limit, partner: partner)
         } catch {
             return session.readFailed("\(error)")
         }
@@ -150,6 +155,14 @@ final class FeedSender: ChannelInboundHandler {
             metrics.recordsSent.increment(by: frame.count)
             context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(bytes: frame.bytes)))), promise: nil)
             through = frame.through
+        }
+        // Past the page's last entry lie only gaps or entries out of the peer's scope:
+        // a batch without changes moves its position there.
+        if next == entries.count, page.readThrough > (through ?? after) {
+            let bytes = BatchFrames.empty(through: page.readThrough, sourceLastSequence: page.lastSequence)
+            metrics.bytesSent.increment(by: bytes.count)
+            context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(bytes: bytes)))), promise: nil)
+            through = page.readThrough
         }
         if through != nil { context.flush() }
         return session.pageSent(through: through, entriesRead: entries.count, firstFrameEntries: firstFrame,

@@ -30,6 +30,12 @@ extension OperatorAPI {
         w.field("mapGrowths", s.mapGrowths)
         w.field("commitQueueDepth", store.queueDepth)
         w.endObject()
+        // Unaccepted transfers past their due time are flagged, never silently kept.
+        let overdue = try store.overdueTransfers(now: store.configuration.wallClock())
+        w.key("transfers"); w.beginObject()
+        w.field("overdueIncoming", overdue.incoming)
+        w.field("overdueOutgoing", overdue.outgoing)
+        w.endObject()
         if let expiry = certificateNotValidAfter {
             w.key("certificate"); w.beginObject()
             w.field("notValidAfter", time: Millis(expiry.timeIntervalSince1970 * 1000))
@@ -49,6 +55,10 @@ extension OperatorAPI {
             Gauge(label: "ekc_store_map_growths").record(s.mapGrowths)
             Gauge(label: "ekc_store_commit_queue_depth").record(store.queueDepth)
             Gauge(label: "ekc_conflicts_waiting").record((try? store.conflicts(limit: 10_000).count) ?? 0)
+            if let overdue = try? store.overdueTransfers(now: store.configuration.wallClock()) {
+                Gauge(label: "ekc_transfers_overdue", dimensions: [("direction", "in")]).record(overdue.incoming)
+                Gauge(label: "ekc_transfers_overdue", dimensions: [("direction", "out")]).record(overdue.outgoing)
+            }
             let now = Date()
             if let expiry = certificateNotValidAfter {
                 Gauge(label: "ekc_tls_certificate_expiry_seconds").record(expiry.timeIntervalSince(now))
@@ -204,7 +214,7 @@ extension OperatorAPI {
         }
         try r.rejectUnknown()
         return submit(.resolve(conflictID: conflictID, keep: keep), try actor(req.headers), loop) { outcome in
-            OperatorAPI.ticketResponse(outcome.ticket!)
+            self.ticketResponse(outcome.ticket!)
         }
     }
 }

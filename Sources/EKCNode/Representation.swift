@@ -4,11 +4,13 @@ import CaseStore
 /// How records look in the operator API. Citizen identifiers are masked: the
 /// API never returns a full SNILS or phone number (152-FZ minimisation).
 extension JSONWriter {
-    mutating func ticket(_ t: Ticket) {
+    /// A ticket, with its transfers.
+    mutating func ticket(_ t: Ticket, transfers: [Transfer]? = nil, now: Millis = 0) {
         beginObject()
         field("id", t.id.description)
         field("number", t.number.description)
         field("status", t.status.rawValue)
+        field("handlerStatus", t.handlerStatus?.rawValue)
         field("version", t.version)
         field("originNode", t.originNode.value)
         field("ownerNode", t.ownerNode.value)
@@ -43,6 +45,12 @@ extension JSONWriter {
         field("registeredAt", time: t.registeredAt)
         field("updatedAt", time: t.updatedAt)
         field("duplicateOf", t.duplicateOf?.description)
+        if let transfers {
+            key("transfers")
+            beginArray()
+            for tr in transfers { transfer(tr, now: now) }
+            endArray()
+        }
         endObject()
     }
 

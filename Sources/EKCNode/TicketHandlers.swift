@@ -6,22 +6,29 @@ import NIOHTTP1
 /// Tickets, their notes and their history: reads answer on the event loop, edits
 /// when their commit returns.
 extension OperatorAPI {
-    /// A ticket as the body of a response, with its ETag.
-    static func ticketResponse(_ t: Ticket, _ status: HTTPResponseStatus = .ok, location: Bool = false) -> APIResponse {
+    /// A ticket as the body of a response, with its transfers and its ETag.
+    func ticketResponse(_ t: Ticket, _ status: HTTPResponseStatus = .ok, location: Bool = false) -> APIResponse {
         var w = JSONWriter(capacity: 1024 + t.statement.utf8.count)
-        w.ticket(t)
-        var headers: HTTPHeaders = ["etag": etag(t)]
+        w.ticket(t, transfers: transfers(of: t), now: store.configuration.wallClock())
+        var headers: HTTPHeaders = ["etag": OperatorAPI.etag(t)]
         if location { headers.add(name: "location", value: "/v1/tickets/\(t.id)") }
         return .json(status, w, headers: headers)
     }
 
     static func etag(_ t: Ticket) -> String { "\"\(t.version)\"" }
 
+    /// A ticket's transfers, shown with it wherever it is shown: an operator answering a
+    /// repeat call sees where the request is. (A read that fails shows none rather than
+    /// failing a response whose edit has committed.)
+    func transfers(of t: Ticket) -> [Transfer] {
+        (try? store.transfers(ofTicket: .id(t.id))) ?? []
+    }
+
     // MARK: Reads
 
     func show(_ ref: TicketRef) throws -> APIResponse {
         guard let t = try store.ticket(ref) else { throw APIError.notFound("no ticket \(ref)") }
-        return OperatorAPI.ticketResponse(t)
+        return ticketResponse(t)
     }
 
     func list(_ q: [String: String]) throws -> APIResponse {
@@ -51,7 +58,8 @@ extension OperatorAPI {
         w.beginObject()
         w.key("items")
         w.beginArray()
-        for t in page.items { w.ticket(t) }
+        let now = store.configuration.wallClock()
+        for t in page.items { w.ticket(t, transfers: transfers(of: t), now: now) }
         w.endArray()
         w.field("next", page.next)
         w.endObject()
@@ -82,7 +90,7 @@ extension OperatorAPI {
         let draft = try RequestDecoding.draft(try jsonBody(req))
         let actor = try actor(req.headers)
         return submit(.create(draft), actor, loop) { outcome in
-            OperatorAPI.ticketResponse(outcome.ticket!, .created, location: true)
+            self.ticketResponse(outcome.ticket!, .created, location: true)
         }
     }
 
@@ -91,7 +99,7 @@ extension OperatorAPI {
         let expected = try ifMatch(req.headers)
         let actor = try actor(req.headers)
         return submit(.patch(ref, patch, ifMatch: expected), actor, loop) { outcome in
-            OperatorAPI.ticketResponse(outcome.ticket!)
+            self.ticketResponse(outcome.ticket!)
         }
     }
 

@@ -94,10 +94,10 @@ public struct Topology: Decodable, Sendable {
     }
 
     /// The nodes `entry` replicates with, and where they listen for replication: its
-    /// organisation's links (`links`); links between organisations wait for scoped
-    /// replication. A hand-written `peers` list (tests) overrides.
+    /// links (`links`), within its organisation and, scoped by the sender, with other
+    /// organisations. A hand-written `peers` list (tests) overrides.
     public func peers(of entry: NodeEntry) throws -> [(NodeID, String?)] {
-        let names = entry.peers ?? links.filter { $0.scope == .organisation && ($0.a == entry.id || $0.b == entry.id) }
+        let names = entry.peers ?? links.filter { $0.a == entry.id || $0.b == entry.id }
             .map { $0.a == entry.id ? $0.b : $0.a }
         return try names.map { name in
             let peer = try node(name)

@@ -86,7 +86,8 @@ extension OperatorAPI {
     func showTransfer(_ id: RecordID) throws -> APIResponse {
         guard let t = try store.transfer(id) else { throw APIError.notFound("no transfer \(id)") }
         var w = JSONWriter()
-        w.transfer(t, now: store.configuration.wallClock())
+        let purge = try store.purge(ofTicket: t.order.ticket).flatMap { $0.transfer == id ? $0 : nil }
+        w.transfer(t, now: store.configuration.wallClock(), purge: purge)
         return .json(.ok, w)
     }
 
@@ -132,7 +133,9 @@ extension OperatorAPI {
 }
 
 extension JSONWriter {
-    mutating func transfer(_ t: Transfer, now: Millis) {
+    /// A transfer; with `purge`, the purge of the personal data it brought here (the
+    /// receiver's record of it, shown with the transfer that ended).
+    mutating func transfer(_ t: Transfer, now: Millis, purge: Purge? = nil) {
         beginObject()
         field("id", t.id.description)
         field("ticketId", t.order.ticket.description)
@@ -165,6 +168,14 @@ extension JSONWriter {
         beginArray()
         for s in t.steps.conflicts { transferStep(s) }
         endArray()
+        if let purge {
+            key("purge")
+            beginObject()
+            field("at", time: purge.at)
+            field("state", purge.state.rawValue)
+            field("what", "the ticket's citizen data, statement, notes and history received for this transfer")
+            endObject()
+        }
         endObject()
     }
 

@@ -8,7 +8,7 @@ struct ClusterCommand: AsyncParsableCommand {
 
     struct Health: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Every node of a topology: up or not, its store, each replication link's state and lag, conflicts waiting.")
+            abstract: "Every node of a topology: up or not, its store, each replication link's state and lag, conflicts waiting, overdue transfers.")
         @Option(help: "Topology file (cluster/*.json).") var config: String
         @Flag var json = false
 
@@ -19,6 +19,7 @@ struct ClusterCommand: AsyncParsableCommand {
             var nodeRows: [[String]] = []
             var linkRows: [[String]] = []
             var down = 0
+            var overdueNodes = 0
             for n in topology.nodes {
                 let url = "http://\(n.listen ?? "127.0.0.1:8400")"
                 let api = APIClient(base: url, actor: "cluster-health")
@@ -29,7 +30,11 @@ struct ClusterCommand: AsyncParsableCommand {
                     let store = (health as? [String: Any])?["store"] as? [String: Any] ?? [:]
                     let peers = (repl as? [String: Any])?["peers"] as? [[String: Any]] ?? []
                     let conflicts = ((conf as? [String: Any])?["items"] as? [Any])?.count ?? 0
-                    nodeRows.append([n.id, "up", url, text(store["tickets"]), text(store["lastSequence"]), String(conflicts)])
+                    let transfers = (health as? [String: Any])?["transfers"] as? [String: Any] ?? [:]
+                    let overdueIn = transfers["overdueIncoming"] as? Int ?? 0, overdueOut = transfers["overdueOutgoing"] as? Int ?? 0
+                    if overdueIn + overdueOut > 0 { overdueNodes += 1 }
+                    nodeRows.append([n.id, "up", url, text(store["tickets"]), text(store["lastSequence"]), String(conflicts),
+                                     overdueIn + overdueOut > 0 ? "OVERDUE \(overdueIn) in, \(overdueOut) out" : "-"])
                     for p in peers {
                         let resync = (p["resync"] as? [String: Any]).map { "\(text($0["reason"])) \(text($0["checkpointSequence"]))→\(text($0["resumedAfter"]))" }
                         let refused = (p["rejected"] as? [String: Any]).flatMap { r -> String? in
@@ -45,14 +50,17 @@ struct ClusterCommand: AsyncParsableCommand {
                     report.append(["node": n.id, "up": true, "health": health, "replication": repl, "conflicts": conflicts])
                 } catch {
                     down += 1
-                    nodeRows.append([n.id, "DOWN", url, "-", "-", "-"])
+                    nodeRows.append([n.id, "DOWN", url, "-", "-", "-", "-"])
                     report.append(["node": n.id, "up": false, "error": "\(error)"])
                 }
             }
             if json {
                 printJSON(try JSONSerialization.data(withJSONObject: report))
             } else {
-                printTable(["NODE", "STATE", "API", "TICKETS", "SEQUENCE", "CONFLICTS"], nodeRows)
+                printTable(["NODE", "STATE", "API", "TICKETS", "SEQUENCE", "CONFLICTS", "TRANSFERS"], nodeRows)
+                if overdueNodes > 0 {
+                    print("\n\(overdueNodes) node(s) hold unaccepted transfers past their due time: `ekc transfer inbox --overdue` on the receiving side")
+                }
                 print("")
                 printTable(["NODE", "PULLS FROM", "LINK", "APPLIED/PEER", "LAG RECORDS", "LAG S", "CLOCK OFFSET", "LAST RESYNC",
                             "REFUSED", "LAST ERROR"],
@@ -87,7 +95,7 @@ struct ClusterCommand: AsyncParsableCommand {
                 let regions = orgs.filter { $0.kind == .region }.count
                 let scoped = derived.filter { $0.scope == .transfers }.count
                 print("\(config): \(regions) regions, \(orgs.count - regions) funds, \(topology.nodes.count) nodes, "
-                      + "\(derived.count - scoped) links within organisations, \(scoped) between them (scoped to transfers; not started until scoped replication)")
+                      + "\(derived.count - scoped) links within organisations, \(scoped) between them (scoped to transfers)")
                 if links {
                     print("")
                     printTable(["NODE", "NODE", "SCOPE"], derived.map { [$0.a, $0.b, $0.scope.rawValue] })

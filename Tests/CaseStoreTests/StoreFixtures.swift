@@ -209,14 +209,26 @@ final class StorePeers {
                     throughSequence: through ?? entries.last?.sequence ?? 0, records: entries.map(remoteRecord))
     }
 
-    /// Pulls everything `from` has after `to`'s checkpoint, a page at a time; the reports of every batch together.
+    /// Pulls everything `from` has after `to`'s checkpoint, a page at a time; the reports
+    /// of every batch together. `from` decides what `to` receives by `to`'s organisation,
+    /// as a node does from its peer's certificate: everything for its own organisation's
+    /// nodes, the scope of their transfers for others. `unscoped`: the whole feed, as a
+    /// hostile or misconfigured sender could send it (admission is the receiver's own
+    /// defence).
     @discardableResult
-    func pull(_ to: CaseStore, from: CaseStore, limit: Int = 10_000, maxBytes: Int = 1 << 20) async throws -> MergeReport {
+    func pull(_ to: CaseStore, from: CaseStore, limit: Int = 10_000, maxBytes: Int = 1 << 20,
+              unscoped: Bool = false) async throws -> MergeReport {
         var total = MergeReport()
+        let partner = unscoped ? nil : from.configuration.directory.org(to.configuration.node) ?? ""
         while true {
-            let page = try from.feedPage(after: try resumePoint(to, from: from), limit: limit, maxBytes: maxBytes)
-            guard !page.entries.isEmpty else { return total }
-            let r = try await to.merge(batch(page.entries, from: from))
+            let after = try resumePoint(to, from: from)
+            let page = try from.feedPage(after: after, limit: limit, maxBytes: maxBytes, partner: partner)
+            guard !page.entries.isEmpty else {
+                // Nothing in scope, but the position moves (a batch without changes).
+                if page.readThrough > after { _ = try await to.merge(batch([], from: from, through: page.readThrough)) }
+                return total
+            }
+            let r = try await to.merge(batch(page.entries, from: from, through: page.readThrough))
             total.changedRecords += r.changedRecords
             total.unchangedRecords += r.unchangedRecords
             total.rejections += r.rejections

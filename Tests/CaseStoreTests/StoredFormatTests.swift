@@ -48,7 +48,7 @@ struct StoredFormatTests {
     @Test("a stored register of a number this build does not know is left alone")
     func unknownRegisterIgnored() throws {
         let r = conflictedTicketRecord(idLow: 3)
-        let stored = StoredRecord(state: r.state, local: LocalRecordInfo(version: 2), feedSequence: Array(repeating: 4, count: 8))
+        let stored = StoredRecord(state: r.state, local: LocalRecordInfo(version: 2), feedSequence: Array(repeating: 4, count: TicketRecord.schema.registers.count))
         var bytes = stored.encode(TicketRecord.schema)
         var later = ProtoWriter()
         later.message(2) { w in
@@ -63,7 +63,7 @@ struct StoredFormatTests {
     @Test("a cut stored record is reported as corrupt or reads as fewer registers, never traps")
     func truncatedRecord() throws {
         let r = conflictedTicketRecord(idLow: 4)
-        let stored = StoredRecord(state: r.state, local: LocalRecordInfo(version: 300), feedSequence: Array(repeating: 77, count: 8))
+        let stored = StoredRecord(state: r.state, local: LocalRecordInfo(version: 300), feedSequence: Array(repeating: 77, count: TicketRecord.schema.registers.count))
         let bytes = stored.encode(TicketRecord.schema)
         var corrupt = 0
         for cut in 0..<bytes.count {

@@ -133,7 +133,8 @@ struct EnumProbe<E: SwiftProtobuf.Enum>: SwiftProtobuf.Message, SwiftProtobuf._M
         #expect(priority.count == Priority.allCases.count && priority.allSatisfy { $0.key.wireNumber == $0.value })
         #expect(regime.count == LegalRegime.allCases.count && regime.allSatisfy { $0.key.wireNumber == $0.value })
         #expect(visibility.count == NoteVisibility.allCases.count && visibility.allSatisfy { $0.key.wireNumber == $0.value })
-        let registers = ["header": 1, "statement": 2, "citizen": 3, "progress": 4, "assignee": 5, "priority": 6, "topic": 7, "owner": 8]
+        let registers = ["header": 1, "statement": 2, "citizen": 3, "progress": 4, "assignee": 5, "priority": 6, "topic": 7, "owner": 8,
+                         "citizenName": 9, "citizenSnils": 10, "citizenPhone": 11]
         #expect(Dictionary(uniqueKeysWithValues: TicketRecord.schema.registers.map { ($0.name, Int($0.number)) }) == registers)
         #expect(TicketRecord.schema.collections.map { "\($0.name)=\($0.number)" } == ["notes=1", "history=2"])
     }

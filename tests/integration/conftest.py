@@ -22,6 +22,10 @@ REPO = Path(__file__).resolve().parents[2]
 EKC = Path(os.environ.get("EKC_BIN", REPO / ".build" / "debug" / "ekc"))
 
 
+# A ticket's registers by name (proto/ekc/replication/v2/ticket.proto).
+TICKET_REGISTERS = {"header", "statement", "citizen", "progress", "assignee", "priority", "topic", "owner",
+                    "citizenName", "citizenSnils", "citizenPhone"}
+
 _ports_handed_out = set()
 
 

@@ -240,8 +240,9 @@ class FedNode(Node):
         assert status == 200, (self.node_id, body, status, t)
         return t
 
-    def add_note(self, ticket_id: str, text: str, actor: str = "op-test"):
-        status, _, n = self.request("POST", f"/v1/tickets/{ticket_id}/notes", {"text": text},
+    def add_note(self, ticket_id: str, text: str, actor: str = "op-test", visibility: str = None):
+        body = {"text": text} if visibility is None else {"text": text, "visibility": visibility}
+        status, _, n = self.request("POST", f"/v1/tickets/{ticket_id}/notes", body,
                                     headers={"X-EKC-Actor": actor})
         assert status == 201, (self.node_id, status, n)
         return n

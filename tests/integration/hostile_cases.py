@@ -312,12 +312,16 @@ def origin_in_another_organisation(ctx):
     return _hostile(_ticket(ctx, claim_fund))
 
 
-def author_of_another_organisation(ctx):
-    """A valid ticket of sfr-federal (a fund: its origin, owner and author of every part,
-    numbered in its own series), relayed by irk-office-9 (region 38), which may not
-    speak for another organisation's node."""
-    fund = TicketFactory(ctx.pb2, node=OTHER_ORG, region="sfr", series=0)
-    return _hostile(fund.ticket(2))
+def fund_write_relayed_by_own_organisation(ctx):
+    """A region-38 ticket whose assignee sfr-federal (a fund that has no transfer of it)
+    wrote, relayed by irk-office-9 (region 38). A node of the receiver's own
+    organisation may relay another organisation's writes (that is how a fund's progress
+    reaches a region's offices through its centre); the write is then judged as the
+    fund's own, and the fund does not handle this ticket."""
+    pb2 = ctx.pb2
+    t = _ticket(ctx)
+    value = find_register(t.delta, pb2.TICKET_REGISTER_ASSIGNEE).versions[0].value
+    return _hostile(_replace_register(t, register(pb2, pb2.TICKET_REGISTER_ASSIGNEE, [(OTHER_ORG, t.stamp, value)])))
 
 
 def note_one_byte_over_budget(ctx):
@@ -367,8 +371,8 @@ CASES = [
     Case("origin_in_another_organisation", "not_authorised",
          "origin and owner sfr-federal, every part written by irk-office-9",
          origin_in_another_organisation),
-    Case("author_of_another_organisation", "cannot_speak_for", "sfr-federal's own ticket relayed by irk-office-9",
-         author_of_another_organisation),
+    Case("fund_write_relayed_by_own_organisation", "not_authorised",
+         "a region-38 ticket's assignee written by sfr-federal, relayed by irk-office-9", fund_write_relayed_by_own_organisation),
     Case("note_one_byte_over_budget", "too_large", "a note of 20,001 bytes", note_one_byte_over_budget),
 ]
 assert len({c.name for c in CASES}) == len(CASES)

@@ -8,7 +8,7 @@ from conftest import all_changes, ekc, free_port, run
 
 DATABASES = ["meta", "records", "children", "feed", "idx_conflicts", "checkpoints", "served", "tickets", "numbers",
              "counters", "idx_status", "idx_assignee", "idx_updated", "idx_deadline", "transfers", "idx_transfer_ticket",
-             "idx_transfer_inbox", "idx_transfer_outbox"]
+             "idx_transfer_inbox", "idx_transfer_outbox", "scope_feed", "purged"]
 
 
 def cli(node, *args, actor="op-cli"):

@@ -432,9 +432,10 @@ def _fault_checks(pb2):
         "origin_in_another_organisation": lambda d, sc: (
             value(d, 1, pb2.TicketHeader).origin_node == OTHER_ORG and value(d, 8, pb2.OwnerValue).node == OTHER_ORG
             and {n for r in d.registers for n, _ in dots(r)} | {c.dot.node for c in d.children} == {F}),
-        "author_of_another_organisation": lambda d, sc: (
-            value(d, 1, pb2.TicketHeader).origin_node == OTHER_ORG and value(d, 8, pb2.OwnerValue).node == OTHER_ORG
-            and {n for r in d.registers for n, _ in dots(r)} | {c.dot.node for c in d.children} == {OTHER_ORG}),
+        "fund_write_relayed_by_own_organisation": lambda d, sc: (
+            value(d, 1, pb2.TicketHeader).origin_node == F and value(d, 8, pb2.OwnerValue).node == F
+            and dots(reg(d, 5)) == [(OTHER_ORG, sc.hostile_stamp)]
+            and {n for r in d.registers if r.number != 5 for n, _ in dots(r)} == {F}),
         "note_one_byte_over_budget": lambda d, sc: [
             len(pb2.Note.FromString(c.value).text.encode()) for c in d.children
             if c.collection == pb2.TICKET_COLLECTION_NOTES] == [20_001]

@@ -17,7 +17,7 @@ from collections import Counter
 
 import pytest
 
-from conftest import EKC, REPO, all_changes, list_all, run
+from conftest import EKC, REPO, TICKET_REGISTERS, all_changes, list_all, run
 from federation import (Federation, identical_everywhere, make_certs, snapshot, ticket_ids, view,
                         wait_until)
 
@@ -95,7 +95,7 @@ def create_stream(node, seconds: float, threads: int = 4, at=None):
     return acked, failed["unacknowledged"]
 
 
-TICKET_REGISTERS = {"header", "statement", "citizen", "progress", "assignee", "priority", "topic", "owner"}
+# (TICKET_REGISTERS: conftest)
 
 
 def assert_feed_once_each(node, expected_ids):
@@ -533,7 +533,11 @@ def test_mutual_tls_and_python_decodes_the_live_stream(federation, pb2, tmp_path
 
 # --- 5. a replicated write its sender may not speak for ---------------------------------------------
 
-def test_write_from_a_node_that_may_not_write_is_rejected(federation, tmp_path):
+def test_a_partner_may_not_edit_what_it_does_not_handle_and_its_notes_reach_the_region(federation, tmp_path):
+    """A fund holds a region's ticket only through a transfer. Its node refuses its own
+    operators' edits of what the region handles (409 not_owner: a write every region
+    node would refuse), while its shared note, which a partner may add, reaches every
+    node of the region through the centre."""
     fed = federation([
         {"id": "irk-main", "peers": ["irk-office-1", "irk-office-2", "sfr-federal"]},
         {"id": "irk-office-1"},
@@ -543,25 +547,27 @@ def test_write_from_a_node_that_may_not_write_is_rejected(federation, tmp_path):
     main, sfr = fed["irk-main"], fed["sfr-federal"]
     t = main.create(subject="Региональное обращение")
     main.patch(t["id"], {"status": "IN_WORK", "assignee": "op-main"}, actor="op-ivanova")
+    status, _, tr = main.request("POST", f"/v1/tickets/{t['id']}/transfers",
+                                 {"to": "sfr", "kind": "INFO_REQUEST", "reason": {"code": "pension-info", "text": "Нужна справка"},
+                                  "scope": ["ref"]}, headers={"X-EKC-Actor": "op-ivanova"})
+    assert status == 201, tr
     wait_until(lambda: (sfr.ticket(t["id"]) or {}).get("assignee") == "op-main", 10.0,
-               "sfr-federal received the region-38 ticket from irk-main")
-    before = main.link("sfr-federal")["rejected"]["records"]
+               "sfr-federal received the transferred ticket from irk-main")
+    before = sfr.request("GET", f"/v1/tickets/{t['id']}")[2]
 
-    status, _, local = sfr.request("PATCH", f"/v1/tickets/{t['id']}", {"assignee": "intruder"},
-                                   headers={"X-EKC-Actor": "op-sfr"})
-    assert status == 200, local  # a local edit is accepted locally
-    assert sfr.ticket(t["id"])["assignee"] == "intruder"
+    status, _, body = sfr.request("PATCH", f"/v1/tickets/{t['id']}", {"assignee": "intruder"},
+                                  headers={"X-EKC-Actor": "op-sfr"})
+    assert status == 409 and body["error"]["code"] == "not_owner", body
+    assert "38" in body["error"]["message"], body
+    assert sfr.request("GET", f"/v1/tickets/{t['id']}")[2] == before
 
-    link = wait_until(lambda: (lambda l: l if l["rejected"]["records"] > before else None)(main.link("sfr-federal")),
-                      10.0, "irk-main rejects sfr-federal's write")
-    assert link["rejected"]["byReason"].get("not_authorised", 0) > 0, link["rejected"]
-    assert any(r["reason"] == "not_authorised" and r["id"] == t["id"] for r in link["rejected"]["recent"]), link["rejected"]
-    # irk-main has applied that batch (its checkpoint moved past it) and never adopted the write.
-    wait_until(lambda: main.link("sfr-federal")["lagRecords"] == 0, 10.0, "irk-main caught up with sfr-federal")
-    for n in (main, fed["irk-office-1"], fed["irk-office-2"]):
-        v = n.ticket(t["id"])
-        assert v["assignee"] == "op-main", (n.node_id, v)
-        assert not [c for c in n.conflicts() if "intruder" in str(c)], n.conflicts()
+    n = sfr.add_note(t["id"], "Справка подготовлена", actor="op-sfr", visibility="shared")
+    for node in (main, fed["irk-office-1"], fed["irk-office-2"]):
+        wait_until(lambda: any(x["id"] == n["id"] for x in node.get(f"/v1/tickets/{t['id']}/notes")["items"]), 10.0,
+                   f"{node.node_id} received the fund's note")
+        assert node.ticket(t["id"])["assignee"] == "op-main"
+    for node in (main, sfr):
+        assert node.link("sfr-federal" if node is main else "irk-main")["rejected"]["records"] == 0
     # The region's nodes still agree with each other.
     wait_until(lambda: identical_everywhere([main, fed["irk-office-1"], fed["irk-office-2"]], t["id"]), 5.0,
                "region 38 identical")

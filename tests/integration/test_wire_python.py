@@ -29,7 +29,8 @@ BASE_TIME = 1_795_132_800_000 + 4 * 3_600_000
 
 # The value message of each ticket register (ticket.proto) and of each collection's children.
 REGISTER_MESSAGES = {1: "TicketHeader", 2: "Statement", 3: "CitizenValue", 4: "Progress", 5: "AssigneeValue",
-                     6: "PriorityValue", 7: "Topic", 8: "OwnerValue"}
+                     6: "PriorityValue", 7: "Topic", 8: "OwnerValue", 9: "CitizenName", 10: "CitizenSnils",
+                     11: "CitizenPhone"}
 CHILD_MESSAGES = {1: "Note", 2: "HistoryEvent"}
 
 
@@ -178,15 +179,20 @@ def check_stream(pb2, data):
     # The ticket edited on both sides of a partition: status and assignee conflict.
     t = Record(pb2, batch.changes[0].record)
     assert t.id == ulid_bytes(BASE_TIME, 0x38, 0x417)
-    assert sorted(t.registers) == list(range(1, 9))
-    assert [r.number for r in t.delta.registers] == list(range(1, 9)), "registers by ascending number"
+    assert sorted(t.registers) == list(range(1, 12))
+    assert [r.number for r in t.delta.registers] == list(range(1, 12)), "registers by ascending number"
     h = t.value(pb2.TICKET_REGISTER_HEADER)
     assert (h.number.region, h.number.year, h.number.sequence) == ("38", 2026, 417)
     assert h.origin_node == "irk-main" and h.received_at == BASE_TIME
     assert h.channel == pb2.CHANNEL_PHONE and h.legal_regime == pb2.LEGAL_REGIME_APPEAL_59FZ
     assert t.value(pb2.TICKET_REGISTER_STATEMENT).subject == "Единое пособие"
+    # The reference in register 3; each other detail in a register of its own (9–11),
+    # so that a transfer's scope is a set of whole registers.
     c = t.value(pb2.TICKET_REGISTER_CITIZEN).citizen
-    assert (c.ref, c.name, c.snils, c.phone) == ("CIT-7F3K2", "Иванова Мария Петровна", "11223344595", "+79140000067")
+    assert c.ref == "CIT-7F3K2" and not c.HasField("name") and not c.HasField("snils") and not c.HasField("phone")
+    assert t.value(pb2.TICKET_REGISTER_CITIZEN_NAME).name == "Иванова Мария Петровна"
+    assert t.value(pb2.TICKET_REGISTER_CITIZEN_SNILS).snils == "11223344595"
+    assert t.value(pb2.TICKET_REGISTER_CITIZEN_PHONE).phone == "+79140000067"
 
     progress, seen = t.registers[pb2.TICKET_REGISTER_PROGRESS]
     assert [(node, stamp >> 16) for node, stamp, _ in progress] == [("irk-main", BASE_TIME + 100),

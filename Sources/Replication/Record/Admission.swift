@@ -8,10 +8,13 @@ public struct PartRefusal: Hashable, Sendable {
 
 extension RecordSchema {
     /// What of a checked delta received from `sender` may be merged (DESIGN principle
-    /// 3): every write must come from the organisation that plays the part's role for
-    /// this record, be relayed by a node of the author's own organisation, and carry a
-    /// stamp no further than `maxSkew` ahead of `now`. A register is admitted whole or
-    /// not at all; a child alone.
+    /// 3): every write must come from an organisation that plays one of the part's
+    /// roles for this record (its own registers' or `grants`'), be relayed by a node of
+    /// the author's own organisation or of this node's (`localOrganisation`: a node
+    /// trusts its own organisation as itself, so a region's centre may pass a fund's
+    /// writes on to the region's offices, and the home organisation's own writes relayed
+    /// by its own nodes need no entitlement), and carry a stamp no further than `maxSkew`
+    /// ahead of `now`. A register is admitted whole or not at all; a child alone.
     ///
     /// Only what would change this replica is judged: a part it already holds is passed
     /// over, whoever relays it. Authority is judged against this replica's copy (`local`; the delta itself for
@@ -19,9 +22,11 @@ extension RecordSchema {
     /// those are admitted: an owner change and the new owner's first edit may arrive
     /// together.
     public func admit(_ delta: RecordDelta, from sender: NodeID, local: RecordState?, directory: Directory,
-                      now: Millis, maxSkew: Millis) -> (RecordDelta, [PartRefusal]) {
+                      now: Millis, maxSkew: Millis, grants: Grants = .none,
+                      localOrganisation: String? = nil) -> (RecordDelta, [PartRefusal]) {
         var refusals: [PartRefusal] = []
         let senderOrg = directory.org(sender)
+        var homeIsOurs = false
         // Most writes of a delta are one node's: its organisation is looked up once.
         var lastNode: NodeID?
         var lastOrg: String?
@@ -31,12 +36,15 @@ extension RecordSchema {
                 lastNode = dot.node
                 lastOrg = directory.org(dot.node)
             }
-            guard let authorOrg = lastOrg, authorOrg == senderOrg else {
+            guard let authorOrg = lastOrg, authorOrg == senderOrg || (senderOrg != nil && senderOrg == localOrganisation) else {
                 refusals.append(PartRefusal(recordID: delta.id, refusal: Refusal(
                     .cannotSpeakFor, "\(path()): \(sender) may not relay writes of \(dot.node)")))
                 return false
             }
-            guard entitled(authorOrg) else {
+            // The home organisation's own writes, relayed by its own nodes, are taken as the
+            // relaying node took them (`RecordSchema.homeRole`).
+            let ours = homeIsOurs && authorOrg == localOrganisation && senderOrg == localOrganisation
+            guard ours || entitled(authorOrg) else {
                 refusals.append(PartRefusal(recordID: delta.id, refusal: Refusal(
                     .notAuthorised, "\(path()): organisation \(authorOrg) of \(dot.node) does not write it")))
                 return false
@@ -64,8 +72,9 @@ extension RecordSchema {
             // What changes nothing here needs no admission: a register this replica holds
             // already (every delta carries the authority registers, whoever relays it).
             if let local, local.registers[i].merged(r) == local.registers[i] { return drop(register: i) }
-            let entitled = roles[registers[i].writer]
-            for v in r.versions where !allowed(v.dot, { $0 == entitled }, "registers[\(registers[i].name)]") {
+            let writers = registers[i].writers
+            for v in r.versions where !allowed(v.dot, { grants.entitles($0, among: writers, roles: roles) },
+                                                "registers[\(registers[i].name)]") {
                 return drop(register: i)
             }
         }
@@ -73,6 +82,7 @@ extension RecordSchema {
         // The roles as this replica knows them, then as the admitted authority registers make them.
         let base = local ?? delta.state
         let before = roles(base, directory)
+        if let localOrganisation, let homeRole { homeIsOurs = before[homeRole] == localOrganisation }
         for i in authorityRegisters { admitRegister(i, before) }
         // A record not seen before whose authority was refused has no one entitled to
         // any part of it: it is refused for that reason alone, not part by part.
@@ -86,12 +96,10 @@ extension RecordSchema {
 
         if !delta.children.isEmpty {
             var admitted = [Bool](repeating: true, count: delta.children.count)
-            var entitledOrgs: [UInt8: [String]] = [:]
             for (k, c) in delta.children.enumerated() {
                 guard let coll = collection(number: UInt64(c.collection)) else { admitted[k] = false; continue }
-                let orgs = entitledOrgs[c.collection] ?? coll.writers.compactMap { after[$0] }
-                entitledOrgs[c.collection] = orgs
-                admitted[k] = allowed(c.dot, { orgs.contains($0) }, "children[\(coll.name)/\(c.id)]")
+                admitted[k] = allowed(c.dot, { grants.entitles($0, among: coll.writers, roles: after) },
+                                      "children[\(coll.name)/\(c.id)]")
             }
             if admitted.contains(false) { out.children = delta.children.indices.filter { admitted[$0] }.map { delta.children[$0] } }
         }

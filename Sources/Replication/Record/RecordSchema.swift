@@ -70,7 +70,8 @@ public struct CheckContext: Sendable {
 public struct RegisterDescriptor: Sendable {
     public let number: UInt8
     public let name: String
-    public let writer: Role
+    /// A version may be written by an organisation playing any of these roles.
+    public let writers: [Role]
     public let maxValueBytes: Int
     /// Decodes `value` and checks every rule of its fields; throws naming the field.
     public let check: @Sendable (ValueBytes, CheckContext) throws(Refusal) -> Void
@@ -79,13 +80,36 @@ public struct RegisterDescriptor: Sendable {
     public init(number: UInt8, name: String, writer: Role, maxValueBytes: Int,
                 check: @escaping @Sendable (ValueBytes, CheckContext) throws(Refusal) -> Void,
                 show: @escaping @Sendable (ValueBytes) -> String) {
+        self.init(number: number, name: name, writers: [writer], maxValueBytes: maxValueBytes, check: check, show: show)
+    }
+
+    public init(number: UInt8, name: String, writers: [Role], maxValueBytes: Int,
+                check: @escaping @Sendable (ValueBytes, CheckContext) throws(Refusal) -> Void,
+                show: @escaping @Sendable (ValueBytes) -> String) {
         precondition((1...63).contains(number), "register numbers are 1–63")
+        precondition(!writers.isEmpty, "a register has a writer")
         self.number = number
         self.name = name
-        self.writer = writer
+        self.writers = writers
         self.maxValueBytes = maxValueBytes
         self.check = check
         self.show = show
+    }
+}
+
+/// Roles a record's own registers cannot tell, granted by records related to it: the
+/// organisations a ticket has been transferred to or from may add notes to it, and
+/// the receiver of its accepted redirect takes its ownership. The store derives them
+/// (from its transfers) and hands them to admission and to its own edit checks, so
+/// that both judge a write the same way.
+public struct Grants: Sendable, Equatable {
+    public var organisations: [Role: Set<String>]
+    public init(_ organisations: [Role: Set<String>] = [:]) { self.organisations = organisations }
+    public static let none = Grants()
+
+    /// Whether `org` plays one of `writers` for a record whose own roles are `roles`.
+    public func entitles(_ org: String, among writers: [Role], roles: [Role: String]) -> Bool {
+        writers.contains { roles[$0] == org || organisations[$0]?.contains(org) == true }
     }
 }
 
@@ -125,6 +149,12 @@ public struct RecordSchema: Sendable {
     /// Which organisation plays each role for a record in this state (nil where the
     /// deciding register has not arrived).
     public let roles: @Sendable (RecordState, Directory) -> [Role: String]
+    /// The role whose organisation is the record's home (a ticket's origin): its own
+    /// writes of any part, relayed by its own nodes, are admitted by its nodes as the
+    /// relaying node admitted them. A part written before ownership moved away (and
+    /// judged then) may reach another of the home's nodes before the transfer that
+    /// explains the move; judged again there it would be refused, and kept elsewhere.
+    public let homeRole: Role?
 
     /// Most versions one register may hold: one per node of its writing organisation
     /// (a node's own writes supersede each other), so the topology bounds it too.
@@ -133,7 +163,8 @@ public struct RecordSchema: Sendable {
     public static let maxContextEntries = 1_024
 
     public init(kind: RecordKindID, name: String, registers: [RegisterDescriptor], collections: [CollectionDescriptor],
-                authorityRegisters: [Int], roles: @escaping @Sendable (RecordState, Directory) -> [Role: String]) {
+                authorityRegisters: [Int], homeRole: Role? = nil,
+                roles: @escaping @Sendable (RecordState, Directory) -> [Role: String]) {
         precondition(zip(registers, registers.dropFirst()).allSatisfy { $0.number < $1.number }, "registers by number")
         precondition(zip(collections, collections.dropFirst()).allSatisfy { $0.number < $1.number }, "collections by number")
         self.kind = kind
@@ -141,6 +172,7 @@ public struct RecordSchema: Sendable {
         self.registers = registers
         self.collections = collections
         self.authorityRegisters = authorityRegisters
+        self.homeRole = homeRole
         self.roles = roles
         var byNumber = [Int](repeating: -1, count: 64)
         for (i, r) in registers.enumerated() { byNumber[Int(r.number)] = i }

@@ -9,9 +9,37 @@ public enum TicketRecord {
     /// The origin organisation writes what the citizen said; the owner organisation how it is handled.
     public static let origin = Role("origin")
     public static let owner = Role("owner")
+    /// Granted by the ticket's transfers (`Grants`), not told by its registers: an
+    /// organisation it was transferred to or from adds notes and history; the receiver
+    /// of its accepted REDIRECT writes the owner register, taking ownership.
+    public static let partner = Role("partner")
+    public static let successor = Role("successor")
 
     public enum Register: Int, CaseIterable, Sendable {
-        case header, statement, citizen, progress, assignee, priority, topic, owner
+        case header, statement, citizen, progress, assignee, priority, topic, owner, citizenName, citizenSnils, citizenPhone
+
+        /// The register holding one citizen detail of a transfer's personal-data scope.
+        public static func holding(_ field: CitizenField) -> Register {
+            switch field {
+            case .ref: return .citizen
+            case .name: return .citizenName
+            case .snils: return .citizenSnils
+            case .phone: return .citizenPhone
+            }
+        }
+    }
+
+    /// The registers that hold personal data of the citizen: a partner receives only
+    /// those its transfers' scopes name.
+    public static let citizenRegisters: [Register] = [.citizen, .citizenName, .citizenSnils, .citizenPhone]
+
+    /// Whether a replica holds enough of a ticket to show it: every register but the
+    /// citizen's details, which a partner holds only as far as its scope reaches.
+    public static func isComplete<V>(_ winners: [V?]) -> Bool {
+        winners.count == schema.registers.count && winners.indices.allSatisfy { i in
+            winners[i] != nil || i == Register.citizenName.rawValue || i == Register.citizenSnils.rawValue
+                || i == Register.citizenPhone.rawValue
+        }
     }
 
     public enum Collection: UInt8, CaseIterable, Sendable {
@@ -27,6 +55,12 @@ public enum TicketRecord {
     private static func shown<T>(_ decode: @escaping @Sendable (ValueBytes) throws(Refusal) -> T,
                                  _ show: @escaping @Sendable (T) -> String) -> @Sendable (ValueBytes) -> String {
         { b in (try? decode(b)).map(show) ?? "(unreadable)" }
+    }
+
+    private static func detail(_ number: UInt8, _ d: TicketValues.CitizenDetail) -> RegisterDescriptor {
+        RegisterDescriptor(number: number, name: "citizen\(d.rawValue.prefix(1).uppercased())\(d.rawValue.dropFirst())", writer: origin, maxValueBytes: 260,
+                           check: checked { b, _ throws(Refusal) in try TicketValues.citizenDetail(d, b) },
+                           show: shown({ b throws(Refusal) in try TicketValues.citizenDetail(d, b, checked: false) }) { $0 ?? "none" })
     }
 
     public static let schema = RecordSchema(
@@ -54,23 +88,25 @@ public enum TicketRecord {
             RegisterDescriptor(number: 7, name: "topic", writer: owner, maxValueBytes: 160,
                                check: checked { b, _ throws(Refusal) in try TicketValues.topic(b) },
                                show: shown({ b throws(Refusal) in try TicketValues.topic(b) }) { $0.topic }),
-            RegisterDescriptor(number: 8, name: "owner", writer: owner, maxValueBytes: 80,
+            RegisterDescriptor(number: 8, name: "owner", writers: [owner, successor], maxValueBytes: 80,
                                check: checked { b, d throws(Refusal) in try TicketValues.owner(b, directory: d) },
                                show: shown({ b throws(Refusal) in try TicketValues.owner(b) }) { $0.value }),
+            detail(9, .name), detail(10, .snils), detail(11, .phone),
         ],
         collections: [
-            CollectionDescriptor(number: Collection.notes.rawValue, name: "notes", writers: [origin, owner],
+            CollectionDescriptor(number: Collection.notes.rawValue, name: "notes", writers: [origin, owner, partner],
                                  maxValueBytes: Budget.noteBytes + 256,
                                  check: { b, _ throws(Refusal) in
                                      _ = try TicketValues.note(.checking(b, in: Collection.notes.rawValue), ticket: RecordID(high: 0, low: 0))
                                  }),
-            CollectionDescriptor(number: Collection.history.rawValue, name: "history", writers: [origin, owner],
+            CollectionDescriptor(number: Collection.history.rawValue, name: "history", writers: [origin, owner, partner],
                                  maxValueBytes: 2 * Budget.historyValueBytes + 512,
                                  check: { b, _ throws(Refusal) in
                                      _ = try TicketValues.event(.checking(b, in: Collection.history.rawValue), ticket: RecordID(high: 0, low: 0))
                                  }),
         ],
         authorityRegisters: [Register.header.rawValue, Register.owner.rawValue],
+        homeRole: origin,
         roles: { state, directory in
             var roles: [Role: String] = [:]
             if let h = state.registers[Register.header.rawValue].value,
@@ -107,12 +143,15 @@ extension Ticket: ReplicatedRecord {
             TicketValues.encode(TicketHeader(number: number, originNode: originNode, channel: channel,
                                              legalRegime: legalRegime, receivedAt: receivedAt)),
             TicketValues.encode(Statement(subject: subject, text: statement)),
-            TicketValues.encode(citizen),
+            TicketValues.encode(citizen.map { Citizen(ref: $0.ref) }),
             TicketValues.encode(Progress(status: status, registeredAt: registeredAt, deadlines: deadlines)),
             TicketValues.encode(assignee: assignee),
             TicketValues.encode(priority),
             TicketValues.encode(Topic(topic: topic, supportMeasure: supportMeasure)),
             TicketValues.encode(owner: ownerNode),
+            TicketValues.encode(detail: citizen?.name),
+            TicketValues.encode(detail: citizen?.snils?.digits),
+            TicketValues.encode(detail: citizen?.phone),
         ]
     }
 
@@ -125,7 +164,7 @@ extension Ticket: ReplicatedRecord {
     /// A ticket from the winning value of each register (aligned with the table).
     public static func ticket<V: ValueSource>(id: TicketID, winners v: [V?], local: LocalRecordInfo, latest: Stamp) -> Ticket? {
         typealias R = TicketRecord.Register
-        guard v.count == TicketRecord.schema.registers.count,
+        guard TicketRecord.isComplete(v),
               let hb = v[R.header.rawValue], let sb = v[R.statement.rawValue], let cb = v[R.citizen.rawValue],
               let pb = v[R.progress.rawValue], let ab = v[R.assignee.rawValue], let prb = v[R.priority.rawValue],
               let tb = v[R.topic.rawValue], let ob = v[R.owner.rawValue],
@@ -136,9 +175,20 @@ extension Ticket: ReplicatedRecord {
               let pr = try? TicketValues.priority(prb, checked: false),
               let tp = try? TicketValues.topic(tb, checked: false), let o = try? TicketValues.owner(ob, checked: false)
         else { return nil }
+        // A detail comes from its own register where that holds one (a partner may hold
+        // none: out of its scope), else from register 3 as written before the split.
+        func detail(_ r: R, _ d: TicketValues.CitizenDetail, _ legacy: String?) -> String? {
+            guard let b = v[r.rawValue] else { return legacy }
+            return attempt({ () throws(Refusal) in try TicketValues.citizenDetail(d, b, checked: false) }) ?? nil
+        }
+        let citizen = c.map { c in
+            Citizen(ref: c.ref, name: detail(.citizenName, .name, c.name),
+                    snils: detail(.citizenSnils, .snils, c.snils?.digits).map { Snils(trusted: $0) },
+                    phone: detail(.citizenPhone, .phone, c.phone))
+        }
         return Ticket(
             id: id, number: h.number, originNode: h.originNode, ownerNode: o, channel: h.channel, topic: tp.topic,
-            supportMeasure: tp.supportMeasure, subject: s.subject, statement: s.text, citizen: c,
+            supportMeasure: tp.supportMeasure, subject: s.subject, statement: s.text, citizen: citizen,
             status: p.status, assignee: a, priority: pr, legalRegime: h.legalRegime, deadlines: p.deadlines,
             receivedAt: h.receivedAt, registeredAt: p.registeredAt, updatedAt: latest.millis, updatedStamp: latest,
             version: local.version, duplicateOf: nil)

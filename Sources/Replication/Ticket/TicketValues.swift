@@ -306,6 +306,40 @@ public enum TicketValues {
         }
     }
 
+    // Registers 9–11: CitizenName { optional name = 1 }, CitizenSnils { optional snils = 1 },
+    // CitizenPhone { optional phone = 1 }: one detail each, the same layout.
+    public enum CitizenDetail: String, CaseIterable, Sendable {
+        case name, snils, phone
+    }
+
+    public static func encode(detail: String?) -> ValueBytes {
+        var w = ProtoWriter(capacity: 24)
+        w.optionalString(1, detail)
+        return w.bytes
+    }
+
+    public static func citizenDetail(_ d: CitizenDetail, _ b: some ValueSource, checked: Bool = true) throws(Refusal) -> String? {
+        try ValueReader.read(b, "citizen.\(d.rawValue)", checked: checked) { v throws(Refusal) in
+            var s: String?
+            try v.fields { v, n, t throws(Refusal) in
+                guard n == 1, t == 2 else { return false }
+                s = try v.string(d.rawValue)
+                return true
+            }
+            guard checked, let s else { return s }
+            switch d {
+            case .name: try v.model("") { () throws(TicketError) in try Citizen.validate(ref: "x", name: s, phone: nil) }
+            case .phone: try v.model("") { () throws(TicketError) in try Citizen.validate(ref: "x", name: nil, phone: s) }
+            case .snils:
+                let u = s.utf8
+                guard u.count == 11, u.allSatisfy({ $0 >= 48 && $0 <= 57 }) else {
+                    throw Refusal(.invalidValue, "citizen.snils: must be 11 digits without separators")
+                }
+            }
+            return s
+        }
+    }
+
     // Register 4: Progress { status = 1; optional registered_at = 2; Deadlines deadlines = 3 }
     // Deadlines { register_by = 1; optional forward_by = 2; optional answer_by = 3; extension_days = 4; optional callback_by = 5 }
     public static func encode(_ p: Progress) -> ValueBytes {

@@ -14,7 +14,10 @@
 // Which organisation writes each (README §6, admission): the origin organisation
 // (the organisation of the header's origin node) writes what the citizen said; the
 // owner organisation (of the node in the owner register) writes how the ticket is
-// handled. Notes and history events may be written by either.
+// handled. Roles a ticket's registers cannot tell come from its transfers: a
+// "partner" (an organisation the ticket was transferred to or from) may add notes and
+// history events; the "successor" (the receiver of an accepted REDIRECT) may write
+// the owner register, which is how ownership moves (README §9).
 //
 // Millisecond instants (`*_at`, `*_by`) are signed Unix milliseconds, UTC, and lie
 // in [2000-01-01, 2200-01-01). Text is UTF-8 and bounded in bytes (README §11).
@@ -42,7 +45,7 @@ public nonisolated enum Ekc_Replication_V2_TicketRegister: SwiftProtobuf.Enum, S
   /// Statement; origin
   case statement // = 2
 
-  /// CitizenValue; origin
+  /// CitizenValue (the reference only); origin
   case citizen // = 3
 
   /// Progress; owner
@@ -57,8 +60,18 @@ public nonisolated enum Ekc_Replication_V2_TicketRegister: SwiftProtobuf.Enum, S
   /// Topic; owner
   case topic // = 7
 
-  /// OwnerValue; owner
+  /// OwnerValue; owner, or the successor (below)
   case owner // = 8
+
+  /// One citizen detail per register, so that a transfer's personal-data scope is a
+  /// set of whole registers (README §9): a partner holds a register exactly or not at all.
+  case citizenName // = 9
+
+  /// CitizenSnils; origin
+  case citizenSnils // = 10
+
+  /// CitizenPhone; origin
+  case citizenPhone // = 11
   case UNRECOGNIZED(Int)
 
   public init() {
@@ -76,6 +89,9 @@ public nonisolated enum Ekc_Replication_V2_TicketRegister: SwiftProtobuf.Enum, S
     case 6: self = .priority
     case 7: self = .topic
     case 8: self = .owner
+    case 9: self = .citizenName
+    case 10: self = .citizenSnils
+    case 11: self = .citizenPhone
     default: self = .UNRECOGNIZED(rawValue)
     }
   }
@@ -91,6 +107,9 @@ public nonisolated enum Ekc_Replication_V2_TicketRegister: SwiftProtobuf.Enum, S
     case .priority: return 6
     case .topic: return 7
     case .owner: return 8
+    case .citizenName: return 9
+    case .citizenSnils: return 10
+    case .citizenPhone: return 11
     case .UNRECOGNIZED(let i): return i
     }
   }
@@ -106,6 +125,9 @@ public nonisolated enum Ekc_Replication_V2_TicketRegister: SwiftProtobuf.Enum, S
     .priority,
     .topic,
     .owner,
+    .citizenName,
+    .citizenSnils,
+    .citizenPhone,
   ]
 
 }
@@ -115,10 +137,10 @@ public nonisolated enum Ekc_Replication_V2_TicketCollection: SwiftProtobuf.Enum,
   public typealias RawValue = Int
   case unspecified // = 0
 
-  /// Note; origin or owner
+  /// Note; origin, owner or partner
   case notes // = 1
 
-  /// HistoryEvent; origin or owner
+  /// HistoryEvent; origin, owner or partner
   case history // = 2
   case UNRECOGNIZED(Int)
 
@@ -542,7 +564,9 @@ public nonisolated struct Ekc_Replication_V2_Citizen: Sendable {
   fileprivate var _phone: String? = nil
 }
 
-/// Register 3.
+/// Register 3. This version writes only `ref` here; name, SNILS and phone have
+/// registers of their own (9–11). A reader takes a detail from its register when that
+/// register holds one, else from here (values written before the split).
 public nonisolated struct Ekc_Replication_V2_CitizenValue: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -563,6 +587,74 @@ public nonisolated struct Ekc_Replication_V2_CitizenValue: Sendable {
   public init() {}
 
   fileprivate var _citizen: Ekc_Replication_V2_Citizen? = nil
+}
+
+/// Register 9.
+public nonisolated struct Ekc_Replication_V2_CitizenName: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var name: String {
+    get {_name ?? String()}
+    set {_name = newValue}
+  }
+  /// Returns true if `name` has been explicitly set.
+  public var hasName: Bool {self._name != nil}
+  /// Clears the value of `name`. Subsequent reads from it will return its default value.
+  public mutating func clearName() {self._name = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _name: String? = nil
+}
+
+/// Register 10.
+public nonisolated struct Ekc_Replication_V2_CitizenSnils: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// 11 digits, no separators
+  public var snils: String {
+    get {_snils ?? String()}
+    set {_snils = newValue}
+  }
+  /// Returns true if `snils` has been explicitly set.
+  public var hasSnils: Bool {self._snils != nil}
+  /// Clears the value of `snils`. Subsequent reads from it will return its default value.
+  public mutating func clearSnils() {self._snils = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _snils: String? = nil
+}
+
+/// Register 11.
+public nonisolated struct Ekc_Replication_V2_CitizenPhone: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// "+7" and 10 digits
+  public var phone: String {
+    get {_phone ?? String()}
+    set {_phone = newValue}
+  }
+  /// Returns true if `phone` has been explicitly set.
+  public var hasPhone: Bool {self._phone != nil}
+  /// Clears the value of `phone`. Subsequent reads from it will return its default value.
+  public mutating func clearPhone() {self._phone = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _phone: String? = nil
 }
 
 public nonisolated struct Ekc_Replication_V2_Deadlines: Sendable {
@@ -815,7 +907,7 @@ public nonisolated struct Ekc_Replication_V2_HistoryEvent: Sendable {
 fileprivate nonisolated let _protobuf_package = "ekc.replication.v2"
 
 nonisolated extension Ekc_Replication_V2_TicketRegister: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0TICKET_REGISTER_UNSPECIFIED\0\u{1}TICKET_REGISTER_HEADER\0\u{1}TICKET_REGISTER_STATEMENT\0\u{1}TICKET_REGISTER_CITIZEN\0\u{1}TICKET_REGISTER_PROGRESS\0\u{1}TICKET_REGISTER_ASSIGNEE\0\u{1}TICKET_REGISTER_PRIORITY\0\u{1}TICKET_REGISTER_TOPIC\0\u{1}TICKET_REGISTER_OWNER\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0TICKET_REGISTER_UNSPECIFIED\0\u{1}TICKET_REGISTER_HEADER\0\u{1}TICKET_REGISTER_STATEMENT\0\u{1}TICKET_REGISTER_CITIZEN\0\u{1}TICKET_REGISTER_PROGRESS\0\u{1}TICKET_REGISTER_ASSIGNEE\0\u{1}TICKET_REGISTER_PRIORITY\0\u{1}TICKET_REGISTER_TOPIC\0\u{1}TICKET_REGISTER_OWNER\0\u{1}TICKET_REGISTER_CITIZEN_NAME\0\u{1}TICKET_REGISTER_CITIZEN_SNILS\0\u{1}TICKET_REGISTER_CITIZEN_PHONE\0")
 }
 
 nonisolated extension Ekc_Replication_V2_TicketCollection: SwiftProtobuf._ProtoNameProviding {
@@ -1049,6 +1141,108 @@ nonisolated extension Ekc_Replication_V2_CitizenValue: SwiftProtobuf.Message, Sw
 
   public static func ==(lhs: Ekc_Replication_V2_CitizenValue, rhs: Ekc_Replication_V2_CitizenValue) -> Bool {
     if lhs._citizen != rhs._citizen {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Ekc_Replication_V2_CitizenName: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".CitizenName"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self._name) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._name {
+      try visitor.visitSingularStringField(value: v, fieldNumber: 1)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Ekc_Replication_V2_CitizenName, rhs: Ekc_Replication_V2_CitizenName) -> Bool {
+    if lhs._name != rhs._name {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Ekc_Replication_V2_CitizenSnils: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".CitizenSnils"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}snils\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self._snils) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._snils {
+      try visitor.visitSingularStringField(value: v, fieldNumber: 1)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Ekc_Replication_V2_CitizenSnils, rhs: Ekc_Replication_V2_CitizenSnils) -> Bool {
+    if lhs._snils != rhs._snils {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Ekc_Replication_V2_CitizenPhone: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".CitizenPhone"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}phone\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self._phone) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._phone {
+      try visitor.visitSingularStringField(value: v, fieldNumber: 1)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Ekc_Replication_V2_CitizenPhone, rhs: Ekc_Replication_V2_CitizenPhone) -> Bool {
+    if lhs._phone != rhs._phone {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -1,0 +1,102 @@
+import CaseModel
+import LMDB
+import Metrics
+import Replication
+
+private let purges = Counter(label: "ekc_transfer_purges_total")
+
+/// The record that a ticket's personal data was purged here: which transfer's end
+/// caused it, when, and the state it ended in. `PurgeRecord { bytes transfer = 1;
+/// int64 at = 2; uint64 state = 3 }`, kept in `purged` by ticket id.
+public struct Purge: Sendable, Equatable {
+    public let ticket: TicketID
+    public let transfer: RecordID
+    public let at: Millis
+    public let state: TransferState
+
+    func encode() -> [UInt8] {
+        var w = ProtoWriter(capacity: 32)
+        w.presentBytes(1, transfer.bytes)
+        w.int64(2, Int64(at))
+        w.uint64(3, UInt64(state.wireNumber))
+        return w.bytes
+    }
+
+    static func decode(_ b: UnsafeRawBufferPointer, ticket: TicketID) throws(CorruptRecord) -> Purge {
+        var r = ProtoReader(b)
+        var transfer: RecordID?, at: Millis = 0, state: TransferState?
+        do throws(ProtoError) {
+            while let (n, t) = try r.field() {
+                switch (n, t) {
+                case (1, 2): transfer = RecordID(bytes: try r.bytes())
+                case (2, 0): at = Millis(bitPattern: try r.varint())
+                case (3, 0): state = TransferState(wireNumber: Int(try r.varint()))
+                default: try r.skip(t)
+                }
+            }
+        } catch {
+            throw CorruptRecord(what: "purge of \(ticket): \(error)")
+        }
+        guard let transfer, let state else { throw CorruptRecord(what: "purge of \(ticket): incomplete") }
+        return Purge(ticket: ticket, transfer: transfer, at: at, state: state)
+    }
+}
+
+extension CaseStore {
+    /// Whether this node's organisation may hold the ticket: it said it (origin), or a
+    /// live transfer joins it to the ticket.
+    func mayHold(_ id: TicketID, origin: NodeID?, _ txn: some TransactionProtocol) throws -> Bool {
+        let mine = organisation
+        if let origin, configuration.directory.org(origin) == mine { return true }
+        return try links(ofTicket: id, txn).contains { l in
+            TicketScope.isLive(l.state) && (l.order.fromOrganisation == mine || l.order.toOrganisation == mine)
+        }
+    }
+
+    /// Purges a ticket this node received by transfer once no live transfer joins its
+    /// organisation to it (proto/README.md §9): its registers, notes and history, its view and
+    /// index entries go; the transfer records stay, and the purge is recorded (and shown
+    /// with the transfer). Returns whether it purged.
+    func purgeIfOutOfScope(_ id: TicketID, because t: Transfer, _ txn: WriteTransaction, now: Millis) throws -> Bool {
+        let schema = TicketRecord.schema
+        guard let record = try loadRecord(schema, id, txn) else { return false }
+        let origin = record.state.registers[TicketRecord.Register.header.rawValue].value
+            .flatMap { try? TicketValues.header($0, checked: false) }?.originNode
+        guard try !mayHold(id, origin: origin, txn) else { return false }
+        let recordKey = Keys.record(schema.kind.rawValue, id)
+        _ = try txn.delete(self.schema.records, key: recordKey)
+        _ = try txn.delete(self.schema.conflicted, key: recordKey)
+        let childKeys = try txn.withCursor(self.schema.children) { c in
+            var keys: [[UInt8]] = []
+            var ok = try c.seek(atLeast: recordKey)
+            while ok && c.keyHasPrefix(recordKey) {
+                keys.append(Array(c.key))
+                ok = try c.next()
+            }
+            return keys
+        }
+        for k in childKeys { _ = try txn.delete(self.schema.children, key: k) }
+        if let facts = try txn.withValue(self.schema.tickets, key: id.bytes, { TicketIndexFacts(view: $0, id: id) }) ?? nil {
+            for (db, key) in indexEntries(facts) { _ = try txn.delete(db, key: key) }
+            let number = Keys.number(facts.number)
+            if try txn.get(self.schema.numbers, key: number) == id.bytes { _ = try txn.delete(self.schema.numbers, key: number) }
+        }
+        _ = try txn.delete(self.schema.tickets, key: id.bytes)
+        try txn.put(self.schema.purged, key: id.bytes, value: Purge(ticket: id, transfer: t.id, at: now, state: t.state).encode())
+        purges.increment()
+        return true
+    }
+
+    /// Whether a ticket was purged here and this organisation may not hold it now: what
+    /// still arrives of it (a peer of this organisation behind on the transfer's end)
+    /// is not kept.
+    func isPurgedAndOutOfScope(_ id: TicketID, _ txn: some TransactionProtocol) throws -> Bool {
+        guard try txn.contains(schema.purged, key: id.bytes) else { return false }
+        return try !mayHold(id, origin: nil, txn)
+    }
+
+    /// The purge of a ticket's personal data at this node, if there was one.
+    public func purge(ofTicket id: TicketID) throws -> Purge? {
+        try readTxn { txn in try txn.withValue(schema.purged, key: id.bytes) { try Purge.decode($0, ticket: id) } }
+    }
+}

@@ -1,0 +1,218 @@
+import CaseModel
+import Foundation
+import Replication
+import TestSupport
+import Testing
+@testable import CaseStore
+
+/// Scoped replication between organisations, through the stores' feeds as nodes pull
+/// them (`StorePeers.pull` asks for the page a sender serves the puller's organisation):
+/// a fund receives only what was transferred to it, only the citizen fields in scope,
+/// shared notes and the history it needs; the sender follows the receiver's progress;
+/// ownership moves on an accepted redirect; a transfer that ends stops the updates and
+/// the receiver purges what it received.
+@Suite("Case store: scoped replication")
+struct ScopedReplicationTests {
+    let snils = "11223344595"
+
+    /// irk-main and irk-office-1 (region 38), the fund's node (sfr) and nn-main (region 52).
+    func federation() throws -> StorePeers { try StorePeers([irk, office, fundNode, novgorodNode]) }
+
+    func citizenTicket(_ store: CaseStore, subject: String = "Перерасчёт пенсии") async throws -> Ticket {
+        var d = draft(subject: subject)
+        d.citizen = Citizen(ref: "CIT-7F3K2", name: "Иванова Мария Петровна", snils: try Snils(snils), phone: "+79001234567")
+        let t = try await store.create(d, actor: ivanova)
+        return try await store.patch(TicketRef(t), TicketPatch(status: .registered))
+    }
+
+    func transfer(_ t: Ticket, _ kind: TransferKind = .redirect, to: String = "sfr", scope: Set<CitizenField> = [.ref, .name]) -> TransferRequest {
+        TransferRequest(ticket: TicketRef(t), to: to, kind: kind, reasonCode: "pension-recalc",
+                        reasonText: "Вопрос компетенции фонда", scope: scope)
+    }
+
+    /// Every byte of every value a store holds, as text: what `mdb_dump` would show.
+    func everything(_ store: CaseStore) throws -> String {
+        try store.env.read { txn in
+            var out = ""
+            for db in store.schema.all {
+                try txn.withCursor(db) { c in
+                    var ok = try c.first()
+                    while ok {
+                        out += String(decoding: c.key, as: UTF8.self) + "=" + String(decoding: c.value, as: UTF8.self) + "\n"
+                        ok = try c.next()
+                    }
+                }
+            }
+            return out
+        }
+    }
+
+    @Test("a fund receives only the ticket transferred to it, the citizen fields in scope, shared notes and the history it needs; other organisations receive nothing")
+    func fundReceivesOnlyItsScope() async throws {
+        let p = try federation()
+        defer { p.close() }
+        let (region, fund, novgorod) = (p.stores[0], p.stores[2], p.stores[3])
+        let other = try await citizenTicket(region, subject: "Другое обращение")
+        let t = try await citizenTicket(region)
+        _ = try await region.perform(.addNote(TicketRef(t), text: "Внутренняя заметка: звонила дважды", visibility: .internal), actor: ivanova)
+        _ = try await region.perform(.addNote(TicketRef(t), text: "Для фонда: справка приложена", visibility: .shared), actor: ivanova)
+        _ = try await region.patch(TicketRef(t), TicketPatch(assignee: "op-petrov"))
+        // The fund's node pulls before any transfer: nothing, and its position moves on.
+        #expect(try await p.pull(fund, from: region).changedRecords == 0)
+        #expect(try fund.checkpoint(for: irk)?.sequence == region.lastSequence)
+
+        let sent = try await region.send(transfer(t))
+        #expect(try region.ticket(TicketRef(t))?.status == .transferPending)
+        let r = try await p.pull(fund, from: region)
+        #expect(r.rejections.isEmpty)
+        // The new transfer brought the whole ticket (a backfill), without any checkpoint reset.
+        let there = try #require(try fund.ticket(TicketRef(t)))
+        #expect(there.citizen == Citizen(ref: "CIT-7F3K2", name: "Иванова Мария Петровна"))
+        #expect(there.subject == t.subject && there.statement == t.statement && there.ownerNode == irk)
+        #expect(try fund.notes(of: TicketRef(t))?.map(\.text) == ["Для фонда: справка приложена"])
+        let history = try #require(try fund.history(of: TicketRef(t)))
+        #expect(Set(history.map(\.field)).isSubset(of: ["ticket", "status", "transfer"]) && history.contains { $0.field == "transfer" })
+        #expect(try fund.transfer(sent.id)?.state == .delivered)
+        #expect(try fund.ticket(TicketRef(other)) == nil && fund.record(kind: TicketRecord.kind, id: other.id) == nil)
+        let dump = try everything(fund)
+        // (The handling registers travel whole, the assignee's login among them: a receiver
+        // that takes the ticket over must write over them, not beside them.)
+        let leaked = [snils, "+79001234567", "Внутренняя заметка", "Другое обращение"].filter { dump.contains($0) }
+        #expect(leaked.isEmpty, "the fund's store holds \(leaked)")
+        #expect(dump.contains("Иванова Мария Петровна"))
+
+        // Region 52 and a region 38 office's view of it: 52 receives nothing at all.
+        #expect(try await p.pull(novgorod, from: region).changedRecords == 0)
+        #expect(try await p.pull(novgorod, from: fund).changedRecords == 0)
+        #expect(try novgorod.stats().tables.first { $0.name == "records" }?.entries == 0)
+
+        // The acknowledgement comes back to the sender.
+        _ = try await p.pull(region, from: fund)
+        #expect(try region.transfer(sent.id)?.state == .delivered)
+    }
+
+    @Test("an accepted redirect moves ownership: the sender shows TRANSFERRED_OUT with the fund's status, read-only; its office follows through the centre")
+    func acceptanceMovesOwnership() async throws {
+        let p = try federation()
+        defer { p.close() }
+        let (region, officeStore, fund) = (p.stores[0], p.stores[1], p.stores[2])
+        let t = try await citizenTicket(region)
+        let sent = try await region.send(transfer(t))
+        _ = try await p.pull(fund, from: region)
+        // Before acceptance the fund does not handle the ticket.
+        await #expect(throws: StoreError.rejected(.notOwner(organisation: "38"))) {
+            _ = try await fund.patch(TicketRef(t), TicketPatch(priority: .high))
+        }
+        p.clock.advance(60_000)
+        _ = try await fund.step(sent.id, .accepted)
+        let accepted = try #require(try fund.ticket(TicketRef(t)))
+        #expect(accepted.ownerNode == fundNode && accepted.status == .registered && accepted.registeredAt == t0 + 60_000)
+        #expect(try await p.pull(region, from: fund).rejections.isEmpty)
+        let mirror = try #require(try region.ticket(TicketRef(t)))
+        #expect(mirror.status == .transferredOut && mirror.handlerStatus == .registered && mirror.ownerNode == fundNode)
+        await #expect(throws: StoreError.rejected(.readOnlyMirror(status: .transferredOut))) {
+            _ = try await region.patch(TicketRef(t), TicketPatch(priority: .high))
+        }
+
+        // The fund works on it; the sender follows, and so does the office through its centre.
+        p.clock.advance(60_000)
+        _ = try await fund.patch(TicketRef(t), TicketPatch(status: .inWork))
+        _ = try await fund.perform(.addNote(TicketRef(t), text: "Ответ: перерасчёт выполнен", visibility: .shared), actor: ivanova)
+        _ = try await fund.perform(.addNote(TicketRef(t), text: "Внутреннее: проверить стаж", visibility: .internal), actor: ivanova)
+        #expect(try await p.pull(region, from: fund).rejections.isEmpty)
+        let officePull = try await p.pull(officeStore, from: region)
+        #expect(officePull.rejections.isEmpty, "\(officePull.rejections)")
+        for s in [region, officeStore] {
+            let v = try #require(try s.ticket(TicketRef(t)))
+            #expect(v.status == .transferredOut && v.handlerStatus == .inWork)
+            #expect(try s.notes(of: TicketRef(t))?.map(\.text).contains("Ответ: перерасчёт выполнен") == true)
+            #expect(try s.notes(of: TicketRef(t))?.map(\.text).contains("Внутреннее: проверить стаж") == false)
+        }
+        // The region may still add a note (it is the fund's partner), which reaches the fund.
+        _ = try await region.perform(.addNote(TicketRef(t), text: "Заявитель звонил повторно", visibility: .shared), actor: ivanova)
+        _ = try await p.pull(fund, from: region)
+        #expect(try fund.notes(of: TicketRef(t))?.map(\.text).contains("Заявитель звонил повторно") == true)
+    }
+
+    @Test("a rejection gives the ticket back to the sender's IN_WORK, stops the updates, and the fund purges what it received; the transfer stays")
+    func rejectionPurgesAtTheReceiver() async throws {
+        let p = try federation()
+        defer { p.close() }
+        let (region, fund) = (p.stores[0], p.stores[2])
+        let t = try await citizenTicket(region)
+        let sent = try await region.send(transfer(t))
+        _ = try await p.pull(fund, from: region)
+        #expect(try fund.ticket(TicketRef(t)) != nil)
+        p.clock.advance(30_000)
+        _ = try await fund.step(sent.id, .rejected, reason: ("not-competent", "Вопрос не относится к фонду"))
+        #expect(try fund.ticket(TicketRef(t)) == nil && fund.record(kind: TicketRecord.kind, id: t.id) == nil)
+        #expect(try fund.notes(of: TicketRef(t)) == nil)
+        let purge = try #require(try fund.purge(ofTicket: t.id))
+        #expect(purge.transfer == sent.id && purge.state == .rejected && purge.at == t0 + 30_000)
+        #expect(try fund.transfer(sent.id)?.state == .rejected)
+        #expect(!(try everything(fund)).contains("Иванова"))
+
+        _ = try await p.pull(region, from: fund)
+        let back = try #require(try region.ticket(TicketRef(t)))
+        #expect(back.status == .inWork && back.ownerNode == irk)
+        #expect(try region.transfer(sent.id)?.steps.deciding?.reasonText == "Вопрос не относится к фонду")
+        #expect(try region.history(of: TicketRef(t))?.contains { $0.field == "status" && $0.new == "IN_WORK" && $0.actor.user == "system" } == true)
+
+        // Later edits at the region do not reach the fund.
+        _ = try await region.patch(TicketRef(t), TicketPatch(priority: .high))
+        #expect(try await p.pull(fund, from: region).changedRecords == 0)
+        #expect(try fund.record(kind: TicketRecord.kind, id: t.id) == nil)
+        // A new transfer brings it again.
+        let again = try await region.send(transfer(t, .infoRequest, scope: [.ref]))
+        _ = try await p.pull(fund, from: region)
+        let rec = try fund.record(kind: TicketRecord.kind, id: t.id)
+        #expect(try fund.ticket(TicketRef(t))?.citizen == Citizen(ref: "CIT-7F3K2"), "\(String(describing: rec))")
+        #expect(try fund.transfer(again.id)?.state == .delivered)
+    }
+
+    @Test("a transfer sent from a remote office reaches the fund through the region's centre, ticket and all")
+    func officeTransferThroughTheCentre() async throws {
+        let p = try federation()
+        defer { p.close() }
+        let (region, officeStore, fund) = (p.stores[0], p.stores[1], p.stores[2])
+        let t = try await citizenTicket(officeStore)
+        let sent = try await officeStore.send(transfer(t, .infoRequest, scope: [.ref, .phone]))
+        _ = try await p.pull(region, from: officeStore)
+        #expect(try await p.pull(fund, from: region).rejections.isEmpty)
+        #expect(try fund.ticket(TicketRef(t))?.citizen == Citizen(ref: "CIT-7F3K2", phone: "+79001234567"))
+        #expect(try fund.transfer(sent.id)?.state == .delivered)
+        _ = try await p.pull(region, from: fund)
+        _ = try await p.pull(officeStore, from: region)
+        #expect(try officeStore.transfer(sent.id)?.state == .delivered)
+        // An INFO_REQUEST keeps ownership: the office still handles the ticket.
+        #expect(try officeStore.ticket(TicketRef(t))?.status == .registered)
+        _ = try await officeStore.patch(TicketRef(t), TicketPatch(status: .inWork))
+    }
+
+    @Test("a cancellation and an acceptance in a partition settle on the acceptance at every node, with one owner")
+    func partitionCancelVersusAccept() async throws {
+        let p = try federation()
+        defer { p.close() }
+        let (region, officeStore, fund) = (p.stores[0], p.stores[1], p.stores[2])
+        let t = try await citizenTicket(region)
+        let sent = try await region.send(transfer(t))
+        _ = try await p.pull(fund, from: region)
+        _ = try await p.pull(region, from: fund)
+        p.clock.advance(10_000)
+        _ = try await region.step(sent.id, .cancelled)
+        #expect(try region.ticket(TicketRef(t))?.status == .registered)
+        _ = try await fund.step(sent.id, .accepted)
+        for _ in 0..<2 {
+            #expect(try await p.pull(region, from: fund).rejections.isEmpty)
+            #expect(try await p.pull(fund, from: region).rejections.isEmpty)
+            #expect(try await p.pull(officeStore, from: region).rejections.isEmpty)
+        }
+        for s in [region, officeStore, fund] {
+            let tr = try #require(try s.transfer(sent.id))
+            #expect(tr.state == .accepted && tr.steps.conflicts.map(\.state) == [.cancelled])
+            #expect(try s.record(kind: TicketRecord.kind, id: t.id) != nil)
+        }
+        #expect(try region.ticket(TicketRef(t))?.ownerNode == fundNode && fund.ticket(TicketRef(t))?.ownerNode == fundNode)
+        #expect(try region.ticket(TicketRef(t))?.status == .transferredOut)
+    }
+}
