@@ -7,7 +7,7 @@ EKC := .build/debug/ekc
 DEB_PACKAGES := liblmdb-dev lmdb-utils nghttp2-client curl openssl pkg-config python3 protobuf-compiler
 PY_MODULES := pytest jsonschema openapi_spec_validator yaml schemathesis google.protobuf h2
 
-.PHONY: all deps build build-tests run cluster demo test test-swift test-integration bench clean
+.PHONY: all deps build build-tests run single cluster demo test test-swift test-integration bench clean
 
 all: build
 
@@ -31,15 +31,22 @@ build: deps
 build-tests: deps
 	$(SWIFT) build --build-tests
 
+# The local development federation: two regions (one with a remote office) and two
+# funds as real processes over mutual TLS; region 38 hands a request to the pension fund.
 run: build
+	ops/run-federation.sh
+
+# The embedded default: one standalone node with demo tickets.
+single: build
 	ops/run-demo.sh
 
-# A local federation: three nodes of one region replicating over mutual TLS.
+# Three nodes of one region replicating over mutual TLS.
 cluster: build
 	ops/run-cluster.sh
 
-# Like `run`, but stops the node after showing the demo (for scripts).
+# Like `run` and `single`, but stopping the nodes after the demo (for scripts).
 demo: build
+	DEMO_EXIT=1 ops/run-federation.sh
 	DEMO_EXIT=1 ops/run-demo.sh
 
 test: build-tests

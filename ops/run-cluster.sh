@@ -11,18 +11,9 @@ NODES=(irk-main irk-office-1 irk-office-2)
 mkdir -p .ekc
 ops/dev-ca.sh .ekc/certs "${NODES[@]}" >/dev/null
 
-PIDS=()
-stop() { for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap stop EXIT
-trap 'exit 130' INT TERM
-for n in "${NODES[@]}"; do
-  "$EKC" node start --config "$TOPOLOGY" --node-id "$n" --log-level warning >".ekc/$n.log" 2>&1 &
-  PIDS+=($!)
-done
-for port in 8401 8402 8403; do
-  for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$port/v1/health" >/dev/null 2>&1 && break; sleep 0.1; done
-done
-for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null || { echo "a node did not start; see .ekc/*.log" >&2; exit 1; }; done
+. ops/lib/nodes.sh
+start_nodes "$TOPOLOGY" .ekc "${NODES[@]}"
+wait_nodes 8401 8402 8403 || { echo "a node did not start; see .ekc/*.log" >&2; exit 1; }
 
 if [ "$(curl -fs "http://127.0.0.1:8401/v1/changes?limit=1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["lastSequence"])')" = 0 ]; then
   "$EKC" demo seed --node http://127.0.0.1:8401 --actor op-ivanova --count 9

@@ -19,8 +19,21 @@ struct TicketCommand: AsyncParsableCommand {
             ("received", t["receivedAt"]), ("registered", t["registeredAt"]), ("updated", t["updatedAt"]),
             ("register by", d["registerBy"]), ("forward by", d["forwardBy"]), ("answer by", d["answerBy"]),
             ("callback by", d["callbackBy"]), ("owner node", t["ownerNode"]),
-        ]
+        ] + (t["handlerStatus"].map { $0 is NSNull ? [] : [("at receiver", $0)] } ?? [])
         for (k, v) in rows { print("\(k.padding(toLength: 16, withPad: " ", startingAt: 0))\(text(v))") }
+        // Where the request is: each transfer's state, the answer or the reason.
+        let transfers = t["transfers"] as? [[String: Any]] ?? []
+        if !transfers.isEmpty {
+            print("")
+            printTable(["TRANSFER", "KIND", "TO", "STATE", "DUE", "ACCEPTED", "ANSWER / REASON"], transfers.map { tr in
+                let last = (tr["steps"] as? [[String: Any]])?.last
+                let reason = (last?["reason"] as? [String: Any]).map { "\(text($0["code"])): \(text($0["text"]))" }
+                return [text(tr["id"]), text(tr["kind"]), text(tr["to"]),
+                        text(tr["state"]) + ((tr["overdue"] as? Bool) == true ? " OVERDUE" : ""),
+                        String(text(tr["due"]).prefix(16)), String(text(tr["acceptedAt"]).prefix(16)),
+                        shorten((tr["answer"] as? String) ?? reason ?? "-", 60)]
+            })
+        }
     }
 
     struct Create: AsyncParsableCommand {
@@ -34,12 +47,21 @@ struct TicketCommand: AsyncParsableCommand {
         @Option(help: "consultation or appeal-59fz") var regime = "consultation"
         @Option(help: "low, normal, high, urgent") var priority = "normal"
         @Option(help: "Citizen registry reference (synthetic in tests).") var citizenRef: String?
+        @Option(help: "Citizen's name (with --citizen-ref).") var citizenName: String?
+        @Option(help: "Citizen's phone, +7 and 10 digits (with --citizen-ref).") var citizenPhone: String?
 
         func run() async throws {
             var body: [String: Any] = ["channel": channel, "topic": topic, "subject": subject, "statement": statement,
                                        "legalRegime": regime, "priority": priority]
             if let measure { body["supportMeasure"] = measure }
-            if let citizenRef { body["citizen"] = ["ref": citizenRef] }
+            if let citizenRef {
+                var c: [String: Any] = ["ref": citizenRef]
+                if let citizenName { c["name"] = citizenName }
+                if let citizenPhone { c["phone"] = citizenPhone }
+                body["citizen"] = c
+            } else if citizenName != nil || citizenPhone != nil {
+                throw CLIError("--citizen-name and --citizen-phone need --citizen-ref: the citizen's registry reference")
+            }
             let (obj, data) = try await APIClient(client).call("POST", "/v1/tickets", body: body)
             if client.json { printJSON(data) } else { TicketCommand.printTicket(obj) }
         }
