@@ -1,0 +1,113 @@
+import CaseModel
+import TestSupport
+import Testing
+@testable import Replication
+
+/// What a partner organisation may hold of a ticket, the roles a ticket's transfers
+/// grant, the status a sender shows — as values, for every transfer state — and
+/// admission judging a partner's writes with those grants.
+@Suite struct TicketScopeTests {
+    let irk = irkutskNodes[0]
+
+    func link(_ state: TransferState, kind: TransferKind = .redirect, from: String = "38", to: String = "sfr",
+              scope: Set<CitizenField> = [.ref, .name]) -> TicketScope.Link {
+        TicketScope.Link(order: TransferOrder(ticket: RecordID(high: 1, low: 2), fromOrganisation: from, fromNode: irk,
+                                              toOrganisation: to, kind: kind, reasonCode: "c", reasonText: "t", scope: scope,
+                                              createdAt: testNow, dueAt: testNow + 1),
+                         state: state)
+    }
+
+    @Test func aPartnerIsInScopeOnlyWhileATransferBetweenTheTwoIsLive() {
+        for state in TransferState.allCases {
+            let live = [TransferState.sent, .delivered, .accepted, .completed].contains(state)
+            // Seen from either side, and never by a third organisation.
+            #expect((TicketScope.of(partner: "sfr", mine: "38", links: [link(state)]) != nil) == live, "\(state)")
+            #expect((TicketScope.of(partner: "38", mine: "sfr", links: [link(state)]) != nil) == live, "\(state)")
+            #expect(TicketScope.of(partner: "52", mine: "38", links: [link(state)]) == nil)
+            #expect(TicketScope.of(partner: "sfr", mine: "52", links: [link(state)]) == nil)
+        }
+    }
+
+    @Test func theFieldsAreTheUnionOfTheLiveScopesAndTheReferenceAlways() throws {
+        let s = try #require(TicketScope.of(partner: "sfr", mine: "38", links: [
+            link(.completed, scope: [.name]), link(.delivered, kind: .infoRequest, scope: [.phone]),
+            link(.cancelled, kind: .copy, scope: [.snils]),
+        ]))
+        #expect(s.fields == [.ref, .name, .phone])
+        typealias R = TicketRecord.Register
+        #expect(s.registers.contains(R.citizen.rawValue) && s.registers.contains(R.citizenName.rawValue))
+        #expect(s.registers.contains(R.citizenPhone.rawValue) && !s.registers.contains(R.citizenSnils.rawValue))
+        for r in [R.header, .statement, .progress, .assignee, .priority, .topic, .owner] { #expect(s.registers.contains(r.rawValue)) }
+    }
+
+    @Test func sharedNotesAndTheHistoryAPartnerNeedsOnly() {
+        let s = TicketScope(fields: [.ref])
+        let id = RecordID(high: 1, low: 2)
+        func note(_ v: NoteVisibility) -> Child {
+            TicketRecord.child(Note(id: RecordID(high: 3, low: UInt64(v == .shared ? 1 : 2)), ticketID: id,
+                                    author: Actor(user: "op", role: "operator"), node: irk, at: testNow,
+                                    stamp: Stamp(millis: testNow, logical: 0), visibility: v, text: "текст"))
+        }
+        func event(_ field: String) -> Child {
+            TicketRecord.child(HistoryEvent(id: RecordID(high: 4, low: 1), ticketID: id, actor: Actor(user: "op", role: "operator"),
+                                            node: irk, at: testNow, stamp: Stamp(millis: testNow, logical: 0), field: field,
+                                            old: "a", new: "b"))
+        }
+        #expect(s.admits(note(.shared), ticket: id) && !s.admits(note(.internal), ticket: id))
+        for f in ["ticket", "status", "owner", "transfer", "deadlines.answerBy"] { #expect(s.admits(event(f), ticket: id), "\(f)") }
+        for f in ["assignee", "note", "statement", "citizen.name", "priority"] { #expect(!s.admits(event(f), ticket: id), "\(f)") }
+        let shared = note(.shared)
+        #expect(!s.admits(Child(collection: shared.collection, id: shared.id, dot: shared.dot, value: [0xFF, 0x01]), ticket: id))
+    }
+
+    @Test func grantsAndTheShownStatusFollowEveryStateOfARedirect() {
+        for state in TransferState.allCases {
+            let g = TicketScope.grants([link(state)])
+            #expect(g.organisations[TicketRecord.partner] == ["38", "sfr"])
+            let owning = [TransferState.accepted, .completed, .returned].contains(state)
+            #expect(g.organisations[TicketRecord.successor] == (owning ? ["38", "sfr"] : []), "\(state)")
+            let shown = TicketScope.shownStatus(mine: "38", links: [link(state)])
+            switch state {
+            case .sent, .delivered: #expect(shown == .transferPending)
+            case .accepted, .completed: #expect(shown == .transferredOut)
+            case .cancelled, .rejected, .returned: #expect(shown == nil)
+            }
+            // The receiver shows the ticket's own status; an info request moves nothing.
+            #expect(TicketScope.shownStatus(mine: "sfr", links: [link(state)]) == nil)
+            #expect(TicketScope.shownStatus(mine: "38", links: [link(state, kind: .infoRequest)]) == nil)
+            #expect(TicketScope.grants([link(state, kind: .infoRequest)]).organisations[TicketRecord.successor] == [])
+        }
+        // A pending redirect shows over an earlier completed one.
+        #expect(TicketScope.shownStatus(mine: "38", links: [link(.completed), link(.sent)]) == .transferPending)
+    }
+
+    /// Admission with the grants: a partner's note and a successor's owner write are
+    /// admitted; the same writes from an organisation the transfers do not name are not.
+    @Test func admissionJudgesAPartnersWritesByTheGrants() throws {
+        let directory = testDirectory
+        let id = RecordID(high: 9, low: 9)
+        var replica = TicketReplica(node: irk, id: id)
+        replica.open(openedTicket(id: id, at: irk, now: testNow), now: testNow)
+        let local = replica.record.state
+        let fundNote = TicketRecord.child(Note(id: RecordID(high: 5, low: 5), ticketID: id, author: Actor(user: "op-f", role: "operator"),
+                                               node: fundNode, at: testNow, stamp: Stamp(millis: testNow + 1, logical: 0),
+                                               visibility: .shared, text: "ответ фонда"))
+        var ownerWrite = local
+        ownerWrite.registers[TicketRecord.Register.owner.rawValue].write(TicketValues.encode(owner: fundNode),
+                                                                         dot: Dot(node: fundNode, stamp: Stamp(millis: testNow + 2, logical: 0)))
+        let delta = RecordDelta(state: ownerWrite, children: [fundNote])
+        func admit(_ grants: Grants) -> (RecordDelta, [PartRefusal]) {
+            TicketRecord.schema.admit(delta, from: fundNode, local: local, directory: directory, now: testNow + 10,
+                                      maxSkew: 60_000, grants: grants, localOrganisation: "38")
+        }
+        let (none, refusedWithout) = admit(.none)
+        #expect(none.children.isEmpty && none.state.registers[TicketRecord.Register.owner.rawValue].isEmpty)
+        #expect(refusedWithout.count == 2 && refusedWithout.allSatisfy { $0.refusal.reason == .notAuthorised })
+        let partnerOnly = TicketScope.grants([link(.delivered)])
+        let (noted, refusedOwner) = admit(partnerOnly)
+        #expect(noted.children == [fundNote] && refusedOwner.map(\.refusal.reason) == [.notAuthorised])
+        let (all, refused) = admit(TicketScope.grants([link(.accepted)]))
+        #expect(refused.isEmpty && all.children == [fundNote])
+        #expect(all.state.registers[TicketRecord.Register.owner.rawValue].value == TicketValues.encode(owner: fundNode))
+    }
+}
