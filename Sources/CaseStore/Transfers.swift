@@ -265,6 +265,10 @@ extension CaseStore {
         if previous == nil, TicketScope.isLive(t.state), let side = t.side(of: organisation) {
             let partner = side == .sender ? t.order.toOrganisation : t.order.fromOrganisation
             if partner != arrivedFrom { try backfill(ticket: t.order.ticket, for: partner, txn, &seq) }
+        } else if let previous, !TicketScope.isLive(previous), TicketScope.isLive(t.state), t.side(of: organisation) == .sender {
+            // Live again (an acceptance beat the cancellation seen here first): a node of the
+            // receiver that purged on the cancellation gets the ticket once more.
+            try backfill(ticket: t.order.ticket, for: t.order.toOrganisation, txn, &seq)
         }
         try afterTransferChange(t, previous: previous, txn, &seq, now: now)
     }

@@ -189,6 +189,36 @@ struct ScopedReplicationTests {
         _ = try await officeStore.patch(TicketRef(t), TicketPatch(status: .inWork))
     }
 
+    @Test("a fund node that purged on a cancellation gets the ticket again when its organisation's acceptance wins")
+    func purgedThenLiveAgain() async throws {
+        let p = try StorePeers([irk, fundNode, fundBackupNode])
+        defer { p.close() }
+        let (region, fund, reserve) = (p.stores[0], p.stores[1], p.stores[2])
+        let t = try await citizenTicket(region)
+        let sent = try await region.send(transfer(t))
+        _ = try await p.pull(fund, from: region)
+        _ = try await p.pull(reserve, from: region)
+        _ = try await p.pull(region, from: fund)
+        p.clock.advance(10_000)
+        // The region cancels while the fund's main node accepts; the reserve node sees the
+        // cancellation first and purges.
+        _ = try await region.step(sent.id, .cancelled)
+        _ = try await fund.step(sent.id, .accepted)
+        _ = try await p.pull(reserve, from: region)
+        #expect(try reserve.transfer(sent.id)?.state == .cancelled && reserve.ticket(TicketRef(t)) == nil)
+        #expect(try reserve.purge(ofTicket: t.id) != nil)
+        // The acceptance reaches the region and the reserve; the region sends the ticket again.
+        _ = try await p.pull(region, from: fund)
+        _ = try await p.pull(reserve, from: fund)
+        #expect(try reserve.transfer(sent.id)?.state == .accepted)
+        let again = try await p.pull(reserve, from: region)
+        #expect(again.rejections.isEmpty, "\(again.rejections)")
+        let back = try #require(try reserve.ticket(TicketRef(t)))
+        #expect(back.citizen == Citizen(ref: "CIT-7F3K2", name: "Иванова Мария Петровна") && back.ownerNode == fundNode)
+        try await p.sync()
+        #expect(view(try reserve.ticket(TicketRef(t))) == view(try fund.ticket(TicketRef(t))))
+    }
+
     @Test("a cancellation and an acceptance in a partition settle on the acceptance at every node, with one owner")
     func partitionCancelVersusAccept() async throws {
         let p = try federation()

@@ -1,12 +1,13 @@
 import CaseModel
 import Replication
 
-/// A test federation: five nodes of region 38, a fund node and a node of region 52.
+/// A test federation: five nodes of region 38, two nodes of a fund and a node of region 52.
 public let irkutskNodes = ["irk-main", "irk-office-1", "irk-office-2", "irk-office-3", "irk-office-4"].map { NodeID($0)! }
 public let fundNode = NodeID("sfr-federal")!
+public let fundBackupNode = NodeID("sfr-reserve")!
 public let novgorodNode = NodeID("nn-main")!
 public let testDirectory = Directory(Dictionary(uniqueKeysWithValues: irkutskNodes.map { ($0, "38") }
-    + [(fundNode, "sfr"), (novgorodNode, "52")]))
+    + [(fundNode, "sfr"), (fundBackupNode, "sfr"), (novgorodNode, "52")]))
 
 /// 2026-11-20 12:00 Irkutsk.
 public let testNow: Millis = 1_795_132_800_000 + 4 * 3_600_000

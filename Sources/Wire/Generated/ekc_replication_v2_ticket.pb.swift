@@ -48,19 +48,19 @@ public nonisolated enum Ekc_Replication_V2_TicketRegister: SwiftProtobuf.Enum, S
   /// CitizenValue (the reference only); origin
   case citizen // = 3
 
-  /// Progress; owner
+  /// Progress; owner or successor
   case progress // = 4
 
-  /// AssigneeValue; owner
+  /// AssigneeValue; owner or successor
   case assignee // = 5
 
-  /// PriorityValue; owner
+  /// PriorityValue; owner or successor
   case priority // = 6
 
-  /// Topic; owner
+  /// Topic; owner or successor
   case topic // = 7
 
-  /// OwnerValue; owner, or the successor (below)
+  /// OwnerValue; owner or successor (below)
   case owner // = 8
 
   /// One citizen detail per register, so that a transfer's personal-data scope is a
