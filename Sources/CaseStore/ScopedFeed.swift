@@ -13,16 +13,29 @@ import Replication
 /// new sequences of this store, so the partner receives it without any checkpoint
 /// being reset (the full feed has no entry at those sequences).
 extension CaseStore {
-    /// The transfers of a ticket as its scope needs them.
-    func links(ofTicket ticket: TicketID, _ txn: some TransactionProtocol) throws -> [TicketScope.Link] {
-        try transferIDs(ofTicket: ticket, txn).compactMap { id in
-            try transferView(id, txn).map { TicketScope.Link(order: $0.order, state: $0.state) }
+    /// The transfers of a ticket as its scope and grants need them: only those sent by
+    /// the ticket's origin organisation (the only one that sends it, proto/README.md §9).
+    /// A transfer any other organisation wrote about the ticket — a partner fabricating
+    /// one from itself to gain the ticket — is kept as a record but counts for nothing.
+    /// `origin`: the ticket's origin organisation where the caller knows it (a delta's
+    /// header); otherwise the stored record's.
+    func links(ofTicket ticket: TicketID, _ txn: some TransactionProtocol, origin: String? = nil) throws -> [TicketScope.Link] {
+        let origin = try origin ?? originOrganisation(ofTicket: ticket, txn)
+        return try transferIDs(ofTicket: ticket, txn).compactMap { id in
+            guard let v = try transferView(id, txn), origin == nil || v.order.fromOrganisation == origin else { return nil }
+            return TicketScope.Link(order: v.order, state: v.state)
         }
     }
 
+    /// The organisation of a stored ticket's origin node, from its header register.
+    func originOrganisation(ofTicket id: TicketID, _ txn: some TransactionProtocol) throws -> String? {
+        guard let record = try loadRecord(TicketRecord.schema, id, txn) else { return nil }
+        return TicketRecord.originOrganisation(record.state, configuration.directory)
+    }
+
     /// The roles a ticket's transfers grant, for admission and for this node's own edits.
-    func grants(forTicket ticket: TicketID, _ txn: some TransactionProtocol) throws -> Grants {
-        TicketScope.grants(try links(ofTicket: ticket, txn))
+    func grants(forTicket ticket: TicketID, _ txn: some TransactionProtocol, origin: String? = nil) throws -> Grants {
+        TicketScope.grants(try links(ofTicket: ticket, txn, origin: origin))
     }
 
     /// Refuses a local edit of a ticket's registers unless this node's organisation
@@ -105,8 +118,9 @@ extension CaseStore {
                        _ txn: some TransactionProtocol) throws -> DeltaFilter? {
         switch kind {
         case TransferRecord.kind:
-            guard let v = try transferView(id, txn),
-                  v.order.fromOrganisation == partner || v.order.toOrganisation == partner else { return nil }
+            guard let record = try loadRecord(TransferRecord.schema, id, txn),
+                  let t = Transfer.materialise(record.state, local: record.local),
+                  t.order.fromOrganisation == partner || t.order.toOrganisation == partner else { return nil }
             return DeltaFilter(registers: TransferRecord.schema.allRegisters, child: nil)
         case TicketRecord.kind:
             guard let scope = TicketScope.of(partner: partner, mine: organisation, links: try links(ofTicket: id, txn)) else {

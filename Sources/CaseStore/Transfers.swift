@@ -278,7 +278,8 @@ extension CaseStore {
     @discardableResult
     func deliverIfHeld(_ t: inout Transfer, _ txn: WriteTransaction, _ seq: inout UInt64, now: Millis) throws -> Bool {
         guard t.order.toOrganisation == organisation, t.state == .sent,
-              try txn.contains(schema.records, key: Keys.record(TicketRecord.kind.rawValue, t.order.ticket)) else { return false }
+              let origin = try originOrganisation(ofTicket: t.order.ticket, txn),
+              origin == t.order.fromOrganisation else { return false }   // held here, and sent by its origin
         let step = TransferStep(id: writer.nextID(now: now), state: .delivered, node: configuration.node,
                                 stamp: writer.clock.tick(wall: now), actor: Actor(user: "system", role: "system"))
         try addSteps([step], to: t.id, txn, &seq)

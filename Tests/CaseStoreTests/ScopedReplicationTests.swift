@@ -219,6 +219,41 @@ struct ScopedReplicationTests {
         #expect(view(try reserve.ticket(TicketRef(t))) == view(try fund.ticket(TicketRef(t))))
     }
 
+    @Test("a transfer a partner fabricates about a region's ticket, from itself, gains it nothing: no data, no notes, no delivery")
+    func fabricatedTransferGainsNothing() async throws {
+        let p = try federation()
+        defer { p.close() }
+        let (region, fund) = (p.stores[0], p.stores[2])
+        let t = try await citizenTicket(region)
+        // A dishonest fund node writes a REDIRECT of region 38's ticket from the fund to
+        // region 38, with SNILS and phone in scope: a valid transfer record of the fund's.
+        let order = TransferOrder(ticket: t.id, fromOrganisation: "sfr", fromNode: fundNode, toOrganisation: "38", kind: .redirect,
+                                  reasonCode: "fake", reasonText: "Дайте нам данные", scope: [.ref, .snils, .phone],
+                                  createdAt: t0, dueAt: t0 + 86_400_000)
+        guard case .record(let fake) = try await fund.perform(.write(RecordWrite(kind: TransferRecord.kind,
+                                                                                  values: [0: TransferValues.encode(order)])),
+                                                              actor: ivanova) else { Issue.record("no record"); return }
+        let r0 = try await p.pull(region, from: fund)
+        #expect(r0.rejections.isEmpty, "\(r0)")   // the record itself is well-formed
+        let kept = try region.transfer(fake)
+        #expect(kept?.state == .sent, "kept, not acknowledged: the ticket's origin did not send it: \(String(describing: kept))")
+        // Later work on the ticket at the region does not flow to the fund either.
+        _ = try await region.patch(TicketRef(t), TicketPatch(status: .inWork, priority: .high))
+        _ = try await region.perform(.addNote(TicketRef(t), text: "Для фонда?", visibility: .shared), actor: ivanova)
+        #expect(try await p.pull(fund, from: region).changedRecords == 0)
+        #expect(try fund.record(kind: TicketRecord.kind, id: t.id) == nil)
+        // Nor may the fund add to the ticket as if it were a partner.
+        let note = TicketRecord.child(Note(id: RecordID(high: 77, low: 1), ticketID: t.id, author: ivanova, node: fundNode, at: t0,
+                                           stamp: Stamp(millis: t0 + 1, logical: 0), visibility: .shared, text: "чужая"))
+        var header = TicketRecord.schema.emptyState(t.id)
+        header.registers[TicketRecord.Register.header.rawValue] = try #require(try region.record(kind: TicketRecord.kind, id: t.id))
+            .state.registers[TicketRecord.Register.header.rawValue]
+        let r = try await region.merge(RemoteBatch(peer: fundNode, sourceStoreID: fund.storeIDBytes, throughSequence: 99,
+                                                   records: [RemoteRecord(sequence: 99, delta: RecordDelta(state: header, children: [note]))]))
+        #expect(r.rejections.map(\.refusal.reason) == [.notAuthorised])
+        #expect(try region.notes(of: TicketRef(t))?.map(\.text) == ["Для фонда?"])
+    }
+
     @Test("a cancellation and an acceptance in a partition settle on the acceptance at every node, with one owner")
     func partitionCancelVersusAccept() async throws {
         let p = try federation()

@@ -33,6 +33,14 @@ public enum TicketRecord {
     /// those its transfers' scopes name.
     public static let citizenRegisters: [Register] = [.citizen, .citizenName, .citizenSnils, .citizenPhone]
 
+    /// The organisation of a ticket's origin node, from the header's winning value.
+    public static func originOrganisation(_ state: RecordState, _ directory: Directory) -> String? {
+        guard let h = state.registers[Register.header.rawValue].value, let header = try? TicketValues.header(h, checked: false) else {
+            return nil
+        }
+        return directory.org(header.originNode)
+    }
+
     /// Whether a replica holds enough of a ticket to show it: every register but the
     /// citizen's details, which a partner holds only as far as its scope reaches.
     public static func isComplete<V>(_ winners: [V?]) -> Bool {
