@@ -2,8 +2,11 @@
 # Benchmarks, printing figures. Usage: ops/bench.sh BIN_DIR   (make bench builds BIN_DIR in release)
 #  1. the case store: durable writes (one per transaction, grouped), point reads, index range reads
 #  2. replication between two nodes: catch-up of an empty node, lag at a steady rate, reconnect
-#  3. the operator API under h2load (-c 4 -m 16) next to a bare NIO HTTP/2 endpoint, same run, as ratios
-# SKIP_STORE=1, SKIP_REPLICATION=1, SKIP_API=1 leave a part out.
+#  3. transfers between organisations, real node processes (ops/bench-transfers.py): round trip at a
+#     steady rate, fan-in of 20 regions to one fund, catch-up of a fund against a same-organisation node
+#  4. the operator API under h2load (-c 4 -m 16) next to a bare NIO HTTP/2 endpoint, same run, as ratios
+# SKIP_STORE=1, SKIP_REPLICATION=1, SKIP_TRANSFERS=1, SKIP_API=1 leave a part out;
+# TRANSFERS_ARGS="--seconds 60 --tickets 20000" passes options to ops/bench-transfers.py.
 # ANCHOR=1 also runs PostgreSQL 15 logical replication doing the same work right after the
 # replication figures (../shared/anchors/pg-bench.sh --durable --tests bc) and prints the ratios.
 set -euo pipefail
@@ -45,6 +48,12 @@ if catchup and pg_catchup:
 if p99 and pg_p99:
     print(f"ratio.lag_p99        {p99 / pg_p99:.2f}x   ({p99:.2f} ms against PostgreSQL's {pg_p99:.2f} ms; under 1 is better)")
 PY
+fi
+
+if [ "${SKIP_TRANSFERS:-0}" != 1 ]; then
+  echo
+  echo "== transfers: real node processes on loopback, mutual TLS, every commit fsync'd (ops/bench-transfers.py) =="
+  python3 ops/bench-transfers.py --bin "$BIN" ${TRANSFERS_ARGS:-}
 fi
 
 [ "${SKIP_API:-0}" = 1 ] && exit 0

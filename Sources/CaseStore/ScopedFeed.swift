@@ -20,8 +20,11 @@ extension CaseStore {
     /// `origin`: the ticket's origin organisation where the caller knows it (a delta's
     /// header); otherwise the stored record's.
     func links(ofTicket ticket: TicketID, _ txn: some TransactionProtocol, origin: String? = nil) throws -> [TicketScope.Link] {
+        // Most tickets have no transfer: one cursor seek, and the record is not read.
+        let ids = try transferIDs(ofTicket: ticket, txn)
+        guard !ids.isEmpty else { return [] }
         let origin = try origin ?? originOrganisation(ofTicket: ticket, txn)
-        return try transferIDs(ofTicket: ticket, txn).compactMap { id in
+        return try ids.compactMap { id in
             guard let v = try transferView(id, txn), origin == nil || v.order.fromOrganisation == origin else { return nil }
             return TicketScope.Link(order: v.order, state: v.state)
         }
