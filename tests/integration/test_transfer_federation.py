@@ -292,3 +292,32 @@ def test_kill9_at_each_step_of_the_handshake_loses_and_duplicates_nothing(fed, m
         mine = [x for x in n.get(f"/v1/tickets/{t['id']}/transfers")["items"]]
         assert [x["id"] for x in mine] == [tr["id"]], (n.node_id, mine)
     assert transfer(region, tr["id"])["steps"] == transfer(fund, tr["id"])["steps"]
+
+
+def commits(node) -> int:
+    """Store commits so far (each one fsync'd), from the node's metrics."""
+    status, _, body = node.request("GET", "/metrics")
+    text = body.decode() if isinstance(body, bytes) else body
+    return sum(int(float(line.split()[-1])) for line in text.splitlines() if line.startswith("ekc_store_commit_group_size_count"))
+
+
+def test_a_partner_with_nothing_in_scope_reads_no_lag_and_commits_nothing_for_it(fed):
+    """Region 38's work that concerns no other organisation moves region 52's and the
+    funds' positions in its feed (their lag reads zero) without a durable commit per
+    batch there: a batch without changes moves the checkpoint in memory, and the stored
+    checkpoint at most every ten seconds."""
+    region = fed["irk-main"]
+    partners = [fed["nn-main"], fed["pension-1"], fed["employment-1"]]
+    region.create(subject="Первое")   # the first empty batch of each link may be written
+    time.sleep(1.0)
+    before = {n.node_id: commits(n) for n in partners}
+    for i in range(20):
+        region.create(subject=f"Только для региона {i}")
+    last = region.get("/v1/health")["store"]["lastSequence"]
+    for n in partners:
+        wait_until(lambda: n.link("irk-main")["appliedSequence"] >= last and n.link("irk-main")["lagRecords"] == 0, STEP,
+                   f"{n.node_id} has all region 38 may send it")
+        assert n.get("/v1/tickets")["items"] == []
+    after = {n.node_id: commits(n) for n in partners}
+    for n in partners:
+        assert after[n.node_id] - before[n.node_id] <= 2, (n.node_id, before, after)
