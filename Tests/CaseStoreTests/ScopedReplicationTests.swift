@@ -113,6 +113,16 @@ struct ScopedReplicationTests {
         await #expect(throws: StoreError.rejected(.readOnlyMirror(status: .transferredOut))) {
             _ = try await region.patch(TicketRef(t), TicketPatch(priority: .high))
         }
+        // Neither side sends it onward: the region no longer handles it, and the fund is
+        // not its origin (a partner may not relay the origin's writes to a third).
+        let onward = TransferRequest(ticket: TicketRef(t), to: "52", kind: .infoRequest, reasonCode: "ask", reasonText: "Вопрос", scope: [.ref])
+        await #expect(throws: StoreError.transferRefused(.invalid(field: "ticket", rule: "the ticket is handled by organisation sfr; only it transfers it"))) {
+            _ = try await region.send(onward)
+        }
+        await #expect(throws: StoreError.transferRefused(.invalid(field: "ticket",
+                                                                  rule: "the ticket came from organisation 38 by transfer; only 38 transfers it further"))) {
+            _ = try await fund.send(onward)
+        }
 
         // The fund works on it; the sender follows, and so does the office through its centre.
         p.clock.advance(60_000)
