@@ -87,10 +87,11 @@ extension CaseStore {
             try StoredRecord.copyRegisters(b, schema, registers, field: 3, into: &w)
             return true
         }
-        // A ticket purged here (proto/README.md §9) leaves feed entries naming what is gone.
-        let purged = entry.kind == TicketRecord.kind ? try txn.contains(self.schema.purged, key: entry.id.bytes) : false
+        // A ticket purged here (proto/README.md §9) leaves feed entries naming what is gone
+        // (asked only when something is missing).
+        func purged() throws -> Bool { entry.kind == TicketRecord.kind ? try txn.contains(self.schema.purged, key: entry.id.bytes) : false }
         if found == nil && !registers.isEmpty {
-            if purged { return nil }
+            if try purged() { return nil }
             throw StoreError.corrupt("feed names missing record \(entry.id)")
         }
         var parts = found != nil && ownRegisters ? 1 : 0
@@ -108,7 +109,7 @@ extension CaseStore {
                 parts += 1
                 return true
             }
-            guard found == true || purged else { throw StoreError.corrupt("feed names missing child \(k.id) of \(entry.id)") }
+            guard try found == true || purged() else { throw StoreError.corrupt("feed names missing child \(k.id) of \(entry.id)") }
         }
         return parts == 0 && !(filter.child == nil && found != nil) ? nil : w.bytes
     }

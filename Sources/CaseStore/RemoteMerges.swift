@@ -90,8 +90,9 @@ extension CaseStore {
                 // Children held here already change nothing and need no admission.
                 if !children.isEmpty { delta.children.removeAll { children.contains($0.key) } }
             }
+            let directory = configuration.directory
             let grants = isTicket
-                ? try grants(forTicket: delta.id, txn, origin: TicketRecord.originOrganisation(local?.state ?? delta.state, configuration.directory))
+                ? try grants(forTicket: delta.id, txn, origin: { TicketRecord.originOrganisation(local?.state ?? delta.state, directory) })
                 : .none
             let (admitted, refusals) = schema.admit(delta, from: batch.peer, local: local?.state,
                                                     directory: configuration.directory, now: now,

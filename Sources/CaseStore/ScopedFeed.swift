@@ -17,13 +17,14 @@ extension CaseStore {
     /// the ticket's origin organisation (the only one that sends it, proto/README.md §9).
     /// A transfer any other organisation wrote about the ticket — a partner fabricating
     /// one from itself to gain the ticket — is kept as a record but counts for nothing.
-    /// `origin`: the ticket's origin organisation where the caller knows it (a delta's
-    /// header); otherwise the stored record's.
-    func links(ofTicket ticket: TicketID, _ txn: some TransactionProtocol, origin: String? = nil) throws -> [TicketScope.Link] {
-        // Most tickets have no transfer: one cursor seek, and the record is not read.
+    /// `origin`: the ticket's origin organisation where the caller knows it (from a
+    /// delta's header; asked only when the ticket has transfers); otherwise the stored record's.
+    func links(ofTicket ticket: TicketID, _ txn: some TransactionProtocol,
+               origin: (() -> String?)? = nil) throws -> [TicketScope.Link] {
+        // Most tickets have no transfer: one cursor seek; neither the record nor a header is read.
         let ids = try transferIDs(ofTicket: ticket, txn)
         guard !ids.isEmpty else { return [] }
-        let origin = try origin ?? originOrganisation(ofTicket: ticket, txn)
+        let origin = try origin?() ?? originOrganisation(ofTicket: ticket, txn)
         return try ids.compactMap { id in
             guard let v = try transferView(id, txn), origin == nil || v.order.fromOrganisation == origin else { return nil }
             return TicketScope.Link(order: v.order, state: v.state)
@@ -37,7 +38,7 @@ extension CaseStore {
     }
 
     /// The roles a ticket's transfers grant, for admission and for this node's own edits.
-    func grants(forTicket ticket: TicketID, _ txn: some TransactionProtocol, origin: String? = nil) throws -> Grants {
+    func grants(forTicket ticket: TicketID, _ txn: some TransactionProtocol, origin: (() -> String?)? = nil) throws -> Grants {
         TicketScope.grants(try links(ofTicket: ticket, txn, origin: origin))
     }
 
