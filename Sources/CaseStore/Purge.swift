@@ -45,10 +45,11 @@ public struct Purge: Sendable, Equatable {
 extension CaseStore {
     /// Whether this node's organisation may hold the ticket: it said it (origin), or a
     /// live transfer joins it to the ticket.
-    func mayHold(_ id: TicketID, origin: NodeID?, _ txn: some TransactionProtocol) throws -> Bool {
+    /// `origin`: the ticket's origin organisation when the caller holds its record.
+    func mayHold(_ id: TicketID, origin: String?, _ txn: some TransactionProtocol) throws -> Bool {
         let mine = organisation
-        if let origin, configuration.directory.org(origin) == mine { return true }
-        return try links(ofTicket: id, txn).contains { l in
+        if origin == mine { return true }
+        return try links(ofTicket: id, txn, origin: origin.map { o in { o } }).contains { l in
             TicketScope.isLive(l.state) && (l.order.fromOrganisation == mine || l.order.toOrganisation == mine)
         }
     }
@@ -60,8 +61,7 @@ extension CaseStore {
     func purgeIfOutOfScope(_ id: TicketID, because t: Transfer, _ txn: WriteTransaction, now: Millis) throws -> Bool {
         let schema = TicketRecord.schema
         guard let record = try loadRecord(schema, id, txn) else { return false }
-        let origin = record.state.registers[TicketRecord.Register.header.rawValue].value
-            .flatMap { try? TicketValues.header($0, checked: false) }?.originNode
+        let origin = TicketRecord.originOrganisation(record.state, configuration.directory)
         guard try !mayHold(id, origin: origin, txn) else { return false }
         let recordKey = Keys.record(schema.kind.rawValue, id)
         _ = try txn.delete(self.schema.records, key: recordKey)
