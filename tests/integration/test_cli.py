@@ -60,6 +60,22 @@ def test_create_refused_shows_api_error(node):
     assert node.request("GET", "/v1/health")[2]["store"]["tickets"] == 0
 
 
+def test_create_with_citizen_details_needs_the_reference(node):
+    # A name or phone without the registry reference is refused before anything is sent.
+    r = cli(node, "ticket", "create", "--topic", "x", "--subject", "s", "--statement", "t", "--citizen-name", "Иванова")
+    assert r.returncode != 0 and "--citizen-ref" in r.stdout + r.stderr, r
+    assert node.request("GET", "/v1/health")[2]["store"]["tickets"] == 0
+    # With it, the details reach the ticket; a malformed phone is the API's 422, naming the field.
+    r = cli(node, "ticket", "create", "--json", "--topic", "x", "--subject", "s", "--statement", "t",
+            "--citizen-ref", "CIT-1", "--citizen-name", "Иванова", "--citizen-phone", "+79001234567")
+    assert r.returncode == 0, r
+    t = json.loads(r.stdout)
+    assert t["citizen"]["name"] == "Иванова" and t["citizen"]["phone"].endswith("67") and "*" in t["citizen"]["phone"]
+    r = cli(node, "ticket", "create", "--topic", "x", "--subject", "s", "--statement", "t",
+            "--citizen-ref", "CIT-2", "--citizen-phone", "8900")
+    assert r.returncode != 0 and "citizen.phone" in r.stdout + r.stderr, r
+
+
 def test_status_assign_note_show(node):
     t = create(node)
     number = t["number"]
