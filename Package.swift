@@ -1,8 +1,9 @@
-// swift-tools-version:6.0
+// swift-tools-version:6.2
 import PackageDescription
 
 // Dependencies point one way only:
 //   CaseModel ← Replication ← CaseStore ← EKCNode ← ekc
+//   CaseModel ← Access ← Identity ← EKCNode
 // LMDB (the safe layer over liblmdb) is used by CaseStore only; nothing below
 // EKCNode imports NIO, and nothing in CaseModel or Replication imports LMDB.
 
@@ -18,15 +19,24 @@ let targets: [Target] = [
     .target(name: "LMDB", dependencies: ["CLMDB"]),
     .systemLibrary(name: "CMalloc"),
     .target(name: "CaseModel"),
+    // Who may do what: roles, the permission table, an operator's principal. Pure.
+    .target(name: "Access", dependencies: ["CaseModel"]),
+    // Operators' bearer tokens: JWKS per organisation, verification with jwt-kit,
+    // the development identity provider.
+    .target(
+        name: "Identity",
+        dependencies: ["Access", .product(name: "JWTKit", package: "jwt-kit"),
+                       .product(name: "Crypto", package: "swift-crypto")]),
     .target(name: "Replication", dependencies: ["CaseModel"]),
     .target(
         name: "CaseStore",
-        dependencies: ["CaseModel", "Replication", "LMDB",
+        dependencies: ["CaseModel", "Replication", "LMDB", "Access",
+                       .product(name: "Crypto", package: "swift-crypto"),
                        .product(name: "Logging", package: "swift-log"),
                        .product(name: "Metrics", package: "swift-metrics")]),
     .target(
         name: "EKCNode",
-        dependencies: ["CaseModel", "Replication", "CaseStore", "Wire", "CMalloc"] + nio + [
+        dependencies: ["CaseModel", "Replication", "CaseStore", "Wire", "CMalloc", "Access", "Identity"] + nio + [
             .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             .product(name: "NIOTLS", package: "swift-nio"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -39,7 +49,7 @@ let targets: [Target] = [
     .executableTarget(
         name: "ekc",
         dependencies: [
-            "CaseModel", "CaseStore", "EKCNode", "LMDB",
+            "CaseModel", "CaseStore", "EKCNode", "LMDB", "Access", "Identity",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Metrics", package: "swift-metrics"),
@@ -59,7 +69,11 @@ let targets: [Target] = [
     .target(name: "TestSupport", dependencies: ["CaseModel", "Replication"], path: "Tests/TestSupport"),
     .testTarget(name: "LMDBTests", dependencies: ["LMDB"]),
     .testTarget(name: "CaseModelTests", dependencies: ["CaseModel"]),
-    .testTarget(name: "CaseStoreTests", dependencies: ["CaseStore", "CaseModel", "LMDB", "Replication", "TestSupport"]),
+    .testTarget(name: "AccessTests", dependencies: ["Access", "CaseModel"]),
+    .testTarget(name: "IdentityTests", dependencies: ["Identity", "Access",
+                                                      .product(name: "JWTKit", package: "jwt-kit"),
+                                                      .product(name: "Crypto", package: "swift-crypto")]),
+    .testTarget(name: "CaseStoreTests", dependencies: ["CaseStore", "CaseModel", "LMDB", "Replication", "TestSupport", "Access"]),
     .testTarget(name: "WireTests", dependencies: ["Wire", "Replication", "CaseModel", "TestSupport",
                                                   .product(name: "SwiftProtobuf", package: "swift-protobuf")]),
     .testTarget(name: "ReplicationTests", dependencies: ["Replication", "TestSupport"]),
@@ -93,6 +107,8 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
+        .package(url: "https://github.com/vapor/jwt-kit", from: "5.8.0"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "4.5.0"),
     ],
     targets: targets,
     swiftLanguageModes: [.v6]

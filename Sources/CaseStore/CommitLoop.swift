@@ -1,3 +1,4 @@
+import Access
 import CaseModel
 import Foundation
 import LMDB
@@ -22,6 +23,9 @@ public enum Edit: Sendable {
     case merge(RemoteBatch)
     /// Only writes the marks of how far the feed was served (see `noteServed`).
     case persistServed
+    /// Appends disclosures of personal data to the access log (AccessLog.swift): no feed
+    /// entry, no ticket touched. Several entries (an export) take one commit.
+    case recordAccess([AccessEntry])
 }
 
 public enum ConflictChoice: String, Sendable, CaseIterable {
@@ -54,6 +58,8 @@ public enum EditOutcome: Sendable {
     case transfer(Transfer)
     case record(RecordID)
     case merged(MergeReport)
+    /// The access log sequences given to the entries, in order.
+    case accessRecorded([UInt64])
 
     public var ticket: Ticket? {
         if case .ticket(let t, _) = self { return t }
@@ -195,6 +201,7 @@ extension CaseStore {
         case .transferStep(let q): return try applyTransferStep(q, p.actor, txn, &seq, now: now)
         case .merge(let batch): return try applyMerge(batch, txn, &seq, now: now)
         case .persistServed: return .merged(MergeReport())
+        case .recordAccess(let entries): return try applyRecordAccess(entries, txn)
         }
     }
 

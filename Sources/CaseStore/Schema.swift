@@ -51,6 +51,9 @@ struct Schema: Sendable {
     /// ticket id (16) → PurgeRecord: tickets whose personal data this node purged when
     /// the transfer that brought them ended
     let purged: Database
+    /// entry sequence (u64 BE, from 1) → AccessLogValue: who was shown which personal data
+    /// (152-FZ), hash-chained; node-local, never in the feed. Its head is in `meta`.
+    let accessLog: Database
 
     /// 2: generic records, children and a feed of parts (issue 7). Stored values are
     /// tagged (protobuf's wire format): fields are added without a new version.
@@ -77,12 +80,13 @@ struct Schema: Sendable {
         transferOutbox = try env.openDatabase("idx_transfer_outbox")
         scopeFeed = try env.openDatabase("scope_feed")
         purged = try env.openDatabase("purged")
+        accessLog = try env.openDatabase("access_log")
     }
 
     var all: [Database] {
         [meta, records, children, feed, conflicted, checkpoints, served, tickets, numbers, counters,
          byStatus, byAssignee, byUpdated, byDeadline, transfers, transfersByTicket, transferInbox, transferOutbox,
-         scopeFeed, purged]
+         scopeFeed, purged, accessLog]
     }
 
     enum MetaKey {
@@ -92,6 +96,8 @@ struct Schema: Sendable {
         static let lastSequence: [UInt8] = Array("last_sequence".utf8)
         static let lastStamp: [UInt8] = Array("last_stamp".utf8)
         static let lastRecordID: [UInt8] = Array("last_record_id".utf8)
+        /// the access log's last sequence (u64 BE) + its hash (32)
+        static let accessHead: [UInt8] = Array("access_log_head".utf8)
     }
 }
 

@@ -19,6 +19,9 @@ public enum StoreError: Error, Sendable, Equatable {
     case injectedFault(String)
     /// The store belongs to another node or has an unknown schema.
     case identityMismatch(String)
+    /// The access log's end disagrees with its recorded head: nothing more is appended
+    /// (and so nothing disclosed) until it has been verified and examined.
+    case accessLogBroken(String)
 
     public static func == (a: StoreError, b: StoreError) -> Bool { "\(a)" == "\(b)" }
 }
