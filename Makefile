@@ -5,7 +5,7 @@ SHELL := /bin/bash
 SWIFT ?= swift
 EKC := .build/debug/ekc
 DEB_PACKAGES := liblmdb-dev lmdb-utils nghttp2-client curl openssl pkg-config python3 protobuf-compiler
-PY_MODULES := pytest jsonschema openapi_spec_validator yaml schemathesis google.protobuf h2
+PY_MODULES := pytest jsonschema openapi_spec_validator yaml schemathesis google.protobuf h2 cryptography lmdb
 
 .PHONY: all deps build build-tests run single cluster demo test test-swift test-integration bench clean
 

@@ -164,6 +164,7 @@ class Api:
     def __init__(self, port: int, name: str):
         self.port = port
         self.name = name
+        self.token = None  # a supervisor+ops token of the node's organisation, set when the cluster is written
 
     def _conn(self):
         conns = getattr(self._local, "conns", None)
@@ -183,7 +184,7 @@ class Api:
         """(status, decoded JSON or None). Reconnects once when a kept-alive connection
         turns out closed."""
         data = None if body is None else json.dumps(body).encode()
-        headers = {"X-EKC-Actor": ACTOR}
+        headers = {"Authorization": "Bearer " + self.token}
         if data is not None:
             headers["content-type"] = "application/json"
         for attempt in (0, 1):
@@ -377,6 +378,9 @@ class Cluster:
             self.nodes[s["id"]] = Node(s, bench.ports.take(), bench.ports.take(), self.root / "data" / s["id"],
                                        self.root / f"{s['id']}.log")
         certs = bench.certs
+        # Operators sign in with a development identity provider per organisation.
+        idp = bench.root / "dev-idp"
+        organisations = [dict(o, identityProvider={"development": str(idp)}) for o in organisations]
         topology = {
             "federation": f"bench-transfers-{name}",
             "organisations": organisations,
@@ -390,6 +394,17 @@ class Cluster:
         }
         self.config = self.root / "topology.json"
         self.config.write_text(json.dumps(topology, ensure_ascii=False, indent=1))
+        tokens = {}
+        for n in self.nodes.values():
+            org = n.spec["organisation"]
+            if org not in tokens:
+                r = subprocess.run([str(bench.ekc), "login", "--config", str(self.config), "--org", org, "--user", ACTOR,
+                                    "--role", "supervisor", "--role", "ops", "--print"],
+                                   capture_output=True, text=True, timeout=60)
+                if r.returncode != 0:
+                    raise BenchError(f"ekc login for {org} failed: {r.stderr}")
+                tokens[org] = r.stdout.strip()
+            n.api.token = tokens[org]
         bench.clusters.append(self)
 
     def __getitem__(self, node_id) -> Node:

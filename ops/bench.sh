@@ -60,7 +60,8 @@ fi
 
 NODE_PORT=${NODE_PORT:-18470}
 BARE_PORT=${BARE_PORT:-18480}
-"$BIN/ekc" node start --node-id bench --data "$WORK/node" --listen "127.0.0.1:$NODE_PORT" --log-level warning >"$WORK/node.log" 2>&1 &
+"$BIN/ekc" node start --node-id bench --data "$WORK/node" --listen "127.0.0.1:$NODE_PORT" --dev-idp "$WORK/idp" \
+  --log-level warning >"$WORK/node.log" 2>&1 &
 PIDS+=($!)
 "$BIN/ekc-bench" bare-server --port "$BARE_PORT" >"$WORK/bare.log" 2>&1 &
 PIDS+=($!)
@@ -68,11 +69,16 @@ for port in $NODE_PORT $BARE_PORT; do
   for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
 done
 
+# Every request carries a bearer token (the bare endpoint gets the same header and ignores it):
+# the node verifies it once and remembers it until it expires.
+TOKEN=$("$BIN/ekc" login --dev-idp "$WORK/idp" --org 38 --user op-bench --role supervisor --role ops --print)
+AUDITOR=$("$BIN/ekc" login --dev-idp "$WORK/idp" --org 38 --user aud-bench --role auditor --print)
+AUTH="authorization: Bearer $TOKEN"
 BODY="$WORK/ticket.json"
 cat >"$BODY" <<'EOT'
-{"channel":"phone","topic":"child-benefits","supportMeasure":"unified-allowance","subject":"Единое пособие: срок рассмотрения","statement":"Подала заявление на единое пособие в прошлом месяце, ответа пока нет. Прошу сообщить срок.","legalRegime":"appeal-59fz","citizen":{"ref":"CIT-BENCH-1"}}
+{"channel":"phone","topic":"child-benefits","supportMeasure":"unified-allowance","subject":"Единое пособие: срок рассмотрения","statement":"Подала заявление на единое пособие в прошлом месяце, ответа пока нет. Прошу сообщить срок.","legalRegime":"appeal-59fz","citizen":{"ref":"CIT-BENCH-1","name":"Синтетическая Анна Петровна","snils":"112-233-445 95","phone":"+79001112233"}}
 EOT
-ID=$(curl -fs -XPOST -H 'content-type: application/json' --data-binary @"$BODY" "http://127.0.0.1:$NODE_PORT/v1/tickets" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+ID=$(curl -fs -XPOST -H "$AUTH" -H 'content-type: application/json' --data-binary @"$BODY" "http://127.0.0.1:$NODE_PORT/v1/tickets" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
 
 N_GET=${N_GET:-100000}
 N_POST=${N_POST:-20000}
@@ -84,23 +90,29 @@ rps() { h2load "$@" >"$WORK/h2load.out" 2>&1; cat "$WORK/h2load.out" >>"$WORK/h2
 median() { python3 -c "import statistics,sys; print(statistics.median(float(x) for x in sys.argv[1:]))" "$@"; }
 
 echo
-echo "== API under h2load -c 4 -m 16 (HTTP/2 prior knowledge, cleartext), $ROUNDS interleaved rounds, medians =="
-h2load -c 4 -m 16 -n 20000 "http://127.0.0.1:$NODE_PORT/v1/tickets/$ID" >/dev/null 2>&1   # warm-up
-h2load -c 4 -m 16 -n 20000 "http://127.0.0.1:$BARE_PORT/v1/tickets/$ID" >/dev/null 2>&1
-BG=(); NG=(); BP=(); NP=()
+echo "== API under h2load -c 4 -m 16 (HTTP/2 prior knowledge, cleartext, bearer token), $ROUNDS interleaved rounds, medians =="
+h2load -c 4 -m 16 -n 20000 -H "$AUTH" "http://127.0.0.1:$NODE_PORT/v1/tickets/$ID" >/dev/null 2>&1   # warm-up
+h2load -c 4 -m 16 -n 20000 -H "$AUTH" "http://127.0.0.1:$BARE_PORT/v1/tickets/$ID" >/dev/null 2>&1
+N_UNMASK=${N_UNMASK:-5000}
+UNMASKED="http://127.0.0.1:$NODE_PORT/v1/tickets/$ID?unmask=name,snils&reason=bench%20load%20of%20disclosures"
+BG=(); NG=(); BP=(); NP=(); NU=()
 for r in $(seq 1 "$ROUNDS"); do
-  BG+=("$(rps -c 4 -m 16 -n "$N_GET" "http://127.0.0.1:$BARE_PORT/v1/tickets/$ID")")
-  NG+=("$(rps -c 4 -m 16 -n "$N_GET" "http://127.0.0.1:$NODE_PORT/v1/tickets/$ID")"); GET_CODES=$(cat "$WORK/last-codes")
-  BP+=("$(rps -c 4 -m 16 -n "$N_POST" -d "$BODY" -H 'content-type: application/json' "http://127.0.0.1:$BARE_PORT/v1/tickets")")
-  NP+=("$(rps -c 4 -m 16 -n "$N_POST" -d "$BODY" -H 'content-type: application/json' "http://127.0.0.1:$NODE_PORT/v1/tickets")"); POST_CODES=$(cat "$WORK/last-codes")
-  echo "  round $r: GET bare ${BG[-1]} node ${NG[-1]}   POST bare ${BP[-1]} node ${NP[-1]}"
+  BG+=("$(rps -c 4 -m 16 -n "$N_GET" -H "$AUTH" "http://127.0.0.1:$BARE_PORT/v1/tickets/$ID")")
+  NG+=("$(rps -c 4 -m 16 -n "$N_GET" -H "$AUTH" "http://127.0.0.1:$NODE_PORT/v1/tickets/$ID")"); GET_CODES=$(cat "$WORK/last-codes")
+  BP+=("$(rps -c 4 -m 16 -n "$N_POST" -d "$BODY" -H "$AUTH" -H 'content-type: application/json' "http://127.0.0.1:$BARE_PORT/v1/tickets")")
+  NP+=("$(rps -c 4 -m 16 -n "$N_POST" -d "$BODY" -H "$AUTH" -H 'content-type: application/json' "http://127.0.0.1:$NODE_PORT/v1/tickets")"); POST_CODES=$(cat "$WORK/last-codes")
+  NU+=("$(rps -c 4 -m 16 -n "$N_UNMASK" -H "$AUTH" "$UNMASKED")"); UNMASK_CODES=$(cat "$WORK/last-codes")
+  echo "  round $r: GET bare ${BG[-1]} node ${NG[-1]}   POST bare ${BP[-1]} node ${NP[-1]}   unmasked GET ${NU[-1]}"
 done
 BARE_GET=$(median "${BG[@]}"); NODE_GET=$(median "${NG[@]}")
 BARE_POST=$(median "${BP[@]}"); NODE_POST=$(median "${NP[@]}")
+NODE_UNMASK=$(median "${NU[@]}")
 
 printf "api.get.bare     %9.0f req/s\n" "$BARE_GET"
-printf "api.get.node     %9.0f req/s   ratio %.2f   (last run: %s)\n" "$NODE_GET" "$(python3 -c "print($NODE_GET/$BARE_GET)")" "$GET_CODES"
+printf "api.get.node     %9.0f req/s   ratio %.2f   masked ticket, token verified (last run: %s)\n" "$NODE_GET" "$(python3 -c "print($NODE_GET/$BARE_GET)")" "$GET_CODES"
+printf "api.get.unmasked %9.0f req/s   ratio %.2f   each with its durable access-log entry (last run: %s)\n" "$NODE_UNMASK" "$(python3 -c "print($NODE_UNMASK/$BARE_GET)")" "$UNMASK_CODES"
+curl -fs -H "authorization: Bearer $AUDITOR" "http://127.0.0.1:$NODE_PORT/v1/audit/verify" | python3 -c "import json,sys; v=json.load(sys.stdin); print('access log after run:', v['entries'], 'entries for', $ROUNDS * $N_UNMASK, 'unmasked reads; intact:', v['intact'])"
 printf "api.post.bare    %9.0f req/s\n" "$BARE_POST"
 printf "api.post.node    %9.0f req/s   ratio %.2f   durable creates (last run: %s)\n" "$NODE_POST" "$(python3 -c "print($NODE_POST/$BARE_POST)")" "$POST_CODES"
-curl -fs "http://127.0.0.1:$NODE_PORT/v1/health" | python3 -c 'import json,sys; s=json.load(sys.stdin)["store"]; print("node store after run:", s["tickets"], "tickets, last sequence", s["lastSequence"])'
-curl -fs "http://127.0.0.1:$NODE_PORT/metrics" | awk '/^ekc_store_commit_group_size_(sum|count)/ {v[$1]=$2} END {if (v["ekc_store_commit_group_size_count"]) printf "node group commit: %d commits, %.1f edits per commit\n", v["ekc_store_commit_group_size_count"], v["ekc_store_commit_group_size_sum"]/v["ekc_store_commit_group_size_count"]}'
+curl -fs -H "$AUTH" "http://127.0.0.1:$NODE_PORT/v1/health" | python3 -c 'import json,sys; s=json.load(sys.stdin)["store"]; print("node store after run:", s["tickets"], "tickets, last sequence", s["lastSequence"])'
+curl -fs -H "$AUTH" "http://127.0.0.1:$NODE_PORT/metrics" | awk '/^ekc_store_commit_group_size_(sum|count)/ {v[$1]=$2} END {if (v["ekc_store_commit_group_size_count"]) printf "node group commit: %d commits, %.1f edits per commit\n", v["ekc_store_commit_group_size_count"], v["ekc_store_commit_group_size_sum"]/v["ekc_store_commit_group_size_count"]}'

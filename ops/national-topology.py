@@ -26,11 +26,18 @@ def node(nid, org, role, series, offset):
                          "ca": ".ekc/national-certs/ca.pem"}}
 
 
+def idp(org):
+    """The organisation's identity provider: its Keycloak realm, and the JWKS file the
+    deployment keeps up to date on each node (re-read on change or SIGHUP)."""
+    return {"issuer": f"https://sso-{org}.example.ru/realms/ekc", "jwks": f"/etc/ekc/idp/{org}.jwks.json",
+            "audiences": ["ekc"], "rolesClaim": "realm_access.roles", "subjectClaim": "preferred_username"}
+
+
 def topology():
     orgs, nodes = [], []
     for i in range(1, 90):
         code = f"{i:02d}"
-        org = {"id": code, "kind": "region"}
+        org = {"id": code, "kind": "region", "identityProvider": idp(code)}
         if code in NAMES:
             org["name"] = NAMES[code]
         orgs.append(org)
@@ -39,7 +46,7 @@ def topology():
         for k in range(1, OFFICES.get(code, 1) + 1):
             nodes.append(node(f"r{code}-office-{k}", code, "remote-office", k, offset))
     for fid, numbering, name in FUNDS:
-        orgs.append({"id": fid, "kind": "fund", "name": name, "numbering": numbering})
+        orgs.append({"id": fid, "kind": "fund", "name": name, "numbering": numbering, "identityProvider": idp(fid)})
         for k in range(1, 3):
             nodes.append(node(f"{fid}-{k}", fid, "fund", k - 1, 180))
     return {"federation": "national-example", "organisations": orgs, "nodes": nodes}

@@ -15,9 +15,12 @@ ops/dev-ca.sh .ekc/certs "${NODES[@]}" >/dev/null
 start_nodes "$TOPOLOGY" .ekc "${NODES[@]}"
 wait_nodes 8401 8402 8403 || { echo "a node did not start; see .ekc/*.log" >&2; exit 1; }
 
-if [ "$(curl -fs "http://127.0.0.1:8401/v1/changes?limit=1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["lastSequence"])')" = 0 ]; then
-  "$EKC" demo seed --node http://127.0.0.1:8401 --actor op-ivanova --count 9
-  "$EKC" ticket create --node http://127.0.0.1:8403 --actor op-office2 --channel walk-in --topic victory-card \
+# Sign in (development identity provider): an operator, and ops for cluster health.
+export EKC_TOKEN_DIR=.ekc/tokens
+"$EKC" login --config "$TOPOLOGY" --org 38 --user op-ivanova --role operator --role ops >/dev/null
+if [ "$(curl -fs -H "Authorization: Bearer $(cat .ekc/tokens/38.jwt)" "http://127.0.0.1:8401/v1/changes?limit=1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["lastSequence"])')" = 0 ]; then
+  "$EKC" demo seed --node http://127.0.0.1:8401 --count 9
+  "$EKC" ticket create --node http://127.0.0.1:8403 --channel walk-in --topic victory-card \
       --subject "Карта Победы (офис 2)" --statement "Обращение принято в удалённом офисе" >/dev/null
 fi
 sleep 1
@@ -30,7 +33,7 @@ cat <<EOT
 Three nodes of region 38 are running: APIs on 8401-8403, replication (mutual TLS) on 9401-9403.
 Try:  $EKC ticket status --node http://127.0.0.1:8402 38-2026-000001 IN_WORK
       $EKC cluster health --config $TOPOLOGY
-      curl http://127.0.0.1:8401/v1/replication ; curl http://127.0.0.1:8401/v1/conflicts
+      curl -H "Authorization: Bearer \$(cat .ekc/tokens/38.jwt)" http://127.0.0.1:8401/v1/replication
 EOT
 if [ "${DEMO_EXIT:-0}" = 1 ]; then exit 0; fi
 echo "Ctrl-C stops them."

@@ -23,42 +23,49 @@ start_nodes "$TOPOLOGY" .ekc/federation "${NODES[@]}"
 wait_nodes "${PORTS[@]}" || { echo "a node did not start (ports 8411-8415, 9411-9415 in use?); see .ekc/federation/*.log" >&2; exit 1; }
 
 json() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
+# Operators sign in with their organisation's (here: the development) identity provider;
+# the CLI keeps one token per organisation in EKC_TOKEN_DIR and picks it by the node.
+export EKC_TOKEN_DIR=.ekc/tokens
+login() { "$EKC" login --config "$TOPOLOGY" --org "$1" --user "$2" --role "$3" >/dev/null; }
+bearer() { echo "Authorization: Bearer $(cat "$EKC_TOKEN_DIR/$1.jwt")"; }
+login 38 op-ivanova operator
+login pension op-fund-smirnov operator
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
-if [ "$(curl -fs "$REGION/v1/changes?limit=1" | json '["lastSequence"]')" = 0 ]; then
-  "$EKC" demo seed --node "$REGION" --actor op-ivanova --count 6 >/dev/null
+if [ "$(curl -fs -H "$(bearer 38)" "$REGION/v1/changes?limit=1" | json '["lastSequence"]')" = 0 ]; then
+  "$EKC" demo seed --node "$REGION" --count 6 >/dev/null
 fi
 
 say "Region 38 (irk-main) registers a citizen's request about her pension"
-NUMBER=$("$EKC" ticket create --node "$REGION" --actor op-ivanova --json --channel phone --topic pension \
+NUMBER=$("$EKC" ticket create --node "$REGION" --json --channel phone --topic pension \
   --subject "Перерасчёт пенсии по стажу" --statement "Прошу пересчитать пенсию с учётом северного стажа" \
   --citizen-ref CIT-DEMO-$RANDOM --citizen-name "Петрова Анна Сергеевна" --citizen-phone +79140000001 | json '["number"]')
-"$EKC" ticket status --node "$REGION" --actor op-ivanova "$NUMBER" REGISTERED >/dev/null
-"$EKC" ticket note --node "$REGION" --actor op-ivanova "$NUMBER" "Звонила дважды, просила перезвонить вечером" >/dev/null
-"$EKC" ticket note --node "$REGION" --actor op-ivanova --shared "$NUMBER" "Справка о северном стаже приложена к обращению" >/dev/null
+"$EKC" ticket status --node "$REGION" "$NUMBER" REGISTERED >/dev/null
+"$EKC" ticket note --node "$REGION" "$NUMBER" "Звонила дважды, просила перезвонить вечером" >/dev/null
+"$EKC" ticket note --node "$REGION" --shared "$NUMBER" "Справка о северном стаже приложена к обращению" >/dev/null
 echo "ticket $NUMBER"
 
 say "The operator hands it to the pension fund (REDIRECT; personal data in scope: reference and name)"
-TRANSFER=$("$EKC" transfer send --node "$REGION" --actor op-ivanova --json "$NUMBER" --to pension --kind REDIRECT \
+TRANSFER=$("$EKC" transfer send --node "$REGION" --json "$NUMBER" --to pension --kind REDIRECT \
   --reason-code pension-recalc --reason "Перерасчёт пенсии — компетенция фонда" --scope ref,name | json '["id"]')
 echo "transfer $TRANSFER"
 for _ in $(seq 1 100); do
-  [ "$(curl -fs "$FUND/v1/transfers/$TRANSFER" 2>/dev/null | json '["state"]' 2>/dev/null)" = DELIVERED ] && break
+  [ "$(curl -fs -H "$(bearer pension)" "$FUND/v1/transfers/$TRANSFER" 2>/dev/null | json '["state"]' 2>/dev/null)" = DELIVERED ] && break
   sleep 0.05
 done
 
 say "The pension fund's inbox (pension-1)"
 "$EKC" transfer inbox --node "$FUND"
 say "What the fund holds of the citizen: the reference and the name — no phone, no internal note"
-curl -fs "$FUND/v1/tickets/$NUMBER" | python3 -c 'import json,sys; c=json.load(sys.stdin)["citizen"]; print("  citizen: " + ", ".join(k + " " + (v if v else "(not in scope)") for k, v in c.items()))'
-curl -fs "$FUND/v1/tickets/$NUMBER/notes" | python3 -c 'import json,sys; [print("  " + n["visibility"] + " note: " + n["text"]) for n in json.load(sys.stdin)["items"]]'
+curl -fs -H "$(bearer pension)" "$FUND/v1/tickets/$NUMBER" | python3 -c 'import json,sys; c=json.load(sys.stdin)["citizen"]; print("  citizen: " + ", ".join(k + " " + (v if v else "(not in scope)") for k, v in c.items()))'
+curl -fs -H "$(bearer pension)" "$FUND/v1/tickets/$NUMBER/notes" | python3 -c 'import json,sys; [print("  " + n["visibility"] + " note: " + n["text"]) for n in json.load(sys.stdin)["items"]]'
 
 say "The fund accepts it, works on it and answers"
-"$EKC" transfer accept --node "$FUND" --actor op-fund-smirnov "$TRANSFER" >/dev/null
-"$EKC" ticket status --node "$FUND" --actor op-fund-smirnov "$NUMBER" IN_WORK >/dev/null
-"$EKC" ticket note --node "$FUND" --actor op-fund-smirnov --shared "$NUMBER" "Северный стаж подтверждён архивной справкой" >/dev/null
-"$EKC" ticket status --node "$FUND" --actor op-fund-smirnov "$NUMBER" ANSWERED >/dev/null
-"$EKC" transfer complete --node "$FUND" --actor op-fund-smirnov "$TRANSFER" \
+"$EKC" transfer accept --node "$FUND" "$TRANSFER" >/dev/null
+"$EKC" ticket status --node "$FUND" "$NUMBER" IN_WORK >/dev/null
+"$EKC" ticket note --node "$FUND" --shared "$NUMBER" "Северный стаж подтверждён архивной справкой" >/dev/null
+"$EKC" ticket status --node "$FUND" "$NUMBER" ANSWERED >/dev/null
+"$EKC" transfer complete --node "$FUND" "$TRANSFER" \
   --answer "Пенсия пересчитана с 1 декабря, письмо направлено заявителю" >/dev/null
 sleep 1
 
@@ -67,13 +74,19 @@ say "Region 38's operator, answering the citizen's repeat call (irk-main), sees 
 say "…and so does the remote office (irk-office-1), through its centre"
 "$EKC" ticket show --node "$OFFICE" "$NUMBER" | sed -n '1,3p;/^TRANSFER/,/^$/p'
 
-say "The federation"
-"$EKC" cluster health --config "$TOPOLOGY" || true
+say "The federation, as operations staff see it (an ops token of each organisation: no personal data)"
+for org in 38 52 pension employment; do
+  EKC_TOKEN_DIR=.ekc/tokens-ops "$EKC" login --config "$TOPOLOGY" --org $org --user ops-duty --role ops >/dev/null
+done
+EKC_TOKEN_DIR=.ekc/tokens-ops "$EKC" cluster health --config "$TOPOLOGY" || true
 cat <<EOT
 
 Five nodes are running: APIs on 8411-8415 (irk-main, irk-office-1, nn-main, pension-1,
 employment-1), replication with mutual TLS on 9411-9415. Region 52 and the employment
-service received nothing of this request. Try:
+service received nothing of this request. Operators are signed in with development
+tokens (export EKC_TOKEN_DIR=.ekc/tokens; `$EKC login --config $TOPOLOGY --org 38 --user
+op-petrova --role supervisor` signs in someone else). Try:
+  export EKC_TOKEN_DIR=.ekc/tokens
   $EKC transfer outbox --node $REGION
   $EKC transfer send --node $REGION <ticket> --to employment --kind INFO_REQUEST --reason-code jobs --reason "…"
   $EKC ticket show --node $FUND $NUMBER

@@ -35,6 +35,12 @@ public struct Citizen: Sendable, Hashable {
         }
     }
 
+    /// `Иванова Мария Петровна` → `И*** М*** П***`: enough to tell two callers apart on
+    /// a screen, not to identify anyone.
+    public static func maskName(_ n: String) -> String {
+        n.split(whereSeparator: { $0 == " " || $0 == "\t" }).map { w in String(w.prefix(1)) + "***" }.joined(separator: " ")
+    }
+
     /// `+7 *** ***-**-67`
     public static func maskPhone(_ p: String) -> String {
         "+7 *** ***-**-" + String(p.suffix(2))

@@ -1,12 +1,28 @@
+import Access
+import CaseModel
 import NIOCore
 import NIOHTTP1
 
-/// A request as the operator API sees it: the whole body, already bounded by the HTTP handler.
+/// A request as the operator API sees it: the whole body, already bounded by the HTTP
+/// handler; after routing, the verified caller and the actor its edits are recorded as.
 public struct APIRequest {
     public var method: HTTPMethod
     public var uri: String
     public var headers: HTTPHeaders
     public var body: ByteBuffer?
+    /// The client's address, for the access log.
+    public var remote: String
+    public internal(set) var principal: Principal? = nil
+    /// The principal as the role that allowed the route (history records it).
+    public internal(set) var actor: Actor? = nil
+
+    public init(method: HTTPMethod, uri: String, headers: HTTPHeaders, body: ByteBuffer?, remote: String = "") {
+        self.method = method
+        self.uri = uri
+        self.headers = headers
+        self.body = body
+        self.remote = remote
+    }
 }
 
 public struct APIResponse: Sendable {

@@ -41,20 +41,46 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             }
         case .end:
             guard let h = head, !rejected else { head = nil; return }
-            let request = APIRequest(method: h.method, uri: h.uri, headers: h.headers, body: body)
+            let request = APIRequest(method: h.method, uri: h.uri, headers: h.headers, body: body,
+                                     remote: remoteAddress(context))
             head = nil
             body = nil
-            switch api.handle(request, on: context.eventLoop) {
-            case .now(let r):
-                write(r, for: h, context: context)
-            case .later(let future):
-                future.assumeIsolated().whenComplete { [self] result in
-                    switch result {
-                    case .success(let r): write(r, for: h, context: context)
-                    case .failure(let e):
-                        write(.error(APIError(status: .internalServerError, code: "internal", message: "\(e)", field: nil)),
-                              for: h, context: context)
+            switch api.access.lookup(h.headers, now: api.store.configuration.wallClock()) {
+            case .ready(let caller):
+                dispatch(request, caller, h, context)
+            case .verify(let token):
+                // A token not seen before: its signature is checked off the event loop's
+                // critical path (jwt-kit's key collection is an actor), then the request runs.
+                let verifier = api.access.verifier
+                let now = api.store.configuration.wallClock()
+                context.eventLoop.makeFutureWithTask { await verifier.verify(token, now: now) }
+                    .assumeIsolated().whenSuccess { [self] result in
+                        switch result {
+                        case .success(let p): dispatch(request, .principal(p), h, context)
+                        case .failure(let e): dispatch(request, .refused(e), h, context)
+                        }
                     }
+            }
+        }
+    }
+
+    private func remoteAddress(_ context: ChannelHandlerContext) -> String {
+        // An HTTP/2 stream answers with its connection's address; ask the parent only if not.
+        guard let a = context.channel.remoteAddress ?? context.channel.parent?.remoteAddress else { return "" }
+        return "\(a.ipAddress ?? "?"):\(a.port ?? 0)"
+    }
+
+    private func dispatch(_ request: APIRequest, _ caller: Caller, _ h: HTTPRequestHead, _ context: ChannelHandlerContext) {
+        switch api.handle(request, caller: caller, on: context.eventLoop) {
+        case .now(let r):
+            write(r, for: h, context: context)
+        case .later(let future):
+            future.assumeIsolated().whenComplete { [self] result in
+                switch result {
+                case .success(let r): write(r, for: h, context: context)
+                case .failure(let e):
+                    write(.error(APIError(status: .internalServerError, code: "internal", message: "\(e)", field: nil)),
+                          for: h, context: context)
                 }
             }
         }

@@ -16,18 +16,27 @@ public final class HTTPServer: Sendable {
     public let scheme: String
 
     public static func start(api: OperatorAPI, host: String, port: Int, tls: NIOSSLContext?,
+                             limits: ConnectionLimits = ConnectionLimits(),
                              threads: Int = System.coreCount, logger: Logger) async throws -> HTTPServer {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
+        let gate = ConnectionGate(limit: limits.maxConnections)
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 512)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelOption(.maxMessagesPerRead, value: 16)
             .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
+                // Beyond the cap: closed before it is registered, no TLS, no handlers.
+                guard gate.admit() else { return channel.eventLoop.makeFailedFuture(ConnectionRefused()) }
+                channel.closeFuture.whenComplete { _ in gate.release() }
+                return channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations
+                    let connectionGuard = ConnectionGuard(limits: limits, tls: tls != nil, gate: gate)
                     if let tls {
+                        // The guard sits after TLS: it times the handshake by its completion
+                        // event and sees the plaintext bytes of requests.
                         try sync.addHandler(NIOSSLServerHandler(context: tls))
+                        try sync.addHandler(connectionGuard)
                         try sync.addHandler(ApplicationProtocolNegotiationHandler { result, channel in
                             channel.eventLoop.makeCompletedFuture {
                                 if case .negotiated("h2") = result {
@@ -38,6 +47,7 @@ public final class HTTPServer: Sendable {
                             }
                         })
                     } else {
+                        try sync.addHandler(connectionGuard)
                         try sync.addHandler(ProtocolSniffer(api: api))
                     }
                 }
@@ -76,24 +86,37 @@ public final class HTTPServer: Sendable {
         let sync = channel.pipeline.syncOperations
         let handler = HTTPHandler(api: api)
         try sync.configureHTTPServerPipeline(position: .last, withPipeliningAssistance: true, withErrorHandling: true)
+        // Right after the decoder: requests are seen as they arrive, before pipelining holds them back.
+        if let connectionGuard = try? sync.handler(type: ConnectionGuard.self) {
+            let decoder = try sync.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self)
+            try sync.addHandler(HTTP1Watch(connectionGuard), position: .after(decoder))
+        }
         try sync.addHandler(handler)
     }
 
     static func configureHTTP2(_ channel: Channel, api: OperatorAPI) throws {
         var connection = NIOHTTP2Handler.ConnectionConfiguration()
+        // Each open stream may hold a body of up to maxBodyBytes until its StreamGuard
+        // resets it; 100 (RFC 9113's recommended minimum) bounds that per connection.
         connection.initialSettings = [
-            HTTP2Setting(parameter: .maxConcurrentStreams, value: 256),
+            HTTP2Setting(parameter: .maxConcurrentStreams, value: 100),
             HTTP2Setting(parameter: .maxHeaderListSize, value: 64 * 1024),
             HTTP2Setting(parameter: .initialWindowSize, value: 1 << 20),
         ]
         let sync = channel.pipeline.syncOperations
+        let connectionGuard = try? sync.handler(type: ConnectionGuard.self)
+        connectionGuard?.becameHTTP2()
+        let limits = connectionGuard?.limits
+        let gate = connectionGuard?.gate
         _ = try sync.configureHTTP2Pipeline(
-            mode: .server, connectionConfiguration: connection, streamConfiguration: .init(), position: .last
+            mode: .server, connectionConfiguration: connection, streamConfiguration: .init(),
+            streamDelegate: connectionGuard.map { HTTP2StreamWatch($0, eventLoop: channel.eventLoop) }, position: .last
         ) { stream in
             stream.eventLoop.makeCompletedFuture {
-                try stream.pipeline.syncOperations.addHandlers([
-                    HTTP2FramePayloadToHTTP1ServerCodec(), HTTPHandler(api: api),
-                ])
+                let sync = stream.pipeline.syncOperations
+                try sync.addHandler(HTTP2FramePayloadToHTTP1ServerCodec())
+                if let limits { try sync.addHandler(StreamGuard(limits: limits, gate: gate)) }
+                try sync.addHandler(HTTPHandler(api: api))
             }
         }
         // After a connection error NIOHTTP2 sends GOAWAY; the TCP connection must then close (RFC 9113 §5.4.1).

@@ -117,6 +117,21 @@ struct ObjectReader {
         return e
     }
 
+    /// An array of strings; absent or null → nil.
+    mutating func stringArray(_ key: String) throws(APIError) -> [String]? {
+        switch value(key) {
+        case nil, .null?: return nil
+        case .array(let items)?:
+            var out: [String] = []
+            for item in items {
+                guard case .string(let s) = item else { throw wrongType(key, "an array of strings", item) }
+                out.append(s)
+            }
+            return out
+        case let v?: throw wrongType(key, "an array of strings", v)
+        }
+    }
+
     /// An array of enumeration values, each at most once; absent → nil.
     mutating func enumerationSet<E: RawRepresentable & CaseIterable & Hashable>(_ key: String, _ type: E.Type) throws(APIError) -> Set<E>?
     where E.RawValue == String {

@@ -1,5 +1,6 @@
 import CaseModel
 import CaseStore
+import Identity
 import Foundation
 import Logging
 import Metrics
@@ -34,6 +35,8 @@ public struct NodeService: Service {
         var configuration = StoreConfiguration(node: settings.node, region: settings.region,
                                                utcOffsetMinutes: settings.utcOffsetMinutes, directory: Directory(directory))
         configuration.numberSeries = settings.numberSeries
+        try NodeService.restrictDataDirectory(settings.dataDirectory)
+        NodeService.raiseFileLimit(want: settings.apiLimits.maxConnections, logger: logger)
         let store = try CaseStore(path: settings.dataDirectory, configuration: configuration)
         logger.info("store open", metadata: ["path": "\(settings.dataDirectory)", "store_id": "\(store.storeID)",
                                              "last_sequence": "\(store.lastSequence)"])
@@ -43,7 +46,14 @@ public struct NodeService: Service {
                 certificateChain: try NIOSSLCertificate.fromPEMFile(cert).map { .certificate($0) },
                 privateKey: .privateKey(try NIOSSLPrivateKey(file: key, format: .pem)))
             config.applicationProtocols = ["h2", "http/1.1"]
-            config.minimumTLSVersion = .tlsv12
+            config.minimumTLSVersion = settings.apiTLSMinimum == .v1_3 ? .tlsv13 : .tlsv12
+            // TLS 1.2: forward secrecy and AEAD only (no CBC, no static RSA). TLS 1.3's
+            // suites are all AEAD and not configurable here.
+            config.cipherSuiteValues = [
+                .TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, .TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+                .TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384, .TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+                .TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256, .TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+            ]
             tls = try NIOSSLContext(configuration: config)
         }
         // Replication: a mutually authenticated listener, and one pull stream per peer.
@@ -68,17 +78,34 @@ public struct NodeService: Service {
                 throw ConfigurationError("cannot start replication on \(host):\(port): \(error)")
             }
         }
-        let api = OperatorAPI(store: store, registry: registry, replicator: replicator,
-                              certificateNotValidAfter: certificateExpiry)
-        let server: HTTPServer
-        do {
-            server = try await HTTPServer.start(api: api, host: settings.host, port: settings.port, tls: tls, logger: logger)
-        } catch {
+        // A start that fails after replication began undoes it before saying why.
+        func abandon(_ message: String) async -> ConfigurationError {
             await replicator?.stop()
             await replicationServer?.close()
             try? await replicationGroup.shutdownGracefully()
             store.close()
-            throw ConfigurationError("cannot listen on \(settings.host):\(settings.port): \(error)")
+            return ConfigurationError(message)
+        }
+        let organisation = directory[settings.node] ?? settings.region
+        let access: OperatorAccess
+        do {
+            let verifier = try await TokenVerifier(provider: try settings.operatorIdentity.provider(for: organisation, logger: logger))
+            access = OperatorAccess(verifier: verifier, hostNames: OperatorAccess.defaultHostNames(listenHost: settings.host) + settings.apiHostNames)
+            logger.info("operators' identity provider", metadata: [
+                "issuer": "\(verifier.provider.issuer)", "jwks": "\(verifier.provider.jwksPath)", "keys": "\(verifier.keyIDs)"])
+        } catch {
+            throw await abandon("\(error)")
+        }
+        let keyWatch = Task { await OperatorIdentityWatch(verifier: access.verifier, logger: logger).run() }
+        defer { keyWatch.cancel() }
+        let api = OperatorAPI(store: store, access: access, registry: registry, replicator: replicator,
+                              certificateNotValidAfter: certificateExpiry)
+        let server: HTTPServer
+        do {
+            server = try await HTTPServer.start(api: api, host: settings.host, port: settings.port, tls: tls,
+                                                limits: settings.apiLimits, logger: logger)
+        } catch {
+            throw await abandon("cannot listen on \(settings.host):\(settings.port): \(error)")
         }
         let host = settings.host.contains(":") ? "[\(settings.host)]" : settings.host
         replicator?.start()
@@ -97,5 +124,49 @@ public struct NodeService: Service {
         await server.stop()
         try? await replicationGroup.shutdownGracefully()
         logger.info("stopped", metadata: ["last_sequence": "\(store.lastSequence)"])
+    }
+}
+
+extension NodeService {
+    /// The data directory holds citizens' personal data: its owner only (0700),
+    /// whoever created it and with whatever umask.
+    static func restrictDataDirectory(_ path: String) throws {
+        do {
+            try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true,
+                                                    attributes: [.posixPermissions: 0o700])
+            try FileManager.default.setAttributes([.posixPermissions: 0o700], ofItemAtPath: path)
+        } catch {
+            throw ConfigurationError("cannot make the data directory \(path) private to its owner (mode 0700): \(error.localizedDescription)")
+        }
+    }
+
+    /// Every operator connection is a file descriptor: the soft limit (often 1024)
+    /// is raised to the hard one so that `maxConnections` of them fit.
+    static func raiseFileLimit(want connections: Int, logger: Logger) {
+        var limit = rlimit()
+        #if os(Linux)
+        let resource = __rlimit_resource_t(RLIMIT_NOFILE.rawValue)
+        #else
+        let resource = RLIMIT_NOFILE
+        #endif
+        guard getrlimit(resource, &limit) == 0 else { return }
+        let before = limit.rlim_cur
+        if limit.rlim_cur < limit.rlim_max {
+            var raised = limit
+            raised.rlim_cur = limit.rlim_max
+            #if canImport(Darwin)
+            raised.rlim_cur = min(limit.rlim_max, rlim_t(OPEN_MAX))  // Darwin refuses more than OPEN_MAX
+            #endif
+            if setrlimit(resource, &raised) == 0 { limit = raised }
+        }
+        let metadata: Logger.Metadata = ["soft": "\(limit.rlim_cur)", "hard": "\(limit.rlim_max)", "was": "\(before)",
+                                         "max_connections": "\(connections)"]
+        // Room for the store, replication and logs besides the operator connections.
+        if limit.rlim_cur < rlim_t(connections + 256) {
+            logger.warning("open file limit is below --max-connections; raise the hard limit (ulimit -Hn, LimitNOFILE=)",
+                           metadata: metadata)
+        } else {
+            logger.info("open file limit", metadata: metadata)
+        }
     }
 }

@@ -1,3 +1,4 @@
+import Access
 import CaseModel
 import CaseStore
 import Foundation
@@ -13,12 +14,19 @@ extension OperatorAPI {
         APIResponse(status: .ok, headers: ["content-type": "application/yaml"], body: openAPIDocument)
     }
 
-    func health() throws -> APIResponse {
-        let s = try store.stats()
+    /// Liveness for anyone (the node's name and organisation, so that a client can
+    /// pick its token); details for `ops`.
+    func health(_ req: APIRequest) throws -> APIResponse {
         var w = JSONWriter()
         w.beginObject()
         w.field("status", "ok")
         w.field("node", node.value)
+        w.field("organisation", access.verifier.provider.organisation)
+        guard let p = req.principal, case .allowed = PermissionTable.decide(.healthDetails, for: p) else {
+            w.endObject()
+            return .json(.ok, w)
+        }
+        let s = try store.stats()
         w.field("region", region)
         w.field("uptimeSeconds", Int(Date().timeIntervalSince(startedAt)))
         w.key("store"); w.beginObject()
@@ -30,6 +38,9 @@ extension OperatorAPI {
         w.field("mapGrowths", s.mapGrowths)
         w.field("commitQueueDepth", store.queueDepth)
         w.endObject()
+        // How many records wait for a person to resolve a conflict (the list itself
+        // shows values, which is an operator's, not ops', to see).
+        w.field("conflicts", s.tables.first { $0.name == "idx_conflicts" }?.entries ?? 0)
         // Unaccepted transfers past their due time are flagged, never silently kept.
         let overdue = try store.overdueTransfers(now: store.configuration.wallClock())
         w.key("transfers"); w.beginObject()
@@ -173,6 +184,17 @@ extension OperatorAPI {
         return .json(.ok, w)
     }
 
+    /// A conflicting citizen detail is shown masked like the ticket shows it.
+    static func masked(_ field: String, _ value: String?) -> String? {
+        guard let value, value != "none" else { return value }
+        switch field {
+        case "citizenName": return Citizen.maskName(value)
+        case "citizenSnils": return (try? Snils(value))?.masked ?? "***"
+        case "citizenPhone": return value.count >= 2 ? Citizen.maskPhone(value) : "***"
+        default: return value
+        }
+    }
+
     /// Values that lost a race, beside the winners, on this node (every replica lists the same).
     func conflicts(_ q: [String: String]) throws -> APIResponse {
         try checkQuery(q, allowed: ["limit"])
@@ -192,11 +214,11 @@ extension OperatorAPI {
             w.field("ticketNumber", numbers[c.recordID] ?? nil)
             w.field("field", c.field)
             w.key("winner"); w.beginObject()
-            w.field("value", c.winningValue); w.field("node", c.winner.node.value); w.field("at", time: c.winner.stamp.millis)
+            w.field("value", OperatorAPI.masked(c.field, c.winningValue)); w.field("node", c.winner.node.value); w.field("at", time: c.winner.stamp.millis)
             w.field("stamp", c.winner.stamp.description)
             w.endObject()
             w.key("loser"); w.beginObject()
-            w.field("value", c.losingValue); w.field("node", c.loser.node.value); w.field("at", time: c.loser.stamp.millis)
+            w.field("value", OperatorAPI.masked(c.field, c.losingValue)); w.field("node", c.loser.node.value); w.field("at", time: c.loser.stamp.millis)
             w.field("stamp", c.loser.stamp.description)
             w.endObject()
             w.endObject()
@@ -213,7 +235,7 @@ extension OperatorAPI {
             throw APIError.unprocessable("missing_field", "keep is required: winner or loser", field: "keep")
         }
         try r.rejectUnknown()
-        return submit(.resolve(conflictID: conflictID, keep: keep), try actor(req.headers), loop) { outcome in
+        return submit(.resolve(conflictID: conflictID, keep: keep), try actor(req), loop) { outcome in
             self.ticketResponse(outcome.ticket!)
         }
     }

@@ -1,3 +1,4 @@
+import Access
 import CaseModel
 import CaseStore
 import Foundation
@@ -19,6 +20,8 @@ public final class OperatorAPI: Sendable {
     public let node: NodeID
     public let region: String
     public let maxBodyBytes: Int
+    /// Token verification and the names the port answers to.
+    public let access: OperatorAccess
     let registry: PrometheusCollectorRegistry?
     let openAPIDocument: ByteBuffer
     let startedAt = Date()
@@ -31,9 +34,10 @@ public final class OperatorAPI: Sendable {
     private let requestCounters = NIOLockedValueBox<[Int: Metrics.Counter]>([:])
     private var errorMetric: Int { router.routes.count }
 
-    public init(store: CaseStore, registry: PrometheusCollectorRegistry?, replicator: Replicator? = nil,
+    public init(store: CaseStore, access: OperatorAccess, registry: PrometheusCollectorRegistry?, replicator: Replicator? = nil,
                 certificateNotValidAfter: Date? = nil, maxBodyBytes: Int = 128 * 1024) {
         self.store = store
+        self.access = access
         self.replicator = replicator
         self.certificateNotValidAfter = certificateNotValidAfter
         self.node = store.configuration.node
@@ -49,14 +53,19 @@ public final class OperatorAPI: Sendable {
         return Array(data)
     }
 
-    public func handle(_ req: APIRequest, on loop: EventLoop) -> Reply {
+    /// Answers a request from `caller`: the Host is checked, the route found, the
+    /// permission table consulted for the route's action, then the handler runs.
+    public func handle(_ request: APIRequest, caller: Caller, on loop: EventLoop) -> Reply {
+        var req = request
         let (path, query) = OperatorAPI.split(req.uri)
         let metric: Int
         let reply: Reply
         do {
+            try access.checkOrigin(req.headers)
             switch router.match(req.method, Router<Handler>.segments(path)) {
             case .found(let route, let parameters):
                 metric = route
+                try admit(router.routes[route].action, caller, &req)
                 reply = try router.routes[route].handler(
                     self, RouteRequest(request: req, parameters: parameters, query: query, loop: loop))
             case .notFound:
@@ -78,6 +87,36 @@ public final class OperatorAPI: Sendable {
             f.whenSuccess { [self] r in count(metric: metric, status: r.status) }
         }
         return reply
+    }
+
+    /// A refused token is 401 everywhere; a public route takes anyone else; any other
+    /// needs a principal whose roles the permission table allows the action.
+    private func admit(_ action: Action?, _ caller: Caller, _ req: inout APIRequest) throws(APIError) {
+        let principal: Principal
+        switch caller {
+        case .refused(let e): throw .unauthorized(e)
+        case .anonymous:
+            guard action != nil else { return }
+            throw .unauthorized(.missing)
+        case .principal(let p): principal = p
+        }
+        req.principal = principal
+        guard let action else { return }
+        switch PermissionTable.decide(action, for: principal) {
+        case .allowed(let role): req.actor = principal.actor(as: role)
+        case .denied(let needs), .deniedAction(_, let needs): throw .forbidden(action, needs: needs, has: principal.roles)
+        }
+    }
+
+    /// An edit that needs more than its route's action (a patch that assigns or
+    /// reopens): every action must be allowed; the actor is recorded with the role that did.
+    func authorize(_ actions: [Action], _ req: APIRequest) throws(APIError) -> Actor {
+        guard let p = req.principal else { throw .unauthorized(.missing) }
+        switch PermissionTable.decide(actions, for: p) {
+        case .allowed(let role): return p.actor(as: role)
+        case .denied(let needs): throw .forbidden(actions.first ?? .ticketEdit, needs: needs, has: p.roles)
+        case .deniedAction(let a, let needs): throw .forbidden(a, needs: needs, has: p.roles)
+        }
     }
 
     /// Counts a request the HTTP layer answered itself (`error` for a body over the limit).

@@ -1,11 +1,12 @@
 import CaseModel
 import CaseStore
 
-/// How records look in the operator API. Citizen identifiers are masked: the
-/// API never returns a full SNILS or phone number (152-FZ minimisation).
+/// How records look in the operator API. A citizen's name, SNILS and phone are masked
+/// unless a caller unmasked them, one ticket at a time with a reason that the access log
+/// records before the response leaves (152-FZ: minimised, every disclosure logged).
 extension JSONWriter {
-    /// A ticket, with its transfers.
-    mutating func ticket(_ t: Ticket, transfers: [Transfer]? = nil, now: Millis = 0) {
+    /// A ticket, with its transfers; `unmasked` are the citizen fields shown in full.
+    mutating func ticket(_ t: Ticket, transfers: [Transfer]? = nil, now: Millis = 0, unmasked: Set<CitizenField> = []) {
         beginObject()
         field("id", t.id.description)
         field("number", t.number.description)
@@ -23,9 +24,9 @@ extension JSONWriter {
         if let c = t.citizen {
             beginObject()
             field("ref", c.ref)
-            field("name", c.name)
-            field("snils", c.snils?.masked)
-            field("phone", c.phone.map(Citizen.maskPhone))
+            field("name", unmasked.contains(.name) ? c.name : c.name.map(Citizen.maskName))
+            field("snils", unmasked.contains(.snils) ? c.snils?.formatted : c.snils?.masked)
+            field("phone", unmasked.contains(.phone) ? c.phone : c.phone.map(Citizen.maskPhone))
             endObject()
         } else {
             null()

@@ -4,8 +4,7 @@ import Foundation
 import NIOCore
 import NIOHTTP1
 
-/// What a handler reads from a request besides its path: the query, the actor
-/// headers, `If-Match`, a ticket reference and the JSON body. Each refusal names the
+/// What a handler reads from a request besides its path: the query, the actor, `If-Match`, a ticket reference and the JSON body. Each refusal names the
 /// parameter, header or field (400), or is 404 for a reference that names nothing.
 extension OperatorAPI {
     /// The path and the query's parameters; a parameter given twice is remembered as
@@ -62,16 +61,10 @@ extension OperatorAPI {
         return t
     }
 
-    func actor(_ headers: HTTPHeaders) throws(APIError) -> Actor {
-        let user = headers.first(name: "x-ekc-actor") ?? "anonymous"
-        let role = headers.first(name: "x-ekc-role") ?? "operator"
-        guard Actor.isValidName(user) else {
-            throw .badRequest("invalid_header", "X-EKC-Actor must be 1 to 64 letters, digits, '.', '_', '-' or '@'", field: "X-EKC-Actor")
-        }
-        guard Actor.isValidName(role) else {
-            throw .badRequest("invalid_header", "X-EKC-Role must be 1 to 64 letters, digits, '.', '_', '-' or '@'", field: "X-EKC-Role")
-        }
-        return Actor(user: user, role: role)
+    /// Who an edit is recorded as: the token's subject, with the role that allowed it.
+    func actor(_ req: APIRequest) throws(APIError) -> Actor {
+        guard let a = req.actor else { throw .unauthorized(.missing) }
+        return a
     }
 
     func jsonBody(_ req: APIRequest) throws(APIError) -> JSONValue {

@@ -1,19 +1,23 @@
+import Access
 import Foundation
 import NIOHTTP1
 
 /// One line of a route table: a method, a path pattern such as `/v1/tickets/{ref}/notes`
 /// (`{name}` is a parameter that matches one whole segment), the route's name in
-/// `ekc_http_requests_total{route=...}`, and its handler.
+/// `ekc_http_requests_total{route=...}`, the action the permission table decides it
+/// by (nil: public), and its handler.
 struct Route<Handler: Sendable>: Sendable {
     let method: HTTPMethod
     let pattern: String
     let name: String
+    let action: Action?
     let handler: Handler
 
-    init(_ method: HTTPMethod, _ pattern: String, _ name: String, _ handler: Handler) {
+    init(_ method: HTTPMethod, _ pattern: String, _ name: String, _ action: Action?, _ handler: Handler) {
         self.method = method
         self.pattern = pattern
         self.name = name
+        self.action = action
         self.handler = handler
     }
 }

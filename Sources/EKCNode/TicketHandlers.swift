@@ -1,3 +1,4 @@
+import Access
 import CaseModel
 import CaseStore
 import NIOCore
@@ -7,9 +8,10 @@ import NIOHTTP1
 /// when their commit returns.
 extension OperatorAPI {
     /// A ticket as the body of a response, with its transfers and its ETag.
-    func ticketResponse(_ t: Ticket, _ status: HTTPResponseStatus = .ok, location: Bool = false) -> APIResponse {
+    func ticketResponse(_ t: Ticket, _ status: HTTPResponseStatus = .ok, location: Bool = false,
+                        unmasked: Set<CitizenField> = []) -> APIResponse {
         var w = JSONWriter(capacity: 1024 + t.statement.utf8.count)
-        w.ticket(t, transfers: transfers(of: t), now: store.configuration.wallClock())
+        w.ticket(t, transfers: transfers(of: t), now: store.configuration.wallClock(), unmasked: unmasked)
         var headers: HTTPHeaders = ["etag": OperatorAPI.etag(t)]
         if location { headers.add(name: "location", value: "/v1/tickets/\(t.id)") }
         return .json(status, w, headers: headers)
@@ -26,9 +28,13 @@ extension OperatorAPI {
 
     // MARK: Reads
 
-    func show(_ ref: TicketRef) throws -> APIResponse {
+    /// The ticket, masked; with `unmask=name,snils,phone&reason=...` those fields in full,
+    /// answered only once the access log holds the disclosure (Disclosures.swift).
+    func show(_ ref: TicketRef, _ r: RouteRequest) throws -> Reply {
+        try checkQuery(r.query, allowed: ["unmask", "reason"])
         guard let t = try store.ticket(ref) else { throw APIError.notFound("no ticket \(ref)") }
-        return ticketResponse(t)
+        guard r.query["unmask"] != nil || r.query["reason"] != nil else { return .now(ticketResponse(t)) }
+        return try unmask(t, r)
     }
 
     func list(_ q: [String: String]) throws -> APIResponse {
@@ -88,7 +94,7 @@ extension OperatorAPI {
 
     func create(_ req: APIRequest, _ loop: EventLoop) throws -> EventLoopFuture<APIResponse> {
         let draft = try RequestDecoding.draft(try jsonBody(req))
-        let actor = try actor(req.headers)
+        let actor = try actor(req)
         return submit(.create(draft), actor, loop) { outcome in
             self.ticketResponse(outcome.ticket!, .created, location: true)
         }
@@ -97,7 +103,8 @@ extension OperatorAPI {
     func patch(_ ref: TicketRef, _ req: APIRequest, _ loop: EventLoop) throws -> EventLoopFuture<APIResponse> {
         let patch = try RequestDecoding.patch(try jsonBody(req))
         let expected = try ifMatch(req.headers)
-        let actor = try actor(req.headers)
+        // Assigning to someone else, reopening and extending need a supervisor.
+        let actor = try authorize(patch.actions(by: req.principal?.subject ?? ""), req)
         return submit(.patch(ref, patch, ifMatch: expected), actor, loop) { outcome in
             self.ticketResponse(outcome.ticket!)
         }
@@ -105,7 +112,7 @@ extension OperatorAPI {
 
     func addNote(_ ref: TicketRef, _ req: APIRequest, _ loop: EventLoop) throws -> EventLoopFuture<APIResponse> {
         let (text, vis) = try RequestDecoding.note(try jsonBody(req))
-        let actor = try actor(req.headers)
+        let actor = try actor(req)
         return submit(.addNote(ref, text: text, visibility: vis), actor, loop) { outcome in
             guard case .note(let n) = outcome else { return .error(APIError(.corrupt("no note"))) }
             var w = JSONWriter()

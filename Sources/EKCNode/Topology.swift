@@ -1,5 +1,6 @@
 import CaseModel
 import Foundation
+import Identity
 
 /// The federation's topology file (cluster/*.json): every node with its region or
 /// fund, role and addresses. `ekc node start --config FILE --node-id ID` runs one
@@ -14,6 +15,8 @@ public struct Topology: Decodable, Sendable {
         /// The code its readable ticket numbers start with (2–8 letters or digits); the
         /// id when absent (a region's code).
         public var numbering: String?
+        /// Whose tokens the organisation's nodes accept from its operators.
+        public var identityProvider: IdentityProviderEntry?
         public init(id: String, kind: OrganisationKind, name: String? = nil, numbering: String? = nil) {
             self.id = id
             self.kind = kind
@@ -43,8 +46,25 @@ public struct Topology: Decodable, Sendable {
         public var peers: [String]?
         /// Numbering series within the organisation (0–99), distinct for each of its nodes.
         public var numberSeries: Int?
+        /// Host names operators reach the API by (Host and Origin are checked against them).
+        public var apiHostNames: [String]?
 
         public var organisationID: String { organisation ?? region ?? "" }
+    }
+
+    /// An organisation's identity provider (e.g. its Keycloak realm): the issuer its
+    /// tokens name, the JWKS file with its public keys (kept up to date by the
+    /// deployment; re-read on change or SIGHUP), the audience tokens must name for the
+    /// federation's nodes, and where the roles are. Or, for development only,
+    /// `{"development": DIR}`: a key per organisation created in DIR, as `ekc login` uses.
+    public struct IdentityProviderEntry: Decodable, Sendable {
+        public var issuer: String?
+        public var jwks: String?
+        public var audiences: [String]?
+        public var rolesClaim: String?
+        public var subjectClaim: String?
+        public var leewaySeconds: Int?
+        public var development: String?
     }
 
     public struct TLSFiles: Decodable, Sendable {
@@ -113,6 +133,28 @@ public struct Topology: Decodable, Sendable {
     }
 }
 
+/// Where a node gets its operators' identity provider from.
+public enum OperatorIdentity: Sendable {
+    case provider(IdentityProvider)
+    /// A development provider with its key in DIR/ORG (created when missing).
+    case development(directory: String)
+}
+
+extension Topology.IdentityProviderEntry {
+    /// The provider the entry describes for `organisation`; a missing field is an error
+    /// a person can act on.
+    public func resolve(organisation: String) throws -> OperatorIdentity {
+        if let dir = development { return .development(directory: dir) }
+        guard let issuer, let jwks else {
+            throw ConfigurationError("organisation \(organisation): identityProvider needs issuer and jwks (or development: DIR for a development key)")
+        }
+        return .provider(IdentityProvider(
+            organisation: organisation, issuer: issuer, audiences: audiences ?? [IdentityProvider.defaultAudience],
+            jwksPath: jwks, rolesClaim: rolesClaim ?? IdentityProvider.defaultRolesClaim,
+            subjectClaim: subjectClaim ?? "sub", leewaySeconds: leewaySeconds ?? 60))
+    }
+}
+
 public struct ConfigurationError: Error, CustomStringConvertible {
     public let description: String
     public init(_ d: String) { description = d }
@@ -135,6 +177,14 @@ public struct NodeSettings: Sendable {
     public var peers: [PeerAddress] = []
     public var directory: [NodeID: String] = [:]
     public var numberSeries: UInt64 = 0
+    /// Whose tokens the operator API accepts.
+    public var operatorIdentity: OperatorIdentity = .development(directory: ".ekc/dev-idp")
+    /// Host names besides the listen address's own that the API answers to.
+    public var apiHostNames: [String] = []
+    /// The operator port's connection cap and timeouts (slow, idle and too many clients).
+    public var apiLimits = ConnectionLimits()
+    /// The oldest TLS version the operator port accepts when it serves TLS.
+    public var apiTLSMinimum: APITLSVersion = .v1_2
 
     public init(node: NodeID, region: String, utcOffsetMinutes: Int, dataDirectory: String, host: String, port: Int,
                 tlsCertificate: String?, tlsKey: String?) {

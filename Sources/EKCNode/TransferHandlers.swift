@@ -35,7 +35,7 @@ extension OperatorAPI {
         try r.rejectUnknown()
         let request = TransferRequest(ticket: ref, to: to, kind: kind, reasonCode: code!, reasonText: text!, scope: scope, due: due)
         let now = store.configuration.wallClock()
-        return submit(.sendTransfer(request), try actor(req.headers), loop) { outcome in
+        return submit(.sendTransfer(request), try actor(req), loop) { outcome in
             guard case .transfer(let t) = outcome else { return .error(APIError(.corrupt("no transfer"))) }
             var w = JSONWriter()
             w.transfer(t, now: now)
@@ -53,7 +53,7 @@ extension OperatorAPI {
         }
         let now = store.configuration.wallClock()
         let request = TransferStepRequest(transfer: id, state: state, reasonCode: code, reasonText: text, answer: answer)
-        return submit(.transferStep(request), try actor(req.headers), loop) { outcome in
+        return submit(.transferStep(request), try actor(req), loop) { outcome in
             guard case .transfer(let t) = outcome else { return .error(APIError(.corrupt("no transfer"))) }
             var w = JSONWriter()
             w.transfer(t, now: now)

@@ -9,8 +9,8 @@ struct ClientOptions: ParsableArguments {
     @Option(name: .long, help: "Base URL of the node's API (or set EKC_NODE).")
     var node: String = ProcessInfo.processInfo.environment["EKC_NODE"] ?? "http://127.0.0.1:8400"
 
-    @Option(name: .long, help: "Operator id recorded in history (or set EKC_ACTOR).")
-    var actor: String = ProcessInfo.processInfo.environment["EKC_ACTOR"] ?? ProcessInfo.processInfo.environment["USER"] ?? "operator"
+    @Option(name: .long, help: "File with the bearer token (default: the token `ekc login` saved for the node's organisation; or set EKC_TOKEN to the token itself).")
+    var tokenFile: String?
 
     @Flag(name: .long, help: "Print the API's JSON instead of a table.")
     var json = false
@@ -22,26 +22,68 @@ struct CLIError: Error, CustomStringConvertible {
     init(_ d: String) { description = d }
 }
 
-struct APIClient {
+/// Talks to one node's API as the signed-in operator: the token comes from
+/// `EKC_TOKEN`, `--token-file`, or the one `ekc login` saved for the node's
+/// organisation (asked of the node's public health answer).
+final class APIClient: @unchecked Sendable {
     let base: String
-    let actor: String
+    private let tokenFile: String?
+    private var token: String?
+    /// The organisation whose token to use, when the caller knows it (cluster health).
+    private let organisation: String?
 
-    init(_ o: ClientOptions) {
-        self.init(base: o.node, actor: o.actor)
+    convenience init(_ o: ClientOptions) {
+        self.init(base: o.node, tokenFile: o.tokenFile)
     }
 
-    init(base: String, actor: String) {
+    init(base: String, tokenFile: String? = nil, organisation: String? = nil) {
         self.base = base.hasSuffix("/") ? String(base.dropLast()) : base
-        self.actor = actor
+        self.tokenFile = tokenFile
+        self.organisation = organisation
+        if let t = ProcessInfo.processInfo.environment["EKC_TOKEN"], !t.isEmpty { token = t }
+    }
+
+    /// The bearer token for this node, found once.
+    private func bearer() async throws -> String {
+        if let token { return token }
+        let path: String
+        if let tokenFile {
+            path = tokenFile
+        } else {
+            var org = organisation
+            if org == nil {
+                let (health, _) = try await send("GET", "/v1/health", body: nil, headers: [:], bearer: nil)
+                org = (health as? [String: Any])?["organisation"] as? String
+            }
+            guard let org else { throw CLIError("the node at \(base) did not say its organisation; pass --token-file") }
+            path = TokenStore.path(organisation: org)
+            guard FileManager.default.fileExists(atPath: path) else {
+                throw CLIError("not signed in to organisation \(org): run `ekc login --org \(org) --user YOUR-ID --role operator` (development), or save your token in \(path)")
+            }
+        }
+        guard let raw = try? String(contentsOfFile: path, encoding: .utf8) else { throw CLIError("cannot read the token file \(path)") }
+        let t = raw.trimmingCharacters(in: .whitespacesAndNewlines)
+        token = t
+        return t
     }
 
     /// Sends a request; returns the parsed JSON body of a 2xx answer, or throws the API's error message.
     func call(_ method: String, _ path: String, body: [String: Any]? = nil,
               headers: [String: String] = [:]) async throws -> (Any, Data) {
+        try await send(method, path, body: body, headers: headers, bearer: try await bearer())
+    }
+
+    /// A request without a token (liveness, the OpenAPI document).
+    func anonymous(_ method: String, _ path: String) async throws -> (Any, Data) {
+        try await send(method, path, body: nil, headers: [:], bearer: nil)
+    }
+
+    private func send(_ method: String, _ path: String, body: [String: Any]?, headers: [String: String],
+                      bearer: String?) async throws -> (Any, Data) {
         guard let url = URL(string: base + path) else { throw CLIError("invalid node URL \(base)") }
         var req = URLRequest(url: url)
         req.httpMethod = method
-        req.setValue(actor, forHTTPHeaderField: "X-EKC-Actor")
+        if let bearer { req.setValue("Bearer \(bearer)", forHTTPHeaderField: "Authorization") }
         for (k, v) in headers { req.setValue(v, forHTTPHeaderField: k) }
         if let body {
             req.setValue("application/json", forHTTPHeaderField: "Content-Type")
@@ -59,7 +101,8 @@ struct APIClient {
         guard (200..<300).contains(status) else {
             if let e = (parsed as? [String: Any])?["error"] as? [String: Any] {
                 let field = (e["field"] as? String).map { " [\($0)]" } ?? ""
-                throw CLIError("\(status) \(e["code"] as? String ?? "error")\(field): \(e["message"] as? String ?? "")")
+                let hint = status == 401 ? " (sign in again: `ekc login`)" : ""
+                throw CLIError("\(status) \(e["code"] as? String ?? "error")\(field): \(e["message"] as? String ?? "")\(hint)")
             }
             throw CLIError("the node answered \(status)")
         }

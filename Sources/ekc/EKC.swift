@@ -5,6 +5,6 @@ struct EKC: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ekc",
         abstract: "Federation node for unified social-support contact centres (ЕКЦ).",
-        subcommands: [NodeCommand.self, TicketCommand.self, TransferCommand.self, ConflictCommand.self, ClusterCommand.self,
+        subcommands: [NodeCommand.self, LoginCommand.self, AccessCommand.self, AuditCommand.self, TicketCommand.self, TransferCommand.self, ConflictCommand.self, ClusterCommand.self,
                       StoreCommand.self, DemoCommand.self])
 }

@@ -2,6 +2,7 @@ import ArgumentParser
 import CaseModel
 import EKCNode
 import Foundation
+import Identity
 import Logging
 import Metrics
 import Prometheus
@@ -25,6 +26,18 @@ struct NodeCommand: AsyncParsableCommand {
         @Option(help: "PEM private key for --tls-cert.") var tlsKey: String?
         @Option(help: "Numbering series within the region (0-99), distinct per node of a region.") var numberSeries: Int?
         @Option(help: "debug, info, notice, warning, error") var logLevel: String = "info"
+        @Option(help: "Operators' identity provider: the issuer its tokens name (with --idp-jwks).") var idpIssuer: String?
+        @Option(help: "Operators' identity provider: JWKS file with its public keys (re-read on change or SIGHUP).") var idpJwks: String?
+        @Option(help: "Audience tokens must name (repeatable; default ekc).") var idpAudience: [String] = []
+        @Option(help: "Dotted path to the roles in a token (default realm_access.roles, as Keycloak).") var idpRolesClaim: String?
+        @Option(help: "Development identity provider directory, used when no provider is configured.") var devIdp: String?
+        @Option(help: "A host name operators reach the API by (repeatable); Host and Origin must name one.") var apiHostName: [String] = []
+        @Option(help: "Operator connections open at once; more are closed on accept (default 8192).") var maxConnections: Int?
+        @Option(help: "Seconds an operator connection may stay without a request (default 60).") var apiIdleTimeout: Int?
+        @Option(help: "Seconds a request's headers may take from its first byte (default 10).") var apiHeaderTimeout: Int?
+        @Option(help: "Seconds a request's body may take after its headers (default 30).") var apiBodyTimeout: Int?
+        @Option(help: "Seconds the operator port's TLS handshake may take (default 10).") var apiHandshakeTimeout: Int?
+        @Option(help: "Oldest TLS version the operator port accepts: 1.2 (AEAD suites only) or 1.3 (default 1.2).") var apiTlsMin: String?
 
         func validate() throws {
             if (tlsCert == nil) != (tlsKey == nil) { throw ValidationError("--tls-cert and --tls-key go together") }
@@ -35,6 +48,18 @@ struct NodeCommand: AsyncParsableCommand {
             if let utcOffset, !(-720...840).contains(utcOffset) { throw ValidationError("--utc-offset must be within -720…840 minutes") }
             if let numberSeries, !(0...99).contains(numberSeries) { throw ValidationError("--number-series must be 0 to 99") }
             if Logger.Level(rawValue: logLevel) == nil { throw ValidationError("--log-level \(logLevel) is not a level") }
+            if (idpIssuer == nil) != (idpJwks == nil) { throw ValidationError("--idp-issuer and --idp-jwks go together") }
+            if idpJwks != nil && devIdp != nil { throw ValidationError("--dev-idp and --idp-jwks exclude each other") }
+            if let maxConnections, !(1...1_000_000).contains(maxConnections) {
+                throw ValidationError("--max-connections \(maxConnections): use 1 to 1000000 (each connection is a file descriptor)")
+            }
+            for (flag, value) in [("--api-idle-timeout", apiIdleTimeout), ("--api-header-timeout", apiHeaderTimeout),
+                                  ("--api-body-timeout", apiBodyTimeout), ("--api-handshake-timeout", apiHandshakeTimeout)] {
+                if let value, !(1...86_400).contains(value) { throw ValidationError("\(flag) \(value): use 1 to 86400 seconds") }
+            }
+            if let apiTlsMin, APITLSVersion(rawValue: apiTlsMin) == nil {
+                throw ValidationError("--api-tls-min \(apiTlsMin): use 1.2 or 1.3 (older versions are not offered)")
+            }
         }
 
         func settings() throws -> NodeSettings {
@@ -57,6 +82,27 @@ struct NodeCommand: AsyncParsableCommand {
                 dataDirectory: data ?? entry?.data ?? ".ekc/\(id)", host: host, port: port,
                 tlsCertificate: tlsCert ?? entry?.tls?.cert, tlsKey: tlsKey ?? entry?.tls?.key)
             settings.numberSeries = UInt64(numberSeries ?? entry?.numberSeries ?? 0)
+            settings.apiHostNames = apiHostName + (entry?.apiHostNames ?? [])
+            if let maxConnections { settings.apiLimits.maxConnections = maxConnections }
+            if let apiIdleTimeout { settings.apiLimits.idleTimeout = .seconds(apiIdleTimeout) }
+            if let apiHeaderTimeout { settings.apiLimits.headerTimeout = .seconds(apiHeaderTimeout) }
+            if let apiBodyTimeout { settings.apiLimits.bodyTimeout = .seconds(apiBodyTimeout) }
+            if let apiHandshakeTimeout { settings.apiLimits.handshakeTimeout = .seconds(apiHandshakeTimeout) }
+            if let apiTlsMin { settings.apiTLSMinimum = APITLSVersion(rawValue: apiTlsMin)! }
+            let organisation = entry?.organisationID ?? settings.region
+            if let idpIssuer, let idpJwks {
+                settings.operatorIdentity = .provider(IdentityProvider(
+                    organisation: organisation, issuer: idpIssuer,
+                    audiences: idpAudience.isEmpty ? [IdentityProvider.defaultAudience] : idpAudience, jwksPath: idpJwks,
+                    rolesClaim: idpRolesClaim ?? IdentityProvider.defaultRolesClaim))
+            } else if let devIdp {
+                settings.operatorIdentity = .development(directory: devIdp)
+            } else if let topology, let entry {
+                guard let idp = topology.organisation(entry.organisationID)?.identityProvider else {
+                    throw ConfigurationError("organisation \(entry.organisationID) names no identityProvider in \(config!): give its issuer and JWKS file (or {\"development\": DIR} for a development key)")
+                }
+                settings.operatorIdentity = try idp.resolve(organisation: entry.organisationID)
+            }
             if let topology, let entry {
                 settings.directory = topology.directory
                 if let r = entry.replication {

@@ -71,11 +71,23 @@ struct TicketCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Show a ticket by id or number, with notes and history.")
         @OptionGroup var client: ClientOptions
         @Argument(help: "Ticket id or number (38-2026-000001).") var ticket: String
+        @Option(help: "Citizen fields to show in full: name, snils, phone (comma-separated); needs --reason. The node logs the disclosure.")
+        var unmask: String?
+        @Option(help: "Why the citizen's data is needed (recorded in the access log).") var reason: String?
+
+        func validate() throws {
+            if unmask != nil && reason == nil { throw ValidationError("--unmask needs --reason: say why the citizen's data is needed") }
+        }
 
         func run() async throws {
             let api = APIClient(client)
             let ref = ticket.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed) ?? ticket
-            let (obj, data) = try await api.call("GET", "/v1/tickets/\(ref)")
+            var query = ""
+            if let unmask, let reason {
+                let enc = { (s: String) in s.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? s }
+                query = "?unmask=\(enc(unmask))&reason=\(enc(reason))"
+            }
+            let (obj, data) = try await api.call("GET", "/v1/tickets/\(ref)\(query)")
             if client.json { printJSON(data); return }
             TicketCommand.printTicket(obj)
             let (notes, _) = try await api.call("GET", "/v1/tickets/\(ref)/notes")

@@ -12,7 +12,7 @@ import Testing
     @Test func listAndResolveThroughTheAPI() async throws {
         let peerNode = NodeID("irk-office-1")!
         let directory = Directory([NodeID("irk-main")!: "38", peerNode: "38"])
-        let f = try APIFixture(directory: directory)
+        let f = try await APIFixture(directory: directory)
         let t = try f.create()
         let id = try #require(t["id"] as? String).description
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("ekc-peer-\(UUID().uuidString)").path
@@ -43,7 +43,7 @@ import Testing
         let (bad, _, e) = try f.call(.POST, "/v1/conflicts/\(cid)/resolve", #"{"keep":"both"}"#)
         #expect(bad == 422 && (e["error"] as? [String: Any])?["field"] as? String == "keep")
         let (s3, _, resolved) = try f.call(.POST, "/v1/conflicts/\(cid)/resolve", #"{"keep":"loser"}"#,
-                                           headers: ["x-ekc-actor": "supervisor-1"])
+                                           as: APIFixture.principal("supervisor-1", [.supervisor]))
         #expect(s3 == 200 && resolved["assignee"] as? String == "op-main")
         let (s4, _, again) = try f.call(.POST, "/v1/conflicts/\(cid)/resolve", #"{"keep":"winner"}"#)
         #expect(s4 == 404 && (again["error"] as? [String: Any])?["code"] as? String == "not_found")

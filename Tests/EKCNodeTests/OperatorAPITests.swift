@@ -6,6 +6,8 @@ import NIOEmbedded
 import NIOHTTP1
 import NIOHTTP2
 import NIOPosix
+import Access
+import Identity
 import Replication
 import Testing
 @testable import EKCNode
@@ -18,11 +20,23 @@ final class APIFixture {
     let api: OperatorAPI
     let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
 
-    init(directory: Directory? = nil) throws {
+    /// Who calls: a supervisor with ops of organisation 38, as a verified token would give.
+    var caller = Caller.principal(Principal(subject: "op-test", organisation: "38", roles: [.supervisor, .ops],
+                                            expiresAt: .max))
+
+    init(directory: Directory? = nil) async throws {
         dir = FileManager.default.temporaryDirectory.appendingPathComponent("ekc-api-\(UUID().uuidString)").path
         store = try CaseStore(path: dir, configuration: StoreConfiguration(node: NodeID("irk-main")!, region: "38",
                                                                            utcOffsetMinutes: 480, directory: directory))
-        api = OperatorAPI(store: store, registry: nil)
+        api = OperatorAPI(store: store, access: try await APIFixture.access(dir), registry: nil)
+    }
+
+    /// The development provider's keys in `dir`, trusted on 127.0.0.1.
+    static func access(_ dir: String) async throws -> OperatorAccess {
+        let dev = DevIdentityProvider(directory: dir + "-idp", organisation: "38")
+        try dev.ensureKeys()
+        return OperatorAccess(verifier: try await TokenVerifier(provider: dev.provider),
+                              hostNames: OperatorAccess.defaultHostNames(listenHost: "127.0.0.1"))
     }
 
     deinit {
@@ -31,14 +45,20 @@ final class APIFixture {
         try? FileManager.default.removeItem(atPath: dir)
     }
 
-    func call(_ method: HTTPMethod, _ uri: String, _ body: String? = nil, headers: HTTPHeaders = [:]) throws
+    static func principal(_ user: String, _ roles: Set<Access.Role>) -> Caller {
+        .principal(Principal(subject: user, organisation: "38", roles: roles, expiresAt: .max))
+    }
+
+    func call(_ method: HTTPMethod, _ uri: String, _ body: String? = nil, headers: HTTPHeaders = [:],
+              as who: Caller? = nil) throws
         -> (Int, HTTPHeaders, [String: Any])
     {
         var h = headers
+        if !h.contains(name: "host") { h.add(name: "host", value: "127.0.0.1:8400") }
         if body != nil && !h.contains(name: "content-type") { h.add(name: "content-type", value: "application/json") }
         let req = APIRequest(method: method, uri: uri, headers: h, body: body.map { ByteBuffer(string: $0) })
         let response: APIResponse
-        switch api.handle(req, on: group.next()) {
+        switch api.handle(req, caller: who ?? caller, on: group.next()) {
         case .now(let r): response = r
         case .later(let f): response = try f.wait()
         }
@@ -55,8 +75,8 @@ final class APIFixture {
 }
 
 @Suite struct OperatorAPITests {
-    @Test func createShowPatchWithVersions() throws {
-        let f = try APIFixture()
+    @Test func createShowPatchWithVersions() async throws {
+        let f = try await APIFixture()
         let t = try f.create()
         let id = try #require(t["id"] as? String)
         #expect(t["status"] as? String == "REGISTERED")
@@ -68,7 +88,7 @@ final class APIFixture {
         #expect(s2 == 412)
         #expect((e2["error"] as? [String: Any])?["currentVersion"] as? String == "1")
         let (s3, h3, p3) = try f.call(.PATCH, "/v1/tickets/\(id)", #"{"status":"IN_WORK","assignee":"op-1"}"#,
-                                      headers: ["if-match": "W/\"1\"", "x-ekc-actor": "op-ivanova"])
+                                      headers: ["if-match": "W/\"1\""], as: APIFixture.principal("op-ivanova", [.supervisor]))
         #expect(s3 == 200 && p3["version"] as? Int == 2 && h3.first(name: "etag") == "\"2\"")
 
         let (_, _, hist) = try f.call(.GET, "/v1/tickets/\(id)/history")
@@ -77,8 +97,8 @@ final class APIFixture {
         #expect(events.dropFirst().allSatisfy { $0["actor"] as? String == "op-ivanova" })
     }
 
-    @Test func refusalsChangeNothing() throws {
-        let f = try APIFixture()
+    @Test func refusalsChangeNothing() async throws {
+        let f = try await APIFixture()
         let t = try f.create()
         let id = t["id"] as! String
         let before = f.store.lastSequence
@@ -88,7 +108,8 @@ final class APIFixture {
             (.PATCH, "/v1/tickets/\(id)", #"{"status":"BOGUS"}"#, [:], 422),
             (.PATCH, "/v1/tickets/\(id)", #"{}"#, [:], 422),
             (.PATCH, "/v1/tickets/\(id)", #"{"status":"IN_WORK"}"#, ["if-match": "abc"], 400),
-            (.PATCH, "/v1/tickets/\(id)", #"{"status":"IN_WORK"}"#, ["x-ekc-actor": "bad actor!"], 400),
+            (.PATCH, "/v1/tickets/\(id)", #"{"status":"IN_WORK"}"#, ["host": "attacker.example"], 421),
+            (.PATCH, "/v1/tickets/\(id)", #"{"status":"IN_WORK"}"#, ["origin": "http://attacker.example"], 403),
             (.PATCH, "/v1/tickets/\(id)", "status=IN_WORK", ["content-type": "application/x-www-form-urlencoded"], 415),
             (.POST, "/v1/tickets/\(id)/notes", #"{"text":""}"#, [:], 422),
             (.POST, "/v1/tickets/00000000000000000000000000/notes", #"{"text":"x"}"#, [:], 404),
@@ -110,8 +131,8 @@ final class APIFixture {
         #expect(after["version"] as? Int == 1 && after["statement"] as? String == "t")
     }
 
-    @Test func listingPagesThroughEverything() throws {
-        let f = try APIFixture()
+    @Test func listingPagesThroughEverything() async throws {
+        let f = try await APIFixture()
         var ids = Set<String>()
         for _ in 0..<11 { ids.insert(try f.create()["id"] as! String) }
         var seen: [String] = []
@@ -127,24 +148,25 @@ final class APIFixture {
         #expect((changes["changes"] as? [Any])?.count == 5 && changes["lastSequence"] as? Int == 11)
     }
 
-    @Test func servesHealthAndOpenAPI() throws {
-        let f = try APIFixture()
+    @Test func servesHealthAndOpenAPI() async throws {
+        let f = try await APIFixture()
         let (s, _, h) = try f.call(.GET, "/v1/health")
         #expect(s == 200 && h["status"] as? String == "ok" && h["node"] as? String == "irk-main")
-        let req = APIRequest(method: .GET, uri: "/openapi.yaml", headers: [:], body: nil)
-        guard case .now(let r) = f.api.handle(req, on: f.group.next()) else { Issue.record("expected immediate reply"); return }
+        let req = APIRequest(method: .GET, uri: "/openapi.yaml", headers: ["host": "localhost"], body: nil)
+        guard case .now(let r) = f.api.handle(req, caller: .anonymous, on: f.group.next()) else { Issue.record("expected immediate reply"); return }
         #expect(String(buffer: r.body).hasPrefix("openapi: 3.1"))
     }
 }
 
 @Suite struct ProtocolSnifferTests {
-    func pipelineAfter(_ bytes: String) throws -> [String] {
+    func pipelineAfter(_ bytes: String) async throws -> [String] {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("ekc-sniff-\(UUID().uuidString)").path
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let store = try CaseStore(path: dir, configuration: StoreConfiguration(node: NodeID("irk-main")!, region: "38"))
         defer { store.close() }
         let channel = EmbeddedChannel()
-        try channel.pipeline.syncOperations.addHandler(ProtocolSniffer(api: OperatorAPI(store: store, registry: nil)))
+        let api = OperatorAPI(store: store, access: try await APIFixture.access(dir), registry: nil)
+        try channel.pipeline.syncOperations.addHandler(ProtocolSniffer(api: api))
         try channel.writeInbound(ByteBuffer(string: bytes))
         let sync = channel.pipeline.syncOperations
         let names = (try? sync.handler(type: NIOHTTP2Handler.self)) == nil ? "h1" : "h2"
@@ -153,13 +175,13 @@ final class APIFixture {
         return [names, String(sniffers)]
     }
 
-    @Test func priorKnowledgePrefaceSelectsHTTP2() throws {
-        #expect(try pipelineAfter("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n") == ["h2", "0"])
+    @Test func priorKnowledgePrefaceSelectsHTTP2() async throws {
+        #expect(try await pipelineAfter("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n") == ["h2", "0"])
     }
 
-    @Test func anythingElseIsHTTP1() throws {
-        #expect(try pipelineAfter("GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n") == ["h1", "0"])
-        #expect(try pipelineAfter("P") == ["h1", "1"])  // undecided: waits for more bytes
-        #expect(try pipelineAfter("PRX") == ["h1", "0"])
+    @Test func anythingElseIsHTTP1() async throws {
+        #expect(try await pipelineAfter("GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n") == ["h1", "0"])
+        #expect(try await pipelineAfter("P") == ["h1", "1"])  // undecided: waits for more bytes
+        #expect(try await pipelineAfter("PRX") == ["h1", "0"])
     }
 }

@@ -6,14 +6,14 @@ import Testing
 /// 404 and 405, parameters, and the operator table against the OpenAPI document.
 @Suite struct RouterTests {
     let router = Router<Int>([
-        Route(.GET, "/v1/tickets", "list", 0),
-        Route(.POST, "/v1/tickets", "create", 1),
-        Route(.GET, "/v1/tickets/{ref}", "show", 2),
-        Route(.PATCH, "/v1/tickets/{ref}", "patch", 3),
-        Route(.GET, "/v1/tickets/{ref}/notes", "notes", 4),
-        Route(.GET, "/v1/tickets/search", "search", 5),  // after {ref}, still preferred
-        Route(.POST, "/v1/conflicts/{id}/resolve", "resolve", 6),
-        Route(.GET, "/metrics", "metrics", 7),
+        Route(.GET, "/v1/tickets", "list", nil, 0),
+        Route(.POST, "/v1/tickets", "create", nil, 1),
+        Route(.GET, "/v1/tickets/{ref}", "show", nil, 2),
+        Route(.PATCH, "/v1/tickets/{ref}", "patch", nil, 3),
+        Route(.GET, "/v1/tickets/{ref}/notes", "notes", nil, 4),
+        Route(.GET, "/v1/tickets/search", "search", nil, 5),  // after {ref}, still preferred
+        Route(.POST, "/v1/conflicts/{id}/resolve", "resolve", nil, 6),
+        Route(.GET, "/metrics", "metrics", nil, 7),
     ])
 
     /// `show ref=X`, `404`, or `405 GET, PATCH`.

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from tokens import DEV_IDP, auth, cli_env, token
+
 REPO = Path(__file__).resolve().parents[2]
 EKC = Path(os.environ.get("EKC_BIN", REPO / ".build" / "debug" / "ekc"))
 
@@ -68,6 +70,8 @@ class Node:
         self.node_id = node_id
         self.port = free_port()
         self.extra = list(extra or [])
+        # A node without a topology is an organisation of its numbering code.
+        self.org = self.extra[self.extra.index("--region") + 1] if "--region" in self.extra else "38"
         self.proc = None
         self.scheme = "https" if "--tls-cert" in self.extra else "http"
         self.log_path = self.data_dir.parent / f"{node_id}-{self.port}.log"
@@ -80,7 +84,7 @@ class Node:
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [str(EKC), "node", "start", "--node-id", self.node_id, "--data", str(self.data_dir),
-             "--listen", f"127.0.0.1:{self.port}", *self.extra],
+             "--listen", f"127.0.0.1:{self.port}", *self._idp_flags(), *self.extra],
             stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.time() + timeout
         while time.time() < deadline:
@@ -92,6 +96,13 @@ class Node:
             except OSError:
                 time.sleep(0.05)
         raise RuntimeError(f"node did not listen within {timeout}s: {self.log_path.read_text()[-2000:]}")
+
+    def _idp_flags(self):
+        return [] if ("--dev-idp" in self.extra or "--idp-jwks" in self.extra) else ["--dev-idp", str(DEV_IDP)]
+
+    def auth(self, user: str = "op-test", roles=("supervisor", "ops")) -> dict:
+        """`Authorization` for `user` of this node's organisation."""
+        return {"Authorization": "Bearer " + token(self.org, user, roles)}
 
     def stop(self, timeout: float = 10.0) -> int:
         if self.proc and self.proc.poll() is None:
@@ -109,9 +120,13 @@ class Node:
             self.proc.wait()
 
     # --- a tiny HTTP/1.1 client (urllib) for assertions ---
-    def request(self, method: str, path: str, body=None, headers=None, raw: bytes = None):
+    def request(self, method: str, path: str, body=None, headers=None, raw: bytes = None, authorize: bool = True):
+        """As op-test (supervisor and ops of the node's organisation) unless `headers`
+        name another Authorization or `authorize` is False."""
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
         h = {"Content-Type": "application/json"} if data is not None else {}
+        if authorize:
+            h.update(self.auth())
         h.update(headers or {})
         req = urllib.request.Request(self.url + path, data=data, method=method, headers=h)
         try:
@@ -164,14 +179,19 @@ def run(args, timeout: float = 30.0, check: bool = False, **kw) -> subprocess.Co
     return subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=timeout, check=check, **kw)
 
 
-def curl(*args, timeout: float = 30.0) -> subprocess.CompletedProcess:
-    """`curl -sS ARGS...` with captured output."""
-    return run(["curl", "-sS", "--max-time", str(int(timeout)), *args], timeout=timeout + 5)
+def curl(*args, timeout: float = 30.0, authorize: bool = True) -> subprocess.CompletedProcess:
+    """`curl -sS ARGS...` with captured output, as op-test of organisation 38 unless the
+    arguments name another Authorization or `authorize` is False."""
+    auth_args = []
+    if authorize and not any(str(a).lower().startswith("authorization:") for a in args):
+        auth_args = ["-H", "Authorization: Bearer " + token("38")]
+    return run(["curl", "-sS", "--max-time", str(int(timeout)), *auth_args, *args], timeout=timeout + 5)
 
 
 def ekc(*args, timeout: float = 30.0, env=None) -> subprocess.CompletedProcess:
-    """Runs the `ekc` CLI binary."""
+    """Runs the `ekc` CLI binary, signed in (op-cli, supervisor and ops) to the test organisations."""
     e = dict(os.environ)
+    e.update(cli_env("38", "52", "pension", "employment", "sfr", "employ", "99"))
     e.update(env or {})
     return run([EKC, *args], timeout=timeout, env=e)
 

@@ -185,6 +185,7 @@ class FedNode(Node):
         self.fed = fed
         self.spec = spec
         self.region = spec.get("region", "38")
+        self.org = spec.get("organisation", self.region)
         self.repl_port = free_port()
         self.config = fed.root / f"topology-{self.node_id}.json"
         self.log_path = fed.root / f"{self.node_id}.log"
@@ -201,7 +202,7 @@ class FedNode(Node):
         self.log.flush()
         self.proc = subprocess.Popen(
             [str(EKC), "node", "start", "--config", str(self.config), "--node-id", self.node_id,
-             "--log-level", "info"],
+             "--log-level", "info", *self._idp_flags()],
             stdout=self.log, stderr=subprocess.STDOUT, cwd=str(self.fed.root))
         deadline = time.time() + timeout
         while time.time() < deadline:
@@ -236,14 +237,14 @@ class FedNode(Node):
         return body
 
     def patch(self, ticket_id: str, body: dict, actor: str = "op-test"):
-        status, _, t = self.request("PATCH", f"/v1/tickets/{ticket_id}", body, headers={"X-EKC-Actor": actor})
+        status, _, t = self.request("PATCH", f"/v1/tickets/{ticket_id}", body, headers=self.auth(actor))
         assert status == 200, (self.node_id, body, status, t)
         return t
 
     def add_note(self, ticket_id: str, text: str, actor: str = "op-test", visibility: str = None):
         body = {"text": text} if visibility is None else {"text": text, "visibility": visibility}
         status, _, n = self.request("POST", f"/v1/tickets/{ticket_id}/notes", body,
-                                    headers={"X-EKC-Actor": actor})
+                                    headers=self.auth(actor))
         assert status == 201, (self.node_id, status, n)
         return n
 
@@ -381,9 +382,15 @@ class Federation:
 
 
 def make_certs(directory: Path, *ids: str):
-    r = subprocess.run([str(DEV_CA), str(directory), *ids], capture_output=True, text=True, timeout=60)
+    """Node certificates in `directory` under a CA of their own: its key in a sibling
+    directory (dev-ca.sh keeps CA keys out of the node keys' directory), one per
+    `directory`, since tests make "another CA" with another directory beside it."""
+    import os
+    directory = Path(directory)
+    env = dict(os.environ, EKC_DEV_CA_DIR=str(directory.parent / f"{directory.name}.ca"))
+    r = subprocess.run([str(DEV_CA), str(directory), *ids], capture_output=True, text=True, timeout=60, env=env)
     assert r.returncode == 0, r.stderr
-    return Path(directory)
+    return directory
 
 
 # --- comparing replicas --------------------------------------------------------------------
@@ -419,3 +426,18 @@ def identical_everywhere(nodes, ticket_id: str):
 def ticket_ids(node: FedNode):
     from conftest import list_all
     return {t["id"] for t in list_all(node)}
+
+
+def running(root, specs):
+    """A started federation whose links are all connected, for a fixture to yield; its
+    logs are printed when the test fails, and it is stopped in any case."""
+    f = Federation(root, specs)
+    try:
+        f.start()
+        f.wait_connected()
+        yield f
+    except BaseException:
+        print(f.logs())
+        raise
+    finally:
+        f.stop()

@@ -40,14 +40,14 @@ def note_text(i: int) -> str:
 def add_note(node, ticket_id: str, text: str):
     body = json.dumps({"text": text, "visibility": "internal"}, ensure_ascii=False).encode()
     status, _, note = node.request("POST", f"/v1/tickets/{ticket_id}/notes", raw=body,
-                                   headers={"X-EKC-Actor": "op-bulk"})
+                                   headers=node.auth("op-bulk"))
     assert status == 201, (status, note)
     return note
 
 
 def get_json(node, path: str, timeout: float = 120.0):
     """GET with a long timeout: a listing of 2,000 such notes is about 40 MB of JSON."""
-    with urllib.request.urlopen(node.url + path, timeout=timeout) as r:
+    with urllib.request.urlopen(urllib.request.Request(node.url + path, headers=node.auth()), timeout=timeout) as r:
         return json.loads(r.read())
 
 

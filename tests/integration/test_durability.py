@@ -8,6 +8,7 @@ import time
 
 
 from conftest import EKC, TICKET_REGISTERS, Node, all_changes, list_all, run
+from tokens import DEV_IDP, auth
 
 BODY = {"channel": "phone", "topic": "child-benefits", "subject": "Нагрузка",
         "statement": "Проверка сохранности подтверждённых записей"}
@@ -34,7 +35,7 @@ class Hammer:
                 body = json.dumps(dict(BODY, subject=f"Нагрузка {i}-{n}"))
                 try:
                     conn.request("POST", "/v1/tickets", body=body,
-                                 headers={"Content-Type": "application/json", "X-EKC-Actor": f"load-{i}"})
+                                 headers={"Content-Type": "application/json", **auth(f"load-{i}")})
                     resp = conn.getresponse()
                     payload = resp.read()
                 except (OSError, http.client.HTTPException):
@@ -185,8 +186,8 @@ def test_refuses_data_dir_of_another_node(make_node, tmp_path):
     a.create()
     assert a.stop() == 0
     port = Node(data, node_id="irk-beta").port
-    r = run([EKC, "node", "start", "--node-id", "irk-beta", "--data", data, "--listen", f"127.0.0.1:{port}"],
-            timeout=20)
+    r = run([EKC, "node", "start", "--node-id", "irk-beta", "--data", data, "--listen", f"127.0.0.1:{port}",
+             "--dev-idp", DEV_IDP], timeout=20)
     assert r.returncode != 0
     out = r.stdout + r.stderr
     assert "irk-alpha" in out and "irk-beta" in out, out

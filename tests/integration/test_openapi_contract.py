@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 import yaml
@@ -108,13 +109,26 @@ def contract(spec):
     return Contract(spec)
 
 
-def call(node, contract, method, url, template, *, body=None, headers=None, raw=None, expect=None):
-    """One request through the conftest client, checked against the document."""
-    status, h, payload = node.request(method, url, body=body, headers=headers, raw=raw)
+def call(node, contract, method, url, template, *, body=None, headers=None, raw=None, expect=None, authorize=True):
+    """One request through the conftest client (as its default supervisor + ops token
+    unless `headers` name another Authorization or `authorize` is False), checked
+    against the document."""
+    status, h, payload = node.request(method, url, body=body, headers=headers, raw=raw, authorize=authorize)
     if expect is not None:
         assert status == expect, f"{method} {url}: expected {expect}, got {status}: {payload!r}"
     contract.check(template, method, status, h, payload)
     return status, {k.lower(): v for k, v in h.items()}, payload
+
+
+def check_component(contract, response: str, status: int, headers: dict, body):
+    """A response every path may give, documented once under components/responses
+    (405, 421) rather than under each operation: its body and headers against that."""
+    resp = contract.spec["components"]["responses"][response]
+    headers = {k.lower(): v for k, v in headers.items()}
+    for name, h in (resp.get("headers") or {}).items():
+        if h.get("required"):
+            assert name.lower() in headers, f"{status}: required header {name} missing"
+    contract.validator(f"#/components/responses/{response}/content/application~1json/schema").validate(body)
 
 
 def raw_http(node, head: bytes, body: bytes = b"", timeout: float = 10.0):
@@ -181,6 +195,9 @@ def test_document_covers_every_route_and_refuses_unknown_fields(spec):
         "/v1/changes": {"get"},
         "/v1/conflicts": {"get"},
         "/v1/conflicts/{id}/resolve": {"post"},
+        "/v1/exports": {"post"},
+        "/v1/audit/access": {"get"},
+        "/v1/audit/verify": {"get"},
         "/v1/replication": {"get"},
         "/v1/health": {"get"},
         "/metrics": {"get"},
@@ -190,7 +207,7 @@ def test_document_covers_every_route_and_refuses_unknown_fields(spec):
     assert {p: set(ops) & methods for p, ops in spec["paths"].items()} == expected
     schemas = spec["components"]["schemas"]
     for name in ("TicketCreate", "TicketPatch", "NoteCreate", "CitizenInput", "ConflictResolution", "TransferCreate",
-                 "TransferStepRequest", "Reason"):
+                 "TransferStepRequest", "Reason", "ExportRequest"):
         assert schemas[name]["additionalProperties"] is False, name
     assert schemas["TicketCreate"]["required"] == ["channel", "topic", "subject", "statement"]
     assert schemas["NoteCreate"]["required"] == ["text"]
@@ -210,16 +227,16 @@ def test_document_covers_every_route_and_refuses_unknown_fields(spec):
 # --------------------------------------------------------------------------- (b) real responses
 
 def test_ticket_lifecycle_responses_match_the_document(node, contract):
-    actor = {"X-EKC-Actor": "ivanova", "X-EKC-Role": "supervisor"}
+    actor = node.auth("ivanova", roles=("supervisor",))
 
-    # create: an assisted channel with a citizen (registered at once, identifiers masked)
+    # create: an assisted channel with a citizen (registered at once, name, SNILS and phone masked)
     _, h, t = call(node, contract, "POST", "/v1/tickets", "/v1/tickets", expect=201, headers=actor, body={
         "channel": "phone", "topic": "child-benefits", "supportMeasure": "unified-allowance",
         "subject": "Единое пособие", "statement": "Когда будет решение?", "legalRegime": "appeal-59fz",
         "citizen": {"ref": "CIT-7F3K2", "name": "Иванова Мария", "snils": "112-233-445 95", "phone": "+79991234567"}})
     assert t["status"] == "REGISTERED" and t["version"] == 1
     assert h["etag"] == '"1"' and h["location"] == f"/v1/tickets/{t['id']}"
-    assert t["citizen"] == {"ref": "CIT-7F3K2", "name": "Иванова Мария", "snils": "***-***-445 95",
+    assert t["citizen"] == {"ref": "CIT-7F3K2", "name": "И*** М***", "snils": "***-***-445 95",
                             "phone": "+7 *** ***-**-67"}
     assert t["deadlines"]["answerBy"] is not None and t["deadlines"]["forwardBy"] is not None
     appeal = t
@@ -272,7 +289,8 @@ def test_ticket_lifecycle_responses_match_the_document(node, contract):
          body={"text": "внутренняя заметка"})
     _, _, notes = call(node, contract, "GET", f"/v1/tickets/{tid}/notes", "/v1/tickets/{ref}/notes", expect=200)
     assert [x["visibility"] for x in notes["items"]] == ["shared", "internal"]
-    assert notes["items"][1]["author"] == "anonymous" and notes["items"][1]["role"] == "operator"
+    # the default token (op-test, supervisor and ops): the role recorded is the one that allowed the note
+    assert notes["items"][1]["author"] == "op-test" and notes["items"][1]["role"] == "supervisor"
 
     # history names who acted
     _, _, hist = call(node, contract, "GET", f"/v1/tickets/{tid}/history", "/v1/tickets/{ref}/history", expect=200)
@@ -287,10 +305,17 @@ def test_ticket_lifecycle_responses_match_the_document(node, contract):
     _, _, feed = call(node, contract, "GET", "/v1/changes?since=1&limit=1", "/v1/changes", expect=200)
     assert len(feed["changes"]) == 1 and feed["next"] == feed["changes"][0]["seq"]
     _, _, health = call(node, contract, "GET", "/v1/health", "/v1/health", expect=200)
-    assert health["store"]["tickets"] == 2
+    assert health["store"]["tickets"] == 2 and health["conflicts"] == 0 and health["organisation"] == "38"
+    # without a token, or with one lacking ops: liveness only
+    _, _, live = call(node, contract, "GET", "/v1/health", "/v1/health", expect=200, authorize=False)
+    assert live == {"status": "ok", "node": node.node_id, "organisation": "38"}
+    _, _, live = call(node, contract, "GET", "/v1/health", "/v1/health", expect=200,
+                      headers=node.auth("petrova", roles=("operator",)))
+    assert live == {"status": "ok", "node": node.node_id, "organisation": "38"}
     _, _, metrics = call(node, contract, "GET", "/metrics", "/metrics", expect=200)
     assert b"ekc_http_requests_total" in metrics
     call(node, contract, "GET", "/openapi.yaml", "/openapi.yaml", expect=200)
+    call(node, contract, "GET", "/openapi.yaml", "/openapi.yaml", expect=200, authorize=False)
 
 
 def test_error_responses_match_the_document(node, contract):
@@ -324,12 +349,59 @@ def test_error_responses_match_the_document(node, contract):
     assert e["error"]["code"] == "invalid_cursor"
     _, _, e = call(node, contract, "GET", "/v1/changes?since=-1", "/v1/changes", expect=400)
     assert e["error"]["code"] == "invalid_parameter"
-    _, _, e = call(node, contract, "POST", "/v1/tickets", "/v1/tickets", expect=400, body=NEW_TICKET,
-                   headers={"X-EKC-Actor": "a b"})
-    assert (e["error"]["code"], e["error"]["field"]) == ("invalid_header", "X-EKC-Actor")
+    # the old identity headers are ignored: the actor is the token's subject
+    _, _, made = call(node, contract, "POST", "/v1/tickets", "/v1/tickets", expect=201, body=NEW_TICKET,
+                      headers={"X-EKC-Actor": "a b", "X-EKC-Role": "!"})
+    _, _, hist = call(node, contract, "GET", f"/v1/tickets/{made['id']}/history", "/v1/tickets/{ref}/history",
+                      expect=200)
+    assert (hist["items"][0]["actor"], hist["items"][0]["role"]) == ("op-test", "supervisor")
     _, _, e = call(node, contract, "PATCH", f"/v1/tickets/{tid}", ticket, expect=400, body={"priority": "low"},
                    headers={"If-Match": "v1"})
     assert (e["error"]["code"], e["error"]["field"]) == ("invalid_header", "If-Match")
+
+    # 401: no token, a garbled one (on a public operation too), a bearer of another scheme
+    _, h, e = call(node, contract, "POST", "/v1/tickets", "/v1/tickets", expect=401, body=NEW_TICKET,
+                   authorize=False)
+    assert (e["error"]["code"], e["error"]["field"]) == ("token_missing", "Authorization")
+    assert h["www-authenticate"] == 'Bearer realm="ekc"'
+    _, h, e = call(node, contract, "GET", f"/v1/tickets/{tid}", ticket, expect=401,
+                   headers={"Authorization": "Bearer garbled"})
+    assert (e["error"]["code"], e["error"]["field"]) == ("token_malformed", "Authorization")
+    assert h["www-authenticate"].startswith('Bearer realm="ekc", error="invalid_token"')
+    _, _, e = call(node, contract, "GET", "/v1/health", "/v1/health", expect=401,
+                   headers={"Authorization": "Bearer garbled"})
+    assert e["error"]["code"] == "token_malformed"
+    _, _, e = call(node, contract, "PATCH", f"/v1/tickets/{tid}", ticket, expect=401, body={"priority": "low"},
+                   headers={"Authorization": "Basic b3A6cHc="})
+    assert e["error"]["code"] == "token_malformed"
+
+    # 403: an operator assigning someone else (the route's action allows the patch, what it does does not),
+    # an operator at the metrics, ops at the tickets
+    operator = node.auth("petrova", roles=("operator",))
+    _, _, e = call(node, contract, "PATCH", f"/v1/tickets/{tid}", ticket, expect=403,
+                   body={"assignee": "ivanova"}, headers=operator)
+    assert e["error"] == {"code": "forbidden", "message": e["error"]["message"], "field": None,
+                          "action": "ticket.assign", "roles": "supervisor"}
+    other = node.create()  # taking a ticket herself is an edit (tid stays at version 1 for the 412 below)
+    _, _, t2 = call(node, contract, "PATCH", f"/v1/tickets/{other['id']}", ticket, expect=200,
+                    body={"assignee": "petrova"}, headers=operator)
+    assert t2["assignee"] == "petrova"
+    _, _, e = call(node, contract, "GET", "/metrics", "/metrics", expect=403, headers=operator)
+    assert (e["error"]["code"], e["error"]["action"], e["error"]["roles"]) == ("forbidden", "metrics.read", "ops")
+    _, _, e = call(node, contract, "GET", "/v1/tickets", "/v1/tickets", expect=403,
+                   headers=node.auth("ops-1", roles=("ops",)))
+    assert (e["error"]["action"], e["error"]["roles"]) == ("tickets.list", "operator,supervisor")
+
+    # Host and Origin, on every path: 403 origin_not_allowed, 421 host_not_served, 400 host_required
+    _, _, e = call(node, contract, "GET", "/v1/tickets", "/v1/tickets", expect=403,
+                   headers={"Origin": "https://evil.example"})
+    assert (e["error"]["code"], e["error"]["field"]) == ("origin_not_allowed", "Origin")
+    status, h, e = raw_http(node, b"GET /v1/health HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n")
+    assert status == 421 and (e["error"]["code"], e["error"]["field"]) == ("host_not_served", "Host")
+    check_component(contract, "MisdirectedRequest", status, h, e)
+    status, h, e = raw_http(node, b"GET /v1/tickets HTTP/1.1\r\nConnection: close\r\n\r\n")
+    assert status == 400 and (e["error"]["code"], e["error"]["field"]) == ("host_required", "Host")
+    contract.check("/v1/tickets", "GET", status, h, e)
 
     # 404: no such ticket, not a ticket reference
     for ref in ("38-2026-999999", "7ZZZZZZZZZZZZZZZZZZZZZZZZZ", "not-a-ref"):
@@ -417,12 +489,117 @@ def test_error_responses_match_the_document(node, contract):
     # 405 is not an operation of the document, but its body is the declared error shape
     status, h, e = node.request("DELETE", f"/v1/tickets/{tid}")
     assert status == 405
-    contract.validator("#/components/responses/MethodNotAllowed/content/application~1json/schema").validate(e)
+    check_component(contract, "MethodNotAllowed", status, h, e)
     assert e["error"]["allow"] == "GET, PATCH"
     assert {k.lower(): v for k, v in h.items()}.get("allow") == "GET, PATCH", "405 without an Allow header (RFC 9110)"
 
     # The node is still up after all of that.
     call(node, contract, "GET", "/v1/health", "/v1/health", expect=200)
+
+
+def test_personal_data_responses_match_the_document(node, contract):
+    """Unmasking one ticket with a reason, an export, and the access log an auditor reads."""
+    ticket = "/v1/tickets/{ref}"
+    name, snils, phone = "Кузнецова Ольга Ивановна", "11223344595", "+79001112233"
+    t = node.create(citizen={"ref": "CIT-PD-1", "name": name, "snils": snils, "phone": phone})
+    bare = node.create()  # no citizen: nothing to disclose
+    masked = {"ref": "CIT-PD-1", "name": "К*** О*** И***", "snils": "***-***-445 95", "phone": "+7 *** ***-**-33"}
+    full = {"ref": "CIT-PD-1", "name": name, "snils": "112-233-445 95", "phone": phone}
+    reason = quote("Гражданка просит подтвердить данные")  # as it travels in a query
+    operator = node.auth("op-ivanova", roles=("operator",))
+    auditor = node.auth("aud-petrov", roles=("auditor",))
+    base = f"/v1/tickets/{t['id']}"
+
+    _, _, got = call(node, contract, "GET", base, ticket, expect=200, headers=operator)
+    assert got["citizen"] == masked
+
+    # 400: reason missing or too short, a field that cannot be unmasked, reason without unmask,
+    # control characters, an unknown parameter; 403: a role without the ticket
+    for query, code, field in (("unmask=name", "reason_required", "reason"),
+                               ("unmask=name&reason=x", "reason_required", "reason"),
+                               (f"unmask=ref&reason={reason}", "invalid_parameter", "unmask"),
+                               (f"unmask=name,inn&reason={reason}", "invalid_parameter", "unmask"),
+                               (f"reason={reason}", "invalid_parameter", "unmask"),
+                               ("unmask=name&reason=%D0%BF%D1%80%D0%BE%D1%88%D1%83%07%07", "invalid_parameter", "reason"),
+                               (f"unmask=name&reason={reason}&why=1", "unknown_parameter", "why")):
+        _, _, e = call(node, contract, "GET", f"{base}?{query}", ticket, expect=400, headers=operator)
+        assert (e["error"]["code"], e["error"]["field"]) == (code, field), (query, e)
+    _, _, e = call(node, contract, "GET", f"/v1/tickets/{t['id']}?unmask=name&reason={reason}&unmask=snils", ticket,
+                   expect=400, headers=operator)
+    assert (e["error"]["code"], e["error"]["field"]) == ("duplicate_parameter", "unmask")
+    _, _, e = call(node, contract, "GET", f"{base}?unmask=name&reason={reason}", ticket, expect=403, headers=auditor)
+    assert (e["error"]["code"], e["error"]["action"], e["error"]["roles"]) == ("forbidden", "ticket.read",
+                                                                                "operator,supervisor")
+    call(node, contract, "GET", f"/v1/tickets/38-2026-999999?unmask=name&reason={reason}", ticket, expect=404,
+         headers=operator)
+
+    # 200: in full, by id and by number; a ticket with nothing to disclose comes back masked (no entry)
+    _, h, got = call(node, contract, "GET", f"{base}?unmask=name,snils,phone&reason={reason}", ticket, expect=200,
+                     headers=operator)
+    assert got["citizen"] == full and h["etag"] == '"1"'
+    _, _, got = call(node, contract, "GET", f"/v1/tickets/{t['number']}?unmask=phone&reason={reason}", ticket,
+                     expect=200)
+    assert got["citizen"] == {**masked, "phone": phone}
+    _, _, got = call(node, contract, "GET", f"/v1/tickets/{bare['id']}?unmask=name&reason={reason}", ticket,
+                     expect=200, headers=operator)
+    assert got["citizen"] is None
+
+    # exports: an operator may not (403); the supervisor's refusals (400, 422) and the export itself
+    export = {"tickets": [t["number"], bare["id"], "38-2001-000001"], "fields": ["name", "snils"],
+              "reason": "Запрос прокуратуры № 12/7"}
+    _, _, e = call(node, contract, "POST", "/v1/exports", "/v1/exports", expect=403, body=export, headers=operator)
+    assert (e["error"]["code"], e["error"]["action"], e["error"]["roles"]) == ("forbidden", "personal_data.export",
+                                                                                "supervisor")
+    for body, status, code, field in (({**export, "reason": " "}, 400, "reason_required", "reason"),
+                                      ({k: v for k, v in export.items() if k != "reason"}, 400, "reason_required", "reason"),
+                                      ({**export, "fields": ["ref"]}, 422, "invalid_value", "fields"),
+                                      ({**export, "format": "csv"}, 400, "unknown_field", "format"),
+                                      ({**export, "tickets": "38-2026-000001"}, 400, "invalid_type", "tickets"),
+                                      ({**export, "tickets": []}, 422, "missing_field", "tickets"),
+                                      ({**export, "tickets": [t["id"]] * 501}, 422, "invalid_value", "tickets")):
+        _, _, e = call(node, contract, "POST", "/v1/exports", "/v1/exports", expect=status, body=body)
+        assert (e["error"]["code"], e["error"]["field"]) == (code, field), (body, e)
+    call(node, contract, "POST", "/v1/exports", "/v1/exports", expect=415, raw=b"tickets=1",
+         headers={"Content-Type": "application/x-www-form-urlencoded"})
+    _, _, out = call(node, contract, "POST", "/v1/exports", "/v1/exports", expect=200, body=export)
+    assert [i["id"] for i in out["items"]] == [t["id"], bare["id"]] and out["missing"] == ["38-2001-000001"]
+    assert out["items"][0]["citizen"] == {**full, "phone": masked["phone"]} and out["items"][1]["citizen"] is None
+    _, _, out = call(node, contract, "POST", "/v1/exports", "/v1/exports", expect=200,
+                     body={"tickets": [t["id"]], "reason": "Запрос суда № 3"})
+    assert out["items"][0]["citizen"] == full and out["missing"] == []
+
+    # the access log, as an auditor: every disclosure above, in order, and intact
+    _, _, page = call(node, contract, "GET", "/v1/audit/access", "/v1/audit/access", expect=200, headers=auditor)
+    log = page["items"]
+    assert [(e["subject"], e["role"], e["action"], e["ticketId"], e["fields"]) for e in log] == [
+        ("op-ivanova", "operator", "ticket.unmask", t["id"], ["name", "snils", "phone"]),
+        ("op-test", "supervisor", "ticket.unmask", t["id"], ["phone"]),
+        ("op-test", "supervisor", "ticket.export", t["id"], ["name", "snils"]),
+        ("op-test", "supervisor", "ticket.export", t["id"], ["name", "snils", "phone"])]
+    assert [e["sequence"] for e in log] == [1, 2, 3, 4] and page["next"] is None
+    assert log[0]["reason"] == "Гражданка просит подтвердить данные" and log[0]["route"] == "GET /v1/tickets/{ref}"
+    assert log[2]["route"] == "POST /v1/exports" and log[0]["remote"].startswith("127.0.0.1:")
+    _, _, page = call(node, contract, "GET", "/v1/audit/access?after=1&limit=2&subject=op-test", "/v1/audit/access",
+                      expect=200, headers=auditor)
+    assert [e["sequence"] for e in page["items"]] == [2, 3] and page["next"] == "3"
+    _, _, page = call(node, contract, "GET", f"/v1/audit/access?ticket={bare['id']}&since=2020-01-01T00:00:00Z"
+                      "&until=4102444800000", "/v1/audit/access", expect=200, headers=auditor)
+    assert page == {"items": [], "next": None}
+    for query, code, field in (("limit=0", "invalid_parameter", "limit"), ("after=-1", "invalid_parameter", "after"),
+                               ("since=yesterday", "invalid_parameter", "since"), ("actor=x", "unknown_parameter", "actor")):
+        _, _, e = call(node, contract, "GET", f"/v1/audit/access?{query}", "/v1/audit/access", expect=400,
+                       headers=auditor)
+        assert (e["error"]["code"], e["error"]["field"]) == (code, field), (query, e)
+    _, _, v = call(node, contract, "GET", "/v1/audit/verify", "/v1/audit/verify", expect=200, headers=auditor)
+    assert v == {"intact": True, "entries": 4, "head": 4, "headHash": log[-1]["hash"]}
+
+    # only an auditor reads the log (the default token is supervisor and ops); no token is 401
+    for path in ("/v1/audit/access", "/v1/audit/verify"):
+        _, _, e = call(node, contract, "GET", path, path, expect=403)
+        assert (e["error"]["code"], e["error"]["action"], e["error"]["roles"]) == ("forbidden", "audit.read", "auditor")
+        call(node, contract, "GET", path, path, expect=403, headers=operator)
+        call(node, contract, "GET", path, path, expect=401, authorize=False)
+    call(node, contract, "POST", "/v1/exports", "/v1/exports", expect=401, body=export, authorize=False)
 
 
 def test_received_at_far_in_the_past_is_refused_not_a_crash(node, contract):
@@ -469,8 +646,12 @@ def test_schemathesis_finds_no_server_errors_or_schema_violations(node, tmp_path
         st = str(cand) if cand.exists() else None
     if st is None:
         pytest.skip("schemathesis is importable but its `st` command is not on PATH")
+    from tokens import token
+
     report = tmp_path / "st-report"
     cmd = [st, "--no-color", "run", f"{node.url}/openapi.yaml",
+           # supervisor and ops reach every operation but the access log's; auditor reaches those
+           "-H", "Authorization: Bearer " + token("38", "op-schema", ("supervisor", "ops", "auditor")),
            "--checks", "all",
            "--max-examples", os.environ.get("EKC_ST_MAX_EXAMPLES", "30"),
            "--max-time", os.environ.get("EKC_ST_MAX_TIME", "90"),

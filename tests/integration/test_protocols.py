@@ -9,6 +9,10 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, Node, curl, run
+from tokens import token
+
+# nghttp and h2load as op-test of organisation 38.
+H2_AUTH = ["-H", "authorization: Bearer " + token("38")]
 
 DEV_CERTS = REPO / "ops" / "dev-certs.sh"
 BODY = {"channel": "phone", "topic": "child-benefits", "subject": "Единое пособие",
@@ -42,10 +46,10 @@ def test_same_ticket_over_http1_h2_and_nghttp(srv, ticket):
     assert (v11, s11) == ("1.1", 200)
     via2, v2, s2 = curl_json("--http2-prior-knowledge", url)
     assert (v2, s2) == ("2", 200), "curl did not speak HTTP/2"
-    r = run(["nghttp", url], timeout=20)
+    r = run(["nghttp", *H2_AUTH, url], timeout=20)
     assert r.returncode == 0, r.stderr
     via_ng = json.loads(r.stdout)
-    rv = run(["nghttp", "-v", url], timeout=20)
+    rv = run(["nghttp", "-v", *H2_AUTH, url], timeout=20)
     assert rv.returncode == 0
     assert re.search(r"recv \(stream_id=\d+\) :status: 200", rv.stdout), rv.stdout[-2000:]
     assert "HEADERS frame" in rv.stdout and "SETTINGS frame" in rv.stdout  # really h2 frames
@@ -58,7 +62,7 @@ def test_same_ticket_over_http1_h2_and_nghttp(srv, ticket):
 def test_post_over_h2_prior_knowledge(srv, tmp_path):
     body = dict(BODY, subject="Создано по HTTP/2")
     r = curl("--http2-prior-knowledge", "-i", "-w", "\n%{http_version} %{http_code}",
-             "-H", "Content-Type: application/json", "-H", "X-EKC-Actor: op-h2",
+             "-H", "Content-Type: application/json", "-H", "Authorization: Bearer " + token("38", "op-h2"),
              "--data-binary", json.dumps(body), f"{srv.url}/v1/tickets")
     assert r.returncode == 0, r.stderr
     text, meta = r.stdout.rsplit("\n", 1)
@@ -99,7 +103,7 @@ def test_concurrent_creates_over_one_h2_connection(srv, tmp_path):
     before = h["store"]["tickets"]
     data = tmp_path / "create.json"
     data.write_text(json.dumps(dict(BODY, subject="h2load")))
-    r = run(["h2load", "-n", "100", "-c", "1", "-m", "20", "-d", data, "-H", "content-type: application/json",
+    r = run(["h2load", "-n", "100", "-c", "1", "-m", "20", *H2_AUTH, "-d", data, "-H", "content-type: application/json",
              f"{srv.url}/v1/tickets"], timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
     assert re.search(r"^status codes: 100 2xx, 0 3xx, 0 4xx, 0 5xx$", r.stdout, re.M), r.stdout
@@ -114,7 +118,7 @@ def test_h2_error_stream_does_not_break_the_connection(srv, ticket):
     good = f"{srv.url}/v1/tickets/{ticket['id']}"
     bad = f"{srv.url}/v1/tickets/38-2000-999999"
     good2 = f"{srv.url}/v1/tickets/{ticket['number']}"
-    r = run(["nghttp", "-v", good, bad, f"{srv.url}/v1/nope", good2], timeout=20)
+    r = run(["nghttp", "-v", *H2_AUTH, good, bad, f"{srv.url}/v1/nope", good2], timeout=20)
     statuses = re.findall(r":status: (\d{3})", r.stdout)
     assert sorted(statuses) == ["200", "200", "404", "404"], r.stdout[-3000:]
     assert r.stdout.count("recv SETTINGS frame") >= 1
@@ -132,11 +136,11 @@ def test_http11_keep_alive_two_requests_one_connection(srv, ticket):
     # the same with http.client: one socket, three requests
     conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
     try:
-        conn.request("GET", f"/v1/tickets/{ticket['id']}")
+        conn.request("GET", f"/v1/tickets/{ticket['id']}", headers=srv.auth())
         resp = conn.getresponse()
         assert resp.status == 200 and json.loads(resp.read()) == ticket
         sock = conn.sock
-        conn.request("POST", "/v1/tickets", body=json.dumps(BODY), headers={"Content-Type": "application/json"})
+        conn.request("POST", "/v1/tickets", body=json.dumps(BODY), headers={"Content-Type": "application/json", **srv.auth()})
         resp = conn.getresponse()
         assert resp.status == 201, resp.read()
         resp.read()
@@ -149,9 +153,10 @@ def test_http11_keep_alive_two_requests_one_connection(srv, ticket):
 
 
 def test_http11_pipelining_answers_in_order(srv, ticket):
-    reqs = (f"GET /v1/tickets/{ticket['id']} HTTP/1.1\r\nHost: x\r\n\r\n"
-            "GET /v1/nope HTTP/1.1\r\nHost: x\r\n\r\n"
-            "GET /v1/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").encode()
+    auth = f"Host: 127.0.0.1\r\nAuthorization: Bearer {token('38')}\r\n"
+    reqs = (f"GET /v1/tickets/{ticket['id']} HTTP/1.1\r\n{auth}\r\n"
+            f"GET /v1/nope HTTP/1.1\r\n{auth}\r\n"
+            f"GET /v1/health HTTP/1.1\r\n{auth}Connection: close\r\n\r\n").encode()
     with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as s:
         s.sendall(reqs)
         data = b""
@@ -166,7 +171,7 @@ def test_http11_pipelining_answers_in_order(srv, ticket):
 
 def test_http10_request_is_answered_and_closed(srv):
     with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as s:
-        s.sendall(b"GET /v1/health HTTP/1.0\r\n\r\n")
+        s.sendall(b"GET /v1/health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
         data = b""
         while True:
             c = s.recv(65536)
@@ -253,7 +258,7 @@ def test_tls_create_and_read_over_h2(tls_node):
     assert (v, s) == ("2", 201) and t["version"] == 1
     got, v, s = curl_json("--http1.1", "--cacert", ca, f"{n.url}/v1/tickets/{t['number']}")
     assert (v, s) == ("1.1", 200) and got == t
-    r = run(["h2load", "-n", "50", "-c", "1", "-m", "10", f"{n.url}/v1/tickets/{t['id']}"], timeout=60)
+    r = run(["h2load", "-n", "50", "-c", "1", "-m", "10", *H2_AUTH, f"{n.url}/v1/tickets/{t['id']}"], timeout=60)
     assert re.search(r"^status codes: 50 2xx", r.stdout, re.M), r.stdout
     assert "Application protocol: h2" in r.stdout
 
@@ -289,7 +294,8 @@ def test_expect_100_continue_is_answered(srv):
     for their expect-timeout (1 s) before sending the body."""
     payload = json.dumps(dict(BODY, subject="Expect")).encode()
     with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
-        s.sendall(b"POST /v1/tickets HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        s.sendall(b"POST /v1/tickets HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                  + f"Authorization: Bearer {token('38')}\r\n".encode() +
                   b"Expect: 100-continue\r\nContent-Length: " + str(len(payload)).encode() + b"\r\n\r\n")
         s.settimeout(0.5)
         try:

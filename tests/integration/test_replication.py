@@ -17,7 +17,8 @@ from collections import Counter
 
 import pytest
 
-from conftest import EKC, REPO, TICKET_REGISTERS, all_changes, list_all, run
+from conftest import EKC, REPO, TICKET_REGISTERS, all_changes, ekc, list_all, run
+from tokens import token
 from federation import (Federation, identical_everywhere, make_certs, snapshot, ticket_ids, view,
                         wait_until)
 
@@ -54,7 +55,7 @@ def try_create(node, i: int):
     body = {"channel": "phone", "topic": "child-benefits", "subject": f"Поток {i}",
             "statement": f"Обращение номер {i} из потока"}
     try:
-        status, _, t = node.request("POST", "/v1/tickets", body, headers={"X-EKC-Actor": "op-stream"})
+        status, _, t = node.request("POST", "/v1/tickets", body, headers=node.auth("op-stream"))
     except (urllib.error.URLError, ConnectionError, OSError, TimeoutError):
         return None
     if status != 201:
@@ -166,7 +167,7 @@ def converge_on_ids(fed, expected=None, timeout=CONVERGE):
 
 
 def ekc_health(fed):
-    return run([EKC, "cluster", "health", "--config", fed.cluster_file], timeout=30)
+    return ekc("cluster", "health", "--config", fed.cluster_file, timeout=30)
 
 
 # --- 1. a ticket appears everywhere within a second ----------------------------------------------
@@ -381,7 +382,7 @@ def test_partition_concurrent_edits_conflicts_and_resolution(federation):
     # Resolve the assignee conflict on a third node, keeping the losing value.
     keep = a["loser"]["value"]
     status, _, resolved = o1.request("POST", f"/v1/conflicts/{a['id']}/resolve", {"keep": "loser"},
-                                     headers={"X-EKC-Actor": "op-senior"})
+                                     headers=o1.auth("op-senior"))
     assert status == 200, resolved
     assert resolved["assignee"] == keep
 
@@ -397,18 +398,18 @@ def test_partition_concurrent_edits_conflicts_and_resolution(federation):
     assert all(l == lists[0] for l in lists) and [c["field"] for c in lists[0]] == ["progress"], lists
 
     # Keeping the winner also clears a conflict everywhere: resolved on irk-office-2 with the CLI.
-    listed = run([str(EKC), "conflicts", "list", "--node", o2.url, "--json"])
+    listed = ekc("conflicts", "list", "--node", o2.url, "--json")
     assert listed.returncode == 0, listed.stderr
     import json as _json
     assert p["id"] in [c["id"] for c in _json.loads(listed.stdout)["items"]]
-    table = run([str(EKC), "conflicts", "list", "--node", o2.url])
+    table = ekc("conflicts", "list", "--node", o2.url)
     assert "progress" in table.stdout and p["id"] in table.stdout, table.stdout
-    done = run([str(EKC), "conflicts", "resolve", p["id"], "--keep", "winner", "--node", o2.url,
-                "--actor", "op-senior", "--json"])
+    done = ekc("conflicts", "resolve", p["id"], "--keep", "winner", "--node", o2.url, "--json",
+               env={"EKC_TOKEN": token("38", "op-senior")})
     assert done.returncode == 0, done.stderr
     resolved = _json.loads(done.stdout)
     assert resolved["status"] == v["status"]
-    bad = run([str(EKC), "conflicts", "resolve", p["id"], "--keep", "both", "--node", o2.url])
+    bad = ekc("conflicts", "resolve", p["id"], "--keep", "both", "--node", o2.url)
     assert bad.returncode != 0 and "winner or loser" in (bad.stdout + bad.stderr)
 
     def all_clear():
@@ -549,14 +550,14 @@ def test_a_partner_may_not_edit_what_it_does_not_handle_and_its_notes_reach_the_
     main.patch(t["id"], {"status": "IN_WORK", "assignee": "op-main"}, actor="op-ivanova")
     status, _, tr = main.request("POST", f"/v1/tickets/{t['id']}/transfers",
                                  {"to": "sfr", "kind": "INFO_REQUEST", "reason": {"code": "pension-info", "text": "Нужна справка"},
-                                  "scope": ["ref"]}, headers={"X-EKC-Actor": "op-ivanova"})
+                                  "scope": ["ref"]}, headers=main.auth("op-ivanova"))
     assert status == 201, tr
     wait_until(lambda: (sfr.ticket(t["id"]) or {}).get("assignee") == "op-main", 10.0,
                "sfr-federal received the transferred ticket from irk-main")
     before = sfr.request("GET", f"/v1/tickets/{t['id']}")[2]
 
     status, _, body = sfr.request("PATCH", f"/v1/tickets/{t['id']}", {"assignee": "intruder"},
-                                  headers={"X-EKC-Actor": "op-sfr"})
+                                  headers=sfr.auth("op-sfr"))
     assert status == 409 and body["error"]["code"] == "not_owner", body
     assert "38" in body["error"]["message"], body
     assert sfr.request("GET", f"/v1/tickets/{t['id']}")[2] == before

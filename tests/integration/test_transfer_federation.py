@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from federation import Federation, wait_until
+from federation import running, wait_until
 from test_replication import complete_frames, curl_pull
 
 FEDERATION = [
@@ -31,20 +31,11 @@ OTHER = "OTHER-TICKET-5521 другое обращение"
 
 @pytest.fixture
 def fed(tmp_path):
-    f = Federation(tmp_path / "fed", FEDERATION)
-    try:
-        f.start()
-        f.wait_connected()
-        yield f
-    except BaseException:
-        print(f.logs())
-        raise
-    finally:
-        f.stop()
+    yield from running(tmp_path / "fed", FEDERATION)
 
 
 def post(node, path, body=None, actor="op-test"):
-    return node.request("POST", path, body if body is not None else {}, headers={"X-EKC-Actor": actor})
+    return node.request("POST", path, body if body is not None else {}, headers=node.auth(actor))
 
 
 def citizen_ticket(node, subject="Перерасчёт пенсии"):
@@ -103,7 +94,13 @@ def test_a_redirect_to_the_pension_fund_carries_only_its_scope_and_the_region_se
 
     # What the fund holds of it: the reference and the name, the shared note, no more.
     there = fund.ticket(t["id"])
-    assert there["citizen"] == {"ref": "CIT-7F3K2", "name": NAME, "snils": None, "phone": None}, there["citizen"]
+    assert there["citizen"] == {"ref": "CIT-7F3K2", "name": "И*** М*** П***", "snils": None, "phone": None}, there["citizen"]
+    # The fund's operator may unmask what the scope gave it, and nothing else is there to unmask.
+    s, _, full = fund.request("GET", f"/v1/tickets/{t['id']}?unmask=name,snils,phone&reason=fund%20checks%20the%20name",
+                              headers=fund.auth("op-fund", roles=("operator",)))
+    assert s == 200 and full["citizen"] == {"ref": "CIT-7F3K2", "name": NAME, "snils": None, "phone": None}
+    audit = fund.request("GET", "/v1/audit/access", headers=fund.auth("aud-fund", roles=("auditor",)))[2]["items"]
+    assert [(e["subject"], e["fields"]) for e in audit] == [("op-fund", ["name"])]
     notes = fund.get(f"/v1/tickets/{t['id']}/notes")["items"]
     assert [n["id"] for n in notes] == [shared["id"]]
     assert fund.ticket(other["id"]) is None
@@ -115,7 +112,7 @@ def test_a_redirect_to_the_pension_fund_carries_only_its_scope_and_the_region_se
                and region.ticket(t["id"])["handlerStatus"] == "REGISTERED", STEP, "the region mirrors the fund's status")
     fund.patch(t["id"], {"status": "IN_WORK"}, actor="op-fund")
     wait_until(lambda: region.ticket(t["id"])["handlerStatus"] == "IN_WORK", STEP, "the region sees IN_WORK at the fund")
-    status, _, refused = region.request("PATCH", f"/v1/tickets/{t['id']}", {"priority": "high"}, headers={"X-EKC-Actor": "op-x"})
+    status, _, refused = region.request("PATCH", f"/v1/tickets/{t['id']}", {"priority": "high"}, headers=region.auth("op-x"))
     assert status == 409 and refused["error"]["code"] == "read_only", refused
     step(fund, tr["id"], "complete", {"answer": "Перерасчёт выполнен, ответ направлен заявителю"})
     state_is(region, tr["id"], "COMPLETED")
@@ -212,7 +209,7 @@ def test_cancel_and_accept_during_a_partition_settle_on_the_acceptance_everywher
                    f"{n.node_id} lists the cancellation as a conflict")
         wait_until(lambda: (n.ticket(t["id"]) or {}).get("ownerNode") == "pension-1", 10.0, f"{n.node_id}: the fund owns it")
     assert region.ticket(t["id"])["status"] == "TRANSFERRED_OUT"
-    assert fund.ticket(t["id"]) is not None and fund.ticket(t["id"])["citizen"]["name"] == NAME
+    assert fund.ticket(t["id"]) is not None and fund.ticket(t["id"])["citizen"]["name"] == "И*** М*** П***"
 
 
 def test_a_fund_asking_for_another_region_with_its_own_certificate_receives_nothing(fed, pb2, tmp_path):
@@ -256,8 +253,8 @@ def test_an_overdue_transfer_is_flagged_in_lists_health_metrics_and_cluster_heal
     status, _, metrics = fund.request("GET", "/metrics")
     metrics = metrics.decode() if isinstance(metrics, bytes) else metrics
     assert status == 200 and 'ekc_transfers_overdue{direction="in"} 1' in metrics, metrics[-2000:]
-    from conftest import EKC
-    r = subprocess.run([str(EKC), "cluster", "health", "--config", str(fed.cluster_file)], capture_output=True, text=True, timeout=60)
+    from conftest import ekc
+    r = ekc("cluster", "health", "--config", str(fed.cluster_file), timeout=60)
     assert "OVERDUE 1 in, 0 out" in r.stdout and "OVERDUE 0 in, 1 out" in r.stdout, r.stdout
     # Accepted, it is no longer overdue.
     step(fund, tr["id"], "accept")

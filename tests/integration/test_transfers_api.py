@@ -140,7 +140,7 @@ def test_cli_sends_lists_shows_and_steps(region):
     t = registered(region)
 
     def cli(*args):
-        return ekc("transfer", *args, "--node", region.url, "--actor", "op-cli")
+        return ekc("transfer", *args, "--node", region.url)
 
     r = cli("send", t["number"], "--to", "pension", "--reason-code", "pension-recalc", "--reason", "Перерасчёт пенсии",
             "--scope", "ref,name", "--json")
