@@ -5,9 +5,17 @@
 #   ops/dev-ca.sh OUT_DIR NODE_ID [NODE_ID ...]
 #
 # Creates in OUT_DIR:
-#   ca.key, ca.pem            the federation development CA (EC P-256, self-signed).
-#                             Reused when it exists and is still valid: running the script
-#                             again for another node id issues under the same CA.
+#   ca.pem                    the federation development CA's certificate (EC P-256,
+#                             self-signed), which every node needs to trust its peers.
+#                             Its private key is NOT in OUT_DIR, where node keys are handed
+#                             out from, but in the CA directory (EKC_DEV_CA_DIR, default
+#                             OUT_DIR/../dev-ca: ca.key 0600, with ca.pem, directory 0700).
+#                             The CA is reused when its key exists and its certificate is
+#                             still valid: running the script again for another node id, or
+#                             for another OUT_DIR beside this one, issues under the same CA.
+#                             A ca.key left in OUT_DIR by an older version of this script is
+#                             moved to the CA directory (when that has none), so certificates
+#                             already issued stay valid.
 #   NODE_ID.key, NODE_ID.pem  for each node id: a key (PKCS#8) and a certificate signed by
 #                             the CA, for both serverAuth and clientAuth (a node listens for
 #                             its peers and connects to them with the same identity), with
@@ -19,6 +27,7 @@
 #
 # A node certificate that exists, is valid for more than a day, is signed by the CA and
 # names the same node is kept; otherwise it is (re)issued, reusing an existing key.
+# Node keys are 0600.
 # A node id is 1-63 lower-case letters, digits and hyphens, not starting with a hyphen
 # (CaseModel.NodeID).  These keys are for development only.
 set -euo pipefail
@@ -45,6 +54,14 @@ mkdir -p "$OUT"
 cd "$OUT"
 dir="$(pwd)"
 umask 077
+CA_DIR="${EKC_DEV_CA_DIR:-$dir/../dev-ca}"
+mkdir -p "$CA_DIR"
+CA_DIR="$(cd "$CA_DIR" && pwd)"
+if [[ "$CA_DIR" == "$dir" ]]; then
+  echo "dev-ca: the CA directory must not be OUT_DIR ($dir): the CA key would sit beside node keys" >&2
+  exit 2
+fi
+chmod 700 "$CA_DIR"
 
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
@@ -62,21 +79,44 @@ new_key() {  # $1 = output: an EC P-256 key as PKCS#8 ("BEGIN PRIVATE KEY")
 }
 
 # --- the CA -----------------------------------------------------------------
-if [[ -s ca.key ]] && valid_cert ca.pem; then
-  kept+=(ca.key ca.pem)
+CA_KEY="$CA_DIR/ca.key"
+CA_PEM="$CA_DIR/ca.pem"
+# An older layout kept the CA key in OUT_DIR: move it out, with its certificate.
+if [[ -s ca.key && ! -s "$CA_KEY" ]]; then
+  mv ca.key "$CA_KEY"
+  if [[ -s ca.pem ]]; then cp ca.pem "$CA_PEM"; fi
+  echo "moved   $dir/ca.key to $CA_KEY"
+elif [[ -e ca.key ]]; then
+  if ! cmp -s ca.key "$CA_KEY"; then
+    echo "dev-ca: $dir/ca.key is another CA's key than $CA_KEY; move it out of $dir (or name its directory with EKC_DEV_CA_DIR) and run again" >&2
+    exit 1
+  fi
+  rm -f ca.key  # a copy of the CA key: never beside the node keys
+fi
+if [[ -s "$CA_KEY" ]] && valid_cert "$CA_PEM"; then
+  kept+=("$CA_KEY" "$CA_PEM")
 else
-  new_key ca.key
-  openssl req -x509 -new -key ca.key -sha256 -days "$DAYS_CA" \
+  new_key "$CA_KEY"
+  openssl req -x509 -new -key "$CA_KEY" -sha256 -days "$DAYS_CA" \
     -subj "/O=EKC federation (development)/CN=EKC development federation CA $(date -u +%Y%m%dT%H%M%SZ)-$RANDOM" \
     -addext "basicConstraints=critical,CA:TRUE,pathlen:0" \
     -addext "keyUsage=critical,keyCertSign,cRLSign" \
     -addext "subjectKeyIdentifier=hash" \
-    -out ca.pem.tmp
-  mv ca.pem.tmp ca.pem
-  chmod 600 ca.key
-  chmod 644 ca.pem
-  made+=(ca.key ca.pem)
+    -out "$CA_PEM.tmp"
+  mv "$CA_PEM.tmp" "$CA_PEM"
+  made+=("$CA_KEY" "$CA_PEM")
 fi
+chmod 600 "$CA_KEY"
+chmod 644 "$CA_PEM"
+# OUT_DIR's copy is what nodes trust; refreshed when the CA changed.
+if ! cmp -s "$CA_PEM" ca.pem; then
+  cp "$CA_PEM" ca.pem.tmp
+  mv ca.pem.tmp ca.pem
+  made+=("$dir/ca.pem")
+else
+  kept+=("$dir/ca.pem")
+fi
+chmod 644 ca.pem
 
 # --- node certificates --------------------------------------------------------
 for id in "$@"; do
@@ -104,7 +144,7 @@ authorityKeyIdentifier=keyid,issuer
 EOF
   openssl req -new -key "$id.key" -subj "/O=EKC federation (development)/CN=$id" -out "$work/$id.csr"
   # A random serial (not a ca.srl file): concurrent or repeated runs never reuse one.
-  openssl x509 -req -in "$work/$id.csr" -CA ca.pem -CAkey ca.key -set_serial "0x$(openssl rand -hex 16)" \
+  openssl x509 -req -in "$work/$id.csr" -CA "$CA_PEM" -CAkey "$CA_KEY" -set_serial "0x$(openssl rand -hex 16)" \
     -sha256 -days "$DAYS_NODE" -extfile "$work/$id.ext" -out "$id.pem.tmp" 2>/dev/null
   mv "$id.pem.tmp" "$id.pem"
   chmod 600 "$id.key"
@@ -112,8 +152,11 @@ EOF
   made+=("$id.pem")
 done
 
-for f in "${made[@]+"${made[@]}"}"; do echo "created $dir/$f"; done
-for f in "${kept[@]+"${kept[@]}"}"; do echo "kept    $dir/$f"; done
+for id in "$@"; do chmod 600 "$id.key"; done
+
+for f in "${made[@]+"${made[@]}"}"; do [[ "$f" == /* ]] || f="$dir/$f"; echo "created $f"; done
+for f in "${kept[@]+"${kept[@]}"}"; do [[ "$f" == /* ]] || f="$dir/$f"; echo "kept    $f"; done
 for id in "$@"; do
   echo "node $id: cert $dir/$id.pem key $dir/$id.key ca $dir/ca.pem (identity URI:urn:ekc:node:$id)"
 done
+echo "CA key: $CA_KEY (keep it away from the nodes)"

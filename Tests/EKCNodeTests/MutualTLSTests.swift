@@ -20,9 +20,14 @@ private final class Certificates {
 
     init() throws {
         dir = FileManager.default.temporaryDirectory.appendingPathComponent("ekc-mtls-\(UUID().uuidString)").path
-        let script = repoRoot + "/ops/dev-ca.sh"
-        try run([script, fed, "irk-main", "irk-room1"])
-        try run([script, other, "irk-room1"])  // same node id, another CA
+        try Certificates.devCA(fed, "irk-main", "irk-room1")
+        try Certificates.devCA(other, "irk-room1")  // same node id, another CA
+    }
+
+    /// ops/dev-ca.sh for `out`, its CA key kept in `out-ca` (each directory its own CA).
+    @discardableResult
+    static func devCA(_ out: String, _ ids: String...) throws -> String {
+        try run(["-c", #"EKC_DEV_CA_DIR="$2-ca" "$1" "${@:2}""#, "dev-ca", repoRoot + "/ops/dev-ca.sh", out] + ids)
     }
 
     deinit { try? FileManager.default.removeItem(atPath: dir) }
@@ -37,7 +42,7 @@ private final class Certificates {
             openssl req -new -key "$2.key" -subj "/CN=$3" -out "$2.csr"
             { echo "basicConstraints=critical,CA:FALSE"; echo "keyUsage=critical,digitalSignature"
               echo "extendedKeyUsage=$5"; [[ -z "$4" ]] || echo "subjectAltName=$4"; } > "$2.ext"
-            openssl x509 -req -in "$2.csr" -CA ca.pem -CAkey ca.key -set_serial "0x$(openssl rand -hex 16)" \
+            openssl x509 -req -in "$2.csr" -CA ca.pem -CAkey "$1-ca/ca.key" -set_serial "0x$(openssl rand -hex 16)" \
               -sha256 -days 30 -extfile "$2.ext" -out "$2.pem" 2>/dev/null
             rm -f "$2.csr" "$2.ext"
             """#, "issue", caDir, name, cn, san, eku])
@@ -394,7 +399,7 @@ private func connect(group: EventLoopGroup, port: Int, tls: TLSConfiguration, ex
         // Idempotent: a second run keeps the CA and the node certificates.
         let before = try String(contentsOfFile: "\(certs.fed)/ca.pem", encoding: .utf8)
         let node = try String(contentsOfFile: "\(certs.fed)/irk-main.pem", encoding: .utf8)
-        let output = try run([repoRoot + "/ops/dev-ca.sh", certs.fed, "irk-main", "irk-room2"])
+        let output = try Certificates.devCA(certs.fed, "irk-main", "irk-room2")
         #expect(try String(contentsOfFile: "\(certs.fed)/ca.pem", encoding: .utf8) == before)
         #expect(try String(contentsOfFile: "\(certs.fed)/irk-main.pem", encoding: .utf8) == node)
         #expect(output.contains("created \(certs.fed)/irk-room2.pem"))
