@@ -18,18 +18,19 @@ FUND=http://127.0.0.1:8414
 mkdir -p .ekc/federation
 ops/dev-ca.sh .ekc/certs "${NODES[@]}" >/dev/null
 
-. ops/lib/nodes.sh
-start_nodes "$TOPOLOGY" .ekc/federation "${NODES[@]}"
-wait_nodes "${PORTS[@]}" || { echo "a node did not start (ports 8411-8415, 9411-9415 in use?); see .ekc/federation/*.log" >&2; exit 1; }
-
-json() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
 # Operators sign in with their organisation's (here: the development) identity provider;
 # the CLI keeps one token per organisation in EKC_TOKEN_DIR and picks it by the node.
 export EKC_TOKEN_DIR=.ekc/tokens
 login() { "$EKC" login --config "$TOPOLOGY" --org "$1" --user "$2" --role "$3" >/dev/null; }
 bearer() { echo "Authorization: Bearer $(cat "$EKC_TOKEN_DIR/$1.jwt")"; }
 login 38 op-ivanova operator
-login pension op-fund-smirnov operator
+login pension op-fund-smirnov operator   # (creates the development keys the nodes trust)
+
+. ops/lib/nodes.sh
+start_nodes "$TOPOLOGY" .ekc/federation "${NODES[@]}"
+wait_nodes "${PORTS[@]}" || { echo "a node did not start (ports 8411-8415, 9411-9415 in use?); see .ekc/federation/*.log" >&2; exit 1; }
+
+json() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 if [ "$(curl -fs -H "$(bearer 38)" "$REGION/v1/changes?limit=1" | json '["lastSequence"]')" = 0 ]; then
@@ -56,9 +57,14 @@ done
 
 say "The pension fund's inbox (pension-1)"
 "$EKC" transfer inbox --node "$FUND"
-say "What the fund holds of the citizen: the reference and the name — no phone, no internal note"
+say "What the fund holds of the citizen: the reference and the name (shown masked) — no phone, no internal note"
 curl -fs -H "$(bearer pension)" "$FUND/v1/tickets/$NUMBER" | python3 -c 'import json,sys; c=json.load(sys.stdin)["citizen"]; print("  citizen: " + ", ".join(k + " " + (v if v else "(not in scope)") for k, v in c.items()))'
 curl -fs -H "$(bearer pension)" "$FUND/v1/tickets/$NUMBER/notes" | python3 -c 'import json,sys; [print("  " + n["visibility"] + " note: " + n["text"]) for n in json.load(sys.stdin)["items"]]'
+say "The fund's operator needs the name to find the pension file: unmasked with a reason, and logged"
+"$EKC" ticket show --node "$FUND" "$NUMBER" --unmask name,phone --reason "Поиск пенсионного дела по ФИО" --json \
+  | python3 -c 'import json,sys; c=json.load(sys.stdin)["citizen"]; print("  name: " + c["name"] + ", phone: " + str(c["phone"]) + " (not in scope)")'
+EKC_TOKEN_DIR=.ekc/tokens-audit "$EKC" login --config "$TOPOLOGY" --org pension --user aud-fund --role auditor >/dev/null
+EKC_TOKEN_DIR=.ekc/tokens-audit "$EKC" audit list --node "$FUND" --ticket "$NUMBER" | tail -n 1 | sed 's/^/  /'
 
 say "The fund accepts it, works on it and answers"
 "$EKC" transfer accept --node "$FUND" "$TRANSFER" >/dev/null
@@ -84,8 +90,8 @@ cat <<EOT
 Five nodes are running: APIs on 8411-8415 (irk-main, irk-office-1, nn-main, pension-1,
 employment-1), replication with mutual TLS on 9411-9415. Region 52 and the employment
 service received nothing of this request. Operators are signed in with development
-tokens (export EKC_TOKEN_DIR=.ekc/tokens; `$EKC login --config $TOPOLOGY --org 38 --user
-op-petrova --role supervisor` signs in someone else). Try:
+tokens (export EKC_TOKEN_DIR=.ekc/tokens; "$EKC login --config $TOPOLOGY --org 38 --user
+op-petrova --role supervisor" signs in someone else). Try:
   export EKC_TOKEN_DIR=.ekc/tokens
   $EKC transfer outbox --node $REGION
   $EKC transfer send --node $REGION <ticket> --to employment --kind INFO_REQUEST --reason-code jobs --reason "…"

@@ -32,17 +32,26 @@ public struct DevIdentityProvider: Sendable {
         IdentityProvider(organisation: organisation, issuer: issuer, jwksPath: jwksPath)
     }
 
-    /// Creates the key pair unless it exists; returns whether it created it.
+    /// Creates the key pair unless it exists; returns whether it created it. Several
+    /// processes may ask at once (two nodes of one organisation starting together): the
+    /// pair is written in a folder of its own and renamed into place, so exactly one
+    /// pair wins and everyone reads that one.
     @discardableResult
     public func ensureKeys() throws -> Bool {
         let fm = FileManager.default
         if fm.fileExists(atPath: keyPath) && fm.fileExists(atPath: jwksPath) { return false }
-        try fm.createDirectory(atPath: folder, withIntermediateDirectories: true,
-                               attributes: [.posixPermissions: 0o700])
+        if fm.fileExists(atPath: folder) {
+            throw IdentityConfigurationError("\(folder) exists but lacks signing-key.pem or jwks.json; remove it to create a new development key")
+        }
+        try fm.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        let staging = "\(directory)/.\(organisation)-\(UUID().uuidString)"
+        try fm.createDirectory(atPath: staging, withIntermediateDirectories: false, attributes: [.posixPermissions: 0o700])
+        defer { try? fm.removeItem(atPath: staging) }
         let key = P256.Signing.PrivateKey()
-        let created = fm.createFile(atPath: keyPath, contents: Data(key.pemRepresentation.utf8),
-                                    attributes: [.posixPermissions: 0o600])
-        guard created else { throw IdentityConfigurationError("cannot write \(keyPath)") }
+        guard fm.createFile(atPath: "\(staging)/signing-key.pem", contents: Data(key.pemRepresentation.utf8),
+                            attributes: [.posixPermissions: 0o600]) else {
+            throw IdentityConfigurationError("cannot write a development key in \(directory)")
+        }
         let raw = key.publicKey.x963Representation  // 0x04 ‖ x ‖ y
         let x = raw[1..<33].base64URLEncodedString()
         let y = raw[33..<65].base64URLEncodedString()
@@ -50,7 +59,14 @@ public struct DevIdentityProvider: Sendable {
         let jwks: [String: Any] = ["keys": [["kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256",
                                               "kid": kid, "x": x, "y": y]]]
         let json = try JSONSerialization.data(withJSONObject: jwks, options: [.prettyPrinted, .sortedKeys])
-        try json.write(to: URL(fileURLWithPath: jwksPath), options: .atomic)
+        try json.write(to: URL(fileURLWithPath: "\(staging)/jwks.json"))
+        // rename(2) of a directory onto a missing path is atomic; onto an existing one it fails.
+        if rename(staging, folder) != 0 {
+            guard fm.fileExists(atPath: keyPath) && fm.fileExists(atPath: jwksPath) else {
+                throw IdentityConfigurationError("cannot create \(folder): \(String(cString: strerror(errno)))")
+            }
+            return false
+        }
         return true
     }
 

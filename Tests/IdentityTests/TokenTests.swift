@@ -99,8 +99,7 @@ import Testing
         let t = try await dev.token(user: "u", roles: [.operator], now: now)
         #expect((try? await v.verify(t, now: nowMillis).get()) != nil)
         // a new key replaces the old one in the file
-        try FileManager.default.removeItem(atPath: dev.keyPath)
-        try FileManager.default.removeItem(atPath: dev.jwksPath)
+        try FileManager.default.removeItem(atPath: dev.folder)
         try dev.ensureKeys()
         #expect(try await v.reloadIfChanged())
         #expect(v.remembered(t, now: nowMillis) == nil)
@@ -109,5 +108,22 @@ import Testing
         }
         let fresh = try await dev.token(user: "u", roles: [.operator], now: now)
         #expect((try? await v.verify(fresh, now: nowMillis).get()) != nil)
+    }
+
+    @Test func nodesStartingTogetherAgreeOnOneDevelopmentKey() async throws {
+        let dev = DevIdentityProvider(directory: dir, organisation: "38")
+        let created = await withTaskGroup(of: Bool.self) { group in
+            for _ in 0..<8 { group.addTask { (try? dev.ensureKeys()) ?? false } }
+            var n = 0
+            for await c in group where c { n += 1 }
+            return n
+        }
+        #expect(created == 1)
+        // the key that signs is the key the JWKS names
+        let v = try await TokenVerifier(provider: dev.provider)
+        let t = try await dev.token(user: "u", roles: [.operator], now: now)
+        #expect((try? await v.verify(t, now: nowMillis).get()) != nil)
+        let leftovers = try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.hasPrefix(".") }
+        #expect(leftovers.isEmpty, "staging folders left behind: \(leftovers)")
     }
 }
