@@ -10,18 +10,22 @@ public struct APIRequest {
     public var uri: String
     public var headers: HTTPHeaders
     public var body: ByteBuffer?
-    /// The client's address, for the access log.
-    public var remote: String
+    /// The client's address, for the access log (formatted only when a disclosure needs it).
+    public var remoteAddress: SocketAddress?
+    public var remote: String {
+        guard let a = remoteAddress else { return "" }
+        return "\(a.ipAddress ?? "?"):\(a.port ?? 0)"
+    }
     public internal(set) var principal: Principal? = nil
     /// The principal as the role that allowed the route (history records it).
     public internal(set) var actor: Actor? = nil
 
-    public init(method: HTTPMethod, uri: String, headers: HTTPHeaders, body: ByteBuffer?, remote: String = "") {
+    public init(method: HTTPMethod, uri: String, headers: HTTPHeaders, body: ByteBuffer?, remote: SocketAddress? = nil) {
         self.method = method
         self.uri = uri
         self.headers = headers
         self.body = body
-        self.remote = remote
+        self.remoteAddress = remote
     }
 }
 

@@ -42,7 +42,8 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         case .end:
             guard let h = head, !rejected else { head = nil; return }
             let request = APIRequest(method: h.method, uri: h.uri, headers: h.headers, body: body,
-                                     remote: remoteAddress(context))
+                                     // an HTTP/2 stream answers with its connection's address; its parent only if not
+                                     remote: context.channel.remoteAddress ?? context.channel.parent?.remoteAddress)
             head = nil
             body = nil
             switch api.access.lookup(h.headers, now: api.store.configuration.wallClock()) {
@@ -62,12 +63,6 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
                     }
             }
         }
-    }
-
-    private func remoteAddress(_ context: ChannelHandlerContext) -> String {
-        // An HTTP/2 stream answers with its connection's address; ask the parent only if not.
-        guard let a = context.channel.remoteAddress ?? context.channel.parent?.remoteAddress else { return "" }
-        return "\(a.ipAddress ?? "?"):\(a.port ?? 0)"
     }
 
     private func dispatch(_ request: APIRequest, _ caller: Caller, _ h: HTTPRequestHead, _ context: ChannelHandlerContext) {

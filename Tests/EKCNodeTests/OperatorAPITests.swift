@@ -158,6 +158,19 @@ final class APIFixture {
     }
 }
 
+@Suite struct BearerSchemeTests {
+    @Test func theTokenIsReadFromTheBearerSchemeInAnyCaseWithSpacesAround() {
+        #expect(OperatorAccess.bearerToken("Bearer abc.def.ghi") == "abc.def.ghi")
+        #expect(OperatorAccess.bearerToken("  bEaReR \t abc.def.ghi \t") == "abc.def.ghi")
+        #expect(OperatorAccess.bearerToken("Bearer") == nil)
+        #expect(OperatorAccess.bearerToken("Bearer   ") == nil)
+        #expect(OperatorAccess.bearerToken("Bearerabc.def.ghi") == nil)
+        #expect(OperatorAccess.bearerToken("Basic b3A6cHc=") == nil)
+        #expect(OperatorAccess.bearerToken("Беарер abc") == nil)
+        #expect(OperatorAccess.bearerToken("") == nil)
+    }
+}
+
 @Suite struct ProtocolSnifferTests {
     func pipelineAfter(_ bytes: String) async throws -> [String] {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("ekc-sniff-\(UUID().uuidString)").path
