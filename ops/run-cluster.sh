@@ -19,7 +19,8 @@ wait_nodes 8401 8402 8403 || { echo "a node did not start; see .ekc/*.log" >&2; 
 export EKC_TOKEN_DIR=.ekc/tokens
 "$EKC" login --config "$TOPOLOGY" --org 38 --user op-ivanova --role operator --role ops >/dev/null
 if [ "$(curl -fs -H "Authorization: Bearer $(cat .ekc/tokens/38.jwt)" "http://127.0.0.1:8401/v1/changes?limit=1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["lastSequence"])')" = 0 ]; then
-  "$EKC" demo seed --node http://127.0.0.1:8401 --count 9
+  # a supervisor seeds: the demo tickets are assigned to operators
+  EKC_TOKEN="$("$EKC" login --config "$TOPOLOGY" --org 38 --user sv-orlova --role supervisor --print)" "$EKC" demo seed --node http://127.0.0.1:8401 --count 9
   "$EKC" ticket create --node http://127.0.0.1:8403 --channel walk-in --topic victory-card \
       --subject "Карта Победы (офис 2)" --statement "Обращение принято в удалённом офисе" >/dev/null
 fi

@@ -28,7 +28,8 @@ export EKC_TOKEN_DIR=${EKC_TOKEN_DIR:-.ekc/tokens}
 "$EKC" login --dev-idp .ekc/dev-idp --org 38 --user op-ivanova --role operator
 AUTH="Authorization: Bearer $(cat "$EKC_TOKEN_DIR/38.jwt")"
 if [ "$(curl -fs -H "$AUTH" "$URL/v1/changes?limit=1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["lastSequence"])')" = 0 ]; then
-  "$EKC" demo seed --node "$URL" --count 12
+  # a supervisor seeds: the demo tickets are assigned to operators
+  EKC_TOKEN="$("$EKC" login --dev-idp .ekc/dev-idp --org 38 --user sv-orlova --role supervisor --print)" "$EKC" demo seed --node "$URL" --count 12
 fi
 echo
 "$EKC" ticket list --node "$URL" --limit 20

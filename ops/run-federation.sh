@@ -34,7 +34,8 @@ json() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 if [ "$(curl -fs -H "$(bearer 38)" "$REGION/v1/changes?limit=1" | json '["lastSequence"]')" = 0 ]; then
-  "$EKC" demo seed --node "$REGION" --count 6 >/dev/null
+  # a supervisor seeds: the demo tickets are assigned to operators
+  EKC_TOKEN="$("$EKC" login --config "$TOPOLOGY" --org 38 --user sv-orlova --role supervisor --print)" "$EKC" demo seed --node "$REGION" --count 6 >/dev/null
 fi
 
 say "Region 38 (irk-main) registers a citizen's request about her pension"
