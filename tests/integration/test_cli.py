@@ -1,10 +1,11 @@
 """The `ekc` CLI against a live node, and `ekc store stats` / mdb_stat on its data."""
 import json
+import os
 import re
 
 import pytest
 
-from conftest import all_changes, ekc, free_port, run
+from conftest import EKC, all_changes, ekc, free_port, run
 from tokens import token
 
 DATABASES = ["meta", "records", "children", "feed", "idx_conflicts", "checkpoints", "served", "tickets", "numbers",
@@ -256,3 +257,36 @@ def test_store_stats_without_store(tmp_path):
     empty.mkdir()
     r = ekc("store", "stats", "--data", empty)
     assert r.returncode != 0 and "no store" in r.stdout + r.stderr
+
+
+def test_login_saves_a_token_per_organisation_that_the_other_commands_pick(node, tmp_path):
+    """`ekc login` signs with the development key the node trusts and saves the token
+    (0600) where every command finds it for the node's organisation; a token from a real
+    provider is saved with --save-token; bad roles and users are refused before anything."""
+    from tokens import DEV_IDP
+    tokens = tmp_path / "tokens"
+    env = {"EKC_TOKEN_DIR": str(tokens), "EKC_TOKEN": ""}
+    r = ekc("login", "--dev-idp", DEV_IDP, "--org", "38", "--user", "op-login", "--role", "operator", env=env)
+    assert r.returncode == 0 and "op-login" in r.stdout, r.stderr
+    saved = tokens / "38.jwt"
+    assert oct(saved.stat().st_mode & 0o777) == "0o600" and oct(tokens.stat().st_mode & 0o777) == "0o700"
+    r = ekc("ticket", "create", "--topic", "pension", "--subject", "s", "--statement", "t", "--node", node.url, "--json", env=env)
+    assert r.returncode == 0, r.stderr
+    hist = node.request("GET", f"/v1/tickets/{json.loads(r.stdout)['id']}/history")[2]["items"]
+    assert (hist[0]["actor"], hist[0]["role"]) == ("op-login", "operator")
+    # an operator may not assign someone else: the CLI shows the 403 and its rule
+    r = ekc("ticket", "assign", json.loads(r.stdout)["id"], "op-other", "--node", node.url, env=env)
+    assert r.returncode != 0 and "403 forbidden" in r.stderr and "supervisor" in r.stderr, r.stderr
+    # a token saved from elsewhere replaces it (here: a supervisor's, from stdin)
+    from tokens import token
+    r = run([EKC, "login", "--org", "38", "--save-token", "-"], input=token("38", "sv-saved", ("supervisor",)),
+            env={**os.environ, **env})
+    assert r.returncode == 0 and saved.read_text().strip() == token("38", "sv-saved", ("supervisor",))
+    # refused before anything is written
+    for args, said in ((["--user", "op x", "--role", "operator"], "--user"), (["--user", "op", "--role", "root"], "--role root"),
+                       (["--user", "op"], "--role"), (["--role", "operator"], "--user")):
+        r = ekc("login", "--dev-idp", DEV_IDP, "--org", "38", *args, env=env)
+        assert r.returncode != 0 and said in r.stderr, (args, r.stderr)
+    # no token for the node's organisation: a message that says how to sign in
+    r = ekc("ticket", "list", "--node", node.url, env={"EKC_TOKEN_DIR": str(tmp_path / "none"), "EKC_TOKEN": ""})
+    assert r.returncode != 0 and "ekc login --org 38" in r.stderr, r.stderr
