@@ -16,7 +16,7 @@ extension OperatorAPI {
         let req = r.request
         let actor = try authorize([.personalDataUnmask], req)
         let fields = try OperatorAPI.unmaskFields(r.query["unmask"], field: "unmask")
-        let reason = try OperatorAPI.reason(r.query["reason"], field: "reason")
+        let reason = try OperatorAPI.disclosureReason(r.query["reason"], field: "reason")
         let disclosed = OperatorAPI.disclosed(t, fields)
         // Nothing of what was asked is held here (a fund outside the transfer's scope).
         guard !disclosed.isEmpty else { return .now(ticketResponse(t)) }
@@ -31,7 +31,7 @@ extension OperatorAPI {
     /// with those fields in full, one access entry per ticket, all in one commit.
     func export(_ r: RouteRequest) throws -> EventLoopFuture<APIResponse> {
         let req = r.request
-        guard let actor = req.actor else { throw APIError.unauthorized(.missing) }
+        let actor = try actor(req)
         var body = try ObjectReader(try jsonBody(req))
         guard let refs = try body.stringArray("tickets"), !refs.isEmpty else {
             throw APIError.unprocessable("missing_field", "tickets: a list of 1 to \(OperatorAPI.maxExport) ticket ids or numbers", field: "tickets")
@@ -46,7 +46,7 @@ extension OperatorAPI {
         } catch {
             throw APIError.unprocessable("invalid_value", error.message, field: "fields")
         }
-        let reason = try OperatorAPI.reason(try body.string("reason"), field: "reason")
+        let reason = try OperatorAPI.disclosureReason(try body.string("reason"), field: "reason")
         try body.rejectUnknown()
         var found: [(Ticket, [CitizenField])] = []
         var missing: [String] = []
@@ -179,7 +179,7 @@ extension OperatorAPI {
     }
 
     /// Why the data is needed, in words a person wrote: recorded with the disclosure.
-    static func reason(_ raw: String?, field: String) throws(APIError) -> String {
+    static func disclosureReason(_ raw: String?, field: String) throws(APIError) -> String {
         let r = (raw ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
         guard r.count >= 5, r.utf8.count <= 500 else {
             throw .badRequest("reason_required", "state why the citizen's data is needed (\(field): 5 to 500 bytes of text)", field: field)
