@@ -33,7 +33,8 @@ public struct NodeService: Service {
         // A node without a topology is an organisation of its own numbering code.
         if directory[settings.node] == nil { directory[settings.node] = settings.region }
         var configuration = StoreConfiguration(node: settings.node, region: settings.region,
-                                               utcOffsetMinutes: settings.utcOffsetMinutes, directory: Directory(directory))
+                                               utcOffsetMinutes: settings.utcOffsetMinutes, directory: Directory(directory),
+                                               wallClock: settings.wallClock ?? CaseStore.systemMillis)
         configuration.numberSeries = settings.numberSeries
         try NodeService.restrictDataDirectory(settings.dataDirectory)
         NodeService.raiseFileLimit(want: settings.apiLimits.maxConnections, logger: logger)

@@ -185,6 +185,9 @@ public struct NodeSettings: Sendable {
     public var apiLimits = ConnectionLimits()
     /// The oldest TLS version the operator port accepts when it serves TLS.
     public var apiTLSMinimum: APITLSVersion = .v1_2
+    /// The node's wall clock (epoch milliseconds) for stamps, deadlines and token times;
+    /// nil: the system's. Fault tests shift it (`--wall-clock-offset-file`).
+    public var wallClock: (@Sendable () -> Millis)? = nil
 
     public init(node: NodeID, region: String, utcOffsetMinutes: Int, dataDirectory: String, host: String, port: Int,
                 tlsCertificate: String?, tlsKey: String?) {

@@ -38,6 +38,8 @@ struct NodeCommand: AsyncParsableCommand {
         @Option(help: "Seconds a request's body may take after its headers (default 30).") var apiBodyTimeout: Int?
         @Option(help: "Seconds the operator port's TLS handshake may take (default 10).") var apiHandshakeTimeout: Int?
         @Option(help: "Oldest TLS version the operator port accepts: 1.2 (AEAD suites only) or 1.3 (default 1.2).") var apiTlsMin: String?
+        @Option(help: ArgumentHelp("For fault testing only: a file holding signed milliseconds added to the wall clock (re-read every 200 ms).",
+                                   visibility: .hidden)) var wallClockOffsetFile: String?
 
         func validate() throws {
             if (tlsCert == nil) != (tlsKey == nil) { throw ValidationError("--tls-cert and --tls-key go together") }
@@ -89,6 +91,7 @@ struct NodeCommand: AsyncParsableCommand {
             if let apiBodyTimeout { settings.apiLimits.bodyTimeout = .seconds(apiBodyTimeout) }
             if let apiHandshakeTimeout { settings.apiLimits.handshakeTimeout = .seconds(apiHandshakeTimeout) }
             if let apiTlsMin { settings.apiTLSMinimum = APITLSVersion(rawValue: apiTlsMin)! }
+            if let wallClockOffsetFile { settings.wallClock = WallClockOffset(path: wallClockOffsetFile).clock }
             let organisation = entry?.organisationID ?? settings.region
             if let idpIssuer, let idpJwks {
                 settings.operatorIdentity = .provider(IdentityProvider(
