@@ -7,7 +7,7 @@ EKC := .build/debug/ekc
 DEB_PACKAGES := liblmdb-dev lmdb-utils nghttp2-client curl openssl pkg-config python3 protobuf-compiler
 PY_MODULES := pytest jsonschema openapi_spec_validator yaml schemathesis google.protobuf h2 cryptography lmdb
 
-.PHONY: all deps build build-tests run single cluster demo test test-swift test-integration bench clean
+.PHONY: all deps build build-tests run single cluster demo test test-swift test-integration faults faults-short bench clean
 
 all: build
 
@@ -53,12 +53,28 @@ test: build-tests
 	$(SWIFT) test --skip-build
 	$(SWIFT) build --product ekc
 	python3 -m pytest -q -p no:cacheprovider tests/integration
+	$(MAKE) --no-print-directory faults-short
 
 test-swift: build-tests
 	$(SWIFT) test --skip-build
 
 test-integration: build
 	python3 -m pytest -q -p no:cacheprovider tests/integration
+
+# Seeded faults on real node processes (tests/faults/run.py): partitions, one-way cuts,
+# blackholes, kill -9, SIGSTOP, ±10 min clock jumps, a full disk, restarts; then a
+# check that nothing acknowledged is lost. SEEDS=n runs seeds 1..n (BASE=k starts at k,
+# BASE=random picks one), SEED=n one seed, FAULT_SECONDS per seed (120), KEEP=1 keeps
+# every seed's files in tests/faults/runs/ (a failing seed's are always kept).
+FAULT_SECONDS ?= 120
+faults: build
+	python3 tests/faults/run.py $(if $(SEED),--seed $(SEED),--seeds $(or $(SEEDS),20) $(if $(BASE),--base $(BASE))) \
+	  --seconds $(FAULT_SECONDS) $(if $(KEEP),--keep)
+
+# The short version `make test` runs: two seeds of 70 s (fewer operations than the full runs).
+faults-short:
+	@echo "fault runs, short version: 2 seeds x 70 s (make faults SEEDS=20 for the full runs)"
+	python3 tests/faults/run.py --seeds 2 --seconds 70 $(if $(KEEP),--keep)
 
 # Release build in its own folder, then store and API benchmarks printing figures.
 bench: deps

@@ -1,0 +1,341 @@
+"""After the faults are healed and the federation is quiet: what every node holds,
+checked against the history of acknowledged (and indeterminate) writes.
+
+Each violation is a dict {check, node, ticket, message, ops}; `ops` are the op numbers
+involved (see history.jsonl).
+"""
+import re
+import time
+
+from workload import GROUP, LIVE, REGISTER_OF, TRANSFER_RANK, get_json, list_all, reader_token, http, NotSent  # noqa: F401
+from cluster import FUNDS, REGIONS
+
+UNIQUE_FIELDS = ("assignee", "topic", "supportMeasure", "subject", "statement")
+TAG = re.compile(r"(\d+)x(\d+)z")
+
+
+def tags(text, seed):
+    """Op numbers named by the unique values in `text`."""
+    return {int(m.group(2)) for m in TAG.finditer(str(text or "")) if int(m.group(1)) == seed}
+
+
+class Snapshot:
+    """Everything a node shows, read once after quiescence."""
+
+    def __init__(self, node):
+        self.node = node
+        self.tickets = {t["id"]: t for t in list_all(node, "/v1/tickets", timeout=30)}
+        self.notes = {}
+        for tid in self.tickets:
+            self.notes[tid] = get_json(node, f"/v1/tickets/{tid}/notes", timeout=30)["items"]
+        self.transfers = {}
+        for direction in ("in", "out"):
+            for t in list_all(node, f"/v1/transfers?direction={direction}", timeout=30):
+                self.transfers[t["id"]] = t
+        # Transfers of tickets held here that neither list shows (another organisation's).
+        for t in self.tickets.values():
+            for tr in t.get("transfers", []):
+                self.transfers.setdefault(tr["id"], tr)
+        self.conflicts = get_json(node, "/v1/conflicts?limit=500", timeout=30)["items"]
+        self.conflicts_truncated = len(self.conflicts) >= 500
+
+
+class Checker:
+    def __init__(self, fed, seed, ops, monitor_samples, log=print):
+        self.fed = fed
+        self.seed = seed
+        self.ops = ops
+        self.by_num = {o["op"]: o for o in ops if "op" in o}
+        self.samples = monitor_samples
+        self.violations = []
+        self.notes = []   # things checked as "not available" etc.
+        self.log = log
+        self.snap = {}
+
+    def violation(self, check, message, node=None, ticket=None, ops=()):
+        self.violations.append({"check": check, "node": node, "ticket": ticket, "message": message,
+                                "ops": sorted(set(ops))})
+
+    # --- the model of who is entitled to what ---
+    def org_nodes(self, org):
+        return [n.node_id for n in self.fed.org_nodes(org)]
+
+    def run(self):
+        t0 = time.time()
+        for n in self.fed.all():
+            self.snap[n.node_id] = Snapshot(n)
+        self.log(f"  checker: read every node in {time.time() - t0:.1f} s")
+        self.final_state = {nid: {"tickets": s.tickets, "notes": s.notes, "transfers": s.transfers,
+                                  "conflicts": s.conflicts} for nid, s in self.snap.items()}
+        self.build_model()
+        self.check_creates_and_presence()
+        self.check_fields()
+        self.check_notes()
+        self.check_transfers()
+        self.check_monotonic()
+        self.check_scope()
+        self.check_digests()
+        return self.violations
+
+    def build_model(self):
+        # Tickets: every create (acked or indeterminate) by its citizen reference.
+        self.creates = {}    # ticket id -> create op
+        self.create_by_ref = {}
+        for o in self.ops:
+            if o.get("kind") == "create" and o.get("result") in ("ok", "info"):
+                self.create_by_ref[o["values"]["citizen"]["ref"]] = o
+                if o.get("ticket"):
+                    self.creates[o["ticket"]] = o
+        # Indeterminate creates that happened: find their ids on the nodes.
+        for s in self.snap.values():
+            for tid, t in s.tickets.items():
+                ref = (t.get("citizen") or {}).get("ref")
+                o = self.create_by_ref.get(ref)
+                if o is not None and tid not in self.creates:
+                    self.creates[tid] = o
+                    o["ticket"] = tid
+        # The final transfers of each ticket, as the origin organisation's nodes hold them.
+        self.ticket_transfers = {}   # ticket -> {transfer id: transfer}
+        for tid, o in self.creates.items():
+            trs = {}
+            for nid in self.org_nodes(o["org"]):
+                t = self.snap[nid].tickets.get(tid)
+                for tr in (t or {}).get("transfers", []):
+                    trs.setdefault(tr["id"], tr)
+            self.ticket_transfers[tid] = trs
+        self.live = {}    # ticket -> {partner org: scope set}
+        for tid, trs in self.ticket_transfers.items():
+            live = {}
+            for tr in trs.values():
+                if tr["state"] in LIVE:
+                    live.setdefault(tr["to"], {"ref"}).update(tr["scope"])
+            self.live[tid] = live
+
+    def register_nodes(self, tid):
+        o = self.creates[tid]
+        nodes = list(self.org_nodes(o["org"]))
+        for p in self.live.get(tid, {}):
+            nodes += self.org_nodes(p)
+        return nodes
+
+    # --- checks ---
+    def check_creates_and_presence(self):
+        for tid, o in self.creates.items():
+            for nid in self.register_nodes(tid):
+                if tid not in self.snap[nid].tickets:
+                    acked = o["result"] == "ok"
+                    if acked or any(tid in s.tickets for s in self.snap.values()):
+                        self.violation("presence", f"ticket {tid} (created on {o['node']}, "
+                                       f"{'acknowledged' if acked else 'indeterminate, seen elsewhere'}) is missing",
+                                       nid, tid, [o["op"]])
+
+    def writes(self, tid):
+        return [o for o in self.ops if o.get("ticket") == tid and o.get("kind") in ("edit", "resolve")
+                and o.get("result") in ("ok", "info")]
+
+    def observed_tags(self):
+        """Op numbers whose values some node shows (so an indeterminate op happened)."""
+        if hasattr(self, "_observed"):
+            return self._observed
+        seen = set()
+        for s in self.snap.values():
+            for t in s.tickets.values():
+                for f in UNIQUE_FIELDS:
+                    seen |= tags(t.get(f), self.seed)
+            for c in s.conflicts:
+                seen |= tags(c["winner"]["value"], self.seed) | tags(c["loser"]["value"], self.seed)
+        for o in self.ops:
+            if o.get("result") == "ok":
+                for v in (o.get("seen") or []) + (o.get("competing") or []):
+                    seen |= tags(v, self.seed)
+        self._observed = seen
+        return seen
+
+    def check_fields(self):
+        observed = self.observed_tags()
+        for tid, create in self.creates.items():
+            ws = self.writes(tid)
+            # Ops that superseded values: acked ones, and indeterminate ones that happened.
+            superseded = set()
+            for o in ws:
+                if o["result"] == "ok" or o["op"] in observed:
+                    for v in (o.get("seen") or []) + (o.get("competing") or []):
+                        superseded |= tags(v, self.seed)
+            # A resolution saw both whole values of its register (the conflict list shows
+            # only one field of a group: `topic` without the support measure, `progress`
+            # without the deadlines), so it supersedes every write of that register
+            # acknowledged before it started.
+            resolved = {}
+            for o in ws:
+                if o["kind"] == "resolve" and (o["result"] == "ok" or o["op"] in observed):
+                    resolved[o["register"]] = max(resolved.get(o["register"], 0), o["t0"])
+
+            def resolved_after(o):
+                return resolved.get(REGISTER_OF[o["field"]], 0) > o.get("t1", float("inf"))
+
+            for nid in self.register_nodes(tid):
+                t = self.snap[nid].tickets.get(tid)
+                if t is None:
+                    continue
+                conflict_tags = set()
+                for c in self.snap[nid].conflicts:
+                    if c["ticketId"] == tid:
+                        conflict_tags |= tags(c["winner"]["value"], self.seed) | tags(c["loser"]["value"], self.seed)
+                for field in UNIQUE_FIELDS + ("priority",):
+                    v = t.get(field)
+                    allowed = {create["values"].get(field)} | {o["value"] for o in ws if o.get("field") == field}
+                    if field in UNIQUE_FIELDS and isinstance(v, str):
+                        ok = bool(tags(v, self.seed) & ({create["op"]} | {o["op"] for o in ws if o.get("field") == field}))
+                    else:
+                        ok = v in allowed
+                    if not ok:
+                        self.violation("field-value", f"{field} = {v!r}: no create or write of this ticket wrote it",
+                                       nid, tid, [create["op"]] + [o["op"] for o in ws if o.get("field") == field])
+                    if field not in UNIQUE_FIELDS:
+                        continue
+                    held = tags(v, self.seed)
+                    for o in ws:
+                        if o.get("kind") != "edit" or o.get("field") != field or o["result"] != "ok" or o["value"] is None:
+                            continue
+                        if o["op"] in held or o["op"] in superseded or o["op"] in conflict_tags or resolved_after(o):
+                            continue
+                        self.violation("lost-write", f"acknowledged {field} = {o['value']!r} (op {o['op']} on {o['node']}) "
+                                       f"is neither the value here ({v!r}), nor seen by a later write, nor a listed conflict",
+                                       nid, tid, [o["op"]])
+                # An acknowledged extension of the answer deadline.
+                ext = [o for o in ws if o.get("field") == "extendAnswerByDays"]
+                days = t["deadlines"]["extensionDays"]
+                if days and days not in {o["value"] for o in ext}:
+                    self.violation("field-value", f"extensionDays = {days}: no write asked for it", nid, tid,
+                                   [o["op"] for o in ext])
+                if any(o["result"] == "ok" and not resolved_after(o) for o in ext) and not days:
+                    if not any(c["ticketId"] == tid and c["field"] == "progress" for c in self.snap[nid].conflicts):
+                        self.violation("lost-write", "an acknowledged extension of the answer deadline is gone", nid, tid,
+                                       [o["op"] for o in ext if o["result"] == "ok"])
+
+    def check_notes(self):
+        for o in self.ops:
+            if o.get("kind") != "note" or o.get("result") != "ok" or o.get("ticket") not in self.creates:
+                continue
+            tid = o["ticket"]
+            origin = self.creates[tid]["org"]
+            live = self.live.get(tid, {})
+            writer = o["org"]
+            if o["visibility"] == "internal":
+                if writer == origin or writer in live:
+                    entitled = self.org_nodes(writer)
+                else:
+                    entitled = []   # the partner's purge took it, as designed
+            else:
+                entitled = set(self.register_nodes(tid))
+                if writer != origin and writer not in live:
+                    entitled = set(self.org_nodes(origin))   # a partner's shared note from before the end
+            for nid in entitled:
+                texts = [n["text"] for n in self.snap[nid].notes.get(tid, [])]
+                if o["value"] not in texts:
+                    kind = "lost-note"
+                    if o["visibility"] == "shared" and writer != origin and writer not in live:
+                        kind = "lost-after-transfer-ended"
+                    self.violation(kind, f"acknowledged {o['visibility']} note of op {o['op']} (written on {o['node']}) "
+                                   f"is missing", nid, tid, [o["op"]])
+
+    def check_transfers(self):
+        for o in self.ops:
+            if o.get("result") != "ok" or o.get("kind") not in ("transfer", "step"):
+                continue
+            trid = o.get("transfer")
+            if not trid:
+                continue
+            frm, to = o["from"], o["to"]
+            for nid in self.org_nodes(frm) + self.org_nodes(to):
+                tr = self.snap[nid].transfers.get(trid)
+                if tr is None:
+                    self.violation("lost-transfer", f"acknowledged transfer {trid} ({frm} -> {to}) is missing",
+                                   nid, o.get("ticket"), [o["op"]])
+                    continue
+                if o["kind"] == "step":
+                    actors = [s["actor"] for s in tr["steps"] + tr.get("conflicts", [])]
+                    if o["actor"] not in actors:
+                        self.violation("lost-step", f"acknowledged {o['state']} of transfer {trid} (op {o['op']} on "
+                                       f"{o['node']}) is missing; the transfer shows {tr['state']} with steps "
+                                       f"{[(s['state'], s['actor']) for s in tr['steps']]}", nid, o.get("ticket"), [o["op"]])
+        # Every node of both sides ends in the same state with the same steps.
+        all_trs = {}
+        for nid, s in self.snap.items():
+            for trid, tr in s.transfers.items():
+                all_trs.setdefault(trid, {})[nid] = tr
+        for trid, views in all_trs.items():
+            states = {nid: (tr["state"], tuple(sorted(st["id"] for st in tr["steps"]))) for nid, tr in views.items()}
+            if len(set(states.values())) > 1:
+                self.violation("transfer-diverged", f"transfer {trid}: nodes disagree: "
+                               f"{ {n: s[0] + f' ({len(s[1])} steps)' for n, s in states.items()} }",
+                               None, next(iter(views.values()))["ticketId"],
+                               [o["op"] for o in self.ops if o.get("transfer") == trid])
+
+    def check_monotonic(self):
+        for (nid, trid), seq in self.samples.items():
+            for (t1, a), (t2, b) in zip(seq, seq[1:]):
+                if TRANSFER_RANK[b] < TRANSFER_RANK[a]:
+                    self.violation("transfer-backwards", f"transfer {trid} went {a} -> {b} on {nid} "
+                                   f"(sampled {time.strftime('%H:%M:%S', time.localtime(t1))} -> "
+                                   f"{time.strftime('%H:%M:%S', time.localtime(t2))})", nid, None,
+                                   [o["op"] for o in self.ops if o.get("transfer") == trid])
+
+    def check_scope(self):
+        for nid, s in self.snap.items():
+            org = self.fed.org_of(nid)
+            for tid, t in s.tickets.items():
+                create = self.creates.get(tid)
+                if create is None:
+                    self.violation("unknown-ticket", f"ticket {tid} ({t.get('number')}) matches no create of the history",
+                                   nid, tid)
+                    continue
+                if create["org"] == org:
+                    continue
+                live = self.live.get(tid, {})
+                if org not in live:
+                    self.violation("out-of-scope", f"{nid} ({org}) holds ticket {tid} of {create['org']} "
+                                   f"without a live transfer to {org}", nid, tid, [create["op"]])
+                    continue
+                scope = live[org]
+                for f in ("name", "snils", "phone"):
+                    if (t.get("citizen") or {}).get(f) is not None and f not in scope:
+                        self.violation("out-of-scope", f"{nid} holds citizen {f} of {tid}, outside the scope {sorted(scope)}",
+                                       nid, tid, [create["op"]])
+                for note in s.notes.get(tid, []):
+                    for n in tags(note["text"], self.seed):
+                        o = self.by_num.get(n)
+                        if o and o.get("visibility") == "internal" and o.get("org") != org:
+                            self.violation("out-of-scope", f"{nid} holds the internal note of op {n} written in {o['org']}",
+                                           nid, tid, [n])
+
+    def check_digests(self):
+        self.digest_status = "checked"
+        orgs = sorted({n.org for n in self.fed.all()})
+        roots = {}
+        for n in self.fed.all():
+            for scope in orgs:
+                try:
+                    status, _, body = http(n, "GET", f"/v1/digest?scope={scope}", timeout=60)
+                except Exception as e:
+                    self.violation("digest", f"GET /v1/digest?scope={scope} failed: {e}", n.node_id)
+                    continue
+                if status == 404 and not (isinstance(body, dict) and body.get("scope")):
+                    self.digest_status = "not available (GET /v1/digest answers 404)"
+                    return
+                if status != 200 or not isinstance(body, dict) or "root" not in body:
+                    self.violation("digest", f"GET /v1/digest?scope={scope}: {status} {str(body)[:300]}", n.node_id)
+                    continue
+                roots[(n.node_id, scope)] = body["root"]
+        for a in orgs:
+            own = {nid: roots.get((nid, a)) for nid in self.org_nodes(a)}
+            if len(set(own.values())) > 1:
+                self.violation("digest", f"the nodes of {a} disagree on scope={a}: {own}")
+            for b in orgs:
+                if b <= a:
+                    continue
+                ab = {(nid, b): roots.get((nid, b)) for nid in self.org_nodes(a)}
+                ba = {(nid, a): roots.get((nid, a)) for nid in self.org_nodes(b)}
+                if len(set(ab.values()) | set(ba.values())) > 1:
+                    self.violation("digest", f"{a} and {b} disagree on what they share: {a}'s nodes (scope={b}) {ab}, "
+                                   f"{b}'s nodes (scope={a}) {ba}")

@@ -1,0 +1,278 @@
+#!/usr/bin/env python3
+"""Seeded fault runs on real node processes: proof that nothing acknowledged is lost.
+
+    python3 tests/faults/run.py --seed 1234            # one seed (make faults SEED=1234)
+    python3 tests/faults/run.py --seeds 20             # seeds 1..20 (make faults SEEDS=20)
+    python3 tests/faults/run.py --seeds 5 --base 700   # seeds 700..704
+    options: --seconds 120 (FAULT_SECONDS), --keep (KEEP=1), --threads 10
+
+A seed starts a federation (regions 38 with a remote office and 52, the pension fund
+on a 64 MiB tmpfs of its own, the social insurance fund) over mutual TLS with a proxy on
+every directed link; runs a seeded workload through the operator API while a seeded
+nemesis partitions, blackholes, kills, stops, shifts clocks and fills the disk; heals
+everything, waits until every link is caught up and quiet, and checks (checker.py).
+Its schedule, op history, every node's log and the violations are kept in
+tests/faults/runs/seed-N/ when it fails (or with --keep).
+"""
+import argparse
+import json
+import os
+import shutil
+import sys
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from cluster import FaultFederation  # noqa: E402
+from nemesis import ALL_KINDS, Nemesis, heal_everything, make_schedule  # noqa: E402
+from workload import History, Monitor, Workload, get_json  # noqa: E402
+from checker import Checker  # noqa: E402
+
+RUNS = HERE / "runs"
+CRASH_MARKERS = ("Fatal error", "Segmentation", "SIGSEGV", "SIGILL", "SIGBUS", "Illegal instruction")
+
+
+def say(*a):
+    print(*a, flush=True)
+
+
+def wait_quiescent(fed, timeout=240.0, quiet=3.0):
+    """Until every link is connected and has applied its peer's last sequence, with no
+    change for `quiet` seconds. Returns (ok, seconds, last status)."""
+    t0 = time.time()
+    stable_since, last_sig, detail = None, None, None
+    while time.time() - t0 < timeout:
+        try:
+            reps = {n.node_id: get_json(n, "/v1/replication", timeout=5) for n in fed.all()}
+        except Exception as e:
+            detail = f"replication status unreadable: {e}"
+            stable_since = last_sig = None
+            time.sleep(0.5)
+            continue
+        last = {nid: r["lastSequence"] for nid, r in reps.items()}
+        behind = [(nid, p["node"], p["connected"], p["appliedSequence"], last.get(p["node"]))
+                  for nid, r in reps.items() for p in r["peers"]
+                  if not p["connected"] or p["appliedSequence"] < last.get(p["node"], 0)]
+        sig = json.dumps([last, {nid: [(p["node"], p["appliedSequence"]) for p in r["peers"]] for nid, r in reps.items()}],
+                         sort_keys=True)
+        detail = behind or "caught up"
+        if behind:
+            stable_since = last_sig = None
+        elif sig != last_sig:
+            stable_since, last_sig = time.time(), sig
+        elif time.time() - stable_since >= quiet:
+            return True, time.time() - t0, detail
+        time.sleep(0.3)
+    return False, time.time() - t0, detail
+
+
+class Watcher:
+    """Every node's process: an exit the nemesis did not cause is a crash (recorded, and
+    the node started again so that the run goes on)."""
+
+    def __init__(self, fed):
+        self.fed = fed
+        self.crashes = []
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="watcher", daemon=True)
+
+    def _run(self):
+        while not self.stop_event.wait(0.3):
+            for n in self.fed.all():
+                with n.lock:
+                    r = n.poll_exit()
+                    if r is None or r[1]:
+                        continue
+                    self.crashes.append({"node": n.node_id, "exit": r[0], "at": time.time(), "log": n.tail(3000)})
+                    say(f"  !!! {n.node_id} exited by itself with {r[0]}; starting it again")
+                    try:
+                        n.start(timeout=60)
+                    except Exception as e:
+                        say(f"  !!! {n.node_id} did not start again: {e}"[:1000])
+
+
+def run_seed(seed: int, seconds: float, threads: int, keep: bool):
+    root = RUNS / f"seed-{seed}"
+    if root.exists():
+        _remove(root)
+    root.mkdir(parents=True)
+    say(f"=== seed {seed}: {seconds:.0f} s of workload and faults; files in {root}")
+    fed = FaultFederation(root / "fed")
+    links = sorted(fed.proxies)
+    schedule = make_schedule(seed, seconds, sorted(fed.nodes), [list(l) for l in links],
+                             disk_node=fed.tmpfs[0] if fed.tmpfs else None)
+    (root / "schedule.json").write_text(json.dumps(schedule, indent=1))
+    history = History(root / "history.jsonl")
+    result = {"seed": seed, "violations": [], "faults": {}, "ops": {}, "seconds": 0}
+    watcher = Watcher(fed)
+    workload = monitor = nemesis = None
+    t_start = time.time()
+    try:
+        fed.start()
+        fed.wait_connected(timeout=60)
+        workload = Workload(fed, seed, history, threads=threads)
+        monitor = Monitor(fed)
+        nemesis = Nemesis(fed, workload, schedule, seed, log=say)
+        watcher.thread.start()
+        t_start = time.time()
+        workload.start()
+        monitor.start()
+        nemesis.start()
+        while time.time() - t_start < seconds or not nemesis.done():
+            time.sleep(0.5)
+            if time.time() - t_start > seconds + 300:
+                say("  nemesis did not finish within 5 minutes of the end: stopping it")
+                break
+        workload.stop()
+        nemesis.stop()
+        result["seconds"] = round(time.time() - t_start, 1)
+        totals = workload.totals()
+        say(f"  workload: {sum(totals.values())} operations: {totals['ok']} acknowledged, {totals['info']} indeterminate, "
+            f"{totals['fail']} refused" + (f", {totals['harness-error']} HARNESS ERRORS" if totals.get("harness-error") else ""))
+        heal_everything(fed, log=say)
+        ok, waited, detail = wait_quiescent(fed)
+        say(f"  quiescence: {'reached' if ok else 'NOT reached'} after {waited:.1f} s")
+        monitor.stop()
+        monitor.sample_once()
+        watcher.stop_event.set()
+        violations = []
+        if not ok:
+            violations.append({"check": "quiescence", "message": f"links not caught up within {waited:.0f} s: {detail}",
+                               "ops": []})
+        checker = Checker(fed, seed, history.ops, monitor.samples, log=say)
+        try:
+            violations += checker.run()
+        finally:
+            if getattr(checker, "final_state", None):
+                (root / "final-state.json").write_text(json.dumps(checker.final_state, ensure_ascii=False, indent=0))
+        say(f"  digests: {checker.digest_status}")
+        for c in watcher.crashes:
+            violations.append({"check": "crash", "node": c["node"], "message": f"exited with {c['exit']} though not killed: "
+                               f"...{c['log'][-1500:]}", "ops": []})
+        for e in nemesis.errors:
+            violations.append({"check": "nemesis", "message": e, "ops": []})
+        result["faults"] = nemesis.counts()
+        result["ops"] = totals
+        result["digest"] = checker.digest_status
+        result["violations"] = violations
+    except Exception as e:
+        import traceback
+        result["violations"].append({"check": "harness", "message": traceback.format_exc(), "ops": []})
+        say(f"  harness error: {e!r}")
+    finally:
+        watcher.stop_event.set()
+        if workload:
+            workload.stop_event.set()
+        if nemesis:
+            nemesis.stop_event.set()
+        stop_codes = {}
+        for n in fed.all():
+            n.cont()
+            try:
+                n.expected_exit = True
+                stop_codes[n.node_id] = n.stop(timeout=30)
+            except Exception as e:
+                stop_codes[n.node_id] = repr(e)
+        if fed.tmpfs and (keep or result["violations"]):
+            # The tmpfs goes with the unmount: keep a copy of the store for a failing seed.
+            shutil.copytree(fed.tmpfs[1], root / f"data-{fed.tmpfs[0]}", ignore=shutil.ignore_patterns("ballast"),
+                            dirs_exist_ok=True)
+        try:
+            fed.stop()
+        except Exception:
+            pass
+        history.close()
+    for nid, rc in stop_codes.items():
+        if rc not in (0, None):
+            result["violations"].append({"check": "crash", "node": nid, "message": f"a graceful stop (SIGTERM) exited {rc}",
+                                         "ops": []})
+    for n in fed.all():
+        text = n.tail(10 ** 9)
+        for marker in CRASH_MARKERS:
+            if marker in text:
+                i = text.index(marker)
+                result["violations"].append({"check": "crash", "node": n.node_id,
+                                             "message": f"log says {marker!r}: {text[max(0, i - 600):i + 900]}", "ops": []})
+                break
+        shutil.copy(n.log_path, root / f"{n.node_id}.log")
+    if result.get("faults"):
+        missing = [k for k, c in result["faults"].items() if c == 0 and not (k == "disk" and fed.tmpfs_error)]
+        if missing and seconds >= 60:
+            say(f"  note: fault kinds that did not occur: {missing}")
+    if fed.tmpfs_error:
+        say(f"  !!! FULL-DISK FAULT SKIPPED: tmpfs could not be mounted ({fed.tmpfs_error})")
+    result["passed"] = not result["violations"]
+    (root / "violations.json").write_text(json.dumps(result["violations"], indent=1, ensure_ascii=False))
+    report(result, history, root, seed)
+    if result["passed"] and not keep:
+        _remove(root)
+    return result
+
+
+def _remove(root: Path):
+    data = root / "fed" / "data"
+    if data.exists():
+        for d in data.iterdir():
+            os.system(f"umount {d} 2>/dev/null")
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def report(result, history, root, seed):
+    v = result["violations"]
+    if not v:
+        say(f"  seed {seed}: PASS")
+        return
+    say(f"  seed {seed}: FAIL, {len(v)} violation(s):")
+    by_num = {o.get("op"): o for o in history.ops}
+    for x in v[:60]:
+        say(f"   - [{x['check']}] {x.get('node') or ''} {x.get('ticket') or ''}: {x['message']}"[:3000])
+        for n in x.get("ops", [])[:6]:
+            o = by_num.get(n)
+            if o:
+                brief = {k: o.get(k) for k in ("op", "kind", "node", "ticket", "field", "value", "state", "transfer",
+                                               "visibility", "result", "status", "t0", "t1", "seen", "competing") if k in o}
+                say(f"       op {json.dumps(brief, ensure_ascii=False, default=str)[:600]}")
+    if len(v) > 60:
+        say(f"   ... and {len(v) - 60} more in {root / 'violations.json'}")
+    say(f"  rerun alone: make faults SEED={seed}   (or: python3 tests/faults/run.py --seed {seed})")
+    say(f"  kept: {root}/schedule.json, history.jsonl, violations.json, <node>.log")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seed", type=int, help="run this one seed")
+    ap.add_argument("--seeds", type=int, default=None, help="run this many seeds")
+    ap.add_argument("--base", default="1", help="first seed of --seeds (a number, or 'random')")
+    ap.add_argument("--seconds", type=float, default=float(os.environ.get("FAULT_SECONDS", 120)))
+    ap.add_argument("--threads", type=int, default=10)
+    ap.add_argument("--keep", action="store_true", default=bool(os.environ.get("KEEP")))
+    a = ap.parse_args()
+    if a.seed is not None:
+        seeds = [a.seed]
+    else:
+        base = int.from_bytes(os.urandom(2), "big") if a.base == "random" else int(a.base)
+        seeds = list(range(base, base + (a.seeds or 20)))
+    say(f"fault runs: seeds {seeds[0]}..{seeds[-1]} ({len(seeds)}), {a.seconds:.0f} s each, {a.threads} client threads")
+    results = []
+    for s in seeds:
+        results.append(run_seed(s, a.seconds, a.threads, a.keep))
+    say("\n seed | seconds |   ops | acked | indet. | refused | " + " ".join(f"{k[:9]:>9}" for k in ALL_KINDS) + " | result")
+    for r in results:
+        ops = r.get("ops") or {}
+        f = r.get("faults") or {}
+        say(f" {r['seed']:>4} | {r['seconds']:>7} | {sum(ops.values()):>5} | {ops.get('ok', 0):>5} | {ops.get('info', 0):>6} | "
+            f"{ops.get('fail', 0):>7} | " + " ".join(f"{f.get(k, 0):>9}" for k in ALL_KINDS)
+            + f" | {'PASS' if r['passed'] else 'FAIL (' + str(len(r['violations'])) + ')'}")
+    failed = [r["seed"] for r in results if not r["passed"]]
+    if failed:
+        say(f"\nFAILED seeds: {failed}; rerun one alone: make faults SEED={failed[0]}")
+        return 1
+    say(f"\nall {len(results)} seeds passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
