@@ -14,6 +14,12 @@ UNIQUE_FIELDS = ("assignee", "topic", "supportMeasure", "subject", "statement")
 TAG = re.compile(r"(\d+)x(\d+)z")
 
 
+def _epoch(ts: str) -> float:
+    """`2026-11-30T08:35:00.744Z` as epoch seconds."""
+    import calendar
+    return calendar.timegm(time.strptime(ts[:19], "%Y-%m-%dT%H:%M:%S")) + float("0" + ts[19:].rstrip("Z"))
+
+
 def tags(text, seed):
     """Op numbers named by the unique values in `text`."""
     return {int(m.group(2)) for m in TAG.finditer(str(text or "")) if int(m.group(1)) == seed}
@@ -60,10 +66,17 @@ class Checker:
     def org_nodes(self, org):
         return [n.node_id for n in self.fed.org_nodes(org)]
 
-    def run(self):
+    def run(self, final_state=None):
+        """Reads every node, or takes `final_state` (a kept run's final-state.json:
+        `run.py --recheck DIR` checks it again without the nodes, digests excepted)."""
         t0 = time.time()
         for n in self.fed.all():
-            self.snap[n.node_id] = Snapshot(n)
+            if final_state is None:
+                self.snap[n.node_id] = Snapshot(n)
+            else:
+                snap = Snapshot.__new__(Snapshot)
+                snap.__dict__.update(final_state[n.node_id])
+                self.snap[n.node_id] = snap
         self.log(f"  checker: read every node in {time.time() - t0:.1f} s")
         self.final_state = {nid: {"tickets": s.tickets, "notes": s.notes, "transfers": s.transfers,
                                   "conflicts": s.conflicts} for nid, s in self.snap.items()}
@@ -73,8 +86,12 @@ class Checker:
         self.check_notes()
         self.check_transfers()
         self.check_monotonic()
+        self.check_replicas_agree()
         self.check_scope()
-        self.check_digests()
+        if final_state is None:
+            self.check_digests()
+        else:
+            self.digest_status = "not checked (offline)"
         return self.violations
 
     def build_model(self):
@@ -103,6 +120,7 @@ class Checker:
                 for tr in (t or {}).get("transfers", []):
                     trs.setdefault(tr["id"], tr)
             self.ticket_transfers[tid] = trs
+        self.sent_at = {o["transfer"]: o["t0"] for o in self.ops if o.get("kind") == "transfer" and o.get("transfer")}
         self.live = {}    # ticket -> {partner org: scope set}
         for tid, trs in self.ticket_transfers.items():
             live = {}
@@ -170,7 +188,14 @@ class Checker:
                 if o["kind"] == "resolve" and (o["result"] == "ok" or o["op"] in observed):
                     resolved[o["register"]] = max(resolved.get(o["register"], 0), o["t0"])
 
+            # Accepting a REDIRECT starts the receiver's own 59-FZ clock: a system write of
+            # the deadlines (`progress`), after every extension acknowledged before the send.
+            accepted_redirects = [_epoch(st["at"]) for tr in self.ticket_transfers.get(tid, {}).values()
+                                  if tr["kind"] == "REDIRECT" for st in tr["steps"] if st["state"] == "ACCEPTED"]
+
             def resolved_after(o):
+                if o["field"] == "extendAnswerByDays" and any(t > o.get("t1", float("inf")) for t in accepted_redirects):
+                    return True
                 return resolved.get(REGISTER_OF[o["field"]], 0) > o.get("t1", float("inf"))
 
             for nid in self.register_nodes(tid):
@@ -202,6 +227,12 @@ class Checker:
                         self.violation("lost-write", f"acknowledged {field} = {o['value']!r} (op {o['op']} on {o['node']}) "
                                        f"is neither the value here ({v!r}), nor seen by a later write, nor a listed conflict",
                                        nid, tid, [o["op"]])
+                # A status only an operator sets (the transfer workflow sets the others).
+                if t["status"] in ("WAITING", "ANSWERED", "CLOSED", "DEFERRED", "REOPENED") and \
+                        t["status"] not in {o.get("value") for o in ws if o.get("field") == "status"} | \
+                        {o.get("value") for o in ws if o.get("kind") == "resolve" and o.get("register") == "progress"}:
+                    self.violation("field-value", f"status = {t['status']}: no write of this ticket set it", nid, tid,
+                                   [o["op"] for o in ws if o.get("field") == "status"])
                 # An acknowledged extension of the answer deadline.
                 ext = [o for o in ws if o.get("field") == "extendAnswerByDays"]
                 days = t["deadlines"]["extensionDays"]
@@ -230,12 +261,15 @@ class Checker:
                 entitled = set(self.register_nodes(tid))
                 if writer != origin and writer not in live:
                     entitled = set(self.org_nodes(origin))   # a partner's shared note from before the end
+            # A transfer to the writer's organisation sent before the note and ended since:
+            # its purge may have taken the note there (by design) before it went anywhere.
+            ended = writer != origin and any(
+                tr["to"] == writer and tr["state"] not in LIVE and self.sent_at.get(trid, 0) < o.get("t1", 0)
+                for trid, tr in self.ticket_transfers.get(tid, {}).items())
             for nid in entitled:
                 texts = [n["text"] for n in self.snap[nid].notes.get(tid, [])]
                 if o["value"] not in texts:
-                    kind = "lost-note"
-                    if o["visibility"] == "shared" and writer != origin and writer not in live:
-                        kind = "lost-after-transfer-ended"
+                    kind = "lost-after-transfer-ended" if ended else "lost-note"
                     self.violation(kind, f"acknowledged {o['visibility']} note of op {o['op']} (written on {o['node']}) "
                                    f"is missing", nid, tid, [o["op"]])
 
@@ -271,6 +305,41 @@ class Checker:
                                f"{ {n: s[0] + f' ({len(s[1])} steps)' for n, s in states.items()} }",
                                None, next(iter(views.values()))["ticketId"],
                                [o["op"] for o in self.ops if o.get("transfer") == trid])
+
+    def check_replicas_agree(self):
+        """The nodes of one organisation show every ticket alike (but the local edit
+        counter `version`): same fields, same notes, same transfers and states."""
+        orgs = sorted({n.org for n in self.fed.all()})
+        for org in orgs:
+            nids = self.org_nodes(org)
+            if len(nids) < 2:
+                continue
+            tids = set().union(*(self.snap[n].tickets for n in nids))
+            for tid in sorted(tids):
+                views = {}
+                for nid in nids:
+                    t = self.snap[nid].tickets.get(tid)
+                    if t is None:
+                        views[nid] = None
+                        continue
+                    t = dict(t)
+                    t.pop("version", None)
+                    t["transfers"] = sorted((x["id"], x["state"], len(x["steps"])) for x in t.get("transfers", []))
+                    t["notes"] = sorted(n["id"] for n in self.snap[nid].notes.get(tid, []))
+                    views[nid] = t
+                first = views[nids[0]]
+                for nid in nids[1:]:
+                    other = views[nid]
+                    if other == first:
+                        continue
+                    if first is None or other is None:
+                        diff = "held by " + ", ".join(n for n in nids if views[n] is not None) + " only"
+                    else:
+                        diff = "; ".join(f"{k}: {nids[0]} {first.get(k)!r} / {nid} {other.get(k)!r}"
+                                         for k in sorted(set(first) | set(other)) if first.get(k) != other.get(k))
+                    create = self.creates.get(tid)
+                    self.violation("replica-diverged", f"nodes of {org} disagree on {tid}: {diff}"[:1500], nid, tid,
+                                   [create["op"]] if create else [])
 
     def check_monotonic(self):
         for (nid, trid), seq in self.samples.items():

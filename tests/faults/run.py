@@ -137,6 +137,8 @@ def run_seed(seed: int, seconds: float, threads: int, keep: bool):
         say(f"  quiescence: {'reached' if ok else 'NOT reached'} after {waited:.1f} s")
         monitor.stop()
         monitor.sample_once()
+        (root / "transfer-samples.json").write_text(json.dumps(
+            [[nid, trid, seq] for (nid, trid), seq in monitor.samples.items()]))
         watcher.stop_event.set()
         violations = []
         if not ok:
@@ -204,12 +206,28 @@ def run_seed(seed: int, seconds: float, threads: int, keep: bool):
             say(f"  note: fault kinds that did not occur: {missing}")
     if fed.tmpfs_error:
         say(f"  !!! FULL-DISK FAULT SKIPPED: tmpfs could not be mounted ({fed.tmpfs_error})")
+    attach_evidence(result["violations"], root)
     result["passed"] = not result["violations"]
     (root / "violations.json").write_text(json.dumps(result["violations"], indent=1, ensure_ascii=False))
     report(result, history, root, seed)
     if result["passed"] and not keep:
         _remove(root)
     return result
+
+
+def attach_evidence(violations, root: Path):
+    """To each violation about a ticket, the log lines where a node refused a record of
+    that ticket from a peer (the usual reason a replica lacks something)."""
+    refusals = {}
+    for log in sorted(root.glob("*.log")):
+        for line in log.read_text(errors="replace").splitlines():
+            if "refused" in line and " id=" in line:
+                tid = line.split(" id=", 1)[1].split()[0]
+                refusals.setdefault(tid, []).append(f"{log.stem}: {line.strip()}")
+    for v in violations:
+        lines = refusals.get(v.get("ticket") or "", [])
+        if lines:
+            v["refusals"] = {"count": len(lines), "first": lines[:3]}
 
 
 def _remove(root: Path):
@@ -225,10 +243,13 @@ def report(result, history, root, seed):
     if not v:
         say(f"  seed {seed}: PASS")
         return
-    say(f"  seed {seed}: FAIL, {len(v)} violation(s):")
+    import collections
+    say(f"  seed {seed}: FAIL, {len(v)} violation(s): {dict(collections.Counter(x['check'] for x in v))}")
     by_num = {o.get("op"): o for o in history.ops}
     for x in v[:60]:
         say(f"   - [{x['check']}] {x.get('node') or ''} {x.get('ticket') or ''}: {x['message']}"[:3000])
+        if x.get("refusals"):
+            say(f"       {x['refusals']['count']} refusal(s) of this ticket in the logs, first: {x['refusals']['first'][0][:400]}")
         for n in x.get("ops", [])[:6]:
             o = by_num.get(n)
             if o:
@@ -241,6 +262,27 @@ def report(result, history, root, seed):
     say(f"  kept: {root}/schedule.json, history.jsonl, violations.json, <node>.log")
 
 
+def recheck(root: Path):
+    """The checks again on a kept run's files (after changing checker.py)."""
+    from cluster import SPECS
+    from types import SimpleNamespace
+    nodes = [SimpleNamespace(node_id=s["id"], org=s["region"]) for s in SPECS]
+    fed = SimpleNamespace(all=lambda: nodes, org_nodes=lambda org: [n for n in nodes if n.org == org],
+                          org_of=lambda nid: next(n.org for n in nodes if n.node_id == nid))
+    ops = [json.loads(line) for line in (root / "history.jsonl").read_text().splitlines() if line.strip()]
+    samples = {}
+    if (root / "transfer-samples.json").exists():
+        samples = {(nid, trid): [tuple(x) for x in seq] for nid, trid, seq in json.loads((root / "transfer-samples.json").read_text())}
+    seed = int(root.name.split("-")[-1])
+    checker = Checker(fed, seed, ops, samples, log=say)
+    v = checker.run(final_state=json.loads((root / "final-state.json").read_text()))
+    attach_evidence(v, root)
+    report({"violations": v}, SimpleNamespace(ops=ops), root, seed)
+    import collections
+    say(f"  by check: {dict(collections.Counter(x['check'] for x in v))}")
+    return 1 if v else 0
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seed", type=int, help="run this one seed")
@@ -249,7 +291,10 @@ def main():
     ap.add_argument("--seconds", type=float, default=float(os.environ.get("FAULT_SECONDS", 120)))
     ap.add_argument("--threads", type=int, default=10)
     ap.add_argument("--keep", action="store_true", default=bool(os.environ.get("KEEP")))
+    ap.add_argument("--recheck", metavar="DIR", help="check a kept run's files again (no nodes)")
     a = ap.parse_args()
+    if a.recheck:
+        return recheck(Path(a.recheck))
     if a.seed is not None:
         seeds = [a.seed]
     else:
