@@ -381,30 +381,74 @@ class Checker:
     def check_digests(self):
         self.digest_status = "checked"
         orgs = sorted({n.org for n in self.fed.all()})
-        roots = {}
+        bodies = {}
         for n in self.fed.all():
             for scope in orgs:
-                try:
-                    status, _, body = http(n, "GET", f"/v1/digest?scope={scope}", timeout=60)
-                except Exception as e:
-                    self.violation("digest", f"GET /v1/digest?scope={scope} failed: {e}", n.node_id)
-                    continue
-                if status == 404 and not (isinstance(body, dict) and body.get("scope")):
-                    self.digest_status = "not available (GET /v1/digest answers 404)"
-                    return
+                body = None
+                for _ in range(120):   # digests are rebuilt after a start: wait until ready
+                    try:
+                        status, _, body = http(n, "GET", f"/v1/digest?scope={scope}", timeout=60)
+                    except Exception as e:
+                        status, body = None, str(e)
+                    if status == 404 and not (isinstance(body, dict) and body.get("scope")):
+                        self.digest_status = "not available (GET /v1/digest answers 404)"
+                        return
+                    if status == 200 and isinstance(body, dict) and body.get("ready", True):
+                        break
+                    time.sleep(0.5)
                 if status != 200 or not isinstance(body, dict) or "root" not in body:
-                    self.violation("digest", f"GET /v1/digest?scope={scope}: {status} {str(body)[:300]}", n.node_id)
+                    self.violation("digest", f"GET /v1/digest?scope={scope} on {n.node_id}: {status} {str(body)[:300]}",
+                                   n.node_id)
                     continue
-                roots[(n.node_id, scope)] = body["root"]
+                if not body.get("ready", True):
+                    self.violation("digest", f"{n.node_id}: digests not ready within 60 s", n.node_id)
+                bodies[(n.node_id, scope)] = body
+        nodes = {n.node_id: n for n in self.fed.all()}
+
+        def compare(what, pairs):
+            """pairs: [(node, scope)]; one violation naming the records that differ."""
+            have = [(p, bodies[p]) for p in pairs if p in bodies]
+            if len({b["root"] for _, b in have}) <= 1:
+                return
+            (pa, a), rest = have[0], have[1:]
+            for pb, b in rest:
+                if b["root"] == a["root"]:
+                    continue
+                diff = self.digest_diff(nodes[pa[0]], pa[1], a, nodes[pb[0]], pb[1], b)
+                first = re.search(r"ticket ([0-9A-Z]{26})", diff)
+                self.violation("digest", f"{what}: {pa[0]} (scope={pa[1]}, {a['records']} records) and {pb[0]} "
+                               f"(scope={pb[1]}, {b['records']} records) differ; {diff}", pb[0],
+                               first.group(1) if first else None)
+
         for a in orgs:
-            own = {nid: roots.get((nid, a)) for nid in self.org_nodes(a)}
-            if len(set(own.values())) > 1:
-                self.violation("digest", f"the nodes of {a} disagree on scope={a}: {own}")
+            compare(f"the nodes of {a} on scope={a}", [(nid, a) for nid in self.org_nodes(a)])
             for b in orgs:
-                if b <= a:
+                if b > a:
+                    compare(f"{a} and {b} on what they share",
+                            [(nid, b) for nid in self.org_nodes(a)] + [(nid, a) for nid in self.org_nodes(b)])
+
+    def digest_diff(self, na, sa, a, nb, sb, b, limit=8):
+        """The records whose sums differ between two digests (walking ranges, buckets)."""
+        out = []
+        try:
+            ra = {r["range"]: r["sum"] for r in a.get("ranges", [])}
+            rb = {r["range"]: r["sum"] for r in b.get("ranges", [])}
+            for r in sorted(set(ra) | set(rb)):
+                if ra.get(r) == rb.get(r):
                     continue
-                ab = {(nid, b): roots.get((nid, b)) for nid in self.org_nodes(a)}
-                ba = {(nid, a): roots.get((nid, a)) for nid in self.org_nodes(b)}
-                if len(set(ab.values()) | set(ba.values())) > 1:
-                    self.violation("digest", f"{a} and {b} disagree on what they share: {a}'s nodes (scope={b}) {ab}, "
-                                   f"{b}'s nodes (scope={a}) {ba}")
+                ba = {x["bucket"]: x["sum"] for x in get_json(na, f"/v1/digest?scope={sa}&range={r}", 30)["buckets"]}
+                bb = {x["bucket"]: x["sum"] for x in get_json(nb, f"/v1/digest?scope={sb}&range={r}", 30)["buckets"]}
+                for k in sorted(set(ba) | set(bb)):
+                    if ba.get(k) == bb.get(k):
+                        continue
+                    ea = {(x["kind"], x["id"]): x["sum"] for x in get_json(na, f"/v1/digest?scope={sa}&bucket={k}", 30)["records"]}
+                    eb = {(x["kind"], x["id"]): x["sum"] for x in get_json(nb, f"/v1/digest?scope={sb}&bucket={k}", 30)["records"]}
+                    for key in sorted(set(ea) | set(eb)):
+                        if ea.get(key) != eb.get(key):
+                            where = "both, different" if key in ea and key in eb else (na.node_id if key in ea else nb.node_id) + " only"
+                            out.append(f"{key[0]} {key[1]} ({where})")
+                            if len(out) >= limit:
+                                return "records: " + ", ".join(out) + ", ..."
+        except Exception as e:
+            out.append(f"(could not walk the digests: {e})")
+        return "records: " + ", ".join(out) if out else "no record differs at the bucket level (sums of ranges differ)"
