@@ -361,6 +361,15 @@ final class HTTP2StreamWatch: NIOHTTP2StreamDelegate {
 /// body timeouts, and once answered the stream must be gone within the idle timeout
 /// (a client that never reads the response or never ends its body would otherwise
 /// keep the stream, its buffered body and the connection). Overdue: RST_STREAM.
+///
+/// A response that ends before its request did (413 for a body over the limit, a
+/// refused pull) ends the stream with RST_STREAM(NO_ERROR) once written (RFC 9113
+/// §8.1): the client stops sending the rest. Without it the stream stayed open for the
+/// body the handler no longer wanted, and the node granted it window, read and dropped
+/// it until the body timeout (about 90 MB in 3 s on loopback; on the replication port,
+/// which had no timeout, for ever).
+///
+/// Sits right after `HTTP2FramePayloadToHTTP1ServerCodec` in the stream's pipeline.
 final class StreamGuard: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias InboundOut = HTTPServerRequestPart
@@ -409,11 +418,21 @@ final class StreamGuard: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        if case .end = unwrapOutboundIn(data) {
-            clock.responseEnd(now: context.eventLoop.now)
-            update()
-        }
-        context.write(data, promise: promise)
+        guard case .end = unwrapOutboundIn(data) else { return context.write(data, promise: promise) }
+        let early = clock.reading != .idle  // the request is not complete
+        clock.responseEnd(now: context.eventLoop.now)
+        update()
+        guard early else { return context.write(data, promise: promise) }
+        let written = promise ?? context.eventLoop.makePromise()
+        context.write(data, promise: written)
+        written.futureResult.assumeIsolated().whenSuccess { [weak self] in self?.resetAfterEarlyResponse() }
+    }
+
+    private func resetAfterEarlyResponse() {
+        // Below the codec, which carries HTTP/1 parts only: the stream channel takes frame payloads.
+        guard let context, let codec = try? context.pipeline.syncOperations.context(
+            handlerType: HTTP2FramePayloadToHTTP1ServerCodec.self) else { return }
+        codec.writeAndFlush(NIOAny(HTTP2Frame.FramePayload.rstStream(.noError)), promise: nil)
     }
 
     private func update() {

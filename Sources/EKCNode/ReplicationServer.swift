@@ -53,6 +53,19 @@ public final class ReplicationServer: Sendable {
     let channel: NIOCore.Channel
     public let port: Int
 
+    /// A request (at most 64 KiB) must be whole within 10 s of its stream's opening, a
+    /// refused one is reset at once, and a stream whose response ended must be gone within
+    /// a minute; a pull being streamed has no deadline. Before, a peer with a valid
+    /// certificate held unfinished requests, and pushed a refused one's body, for as long
+    /// as it liked (StreamGuard, as on the operator port).
+    static var streamLimits: ConnectionLimits {
+        var limits = ConnectionLimits()
+        limits.headerTimeout = .seconds(10)
+        limits.bodyTimeout = .seconds(10)
+        limits.idleTimeout = .seconds(60)
+        return limits
+    }
+
     public static func start(store: CaseStore, tls: NodeTLS, host: String, port: Int, peers: Set<NodeID>,
                              group: EventLoopGroup, metrics: ReplicationMetrics, logger: Logger) async throws -> ReplicationServer {
         let context = try tls.makeServerContext()
@@ -74,6 +87,7 @@ public final class ReplicationServer: Sendable {
                             let peer = identity.peer
                             try stream.pipeline.syncOperations.addHandlers([
                                 HTTP2FramePayloadToHTTP1ServerCodec(),
+                                StreamGuard(limits: ReplicationServer.streamLimits, gate: nil),
                                 FeedSender(store: store, peer: peer, allowed: peer.map { peers.contains($0) } ?? false,
                                            metrics: metrics, logger: logger),
                             ])
