@@ -103,13 +103,16 @@ public final class HTTPServer: Sendable {
             HTTP2Setting(parameter: .maxHeaderListSize, value: 64 * 1024),
             HTTP2Setting(parameter: .initialWindowSize, value: 1 << 20),
         ]
+        HTTP2Defences.apply(to: &connection)
+        var stream = NIOHTTP2Handler.StreamConfiguration()
+        HTTP2Defences.apply(to: &stream)
         let sync = channel.pipeline.syncOperations
         let connectionGuard = try? sync.handler(type: ConnectionGuard.self)
         connectionGuard?.becameHTTP2()
         let limits = connectionGuard?.limits
         let gate = connectionGuard?.gate
         _ = try sync.configureHTTP2Pipeline(
-            mode: .server, connectionConfiguration: connection, streamConfiguration: .init(),
+            mode: .server, connectionConfiguration: connection, streamConfiguration: stream,
             streamDelegate: connectionGuard.map { HTTP2StreamWatch($0, eventLoop: channel.eventLoop) }, position: .last
         ) { stream in
             stream.eventLoop.makeCompletedFuture {

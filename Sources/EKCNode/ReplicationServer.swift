@@ -9,7 +9,7 @@ import NIOSSL
 
 /// HTTP/2 windows of replication connections: 4 MiB per stream and connection, so a
 /// batch of about 1 MiB flows without a round trip per 64 KiB, while what a slow
-/// puller leaves unread stays bounded by the window.
+/// puller leaves unread stays bounded by the window. The DoS limits are HTTP2Defences'.
 enum ReplicationWindows {
     static let bytes = 4 << 20
     static var connection: NIOHTTP2Handler.ConnectionConfiguration {
@@ -20,11 +20,13 @@ enum ReplicationWindows {
             HTTP2Setting(parameter: .maxFrameSize, value: 1 << 20),
         ]
         c.targetWindowSize = bytes
+        HTTP2Defences.apply(to: &c)
         return c
     }
     static var stream: NIOHTTP2Handler.StreamConfiguration {
         var s = NIOHTTP2Handler.StreamConfiguration()
         s.targetWindowSize = bytes
+        HTTP2Defences.apply(to: &s)
         return s
     }
 }
