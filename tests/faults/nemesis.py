@@ -276,23 +276,27 @@ def fill(path) -> int:
     st = os.statvfs(path.parent)
     free = st.f_bavail * st.f_frsize
     written = 0
-    with open(path, "wb") as f:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
         try:
             if free > 0:
-                os.posix_fallocate(f.fileno(), 0, free)
+                os.posix_fallocate(fd, 0, free)
                 written = free
+                os.lseek(fd, 0, os.SEEK_END)
         except OSError:
             pass
         chunk = b"\0" * 65536
-        while True:
+        while written < 1 << 34:
             try:
-                f.write(chunk)
-                f.flush()
-                written += len(chunk)
-            except OSError:
-                break
-            if written > 1 << 34:
-                break
+                n = os.write(fd, chunk)
+            except OSError:   # ENOSPC: full
+                if len(chunk) <= 512:
+                    break
+                chunk = chunk[:len(chunk) // 8]
+                continue
+            written += n
+    finally:
+        os.close(fd)
     return written
 
 

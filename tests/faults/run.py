@@ -94,6 +94,27 @@ class Watcher:
                         say(f"  !!! {n.node_id} did not start again: {e}"[:1000])
 
 
+def pin_binary():
+    """A copy of .build/debug/ekc for this run: a build in the shared tree may relink
+    the binary while nodes are restarted, and one run must not mix two builds."""
+    import federation
+    import hashlib
+    src = Path(federation.EKC)
+    data = src.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()[:12]
+    pinned = RUNS / ".bin" / f"ekc-{digest}-{os.getpid()}"
+    if not pinned.exists():
+        pinned.parent.mkdir(parents=True, exist_ok=True)
+        tmp = pinned.with_suffix(".tmp")
+        tmp.write_bytes(data)
+        tmp.chmod(0o755)
+        tmp.rename(pinned)
+    federation.EKC = pinned
+    say(f"node binary: {src} (sha256 {digest}..., built {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(src.stat().st_mtime))}),"
+        f" pinned as {pinned}")
+    return pinned
+
+
 def run_seed(seed: int, seconds: float, threads: int, keep: bool):
     root = RUNS / f"seed-{seed}"
     if root.exists():
@@ -301,6 +322,7 @@ def main():
         base = int.from_bytes(os.urandom(2), "big") if a.base == "random" else int(a.base)
         seeds = list(range(base, base + (a.seeds or 20)))
     say(f"fault runs: seeds {seeds[0]}..{seeds[-1]} ({len(seeds)}), {a.seconds:.0f} s each, {a.threads} client threads")
+    pinned = pin_binary()
     results = []
     for s in seeds:
         results.append(run_seed(s, a.seconds, a.threads, a.keep))
@@ -311,6 +333,10 @@ def main():
         say(f" {r['seed']:>4} | {r['seconds']:>7} | {sum(ops.values()):>5} | {ops.get('ok', 0):>5} | {ops.get('info', 0):>6} | "
             f"{ops.get('fail', 0):>7} | " + " ".join(f"{f.get(k, 0):>9}" for k in ALL_KINDS)
             + f" | {'PASS' if r['passed'] else 'FAIL (' + str(len(r['violations'])) + ')'}")
+    try:
+        pinned.unlink()
+    except OSError:
+        pass
     failed = [r["seed"] for r in results if not r["passed"]]
     if failed:
         say(f"\nFAILED seeds: {failed}; rerun one alone: make faults SEED={failed[0]}")
