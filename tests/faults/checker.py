@@ -224,6 +224,14 @@ class Checker:
                             continue
                         if o["op"] in held or o["op"] in superseded or o["op"] in conflict_tags or resolved_after(o):
                             continue
+                        if any(c["ticketId"] == tid and c["field"] == REGISTER_OF[field] for c in self.snap[nid].conflicts):
+                            # The register is in conflict, but the list shows another field of
+                            # the group (`topic` for the support measure, `subject` for the
+                            # statement): the write may be the loser, a person cannot see it.
+                            self.violation("conflict-hides-value", f"acknowledged {field} = {o['value']!r} (op {o['op']} "
+                                           f"on {o['node']}) is not the value here ({v!r}); the {REGISTER_OF[field]} "
+                                           f"conflict listed does not show it", nid, tid, [o["op"]])
+                            continue
                         self.violation("lost-write", f"acknowledged {field} = {o['value']!r} (op {o['op']} on {o['node']}) "
                                        f"is neither the value here ({v!r}), nor seen by a later write, nor a listed conflict",
                                        nid, tid, [o["op"]])

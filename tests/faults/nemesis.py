@@ -23,7 +23,7 @@ PROC_KINDS = ["kill9", "kill9-inflight", "kill9-catchup", "sigstop", "clock", "d
 ALL_KINDS = NET_KINDS + PROC_KINDS
 
 
-def make_schedule(seed: int, seconds: float, node_ids, links, disk_node=None):
+def make_schedule(seed: int, seconds: float, node_ids, links, disk_node=None, clock_ms: int = 600_000):
     """[{lane, at, kind, ...}] for a run of `seconds`; every kind at least once."""
     rng = random.Random(seed * 7919 + 1)
     undirected = sorted({tuple(sorted(l)) for l in links})
@@ -66,7 +66,7 @@ def make_schedule(seed: int, seconds: float, node_ids, links, disk_node=None):
             f["hold"] = round(rng.uniform(*LONGER_THAN_IDLE), 2)
         elif kind == "clock":
             f["node"] = rng.choice(node_ids)
-            f["offset_ms"] = rng.choice([600_000, -600_000])
+            f["offset_ms"] = rng.choice([clock_ms, -clock_ms])
             f["hold"] = round(rng.uniform(8, 15), 2)
         elif kind == "disk":
             f["node"] = disk_node

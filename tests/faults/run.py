@@ -115,7 +115,7 @@ def pin_binary():
     return pinned
 
 
-def run_seed(seed: int, seconds: float, threads: int, keep: bool):
+def run_seed(seed: int, seconds: float, threads: int, keep: bool, clock_ms: int = 600_000):
     root = RUNS / f"seed-{seed}"
     if root.exists():
         _remove(root)
@@ -124,7 +124,7 @@ def run_seed(seed: int, seconds: float, threads: int, keep: bool):
     fed = FaultFederation(root / "fed")
     links = sorted(fed.proxies)
     schedule = make_schedule(seed, seconds, sorted(fed.nodes), [list(l) for l in links],
-                             disk_node=fed.tmpfs[0] if fed.tmpfs else None)
+                             disk_node=fed.tmpfs[0] if fed.tmpfs else None, clock_ms=clock_ms)
     (root / "schedule.json").write_text(json.dumps(schedule, indent=1))
     history = History(root / "history.jsonl")
     result = {"seed": seed, "violations": [], "faults": {}, "ops": {}, "seconds": 0}
@@ -312,6 +312,8 @@ def main():
     ap.add_argument("--seconds", type=float, default=float(os.environ.get("FAULT_SECONDS", 120)))
     ap.add_argument("--threads", type=int, default=10)
     ap.add_argument("--keep", action="store_true", default=bool(os.environ.get("KEEP")))
+    ap.add_argument("--clock-jump-ms", type=int, default=600_000,
+                    help="size of the wall-clock jumps (default ±10 min; larger ones probe the skew bound)")
     ap.add_argument("--recheck", metavar="DIR", help="check a kept run's files again (no nodes)")
     a = ap.parse_args()
     if a.recheck:
@@ -325,7 +327,7 @@ def main():
     pinned = pin_binary()
     results = []
     for s in seeds:
-        results.append(run_seed(s, a.seconds, a.threads, a.keep))
+        results.append(run_seed(s, a.seconds, a.threads, a.keep, a.clock_jump_ms))
     say("\n seed | seconds |   ops | acked | indet. | refused | " + " ".join(f"{k[:9]:>9}" for k in ALL_KINDS) + " | result")
     for r in results:
         ops = r.get("ops") or {}
