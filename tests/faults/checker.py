@@ -224,13 +224,16 @@ class Checker:
                             continue
                         if o["op"] in held or o["op"] in superseded or o["op"] in conflict_tags or resolved_after(o):
                             continue
-                        if any(c["ticketId"] == tid and c["field"] == REGISTER_OF[field] for c in self.snap[nid].conflicts):
+                        saw_conflict = any(w["result"] == "ok" and w.get("competing") and w.get("register") == REGISTER_OF[field]
+                                           and w["t0"] > o.get("t1", 0) for w in ws)
+                        if saw_conflict or any(c["ticketId"] == tid and c["field"] == REGISTER_OF[field]
+                                               for c in self.snap[nid].conflicts):
                             # The register is in conflict, but the list shows another field of
                             # the group (`topic` for the support measure, `subject` for the
                             # statement): the write may be the loser, a person cannot see it.
                             self.violation("conflict-hides-value", f"acknowledged {field} = {o['value']!r} (op {o['op']} "
-                                           f"on {o['node']}) is not the value here ({v!r}); the {REGISTER_OF[field]} "
-                                           f"conflict listed does not show it", nid, tid, [o["op"]])
+                                           f"on {o['node']}) is not the value here ({v!r}); a {REGISTER_OF[field]} conflict "
+                                           f"was listed (now or to a later write) without showing it", nid, tid, [o["op"]])
                             continue
                         self.violation("lost-write", f"acknowledged {field} = {o['value']!r} (op {o['op']} on {o['node']}) "
                                        f"is neither the value here ({v!r}), nor seen by a later write, nor a listed conflict",
