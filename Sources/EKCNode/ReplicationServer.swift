@@ -60,6 +60,12 @@ public final class ReplicationServer: Sendable {
     /// a minute; a pull being streamed has no deadline. Before, a peer with a valid
     /// certificate held unfinished requests, and pushed a refused one's body, for as long
     /// as it liked (StreamGuard, as on the operator port).
+    /// A connection's TLS handshake must end within 10 s, and a connection without an open
+    /// stream is closed (GOAWAY) after a minute; a puller's connection always has its pull
+    /// stream. Before, a TCP connection that never said hello was held for ever, by
+    /// anyone: file descriptors the operator port shares.
+    static var connectionLimits: ConnectionLimits { ConnectionLimits() }
+
     static var streamLimits: ConnectionLimits {
         var limits = ConnectionLimits()
         limits.headerTimeout = .seconds(10)
@@ -79,10 +85,15 @@ public final class ReplicationServer: Sendable {
                 channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations
                     try sync.addHandler(NIOSSLServerHandler(context: context))
+                    // After TLS, as on the operator port: it times the handshake by its completion event.
+                    let connectionGuard = ConnectionGuard(limits: ReplicationServer.connectionLimits, tls: true, gate: nil)
+                    try sync.addHandler(connectionGuard)
+                    connectionGuard.becameHTTP2()  // frames from the first byte: idle means no open stream
                     let identity = NodeIdentityHandler()
                     try sync.addHandler(identity)
                     _ = try sync.configureHTTP2Pipeline(
-                        mode: .server, connectionConfiguration: ReplicationWindows.connection, streamConfiguration: ReplicationWindows.stream
+                        mode: .server, connectionConfiguration: ReplicationWindows.connection, streamConfiguration: ReplicationWindows.stream,
+                        streamDelegate: HTTP2StreamWatch(connectionGuard, eventLoop: channel.eventLoop), position: .last
                     ) { stream in
                         stream.eventLoop.makeCompletedFuture {
                             // Streams open only after the TLS handshake identified the peer.
