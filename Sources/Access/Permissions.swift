@@ -24,6 +24,8 @@ public enum Action: String, Sendable, CaseIterable {
     case conflictsRead = "conflicts.read"
     case conflictResolve = "conflict.resolve"
     case replicationRead = "replication.read"
+    /// Compare digests with a peer now and pull what differs (anti-entropy).
+    case replicationRepair = "replication.repair"
     /// `/v1/health` beyond liveness: store, queue, links, transfers overdue.
     case healthDetails = "health.details"
     case metricsRead = "metrics.read"
@@ -49,7 +51,7 @@ public enum PermissionTable {
         .supervisor: operatorActions.union([.ticketAssign, .ticketReopen, .ticketExtendDeadline,
                                             .conflictResolve, .personalDataExport]),
         .auditor: [.auditRead],
-        .ops: [.healthDetails, .replicationRead, .metricsRead],
+        .ops: [.healthDetails, .replicationRead, .replicationRepair, .metricsRead],
     ]
 
     /// The roles that may do `action`.

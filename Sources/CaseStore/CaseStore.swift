@@ -18,6 +18,11 @@ public struct StoreConfiguration: Sendable {
     /// Organisation of every node of the federation, for admitting remote writes.
     public var directory: Directory
     /// A remote write stamped further ahead of local time than this is quarantined.
+    /// 15 minutes: wide enough for the clock errors a node really has (an NTP-less
+    /// office, a jump of ±10 minutes; a narrower bound loses such a node's writes at
+    /// every peer), narrow enough that a clock set years ahead cannot drag every
+    /// replica's stamps with it.
+    public static let defaultMaxClockSkew: Millis = 15 * 60_000
     public var maxClockSkew: Millis
     /// Fixed gathering window for group commit in microseconds; nil adapts to load.
     public var commitGatherMicros: UInt32?
@@ -27,7 +32,7 @@ public struct StoreConfiguration: Sendable {
 
     public init(node: NodeID, region: String, utcOffsetMinutes: Int = 180,
                 environment: Environment.Configuration = .init(), maxGroup: Int = 2048,
-                commitGatherMicros: UInt32? = nil, directory: Directory? = nil, maxClockSkew: Millis = 60_000,
+                commitGatherMicros: UInt32? = nil, directory: Directory? = nil, maxClockSkew: Millis = StoreConfiguration.defaultMaxClockSkew,
                 wallClock: @escaping @Sendable () -> Millis = CaseStore.systemMillis) {
         self.commitGatherMicros = commitGatherMicros
         self.directory = directory ?? Directory([node: region])
@@ -74,6 +79,7 @@ public final class CaseStore: @unchecked Sendable {
     /// store is never applied to another (a restored or recreated one).
     public let storeID: String
     public let faults = FaultInjector()
+    let digestWork = DigestWork()
     let statistics = Locked(CommitStatistics())
     let commitObservers = Locked<[Int: @Sendable () -> Void]>([:])
     let servedMarks = ServedMarks()

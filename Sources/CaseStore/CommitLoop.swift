@@ -26,6 +26,8 @@ public enum Edit: Sendable {
     /// Appends disclosures of personal data to the access log (AccessLog.swift): no feed
     /// entry, no ticket touched. Several entries (an export) take one commit.
     case recordAccess([AccessEntry])
+    /// One step of the digest scrub (Digest/DigestScrub.swift): at most `limit` items.
+    case scrubDigests(limit: Int)
 }
 
 public enum ConflictChoice: String, Sendable, CaseIterable {
@@ -60,6 +62,7 @@ public enum EditOutcome: Sendable {
     case merged(MergeReport)
     /// The access log sequences given to the entries, in order.
     case accessRecorded([UInt64])
+    case scrubbed(ScrubReport)
 
     public var ticket: Ticket? {
         if case .ticket(let t, _) = self { return t }
@@ -117,6 +120,7 @@ extension CaseStore {
             do {
                 results = try env.write { txn in
                     failing = nil
+                    digestWork.reset()
                     var out = [Result<EditOutcome, StoreError>?](repeating: nil, count: group.count)
                     var seq = try txn.u64(schema.meta, Schema.MetaKey.lastSequence) ?? 0
                     let startSeq = seq
@@ -131,6 +135,8 @@ extension CaseStore {
                             throw error
                         }
                     }
+                    // Digests follow the records written, in the same transaction.
+                    try updateDigests(txn)
                     applied = DispatchTime.now().uptimeNanoseconds
                     // Marks of how far the feed was served ride along with this commit.
                     servedWritten = try servedMarks.write(txn, schema.served)
@@ -202,6 +208,7 @@ extension CaseStore {
         case .merge(let batch): return try applyMerge(batch, txn, &seq, now: now)
         case .persistServed: return .merged(MergeReport())
         case .recordAccess(let entries): return try applyRecordAccess(entries, txn)
+        case .scrubDigests(let limit): return try applyScrub(limit: limit, txn)
         }
     }
 
@@ -225,6 +232,7 @@ extension CaseStore {
     func commitRecord(_ schema: RecordSchema, _ record: inout StoredRecord, changed: RegisterSet, children: [Child],
                       _ txn: WriteTransaction, _ seq: inout UInt64, isNew: Bool, arrivedFrom: String? = nil) throws {
         guard !changed.isEmpty || !children.isEmpty else { return }
+        digestTouched(schema.kind, record.state.id, children: children)
         let kind = schema.kind.rawValue
         let id = record.state.id
         seq += 1

@@ -64,6 +64,7 @@ extension CaseStore {
         let origin = TicketRecord.originOrganisation(record.state, configuration.directory)
         guard try !mayHold(id, origin: origin, txn) else { return false }
         let recordKey = Keys.record(schema.kind.rawValue, id)
+        digestTouched(schema.kind, id)
         _ = try txn.delete(self.schema.records, key: recordKey)
         _ = try txn.delete(self.schema.conflicted, key: recordKey)
         let childKeys = try txn.withCursor(self.schema.children) { c in

@@ -9,12 +9,18 @@ public struct RemoteBatch: Sendable {
     public let sourceStoreID: [UInt8]
     public let throughSequence: UInt64
     public let records: [RemoteRecord]
+    /// Records a repair pulled because digests differ (AntiEntropy): merged like any
+    /// others, but the peer's checkpoint stays where it is (they are not a range of its
+    /// feed), and a record found damaged here takes the peer's content for the writes
+    /// the two hold differently.
+    public let repair: Bool
 
-    public init(peer: NodeID, sourceStoreID: [UInt8], throughSequence: UInt64, records: [RemoteRecord]) {
+    public init(peer: NodeID, sourceStoreID: [UInt8], throughSequence: UInt64, records: [RemoteRecord], repair: Bool = false) {
         self.peer = peer
         self.sourceStoreID = sourceStoreID
         self.throughSequence = throughSequence
         self.records = records
+        self.repair = repair
     }
 }
 
@@ -35,6 +41,8 @@ public struct MergeReport: Sendable, Equatable {
     public var rejections: [RecordRejection] = []
     /// Readable numbers another ticket already had (misconfigured number series).
     public var duplicateNumbers: [String] = []
+    /// Records found damaged here that a repair replaced writes of.
+    public var repairedDamaged = 0
 
     public init() {}
 }
@@ -80,7 +88,25 @@ extension CaseStore {
                 report.unchangedRecords += 1
                 continue
             }
-            let local = try loadRecord(schema, delta.id, txn)
+            var local: StoredRecord?
+            var adopted = RegisterSet()
+            let recordKey = Keys.record(schema.kind.rawValue, delta.id)
+            if batch.repair, try txn.contains(self.schema.digestDamaged, key: recordKey) {
+                do {
+                    local = try loadRecord(schema, delta.id, txn)
+                } catch is CorruptRecord {
+                    // Bytes that do not decode: the peer's copy replaces them whole.
+                    _ = try txn.delete(self.schema.records, key: recordKey)
+                    local = nil
+                }
+                adopted = try adoptFromPeer(delta, schema, &local, txn)
+                _ = try txn.delete(self.schema.digestDamaged, key: recordKey)
+                digestWork.recompute.insert(RecordRef(kind: schema.kind, id: delta.id))
+                digestTouched(schema.kind, delta.id)
+                report.repairedDamaged += 1
+            } else {
+                local = try loadRecord(schema, delta.id, txn)
+            }
             switch try equivocation(delta, schema, local, txn) {
             case .refused(let refusal):
                 report.rejections.append(RecordRejection(sequence: remote.sequence, kind: delta.kind, id: delta.id,
@@ -105,7 +131,7 @@ extension CaseStore {
                     refusal: Refusal(first.refusal.reason, first.refusal.detail + more), whole: admitted.isEmpty))
             }
             var record = local ?? StoredRecord.new(schema, delta.id)
-            var changed = RegisterSet()
+            var changed = adopted
             for (i, r) in admitted.state.registers.enumerated() where !r.isEmpty {
                 let merged = record.state.registers[i].merged(r)
                 if merged != record.state.registers[i] {
@@ -132,10 +158,44 @@ extension CaseStore {
             }
             report.changedRecords += 1
         }
-        var checkpoint = batch.sourceStoreID
-        checkpoint += batch.throughSequence.bigEndianBytes
-        try txn.put(schema.checkpoints, key: Keys.peer(batch.peer), value: checkpoint)
+        if !batch.repair {
+            var checkpoint = batch.sourceStoreID
+            checkpoint += batch.throughSequence.bigEndianBytes
+            try txn.put(schema.checkpoints, key: Keys.peer(batch.peer), value: checkpoint)
+        }
         return .merged(report)
+    }
+
+    /// A damaged record's writes that the peer holds with other content take the peer's
+    /// content: this store's bytes changed under it (its leaf stopped matching), the
+    /// peer's did not. Returns the registers replaced; children are replaced in place.
+    private func adoptFromPeer(_ delta: RecordDelta, _ schema: RecordSchema, _ local: inout StoredRecord?,
+                               _ txn: WriteTransaction) throws -> RegisterSet {
+        var adopted = RegisterSet()
+        if var l = local {
+            for (i, r) in delta.state.registers.enumerated() where !r.isEmpty {
+                let mine = l.state.registers[i]
+                var versions = mine.versions
+                var replaced = false
+                for v in r.versions {
+                    if let k = versions.firstIndex(where: { $0.dot == v.dot && $0.value != v.value }) {
+                        versions[k] = v
+                        replaced = true
+                    }
+                }
+                guard replaced else { continue }
+                l.state.registers[i] = Register(sortedVersions: versions, seen: mine.seen)
+                adopted.insert(i)
+            }
+            local = l
+        }
+        for c in delta.children {
+            let key = Keys.child(schema.kind.rawValue, delta.id, c.collection, c.id)
+            guard let held = try txn.get(self.schema.children, key: key) else { continue }
+            let same = held.withUnsafeBytes { (try? StoredChild.decode($0, collection: c.collection, id: c.id)) == c }
+            if !same { try txn.put(self.schema.children, key: key, value: StoredChild.encode(c)) }
+        }
+        return adopted
     }
 
     enum Equivocation {

@@ -54,6 +54,14 @@ struct Schema: Sendable {
     /// entry sequence (u64 BE, from 1) → AccessLogValue: who was shown which personal data
     /// (152-FZ), hash-chained; node-local, never in the feed. Its head is in `meta`.
     let accessLog: Database
+    /// scope (organisation, utf8) + 0x00 + position (u16 BE) + kind (1) + record id (16) →
+    /// DigestLeaf: what the record contributes to that scope's digest (Digest/)
+    let digestLeaves: Database
+    /// scope + 0x00 + position (u16 BE) → sum of the bucket's leaves (32) + records (u64 BE)
+    let digestBuckets: Database
+    /// kind (1) + record id (16) → ∅: records whose bytes no longer hash to their leaf
+    /// (changed under the store); a repair from a peer may replace their writes
+    let digestDamaged: Database
 
     /// 2: generic records, children and a feed of parts (issue 7). Stored values are
     /// tagged (protobuf's wire format): fields are added without a new version.
@@ -81,12 +89,15 @@ struct Schema: Sendable {
         scopeFeed = try env.openDatabase("scope_feed")
         purged = try env.openDatabase("purged")
         accessLog = try env.openDatabase("access_log")
+        digestLeaves = try env.openDatabase("digest_leaves")
+        digestBuckets = try env.openDatabase("digest_buckets")
+        digestDamaged = try env.openDatabase("digest_damaged")
     }
 
     var all: [Database] {
         [meta, records, children, feed, conflicted, checkpoints, served, tickets, numbers, counters,
          byStatus, byAssignee, byUpdated, byDeadline, transfers, transfersByTicket, transferInbox, transferOutbox,
-         scopeFeed, purged, accessLog]
+         scopeFeed, purged, accessLog, digestLeaves, digestBuckets, digestDamaged]
     }
 
     enum MetaKey {
@@ -98,6 +109,11 @@ struct Schema: Sendable {
         static let lastRecordID: [UInt8] = Array("last_record_id".utf8)
         /// the access log's last sequence (u64 BE) + its hash (32)
         static let accessHead: [UInt8] = Array("access_log_head".utf8)
+        /// u64 BE: the digest format the leaves were built in; absent until a scrub has
+        /// built them for every record (a store from before digests, or a new format)
+        static let digestVersion: [UInt8] = Array("digest_version".utf8)
+        /// where the running scrub stands (a record key), so a restart goes on from there
+        static let digestScrub: [UInt8] = Array("digest_scrub".utf8)
     }
 }
 

@@ -82,7 +82,7 @@ enum TransferView {
 
 extension CaseStore {
     /// This node's organisation (the directory's, or its numbering region without a topology).
-    var organisation: String { configuration.directory.org(configuration.node) ?? configuration.region }
+    public var organisation: String { configuration.directory.org(configuration.node) ?? configuration.region }
 
     func applySendTransfer(_ q: TransferRequest, _ actor: Actor, _ txn: WriteTransaction, _ seq: inout UInt64,
                            now: Millis) throws -> EditOutcome {

@@ -60,6 +60,10 @@ final class FeedSender: ChannelInboundHandler {
             body += chunk.readableBytesView
         case .end:
             guard !bodyRefused, let h = head else { return }
+            if AntiEntropyResponder.handles(h.uri) {
+                answerAntiEntropy(context, h)
+                return
+            }
             run(session.requestReceived(request(h), store: facts(), now: SessionTimer.now()))
         }
     }
@@ -202,6 +206,23 @@ final class FeedSender: ChannelInboundHandler {
                                               "content-length": String(bytes.count)])
         context.write(wrapOutboundOut(.head(head)), promise: nil)
         context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(bytes: bytes)))), promise: nil)
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+    }
+
+    /// A digest or records request (anti-entropy): one answer, then the stream ends.
+    private func answerAntiEntropy(_ context: ChannelHandlerContext, _ h: HTTPRequestHead) {
+        let reply = AntiEntropyResponder.answer(method: h.method.rawValue, path: h.uri, body: body, allowed: allowed,
+                                                partner: partner, store: store)
+        if reply.status >= 400 {
+            logger.warning("anti-entropy request refused", metadata: [
+                "peer": "\(peer?.value ?? "unidentified")", "path": "\(h.uri)", "status": "\(reply.status)",
+                "reason": "\(String(decoding: reply.body.prefix(300), as: UTF8.self))"])
+        }
+        metrics.bytesSent.increment(by: reply.body.count)
+        let head = HTTPResponseHead(version: h.version, status: HTTPResponseStatus(statusCode: reply.status),
+                                    headers: ["content-type": reply.contentType, "content-length": String(reply.body.count)])
+        context.write(wrapOutboundOut(.head(head)), promise: nil)
+        context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(bytes: reply.body)))), promise: nil)
         context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
     }
 

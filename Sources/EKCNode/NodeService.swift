@@ -60,6 +60,7 @@ public struct NodeService: Service {
         // Replication: a mutually authenticated listener, and one pull stream per peer.
         var replicationServer: ReplicationServer? = nil
         var replicator: Replicator? = nil
+        var antiEntropy: AntiEntropy? = nil
         var certificateExpiry: Date? = nil
         let replicationGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         if let identity = settings.identity, let host = settings.replicationHost, let port = settings.replicationPort {
@@ -71,8 +72,11 @@ public struct NodeService: Service {
                 replicationServer = try await ReplicationServer.start(
                     store: store, tls: nodeTLS, host: host, port: port, peers: Set(settings.peers.map(\.node)),
                     group: replicationGroup, metrics: metrics, logger: logger)
-                replicator = try Replicator(store: store, tls: nodeTLS, peers: settings.peers, group: replicationGroup,
-                                            metrics: metrics, logger: logger)
+                let pulls = try Replicator(store: store, tls: nodeTLS, peers: settings.peers, group: replicationGroup,
+                                           metrics: metrics, logger: logger)
+                replicator = pulls
+                antiEntropy = try AntiEntropy(store: store, tls: nodeTLS, peers: settings.peers, group: replicationGroup,
+                                              replicator: pulls, interval: settings.antiEntropyInterval, logger: logger)
             } catch {
                 store.close()
                 try? await replicationGroup.shutdownGracefully()
@@ -99,8 +103,9 @@ public struct NodeService: Service {
         }
         let keyWatch = Task { await OperatorIdentityWatch(verifier: access.verifier, logger: logger).run() }
         defer { keyWatch.cancel() }
+        let scrubber = DigestScrubber(store: store, interval: settings.digestScrubInterval, logger: logger)
         let api = OperatorAPI(store: store, access: access, registry: registry, replicator: replicator,
-                              certificateNotValidAfter: certificateExpiry)
+                              certificateNotValidAfter: certificateExpiry, antiEntropy: antiEntropy, scrubber: scrubber)
         let server: HTTPServer
         do {
             server = try await HTTPServer.start(api: api, host: settings.host, port: settings.port, tls: tls,
@@ -110,9 +115,13 @@ public struct NodeService: Service {
         }
         let host = settings.host.contains(":") ? "[\(settings.host)]" : settings.host
         replicator?.start()
+        antiEntropy?.start()
+        scrubber.start()
         onListening("\(server.scheme)://\(host):\(server.port)")
         try? await gracefulShutdown()
         logger.info("shutting down")
+        await scrubber.stop()
+        await antiEntropy?.stop()
         await replicator?.stop()
         await replicationServer?.close()
         // Stop accepting, then let queued edits commit and be answered while the

@@ -47,6 +47,16 @@ extension OperatorAPI {
         w.field("overdueIncoming", overdue.incoming)
         w.field("overdueOutgoing", overdue.outgoing)
         w.endObject()
+        // Digests: built, and what the scrub found (records changed under the store).
+        w.key("digests"); w.beginObject()
+        w.key("ready"); w.bool(store.digestsReady)
+        if let s = scrubber?.status {
+            w.key("scrubRunning"); w.bool(s.running)
+            w.field("scrubPasses", s.passes)
+            w.field("lastScrub", time: s.lastFinished.map { Millis($0.timeIntervalSince1970 * 1000) })
+        }
+        w.field("damagedRecords", (try? store.damagedRecords().count) ?? 0)
+        w.endObject()
         if let expiry = certificateNotValidAfter {
             w.key("certificate"); w.beginObject()
             w.field("notValidAfter", time: Millis(expiry.timeIntervalSince1970 * 1000))
@@ -99,6 +109,7 @@ extension OperatorAPI {
         w.field("storeId", store.storeID)
         w.field("lastSequence", store.lastSequence)
         w.key("peers"); w.beginArray()
+        let rounds = antiEntropy?.rounds ?? [:]
         for l in replicator?.links ?? [] {
             w.beginObject()
             w.field("node", l.peer.value)
@@ -144,6 +155,9 @@ extension OperatorAPI {
             } else {
                 w.null()
             }
+            // The last digest comparison over this link (anti-entropy).
+            w.key("antiEntropy")
+            if let round = rounds[l.peer] { OperatorAPI.write(round, &w) } else { w.null() }
             w.endObject()
         }
         w.endArray()

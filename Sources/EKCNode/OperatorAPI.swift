@@ -26,6 +26,9 @@ public final class OperatorAPI: Sendable {
     let openAPIDocument: ByteBuffer
     let startedAt = Date()
     let replicator: Replicator?
+    /// Digest comparison with peers (nil without replication) and the store's scrub.
+    let antiEntropy: AntiEntropy?
+    let scrubber: DigestScrubber?
     /// When this node's federation certificate expires (nil without replication).
     let certificateNotValidAfter: Date?
     let router = Router<Handler>(OperatorAPI.routes)
@@ -35,8 +38,11 @@ public final class OperatorAPI: Sendable {
     private var errorMetric: Int { router.routes.count }
 
     public init(store: CaseStore, access: OperatorAccess, registry: PrometheusCollectorRegistry?, replicator: Replicator? = nil,
-                certificateNotValidAfter: Date? = nil, maxBodyBytes: Int = 128 * 1024) {
+                certificateNotValidAfter: Date? = nil, maxBodyBytes: Int = 128 * 1024,
+                antiEntropy: AntiEntropy? = nil, scrubber: DigestScrubber? = nil) {
         self.store = store
+        self.antiEntropy = antiEntropy
+        self.scrubber = scrubber
         self.access = access
         self.replicator = replicator
         self.certificateNotValidAfter = certificateNotValidAfter

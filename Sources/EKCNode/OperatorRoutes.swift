@@ -54,6 +54,8 @@ extension OperatorAPI {
         R(.GET, "/v1/audit/access", "audit_access", .auditRead) { api, r in .now(try api.accessLog(r.query)) },
         R(.GET, "/v1/audit/verify", "audit_verify", .auditRead) { api, r in .now(try api.verifyAccessLog(r.query)) },
         R(.GET, "/v1/replication", "replication", .replicationRead) { api, _ in .now(try api.replication()) },
+        R(.GET, "/v1/digest", "digest", .replicationRead) { api, r in .now(try api.digest(r.query)) },
+        R(.POST, "/v1/digest/repair", "digest_repair", .replicationRepair) { api, r in .later(try api.repair(r.request, r.loop)) },
         R(.GET, "/v1/health", "health", nil) { api, r in .now(try api.health(r.request)) },
         R(.GET, "/metrics", "metrics", .metricsRead) { api, _ in .now(api.metrics()) },
         R(.GET, "/openapi.yaml", "openapi", nil) { api, _ in .now(api.openAPI()) },

@@ -160,25 +160,9 @@ public final class Replicator: Sendable {
 
     /// One connection and one pull stream; returns why it ended and whether anything was applied.
     private func runStream(_ peer: PeerAddress) async throws -> (PullCloseReason, Bool) {
-        let tls = self.tls
-        let channel = try await ClientBootstrap(group: group)
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
-            .connectTimeout(.seconds(5))
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    let sync = channel.pipeline.syncOperations
-                    try sync.addHandler(NIOSSLClientHandler(context: tls, serverHostname: nil))
-                    try sync.addHandler(NodeIdentityHandler(expecting: peer.node))
-                }
-            }
-            .connect(host: peer.host, port: peer.port).get()
+        let (channel, multiplexer) = try await ReplicationConnection.open(peer, tls: tls, group: group)
         defer { channel.close(promise: nil) }
         let checkpoint = try store.checkpoint(for: peer.node)
-        let multiplexer = try await channel.eventLoop.submit {
-            try channel.pipeline.syncOperations.configureHTTP2Pipeline(
-                mode: .client, connectionConfiguration: ReplicationWindows.connection, streamConfiguration: ReplicationWindows.stream
-            ) { $0.eventLoop.makeSucceededVoidFuture() }
-        }.get()
         let done = channel.eventLoop.makePromise(of: (PullCloseReason, Bool).self)
         do {
             _ = try await multiplexer.createStreamChannel { stream in

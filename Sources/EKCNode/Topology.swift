@@ -188,6 +188,11 @@ public struct NodeSettings: Sendable {
     /// The node's wall clock (epoch milliseconds) for stamps, deadlines and token times;
     /// nil: the system's. Fault tests shift it (`--wall-clock-offset-file`).
     public var wallClock: (@Sendable () -> Millis)? = nil
+    /// How often each link's digests are compared (anti-entropy); nil: only on demand
+    /// (`POST /v1/digest/repair`, `ekc cluster repair`).
+    public var antiEntropyInterval: Duration? = .seconds(300)
+    /// How often the store's digests are checked against its records (also at start).
+    public var digestScrubInterval: Duration = .seconds(86_400)
 
     public init(node: NodeID, region: String, utcOffsetMinutes: Int, dataDirectory: String, host: String, port: Int,
                 tlsCertificate: String?, tlsKey: String?) {

@@ -8,6 +8,12 @@ public typealias WireStreamError = Ekc_Replication_V2_StreamError
 public typealias WireStreamHeader = Ekc_Replication_V2_StreamHeader
 public typealias WireHeartbeat = Ekc_Replication_V2_Heartbeat
 public typealias WireCheckpoint = Ekc_Replication_V2_Checkpoint
+public typealias WireDigestRequest = Ekc_Replication_V2_DigestRequest
+public typealias WireDigestReply = Ekc_Replication_V2_DigestReply
+public typealias WireDigestRange = Ekc_Replication_V2_DigestRange
+public typealias WireDigestRecord = Ekc_Replication_V2_DigestRecord
+public typealias WireRecordsRequest = Ekc_Replication_V2_RecordsRequest
+public typealias WireRecordRef = Ekc_Replication_V2_RecordRef
 
 /// The constants of the pull protocol (proto/README.md), shared by the sender and the
 /// puller so that both apply them identically. The session rules themselves (resume
@@ -36,6 +42,15 @@ public enum ReplicationProtocol {
     public static let maxBatchChanges: UInt32 = 4096
     /// A sender closes a batch once its encoded changes reach this size.
     public static let batchTargetBytes = 1 << 20
+
+    /// Anti-entropy (proto/README.md §13): a level of the caller's scope's digest.
+    public static let digestPath = "/replication/v2/digest"
+    /// Anti-entropy: whole records of the caller's scope, by kind and id.
+    public static let recordsPath = "/replication/v2/records"
+    /// Most records one records request names.
+    public static let maxRecordsPerRequest = 1000
+    /// About how many bytes of records one records response carries (at least one record).
+    public static let recordsResponseBytes = 4 << 20
 }
 
 // MARK: - Frames

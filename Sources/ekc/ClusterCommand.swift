@@ -4,11 +4,12 @@ import Foundation
 
 struct ClusterCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "cluster", abstract: "Operations across the federation.", subcommands: [Health.self, Check.self])
+        commandName: "cluster", abstract: "Operations across the federation.", subcommands: [Health.self, Check.self, Repair.self])
 
     struct Health: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Every node of a topology: up or not, its store, each replication link's state and lag, conflicts waiting, overdue transfers.")
+            abstract: "Every node of a topology: up or not, its store, each replication link's state and lag, conflicts waiting, overdue transfers, and whether each link's replica digests agree.",
+            discussion: "Exits 2 when a node is down, 3 when a node gives no details (no ops token), 4 when a link's digests differ although both pulls are caught up (diverged replicas: `ekc cluster repair`).")
         @Option(help: "Topology file (cluster/*.json).") var config: String
         @Flag var json = false
 
@@ -23,6 +24,7 @@ struct ClusterCommand: AsyncParsableCommand {
             var refused = 0
             var problems: [String] = []
             var overdueNodes = 0
+            var detailed: [LinkDigests.Node] = []
             for n in topology.nodes {
                 let url = "http://\(n.listen ?? "127.0.0.1:8400")"
                 let api = APIClient(base: url, organisation: n.organisationID)
@@ -58,6 +60,7 @@ struct ClusterCommand: AsyncParsableCommand {
                                          resync ?? "-", refused ?? "-", shorten(text(p["lastError"]), 50)])
                     }
                     report.append(["node": n.id, "up": true, "health": health, "replication": repl, "conflicts": conflicts])
+                    detailed.append(.init(id: n.id, organisation: n.organisationID, api: api, replication: repl as? [String: Any] ?? [:]))
                 } catch {
                     // Up, but its details need an ops token of its organisation.
                     refused += 1
@@ -66,8 +69,9 @@ struct ClusterCommand: AsyncParsableCommand {
                     problems.append("\(n.id): \(error)")
                 }
             }
+            let digests = await LinkDigests.rows(detailed)
             if json {
-                printJSON(try JSONSerialization.data(withJSONObject: report))
+                printJSON(try JSONSerialization.data(withJSONObject: ["nodes": report, "digests": digests.map(\.json)] as [String: Any]))
             } else {
                 printTable(["NODE", "STATE", "API", "TICKETS", "SEQUENCE", "CONFLICTS", "TRANSFERS"], nodeRows)
                 for p in problems { print(p) }
@@ -78,9 +82,17 @@ struct ClusterCommand: AsyncParsableCommand {
                 printTable(["NODE", "PULLS FROM", "LINK", "APPLIED/PEER", "LAG RECORDS", "LAG S", "CLOCK OFFSET", "LAST RESYNC",
                             "REFUSED", "LAST ERROR"],
                            linkRows)
+                print("")
+                printTable(["LINK", "", "SCOPE", "DIGESTS", "RECORDS", "LAST COMPARISON"],
+                           digests.map { [$0.a, $0.b, $0.scope, $0.state, $0.records, shorten($0.lastRepair, 60)] })
+                let diverged = digests.filter(\.diverged).count
+                if diverged > 0 {
+                    print("\n\(diverged) link(s) hold diverged replicas: `ekc cluster repair --config \(config)` pulls what differs")
+                }
             }
             if down > 0 { throw ExitCode(2) }
             if refused > 0 { throw ExitCode(3) }
+            if digests.contains(where: \.diverged) { throw ExitCode(4) }
         }
     }
 

@@ -38,6 +38,10 @@ struct NodeCommand: AsyncParsableCommand {
         @Option(help: "Seconds a request's body may take after its headers (default 30).") var apiBodyTimeout: Int?
         @Option(help: "Seconds the operator port's TLS handshake may take (default 10).") var apiHandshakeTimeout: Int?
         @Option(help: "Oldest TLS version the operator port accepts: 1.2 (AEAD suites only) or 1.3 (default 1.2).") var apiTlsMin: String?
+        @Option(help: "Seconds between digest comparisons with each peer (anti-entropy; default 300; 0: only on demand).")
+        var antiEntropyInterval: Int?
+        @Option(help: "Seconds between checks of the store's digests against its records (default 86400; also at start).")
+        var digestScrubInterval: Int?
         @Option(help: ArgumentHelp("For fault testing only: a file holding signed milliseconds added to the wall clock (re-read every 200 ms).",
                                    visibility: .hidden)) var wallClockOffsetFile: String?
 
@@ -58,6 +62,12 @@ struct NodeCommand: AsyncParsableCommand {
             for (flag, value) in [("--api-idle-timeout", apiIdleTimeout), ("--api-header-timeout", apiHeaderTimeout),
                                   ("--api-body-timeout", apiBodyTimeout), ("--api-handshake-timeout", apiHandshakeTimeout)] {
                 if let value, !(1...86_400).contains(value) { throw ValidationError("\(flag) \(value): use 1 to 86400 seconds") }
+            }
+            if let antiEntropyInterval, !(0...604_800).contains(antiEntropyInterval) {
+                throw ValidationError("--anti-entropy-interval \(antiEntropyInterval): use 0 (only on demand) to 604800 seconds")
+            }
+            if let digestScrubInterval, !(60...2_592_000).contains(digestScrubInterval) {
+                throw ValidationError("--digest-scrub-interval \(digestScrubInterval): use 60 to 2592000 seconds")
             }
             if let apiTlsMin, APITLSVersion(rawValue: apiTlsMin) == nil {
                 throw ValidationError("--api-tls-min \(apiTlsMin): use 1.2 or 1.3 (older versions are not offered)")
@@ -91,6 +101,8 @@ struct NodeCommand: AsyncParsableCommand {
             if let apiBodyTimeout { settings.apiLimits.bodyTimeout = .seconds(apiBodyTimeout) }
             if let apiHandshakeTimeout { settings.apiLimits.handshakeTimeout = .seconds(apiHandshakeTimeout) }
             if let apiTlsMin { settings.apiTLSMinimum = APITLSVersion(rawValue: apiTlsMin)! }
+            if let antiEntropyInterval { settings.antiEntropyInterval = antiEntropyInterval == 0 ? nil : .seconds(antiEntropyInterval) }
+            if let digestScrubInterval { settings.digestScrubInterval = .seconds(digestScrubInterval) }
             if let wallClockOffsetFile { settings.wallClock = WallClockOffset(path: wallClockOffsetFile).clock }
             let organisation = entry?.organisationID ?? settings.region
             if let idpIssuer, let idpJwks {

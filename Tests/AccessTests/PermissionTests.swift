@@ -23,7 +23,7 @@ import Testing
             #expect(allowed(a, [.operator]), "\(a)")
         }
         for a in [Action.ticketAssign, .ticketReopen, .ticketExtendDeadline, .conflictResolve, .personalDataExport,
-                  .auditRead, .healthDetails, .metricsRead, .replicationRead] {
+                  .auditRead, .healthDetails, .metricsRead, .replicationRead, .replicationRepair] {
             #expect(!allowed(a, [.operator]), "\(a)")
         }
     }
@@ -42,7 +42,7 @@ import Testing
     }
 
     @Test func opsNeverSeePersonalData() {
-        #expect(Set(Action.allCases.filter { allowed($0, [.ops]) }) == [.healthDetails, .replicationRead, .metricsRead])
+        #expect(Set(Action.allCases.filter { allowed($0, [.ops]) }) == [.healthDetails, .replicationRead, .replicationRepair, .metricsRead])
         for a in PermissionTests.personalData { #expect(!allowed(a, [.ops]), "\(a)") }
     }
 

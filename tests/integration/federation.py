@@ -202,7 +202,7 @@ class FedNode(Node):
         self.log.flush()
         self.proc = subprocess.Popen(
             [str(EKC), "node", "start", "--config", str(self.config), "--node-id", self.node_id,
-             "--log-level", "info", *self._idp_flags()],
+             "--log-level", "info", *self._idp_flags(), *self.spec.get("flags", [])],
             stdout=self.log, stderr=subprocess.STDOUT, cwd=str(self.fed.root))
         deadline = time.time() + timeout
         while time.time() < deadline:

@@ -211,7 +211,7 @@ def unknown_node_in_dot(ctx):
 
 def stamp_far_in_the_future(ctx):
     """A ticket written a week from now: every register and the history event carry a
-    stamp 7 days ahead (the skew bound is about a minute)."""
+    stamp 7 days ahead (the skew bound is 15 minutes)."""
     return _hostile(_ticket(ctx, stamp=stamp_at(now_ms() + 7 * 86_400_000)))
 
 

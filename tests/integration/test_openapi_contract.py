@@ -199,6 +199,8 @@ def test_document_covers_every_route_and_refuses_unknown_fields(spec):
         "/v1/audit/access": {"get"},
         "/v1/audit/verify": {"get"},
         "/v1/replication": {"get"},
+        "/v1/digest": {"get"},
+        "/v1/digest/repair": {"post"},
         "/v1/health": {"get"},
         "/metrics": {"get"},
         "/openapi.yaml": {"get"},
@@ -625,6 +627,29 @@ def test_received_at_far_in_the_past_is_refused_not_a_crash(node, contract):
         assert status == 422, (status, e)
         contract.check("/v1/tickets", "POST", status, h, e)
         assert e["error"]["field"] == "receivedAt"
+
+
+def test_digest_responses_match_the_document(node, contract):
+    """A node without peers: its organisation's digest at every level, bad levels, and a
+    repair with nobody to ask (the federation tests in test_digests.py compare replicas)."""
+    t = node.create()
+    status, h, top = node.request("GET", "/v1/digest")
+    assert status == 200 and top["records"] == 1 and top["scope"] == top["organisation"], top
+    contract.check("/v1/digest", "GET", status, h, top)
+    rng = top["ranges"][0]["range"]
+    status, h, level = node.request("GET", f"/v1/digest?range={rng}")
+    contract.check("/v1/digest", "GET", status, h, level)
+    status, h, leaves = node.request("GET", f"/v1/digest?bucket={level['buckets'][0]['bucket']}")
+    contract.check("/v1/digest", "GET", status, h, leaves)
+    assert [e["id"] for e in leaves["entries"]] == [t["id"]] and leaves["entries"][0]["kind"] == "ticket"
+    for q in ("range=256", "bucket=-1", "scope=", "range=1&bucket=1", "depth=2"):
+        status, h, e = node.request("GET", f"/v1/digest?{q}")
+        assert status == 400, (q, status, e)
+        contract.check("/v1/digest", "GET", status, h, e)
+    for body, code in (({"peer": "irk-main"}, 422), ({}, 422), ({"peer": 7}, 400), ({"peer": "x", "more": 1}, 400)):
+        status, h, e = node.request("POST", "/v1/digest/repair", body)
+        assert status in (400, 422), (body, status, e)
+        contract.check("/v1/digest/repair", "POST", status, h, e)
 
 
 # --------------------------------------------------------------------------- (c) schemathesis

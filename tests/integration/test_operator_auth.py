@@ -281,6 +281,8 @@ class Targets:
             return g.fund, f"/v1/transfers/{tr['id']}/{step}", body
         if pattern == "/v1/exports":
             return g.region, pattern, {"tickets": [g.ticket()["id"]], "fields": ["name"], "reason": "Проверка прав доступа"}
+        if pattern == "/v1/digest/repair":
+            return g.region, pattern, {"peer": g.region.replication()["peers"][0]["node"]}
         if pattern == "/v1/conflicts/{id}/resolve":
             return g.region, f"/v1/conflicts/{g.conflict()['id']}/resolve", {"keep": "winner"}
         return g.region, pattern, None

@@ -1,0 +1,141 @@
+import CaseModel
+import NIOCore
+import NIOHTTP1
+import NIOHTTP2
+import NIOPosix
+import NIOSSL
+
+/// A mutually authenticated HTTP/2 connection to a peer's replication port: TLS with
+/// this node's certificate, the peer's certificate checked to name the peer, then
+/// HTTP/2 (the pull stream and anti-entropy calls open streams on it).
+enum ReplicationConnection {
+    static func open(_ peer: PeerAddress, tls: NIOSSLContext, group: EventLoopGroup)
+        async throws -> (NIOCore.Channel, NIOHTTP2Handler.StreamMultiplexer) {
+        let channel = try await ClientBootstrap(group: group)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .connectTimeout(.seconds(5))
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let sync = channel.pipeline.syncOperations
+                    try sync.addHandler(NIOSSLClientHandler(context: tls, serverHostname: nil))
+                    try sync.addHandler(NodeIdentityHandler(expecting: peer.node))
+                }
+            }
+            .connect(host: peer.host, port: peer.port).get()
+        do {
+            let multiplexer = try await channel.eventLoop.submit {
+                try channel.pipeline.syncOperations.configureHTTP2Pipeline(
+                    mode: .client, connectionConfiguration: ReplicationWindows.connection, streamConfiguration: ReplicationWindows.stream
+                ) { $0.eventLoop.makeSucceededVoidFuture() }
+            }.get()
+            return (channel, multiplexer)
+        } catch {
+            channel.close(promise: nil)
+            throw error
+        }
+    }
+
+    /// One request and its whole response on a new stream: the status and at most
+    /// `maxBytes` of body (more, or no answer within `timeout`, fails the call).
+    static func call(_ multiplexer: NIOHTTP2Handler.StreamMultiplexer, on channel: NIOCore.Channel, peer: PeerAddress, path: String,
+                     body: [UInt8], maxBytes: Int = 64 << 20, timeout: TimeAmount = .seconds(30)) async throws -> (Int, [UInt8]) {
+        let promise = channel.eventLoop.makePromise(of: (Int, [UInt8]).self)
+        let stream = try await multiplexer.createStreamChannel { stream in
+            stream.eventLoop.makeCompletedFuture {
+                try stream.pipeline.syncOperations.addHandlers([
+                    HTTP2FramePayloadToHTTP1ClientCodec(httpProtocol: .https),
+                    UnaryCall(host: "\(peer.host):\(peer.port)", path: path, body: body, maxBytes: maxBytes, promise: promise),
+                ])
+            }
+        }.get()
+        let deadline = channel.eventLoop.scheduleTask(in: timeout) {
+            promise.fail(ReplicationCallError.timedOut(path))
+            stream.close(promise: nil)
+        }
+        defer { deadline.cancel() }
+        return try await promise.futureResult.get()
+    }
+}
+
+enum ReplicationCallError: Error, CustomStringConvertible {
+    case timedOut(String)
+    case tooLarge(String, Int)
+    case closed(String)
+    case refused(String, Int, String)
+
+    var description: String {
+        switch self {
+        case .timedOut(let p): return "\(p): no answer in time"
+        case .tooLarge(let p, let n): return "\(p): answer larger than \(n) bytes"
+        case .closed(let p): return "\(p): stream closed before the answer ended"
+        case .refused(let p, let status, let why): return "\(p): \(status) \(why)"
+        }
+    }
+}
+
+/// Sends one request when the stream opens and gathers the response.
+private final class UnaryCall: ChannelInboundHandler {
+    typealias InboundIn = HTTPClientResponsePart
+    typealias OutboundOut = HTTPClientRequestPart
+
+    let host: String
+    let path: String
+    let body: [UInt8]
+    let maxBytes: Int
+    let promise: EventLoopPromise<(Int, [UInt8])>
+    private var status = 0
+    private var received: [UInt8] = []
+    private var finished = false
+
+    init(host: String, path: String, body: [UInt8], maxBytes: Int, promise: EventLoopPromise<(Int, [UInt8])>) {
+        self.host = host
+        self.path = path
+        self.body = body
+        self.maxBytes = maxBytes
+        self.promise = promise
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        var headers: HTTPHeaders = ["content-type": "application/x-protobuf", "content-length": String(body.count)]
+        headers.add(name: "host", value: host)
+        context.write(wrapOutboundOut(.head(HTTPRequestHead(version: .http2, method: .POST, uri: path, headers: headers))), promise: nil)
+        context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(bytes: body)))), promise: nil)
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        context.fireChannelActive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !finished else { return }
+        switch unwrapInboundIn(data) {
+        case .head(let h):
+            status = Int(h.status.code)
+        case .body(let chunk):
+            guard received.count + chunk.readableBytes <= maxBytes else {
+                finish(context, .failure(ReplicationCallError.tooLarge(path, maxBytes)))
+                return
+            }
+            received += chunk.readableBytesView
+        case .end:
+            finish(context, .success((status, received)))
+        }
+    }
+
+    private func finish(_ context: ChannelHandlerContext, _ result: Result<(Int, [UInt8]), Error>) {
+        finished = true
+        promise.completeWith(result)
+        context.close(promise: nil)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        if !finished {
+            finished = true
+            promise.fail(ReplicationCallError.closed(path))
+        }
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        guard !finished else { return }
+        finish(context, .failure(error))
+    }
+}
