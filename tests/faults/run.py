@@ -32,7 +32,8 @@ from workload import History, Monitor, Workload, get_json  # noqa: E402
 from checker import Checker  # noqa: E402
 
 RUNS = HERE / "runs"
-CRASH_MARKERS = ("Fatal error", "Segmentation", "SIGSEGV", "SIGILL", "SIGBUS", "Illegal instruction")
+CRASH_MARKERS = ("Fatal error", "Segmentation", "*** Signal", "Backtracing from", "SIGSEGV", "SIGILL", "SIGBUS",
+                 "Illegal instruction")
 
 
 def say(*a):
