@@ -231,7 +231,7 @@ def run_seed(seed: int, seconds: float, threads: int, keep: bool, clock_ms: int 
     attach_evidence(result["violations"], root)
     result["passed"] = not result["violations"]
     (root / "violations.json").write_text(json.dumps(result["violations"], indent=1, ensure_ascii=False))
-    report(result, history, root, seed)
+    report(result, history, root, seed, seconds)
     if result["passed"] and not keep:
         _remove(root)
     return result
@@ -260,7 +260,13 @@ def _remove(root: Path):
     shutil.rmtree(root, ignore_errors=True)
 
 
-def report(result, history, root, seed):
+def rerun_command(seed, seconds=None):
+    extra_make = f" FAULT_SECONDS={seconds:g}" if seconds and seconds != 120 else ""
+    extra_py = f" --seconds {seconds:g}" if seconds and seconds != 120 else ""
+    return f"make faults SEED={seed}{extra_make}   (or: python3 tests/faults/run.py --seed {seed}{extra_py})"
+
+
+def report(result, history, root, seed, seconds=None):
     v = result["violations"]
     if not v:
         say(f"  seed {seed}: PASS")
@@ -280,7 +286,7 @@ def report(result, history, root, seed):
                 say(f"       op {json.dumps(brief, ensure_ascii=False, default=str)[:600]}")
     if len(v) > 60:
         say(f"   ... and {len(v) - 60} more in {root / 'violations.json'}")
-    say(f"  rerun alone: make faults SEED={seed}   (or: python3 tests/faults/run.py --seed {seed})")
+    say(f"  rerun alone: {rerun_command(seed, seconds)}")
     say(f"  kept: {root}/schedule.json, history.jsonl, violations.json, <node>.log")
 
 
@@ -342,7 +348,7 @@ def main():
         pass
     failed = [r["seed"] for r in results if not r["passed"]]
     if failed:
-        say(f"\nFAILED seeds: {failed}; rerun one alone: make faults SEED={failed[0]}")
+        say(f"\nFAILED seeds: {failed}; rerun one alone: {rerun_command(failed[0], a.seconds)}")
         return 1
     say(f"\nall {len(results)} seeds passed")
     return 0
