@@ -696,7 +696,7 @@ ATTACKS = {
     "DATA on idle stream": data_on("an idle stream"),
     "DATA on closed stream": data_on("a closed stream"),
     "empty DATA flood": empty_data_flood,
-    "300 concurrent streams": too_many_streams,
+    "3x max concurrent streams": too_many_streams,
     "unfinished requests": unfinished_requests,
     "PRIORITY on itself": priority_on_itself,
     "even stream id": even_stream_id,
