@@ -183,7 +183,8 @@ struct CaseStoreBasicTests {
         #expect(try store.history(of: .id(a.id)) == history)
         #expect(store.lastSequence == seq + 1)   // only the create of b
         var c2 = try store.tableCounts()
-        for table in ["tickets", "numbers", "records", "children", "feed", "idx_status", "idx_updated", "idx_deadline"] {
+        for table in ["tickets", "numbers", "records", "children", "feed", "idx_status", "idx_updated", "idx_deadline",
+                      "digest_leaves", "digest_buckets"] {
             c2[table]! -= 1
         }
         #expect(c2 == counts)

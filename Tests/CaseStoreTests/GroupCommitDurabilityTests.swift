@@ -206,13 +206,14 @@ struct GroupCommitDurabilityTests {
             #expect(Set(s.tables.map(\.name)) == ["meta", "records", "children", "feed", "idx_conflicts", "checkpoints", "served",
                                                  "tickets", "numbers", "counters", "idx_status", "idx_assignee", "idx_updated",
                                                  "idx_deadline", "transfers", "idx_transfer_ticket", "idx_transfer_inbox",
-                                                 "idx_transfer_outbox", "scope_feed", "purged", "access_log"])
+                                                 "idx_transfer_outbox", "scope_feed", "purged", "access_log",
+                                                 "digest_leaves", "digest_buckets", "digest_damaged"])
             #expect(s.storeID.count == 32)
             store.close()
         }
         let inspected = try CaseStore.inspect(path: dir.path())
         let tickets = inspected.tables.first { $0.0 == "tickets" }
         #expect(tickets?.1.entries == 1)
-        #expect(inspected.tables.count == 21)
+        #expect(inspected.tables.count == 24)
     }
 }
