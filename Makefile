@@ -77,6 +77,16 @@ faults-short:
 	@echo "fault runs, short version: 2 seeds x 70 s (make faults SEEDS=20 for the full runs)"
 	python3 tests/faults/run.py --seeds 2 --base 1001 --seconds 70 $(if $(KEEP),--keep)
 
+# kill -9 at random moments of a steady load (tests/faults/kill9.py): a region's two nodes
+# and the pension fund; after every kill mdb_stat reads the killed node's store; at the end
+# every acknowledged create, edit, note, transfer and step is checked on every node entitled
+# to it. KILLS (100), SEED (random, printed); a failing seed keeps tests/faults/runs/kill9-SEED/.
+# The short version (8 kills) is tests/integration/test_kill9_under_load.py, in make test.
+.PHONY: kill9
+KILLS ?= 100
+kill9: build
+	python3 tests/faults/kill9.py --kills $(KILLS) $(if $(SEED),--seed $(SEED)) $(if $(KEEP),--keep)
+
 # Release build in its own folder, then store and API benchmarks printing figures.
 bench: deps
 	$(SWIFT) build -c release --scratch-path .build-release --product ekc
