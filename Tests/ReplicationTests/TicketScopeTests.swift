@@ -110,4 +110,36 @@ import Testing
         #expect(refused.isEmpty && all.children == [fundNote])
         #expect(all.state.registers[TicketRecord.Register.owner.rawValue].value == TicketValues.encode(owner: fundNode))
     }
+
+    /// A ticket travels only from its origin: a fund learns of the region that took the
+    /// request over by redirect through the origin's node, which relays that region's
+    /// writes. The fund cannot judge them (it holds no transfer to that region) and takes
+    /// them as the origin took them; the same writes relayed by anyone else are refused.
+    @Test func aPartnerTakesAThirdOrganisationsWritesAsTheOriginRelaysThem() throws {
+        let id = RecordID(high: 9, low: 8)
+        var replica = TicketReplica(node: irk, id: id)
+        replica.open(openedTicket(id: id, at: irk, now: testNow), now: testNow)
+        let local = replica.record.state
+        var taken = local
+        taken.registers[TicketRecord.Register.owner.rawValue].write(TicketValues.encode(owner: novgorodNode),
+                                                                    dot: Dot(node: novgorodNode, stamp: Stamp(millis: testNow + 2, logical: 0)))
+        let delta = RecordDelta(state: taken)
+        func admit(from sender: NodeID) -> (RecordDelta, [PartRefusal]) {
+            TicketRecord.schema.admit(delta, from: sender, local: local, directory: testDirectory, now: testNow + 10,
+                                      maxSkew: 60_000, grants: .none, localOrganisation: "sfr")
+        }
+        let (fromOrigin, none) = admit(from: irkutskNodes[1])
+        #expect(none.isEmpty)
+        #expect(fromOrigin.state.registers[TicketRecord.Register.owner.rawValue].value == TicketValues.encode(owner: novgorodNode))
+        // Region 52 itself sending its own write to the fund: judged, and the fund sees no grant for it.
+        let (fromAuthor, judged) = admit(from: novgorodNode)
+        #expect(fromAuthor.state.registers[TicketRecord.Register.owner.rawValue].isEmpty)
+        #expect(judged.map(\.refusal.reason) == [.notAuthorised])
+        // A node of neither the author's, the receiver's nor the home organisation may not relay it at all.
+        let (fromStranger, refused) = TicketRecord.schema.admit(delta, from: fundBackupNode, local: local, directory: testDirectory,
+                                                                now: testNow + 10, maxSkew: 60_000, grants: .none,
+                                                                localOrganisation: "52")
+        #expect(fromStranger.state.registers[TicketRecord.Register.owner.rawValue].isEmpty)
+        #expect(refused.map(\.refusal.reason) == [.cannotSpeakFor])
+    }
 }

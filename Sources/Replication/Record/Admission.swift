@@ -10,11 +10,19 @@ extension RecordSchema {
     /// What of a checked delta received from `sender` may be merged (DESIGN principle
     /// 3): every write must come from an organisation that plays one of the part's
     /// roles for this record (its own registers' or `grants`'), be relayed by a node of
-    /// the author's own organisation or of this node's (`localOrganisation`: a node
-    /// trusts its own organisation as itself, so a region's centre may pass a fund's
-    /// writes on to the region's offices, and the home organisation's own writes relayed
-    /// by its own nodes need no entitlement), and carry a stamp no further than `maxSkew`
-    /// ahead of `now`. A register is admitted whole or not at all; a child alone.
+    /// the author's own organisation, of this node's, or of the record's home
+    /// organisation, and carry a stamp no further than `maxSkew` ahead of `now`. A
+    /// register is admitted whole or not at all; a child alone.
+    ///
+    /// The home organisation's own writes relayed by its own nodes are taken as the
+    /// relaying node took them, and so are a third organisation's writes that a node of
+    /// the record's home organisation relays to a partner: a ticket travels only from
+    /// its origin (proto/README.md §9), so a fund learns of the region that took the
+    /// request over by redirect only through the origin, which holds every transfer of
+    /// it and judged that region's writes when it took them. Writes of other
+    /// organisations relayed by this node's own organisation are judged here again; one
+    /// refused because the transfer that entitles its author has not arrived yet is
+    /// found by anti-entropy (digests differ) and pulled again once it has.
     ///
     /// Only what would change this replica is judged: a part it already holds is passed
     /// over, whoever relays it. Authority is judged against this replica's copy (`local`; the delta itself for
@@ -26,7 +34,7 @@ extension RecordSchema {
                       localOrganisation: String? = nil) -> (RecordDelta, [PartRefusal]) {
         var refusals: [PartRefusal] = []
         let senderOrg = directory.org(sender)
-        var homeIsOurs = false
+        var homeOrganisation: String?
         // Most writes of a delta are one node's: its organisation is looked up once.
         var lastNode: NodeID?
         var lastOrg: String?
@@ -36,15 +44,26 @@ extension RecordSchema {
                 lastNode = dot.node
                 lastOrg = directory.org(dot.node)
             }
-            guard let authorOrg = lastOrg, authorOrg == senderOrg || (senderOrg != nil && senderOrg == localOrganisation) else {
+            guard let authorOrg = lastOrg else {
+                refusals.append(PartRefusal(recordID: delta.id, refusal: Refusal(
+                    .cannotSpeakFor, "\(path()): \(sender) may not relay writes of \(dot.node)")))
+                return false
+            }
+            // A node of the record's home organisation passing on a third organisation's
+            // write to a partner.
+            let relayedByHome = senderOrg != nil && senderOrg == homeOrganisation && authorOrg != senderOrg
+                && senderOrg != localOrganisation
+            guard authorOrg == senderOrg || (senderOrg != nil && senderOrg == localOrganisation) || relayedByHome else {
                 refusals.append(PartRefusal(recordID: delta.id, refusal: Refusal(
                     .cannotSpeakFor, "\(path()): \(sender) may not relay writes of \(dot.node)")))
                 return false
             }
             // The home organisation's own writes, relayed by its own nodes, are taken as the
-            // relaying node took them (`RecordSchema.homeRole`).
-            let ours = homeIsOurs && authorOrg == localOrganisation && senderOrg == localOrganisation
-            guard ours || entitled(authorOrg) else {
+            // relaying node took them (`RecordSchema.homeRole`), and so are those the home
+            // organisation relays to a partner.
+            let ours = homeOrganisation != nil && homeOrganisation == localOrganisation
+                && authorOrg == localOrganisation && senderOrg == localOrganisation
+            guard ours || relayedByHome || entitled(authorOrg) else {
                 refusals.append(PartRefusal(recordID: delta.id, refusal: Refusal(
                     .notAuthorised, "\(path()): organisation \(authorOrg) of \(dot.node) does not write it")))
                 return false
@@ -82,7 +101,7 @@ extension RecordSchema {
         // The roles as this replica knows them, then as the admitted authority registers make them.
         let base = local ?? delta.state
         let before = roles(base, directory)
-        if let localOrganisation, let homeRole { homeIsOurs = before[homeRole] == localOrganisation }
+        homeOrganisation = homeRole.flatMap { before[$0] }
         for i in authorityRegisters { admitRegister(i, before) }
         // A record not seen before whose authority was refused has no one entitled to
         // any part of it: it is refused for that reason alone, not part by part.
