@@ -3,6 +3,7 @@
 present after the restarts, and `mdb_stat` reads every store after every kill.
 
     python3 tests/faults/kill9.py --kills 100 --seed 7        # make kill9 KILLS=100 SEED=7
+    python3 tests/faults/kill9.py --recheck tests/faults/runs/kill9-7   # the checks again on a kept run
     options: --threads 6, --keep (keep the run's files even when it passes),
              --ekc PATH (the node binary; a copy of it is pinned for the run)
 
@@ -29,8 +30,8 @@ acknowledged, 4xx or a connection refused before sending = refused, a timeout, r
 
 The killer plays a schedule drawn from the seed (kills.jsonl): a random node, and a
 moment of one of three kinds — `load` (0.2-2.5 s into steady load: commits are going on),
-`catchup` (the node restarted by the previous kill, 0-0.6 s after it listens again, after
-having been kept down 1-3 s so that its peers are ahead), `inflight` (right after the
+`catchup` (the node restarted by the previous kill, kept down 1-3 s so that its peers
+are ahead, killed once it reports a connected link still behind), `inflight` (right after the
 node — or, for the fund, any node — acknowledged a transfer or a transfer step). After
 SIGKILL it runs `mdb_stat -a -e DIR` (exit 0, every database listed that the store had
 before: Main DB's entry count = the databases listed), `mdb_stat -s NAME DIR` for each
@@ -255,13 +256,16 @@ class Load:
             if op["result"] == "refused":
                 why = f'{op["status"]} {op.get("code") or ""}'.strip() if op.get("status") else "node down"
                 self.refusals[why] = self.refusals.get(why, 0) + 1
-            self._hist.write(json.dumps(op, ensure_ascii=False, default=str) + "\n")
             if op["result"] == "ok" and op["kind"] in ("transfer", "step"):
                 self.events.append((op["t1"], op["node"], op["kind"]))
                 self.event_cond.notify_all()
 
     def close(self):
+        """Writes the history (each op complete: the ids its acknowledgement gave are
+        filled in after the write returned), in op order."""
         with self.lock:
+            for op in sorted(self.ops, key=lambda o: o["op"]):
+                self._hist.write(json.dumps(op, ensure_ascii=False, default=str) + "\n")
             self._hist.close()
 
     def write(self, op, node, method, path, body, headers=None):
@@ -565,24 +569,34 @@ class Checks:
         self.violations.append({"check": name, **detail})
 
 
-def final_state(fed, load):
-    """Every ticket, its notes, every transfer as each node shows them."""
-    state = {}
-    ticket_ids = set(load.tickets)
-    for op in load.ops:
-        if op.get("ticket"):
-            ticket_ids.add(op["ticket"])
-    transfer_ids = set(load.transfers)
-    for node in fed.all():
-        s = {"tickets": {}, "notes": {}, "transfers": {}}
-        for tid in sorted(ticket_ids):
-            t = get(node, f"/v1/tickets/{tid}", timeout=15)
-            s["tickets"][tid] = t
-            if t is not None:
-                s["notes"][tid] = list_all(node, f"/v1/tickets/{tid}/notes")
-        for trid in sorted(transfer_ids):
-            s["transfers"][trid] = get(node, f"/v1/transfers/{trid}", timeout=15)
-        state[node.node_id] = s
+def final_state(fed, load, workers=8):
+    """Every ticket the load wrote to, its notes, and every transfer of them (those whose
+    send was indeterminate too, found in the tickets' views), as each node shows them."""
+    from concurrent.futures import ThreadPoolExecutor
+    ticket_ids = set(load.tickets) | {op["ticket"] for op in load.ops if op.get("ticket")}
+    state = {n.node_id: {"tickets": {}, "notes": {}, "transfers": {}} for n in fed.all()}
+
+    def one_ticket(job):
+        node, tid = job
+        t = get(node, f"/v1/tickets/{tid}", timeout=15)
+        notes = list_all(node, f"/v1/tickets/{tid}/notes") if t is not None else None
+        return node.node_id, tid, t, notes
+
+    def one_transfer(job):
+        node, trid = job
+        return node.node_id, trid, get(node, f"/v1/transfers/{trid}", timeout=15)
+
+    with ThreadPoolExecutor(workers) as pool:
+        for nid, tid, t, notes in pool.map(one_ticket, [(n, tid) for n in fed.all() for tid in sorted(ticket_ids)]):
+            state[nid]["tickets"][tid] = t
+            if notes is not None:
+                state[nid]["notes"][tid] = notes
+        transfer_ids = set(load.transfers)
+        for s in state.values():
+            for t in s["tickets"].values():
+                transfer_ids |= {x["id"] for x in (t or {}).get("transfers", [])}
+        for nid, trid, v in pool.map(one_transfer, [(n, trid) for n in fed.all() for trid in sorted(transfer_ids)]):
+            state[nid]["transfers"][trid] = v
     return state
 
 
@@ -591,7 +605,10 @@ def check(fed, load, state):
     ops = sorted(load.ops, key=lambda o: o["op"])
     acked = [o for o in ops if o["result"] == "ok"]
     indeterminate = [o for o in ops if o["result"] == "indeterminate"]
-    tr_final = {trid: {nid: state[nid]["transfers"].get(trid) for nid in state} for trid in load.transfers}
+    all_transfers = set().union(*(s["transfers"] for s in state.values()))
+    tr_final = {trid: {nid: state[nid]["transfers"].get(trid) for nid in state} for trid in all_transfers}
+    ticket_of = {trid: next(v["ticketId"] for v in views.values() if v) for trid, views in tr_final.items()
+                 if any(views.values())}
 
     def fund_holds(tid):
         return state[FUND_NODE]["tickets"].get(tid) is not None
@@ -602,7 +619,7 @@ def check(fed, load, state):
 
     def entitled_live(tid):
         """A live transfer of the ticket to the fund at the end (the fund must hold it)."""
-        return any(live_at_end(trid) for trid, t in load.transfers.items() if t["ticket"] == tid)
+        return any(live_at_end(trid) for trid, t in ticket_of.items() if t == tid)
 
     # creates: on both region nodes, same number and subject; on the fund while a transfer of it is live
     for o in (o for o in acked if o["kind"] == "create"):
@@ -619,7 +636,11 @@ def check(fed, load, state):
             else:
                 c.ok("create")
         if not entitled_live(tid) and fund_holds(tid):
-            c.bad("scope", ticket=tid, node=FUND_NODE, problem="the fund holds a ticket without a live transfer")
+            c.bad("scope", ticket=tid, node=FUND_NODE, problem="the fund holds a ticket without a live transfer",
+                  transfers={trid: {nid: v and v["state"] for nid, v in tr_final[trid].items()}
+                             for trid, t in ticket_of.items() if t == tid})
+        elif fund_holds(tid):
+            c.ok("scope")
 
     # edits: each field's value is that of the last acknowledged write of it (the create is
     # version 1) or of an indeterminate write of it based on that version or a later one
@@ -715,13 +736,13 @@ def check(fed, load, state):
                           acknowledgedStep=s["state"], acknowledgedBy=s["node"])
                 else:
                     c.ok("transfer-not-behind")
-        present = [(nid, v) for nid, v in views.items() if v is not None]
-        if present:
-            sig = {nid: (v["state"], sorted(x["id"] for x in v["steps"])) for nid, v in present}
-            if len({json.dumps(x) for x in sig.values()}) != 1:
-                c.bad("transfer-agree", transfer=trid, views=sig)
-            else:
-                c.ok("transfer-agree")
+    # every transfer (those of indeterminate sends too): on every node, in one state, with one set of steps
+    for trid, views in sorted(tr_final.items()):
+        sig = {nid: v and (v["state"], sorted(x["id"] for x in v["steps"])) for nid, v in views.items()}
+        if len({json.dumps(x) for x in sig.values()}) != 1:
+            c.bad("transfer-agree", transfer=trid, views=sig)
+        else:
+            c.ok("transfer-agree")
     c.counts = {"acknowledged": len(acked), "indeterminate": len(indeterminate)}
     return c
 
@@ -791,16 +812,23 @@ def run(kills=100, seed=1, threads=6, keep=False, ekc=None, quiet=False, rerun_p
                 time.sleep(max(0.0, last_restart + k["delay"] - time.time()))
                 trigger = None
             elif k["mode"] == "catchup":
-                time.sleep(k["delay"])
-                trigger = None
-                try:   # how far behind its peers the node still is, as it reports it
-                    rep = get(node, "/v1/replication", timeout=1.0)
-                    trigger = {"lagRecords": sum(p["lagRecords"] for p in rep["peers"]),
-                               "connected": sum(bool(p["connected"]) for p in rep["peers"])}
-                except Exception as e:
-                    trigger = {"lagRecords": None, "error": type(e).__name__}
-                if trigger.get("lagRecords"):
-                    catchup_behind += 1
+                # Killed while it pulls what its peers wrote while it was down: as soon as it
+                # reports a connected link still behind (or after 3 s), then 0-0.6 s x 1/4.
+                trigger, t_wait = {"lagRecords": None}, time.time()
+                while time.time() - t_wait < 3.0:
+                    try:
+                        rep = get(node, "/v1/replication", timeout=1.0)
+                    except Exception as e:
+                        trigger = {"lagRecords": None, "error": type(e).__name__}
+                        continue
+                    behind = [p for p in rep["peers"] if p["connected"] and p["lagRecords"] > 0]
+                    trigger = {"lagRecords": sum(p["lagRecords"] for p in behind),
+                               "linksBehind": len(behind), "afterRestart": round(time.time() - last_restart, 3)}
+                    if behind:
+                        catchup_behind += 1
+                        break
+                    time.sleep(0.01)
+                time.sleep(k["delay"] / 4)
             else:
                 since = time.time()
                 ev = load.wait_event(since, None if node.node_id == FUND_NODE else node.node_id, timeout=6.0)
@@ -945,6 +973,25 @@ def print_summary(res):
         say(f"FAILED seed {s['seed']}; rerun: {res.rerun}")
 
 
+def recheck(directory):
+    """The checks again on a kept run's history.jsonl and final-state.json (no nodes)."""
+    from types import SimpleNamespace
+    d = Path(directory)
+    ops = [json.loads(line) for line in open(d / "history.jsonl")]
+    state = json.loads((d / "final-state.json").read_text())
+    load = SimpleNamespace(ops=ops, tickets={o["ticket"]: {} for o in ops if o["kind"] == "create" and o["result"] == "ok"},
+                           transfers={o["transfer"]: {"ticket": o["ticket"]} for o in ops
+                                      if o["kind"] == "transfer" and o["result"] == "ok"})
+    c = check(None, load, state)
+    say("verified: " + ", ".join(f"{k} {v}" for k, v in sorted(c.verified.items())))
+    for (k, why), v in c.skipped.items():
+        say(f"not checked: {k}: {why}: {v}")
+    for v in c.violations[:30]:
+        say("  " + json.dumps(v, ensure_ascii=False, default=str)[:1500])
+    say(f"{len(c.violations)} violations")
+    return 0 if not c.violations else 1
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--kills", type=int, default=100)
@@ -952,7 +999,10 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=6)
     ap.add_argument("--keep", action="store_true", help="keep the run's files in tests/faults/runs/kill9-SEED/ even if it passes")
     ap.add_argument("--ekc", default=None, help="the node binary (default .build/debug/ekc; a copy is run)")
+    ap.add_argument("--recheck", metavar="DIR", help="only the checks, on a kept run (tests/faults/runs/kill9-SEED)")
     a = ap.parse_args(argv)
+    if a.recheck:
+        return recheck(a.recheck)
     seed = a.seed if a.seed is not None else random.SystemRandom().randrange(1, 10 ** 6)
     res = run(kills=a.kills, seed=seed, threads=a.threads, keep=a.keep, ekc=a.ekc)
     print_summary(res)
