@@ -41,7 +41,9 @@ After the last kill: heal, wait until every link reports connected with lagRecor
 nothing moves for 3 s, then check every acknowledged create, edit, note, transfer and
 step on the node that acknowledged it and on every node entitled to it; no transfer's
 state on any node earlier in the lifecycle than an acknowledged step of it; every node
-agrees on every transfer; a SIGTERM stop exits 0; `mdb_stat` reads every stopped store.
+agrees on every transfer, the region's two nodes on every ticket; the fund holds a ticket
+only while a transfer of it to the fund is live; a SIGTERM stop exits 0; `mdb_stat`
+reads every stopped store.
 
 A failure prints the seed and the command to rerun it, and keeps the node logs, stores,
 op history and kill schedule in tests/faults/runs/kill9-<seed>/.
@@ -742,6 +744,21 @@ def check(fed, load, state):
                           acknowledgedStep=s["state"], acknowledgedBy=s["node"])
                 else:
                     c.ok("transfer-not-behind")
+    # the region's two nodes show every ticket alike (but the local edit counter `version`), with the same notes
+    for tid in sorted(state[REGION_NODES[0]]["tickets"]):
+        views = []
+        for nid in REGION_NODES:
+            t = state[nid]["tickets"].get(tid)
+            t = t and {k: v for k, v in t.items() if k != "version"}
+            views.append((t, [n["id"] for n in state[nid]["notes"].get(tid) or []]))
+        if any(v != views[0] for v in views[1:]):
+            a, b = views[0][0] or {}, views[1][0] or {}
+            c.bad("replica-agree", ticket=tid, nodes=REGION_NODES,
+                  fields=sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k)),
+                  notes=[len(v[1]) for v in views])
+        else:
+            c.ok("replica-agree")
+
     # every transfer (those of indeterminate sends too): on every node, in one state, with one set of steps
     for trid, views in sorted(tr_final.items()):
         sig = {nid: v and (v["state"], sorted(x["id"] for x in v["steps"])) for nid, v in views.items()}
