@@ -88,6 +88,44 @@ extension CaseStore {
         return true
     }
 
+    /// A receiver that another live transfer still joins to a ticket keeps only the
+    /// citizen details the live transfers' scopes name: those a transfer that ended
+    /// brought are removed here (and their feed entries forget them), as a purge removes
+    /// everything when no transfer is live (152-FZ: nothing beyond what the purpose
+    /// needs). A later transfer that names them again brings them back by backfill.
+    /// Returns whether it removed anything.
+    @discardableResult
+    func narrowToScope(_ id: TicketID, _ txn: WriteTransaction) throws -> Bool {
+        let schema = TicketRecord.schema
+        guard var record = try loadRecord(schema, id, txn),
+              let origin = TicketRecord.originOrganisation(record.state, configuration.directory), origin != organisation,
+              let scope = TicketScope.of(partner: organisation, mine: origin, links: try links(ofTicket: id, txn)) else { return false }
+        var leaving: [UInt64: UInt64] = [:]
+        var removed = false
+        for r in TicketRecord.citizenRegisters {
+            let i = r.rawValue
+            guard !scope.registers.contains(i), !record.state.registers[i].isEmpty else { continue }
+            record.state.registers[i] = Register()
+            removed = true
+            if record.feedSequence[i] != 0 { leaving[record.feedSequence[i], default: 0] |= 1 << UInt64(schema.registers[i].number) }
+            record.feedSequence[i] = 0
+        }
+        guard removed else { return false }
+        for (at, numbers) in leaving {
+            let key = Keys.sequence(at)
+            guard var entry = try txn.withValue(self.schema.feed, key: key, { try FeedEntry.decode($0) }) else { continue }
+            entry.registerNumbers &= ~numbers
+            if entry.isEmpty { _ = try txn.delete(self.schema.feed, key: key) } else {
+                try txn.put(self.schema.feed, key: key, value: entry.encode())
+            }
+        }
+        record.local.version += 1
+        try txn.put(self.schema.records, key: Keys.record(schema.kind.rawValue, id), value: record.encode(schema))
+        digestTouched(schema.kind, id)
+        _ = try projectTicket(record, txn)
+        return true
+    }
+
     /// Whether a ticket was purged here and this organisation may not hold it now: what
     /// still arrives of it (a peer of this organisation behind on the transfer's end)
     /// is not kept.

@@ -249,6 +249,7 @@ extension CaseStore {
         }
         if t.order.toOrganisation == organisation && !TicketScope.isLive(t.state) {
             if try purgeIfOutOfScope(id, because: t, txn, now: now) { return }
+            try narrowToScope(id, txn)
         }
         if let record = try loadRecord(TicketRecord.schema, id, txn) { _ = try projectTicket(record, txn) }
     }
@@ -288,8 +289,17 @@ extension CaseStore {
         return true
     }
 
-    /// After a merge changed a ticket: transfers to this organisation that waited for it are delivered.
+    /// After a merge brought a ticket new here: one whose every transfer to this
+    /// organisation ended before it arrived (a cancellation that overtook it by another
+    /// path) is purged at once, as it would have been had it come first; otherwise the
+    /// transfers to this organisation that waited for it are delivered.
     func mergedTicket(_ id: TicketID, _ txn: WriteTransaction, _ seq: inout UInt64, now: Millis) throws {
+        let origin = try originOrganisation(ofTicket: id, txn)
+        if origin != organisation, try !mayHold(id, origin: origin, txn) {
+            let ended = try transferIDs(ofTicket: id, txn).compactMap { try loadTransfer($0, txn) }
+                .last { $0.order.toOrganisation == organisation }
+            if let ended, try purgeIfOutOfScope(id, because: ended, txn, now: now) { return }
+        }
         for tid in try transferIDs(ofTicket: id, txn) {
             guard let v = try transferView(tid, txn), v.state == .sent, v.order.toOrganisation == organisation,
                   var t = try loadTransfer(tid, txn) else { continue }

@@ -180,6 +180,54 @@ struct ScopedReplicationTests {
         #expect(try fund.transfer(again.id)?.state == .delivered)
     }
 
+    @Test("when one of two live transfers ends, the fund keeps only the citizen details the other's scope names")
+    func scopeNarrowsWhenATransferEnds() async throws {
+        let p = try federation()
+        defer { p.close() }
+        let (region, fund) = (p.stores[0], p.stores[2])
+        let t = try await citizenTicket(region)
+        let wide = try await region.send(transfer(t, .infoRequest, scope: [.ref, .name, .snils]))
+        _ = try await region.send(transfer(t, .copy, scope: [.ref, .phone]))
+        _ = try await p.pull(fund, from: region)
+        let before = try #require(try fund.ticket(TicketRef(t)))
+        #expect(before.citizen?.name != nil && before.citizen?.snils != nil && before.citizen?.phone != nil)
+        p.clock.advance(10_000)
+        _ = try await region.step(wide.id, .cancelled, reason: ("no-longer-needed", "Сведения больше не нужны"))
+        _ = try await p.pull(fund, from: region)
+        let after = try #require(try fund.ticket(TicketRef(t)), "the copy keeps the ticket at the fund")
+        #expect(after.citizen?.ref == "CIT-7F3K2" && after.citizen?.phone != nil)
+        #expect(after.citizen?.name == nil && after.citizen?.snils == nil)
+        let stored = try #require(try fund.record(kind: TicketRecord.kind, id: t.id))
+        #expect(stored.state.registers[TicketRecord.Register.citizenName.rawValue].isEmpty)
+        #expect(stored.state.registers[TicketRecord.Register.citizenSnils.rawValue].isEmpty)
+        #expect(!(try everything(fund)).contains("Иванова"))
+        // Once both have pulled, the two sides agree on what the fund may hold.
+        try await p.sync()
+        #expect(try fund.ticket(TicketRef(t))?.citizen?.name == nil)
+        #expect(try region.digestSummary(scope: "sfr").root == fund.digestSummary(scope: "38").root)
+    }
+
+    @Test("a ticket that reaches the fund after the cancellation of its transfer (by another path) is purged on arrival")
+    func cancellationOvertakesTheTicket() async throws {
+        let p = try StorePeers([irk, office, fundNode])
+        defer { p.close() }
+        let (centre, branch, fund) = (p.stores[0], p.stores[1], p.stores[2])
+        let t = try await citizenTicket(branch)
+        let sent = try await branch.send(transfer(t, .infoRequest, scope: [.ref, .name]))
+        _ = try await p.pull(centre, from: branch)
+        p.clock.advance(5_000)
+        _ = try await branch.step(sent.id, .cancelled, reason: ("no-longer-needed", "Уже не нужно"))
+        _ = try await p.pull(fund, from: branch)
+        #expect(try fund.transfer(sent.id)?.state == .cancelled && fund.ticket(TicketRef(t)) == nil)
+        // The centre has not seen the cancellation: it still sends the ticket.
+        _ = try await p.pull(fund, from: centre)
+        #expect(try fund.ticket(TicketRef(t)) == nil && fund.record(kind: TicketRecord.kind, id: t.id) == nil)
+        #expect(try fund.purge(ofTicket: t.id)?.transfer == sent.id)
+        #expect(!(try everything(fund)).contains("Иванова"))
+        try await p.sync()
+        #expect(try fund.ticket(TicketRef(t)) == nil)
+    }
+
     @Test("a transfer sent from a remote office reaches the fund through the region's centre, ticket and all")
     func officeTransferThroughTheCentre() async throws {
         let p = try federation()

@@ -452,8 +452,8 @@ class Checker:
                 for k in sorted(set(ba) | set(bb)):
                     if ba.get(k) == bb.get(k):
                         continue
-                    ea = {(x["kind"], x["id"]): x["sum"] for x in get_json(na, f"/v1/digest?scope={sa}&bucket={k}", 30)["records"]}
-                    eb = {(x["kind"], x["id"]): x["sum"] for x in get_json(nb, f"/v1/digest?scope={sb}&bucket={k}", 30)["records"]}
+                    ea = {(x["kind"], x["id"]): x["sum"] for x in get_json(na, f"/v1/digest?scope={sa}&bucket={k}", 30)["entries"]}
+                    eb = {(x["kind"], x["id"]): x["sum"] for x in get_json(nb, f"/v1/digest?scope={sb}&bucket={k}", 30)["entries"]}
                     for key in sorted(set(ea) | set(eb)):
                         if ea.get(key) != eb.get(key):
                             where = "both, different" if key in ea and key in eb else (na.node_id if key in ea else nb.node_id) + " only"

@@ -209,12 +209,16 @@ class FaultNode(FedNode):
         self.exits = []  # (time, returncode, expected)
         self.down_since = None
 
+    ANTI_ENTROPY_INTERVAL = 10
+
     def _idp_flags(self):
         return super()._idp_flags() + [
             "--wall-clock-offset-file", str(self.clock_file),
             "--api-idle-timeout", str(self.API_IDLE_TIMEOUT),
             "--api-header-timeout", str(self.API_HEADER_TIMEOUT),
             "--api-body-timeout", str(self.API_BODY_TIMEOUT),
+            # Anti-entropy every few seconds, so that it also runs during the faults.
+            "--anti-entropy-interval", str(self.ANTI_ENTROPY_INTERVAL),
         ]
 
     def start(self, timeout: float = 60.0):

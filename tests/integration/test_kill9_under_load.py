@@ -21,13 +21,6 @@ SEED, KILLS = 4242, 8
 def test_kill9_under_load_loses_nothing_acknowledged():
     res = kill9.run(kills=KILLS, seed=SEED, threads=6, ekc=EKC, quiet=True)
     kill9.print_summary(res)   # shown with -s, or with the failure
-    if res.violations and all(v.get("cancelledBeforeDelivery") for v in res.violations):
-        # A node bug, not a durability one (reported; Sources/CaseStore/RemoteMerges.swift):
-        # the fund keeps a ticket whose only transfer was cancelled before it was delivered,
-        # when the cancellation reaches the fund from one region node and the ticket from
-        # another that had not seen it. Anything else still fails. Remove once fixed.
-        pytest.xfail(f"known node bug: the fund keeps the ticket of a transfer cancelled before delivery "
-                     f"({len(res.violations)}x; files in {res.kept}; rerun: {res.rerun})")
     assert res.ok, (f"kill9 seed {SEED} failed ({len(res.violations)} violations, files in {res.kept}); "
                     f"rerun: {res.rerun}\n" + "\n".join(str(v)[:800] for v in res.violations[:10]))
     s = res.summary

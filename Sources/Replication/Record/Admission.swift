@@ -14,15 +14,15 @@ extension RecordSchema {
     /// organisation, and carry a stamp no further than `maxSkew` ahead of `now`. A
     /// register is admitted whole or not at all; a child alone.
     ///
-    /// The home organisation's own writes relayed by its own nodes are taken as the
-    /// relaying node took them, and so are a third organisation's writes that a node of
-    /// the record's home organisation relays to a partner: a ticket travels only from
-    /// its origin (proto/README.md §9), so a fund learns of the region that took the
-    /// request over by redirect only through the origin, which holds every transfer of
-    /// it and judged that region's writes when it took them. Writes of other
-    /// organisations relayed by this node's own organisation are judged here again; one
-    /// refused because the transfer that entitles its author has not arrived yet is
-    /// found by anti-entropy (digests differ) and pulled again once it has.
+    /// Two relays are taken as the relaying node took them, the author's entitlement not
+    /// judged again here: by a node of this node's own organisation (a node trusts its
+    /// organisation as itself; its nodes must not diverge over what one of them could
+    /// judge and another cannot: the region's centre holds the transfers that entitle a
+    /// fund, an office may not hold them yet, or ever, when the ticket is another
+    /// region's), and by a node of the record's home organisation passing on a third
+    /// organisation's write (a ticket travels only from its origin, proto/README.md §9:
+    /// a fund learns of the region that took a request over by redirect only through the
+    /// origin, which holds every transfer of it and judged that region's writes).
     ///
     /// Only what would change this replica is judged: a part it already holds is passed
     /// over, whoever relays it. Authority is judged against this replica's copy (`local`; the delta itself for
@@ -49,21 +49,16 @@ extension RecordSchema {
                     .cannotSpeakFor, "\(path()): \(sender) may not relay writes of \(dot.node)")))
                 return false
             }
-            // A node of the record's home organisation passing on a third organisation's
-            // write to a partner.
-            let relayedByHome = senderOrg != nil && senderOrg == homeOrganisation && authorOrg != senderOrg
-                && senderOrg != localOrganisation
-            guard authorOrg == senderOrg || (senderOrg != nil && senderOrg == localOrganisation) || relayedByHome else {
+            // Relays taken as the relaying node took them: by a node of this organisation,
+            // and by a node of the record's home organisation passing on another's write.
+            let trustedRelay = senderOrg != nil && (senderOrg == localOrganisation
+                || (senderOrg == homeOrganisation && authorOrg != senderOrg))
+            guard authorOrg == senderOrg || trustedRelay else {
                 refusals.append(PartRefusal(recordID: delta.id, refusal: Refusal(
                     .cannotSpeakFor, "\(path()): \(sender) may not relay writes of \(dot.node)")))
                 return false
             }
-            // The home organisation's own writes, relayed by its own nodes, are taken as the
-            // relaying node took them (`RecordSchema.homeRole`), and so are those the home
-            // organisation relays to a partner.
-            let ours = homeOrganisation != nil && homeOrganisation == localOrganisation
-                && authorOrg == localOrganisation && senderOrg == localOrganisation
-            guard ours || relayedByHome || entitled(authorOrg) else {
+            guard trustedRelay || entitled(authorOrg) else {
                 refusals.append(PartRefusal(recordID: delta.id, refusal: Refusal(
                     .notAuthorised, "\(path()): organisation \(authorOrg) of \(dot.node) does not write it")))
                 return false
