@@ -93,5 +93,20 @@ bench: deps
 	$(SWIFT) build -c release --scratch-path .build-release --product ekc-bench
 	ops/bench.sh .build-release/release
 
+# Coverage-guided fuzzing (libFuzzer, address sanitizer, leaks detected) of what a stranger
+# can send a node: request bodies and queries (json), a peer's frames (frame), a damaged
+# store's values (store), bearer tokens and key files (token). Each target in turn for
+# FUZZ_SECONDS; findings go to fuzz/artifacts/TARGET/; fails if any target failed.
+# One target: fuzz/run.sh TARGET SECONDS. `make test` replays fuzz/corpus/ without a sanitizer.
+FUZZ_SECONDS ?= 600
+FUZZ_TARGETS ?= json frame store token
+fuzz: deps
+	fuzz/run.sh build
+	@failed=""; for t in $(FUZZ_TARGETS); do \
+	  echo "== fuzz $$t for $(FUZZ_SECONDS) s"; \
+	  fuzz/run.sh $$t $(FUZZ_SECONDS) || failed="$$failed $$t"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "fuzz targets failed:$$failed (see fuzz/artifacts/)"; exit 1; fi
+
 clean:
 	rm -rf .build .build-release .ekc

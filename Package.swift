@@ -90,13 +90,21 @@ for target in targets where target.type != .system {
                                          .when(configuration: .release))]
 }
 
+// The fuzzing package (fuzz/, `make fuzz`) builds its targets against the modules
+// below; it sets EKC_FUZZ=1 when it builds, and only then are they a product. Every
+// other build sees the two executables only.
+let fuzzProducts: [Product] = Context.environment["EKC_FUZZ"] == nil ? [] : [
+    .library(name: "EKCFuzzModules",
+             targets: ["CaseModel", "Access", "Identity", "Replication", "CaseStore", "Wire", "EKCNode"]),
+]
+
 let package = Package(
     name: "ekc",
     platforms: [.macOS(.v14)],
     products: [
         .executable(name: "ekc", targets: ["ekc"]),
         .executable(name: "ekc-bench", targets: ["ekc-bench"]),
-    ],
+    ] + fuzzProducts,
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.0"),
         .package(url: "https://github.com/apple/swift-nio-http2", from: "1.46.0"),
