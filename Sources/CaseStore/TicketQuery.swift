@@ -112,11 +112,15 @@ extension CaseStore {
                     }
                     scanned += 1
                     let key = c.key
+                    // A key that names no ticket (a damaged table) is a corrupt store, not a trap.
+                    guard walk == .byID ? key.count == 16 : key.count >= 16 else {
+                        throw CorruptRecord(what: "ticket listing: a key of \(key.count) bytes")
+                    }
                     let ticket: Ticket?
                     if walk == .byID {
                         ticket = try TicketView.decode(c.value, id: TicketID(raw: key))
                     } else {
-                        let id = TicketID(bytes: UnsafeRawBufferPointer(rebasing: key[(key.count - 16)...]))!
+                        let id = TicketID(raw: UnsafeRawBufferPointer(rebasing: key[(key.count - 16)...]))
                         ticket = try loadTicket(id, txn)
                     }
                     lastKey = Array(key)
@@ -166,7 +170,9 @@ extension CaseStore {
                 var out: [Change] = []
                 var ok = since == .max ? false : try c.seek(atLeast: (since &+ 1).bigEndianBytes)
                 while ok && out.count < limit {
-                    let seq = UInt64(bigEndianBytes: c.key)!
+                    guard c.key.count == 8, let seq = UInt64(bigEndianBytes: c.key) else {
+                        throw CorruptRecord(what: "change feed: a key of \(c.key.count) bytes")
+                    }
                     let entry = try FeedEntry.decode(c.value)
                     if entry.kind == TicketRecord.kind, let t = try loadTicket(entry.id, txn) {
                         var counts: [String: Int] = [:]
