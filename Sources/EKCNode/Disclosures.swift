@@ -98,7 +98,7 @@ extension OperatorAPI {
         for rec in records {
             let e = rec.entry
             w.beginObject()
-            w.field("sequence", Int(rec.sequence))
+            w.field("sequence", rec.sequence)
             w.field("at", time: e.at)
             w.field("subject", e.subject)
             w.field("role", e.role)
