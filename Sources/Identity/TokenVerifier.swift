@@ -127,7 +127,8 @@ public final class TokenVerifier: Sendable {
         let expiresAt = Millis(exp * 1000)
         guard now < expiresAt + leeway else { throw .expired }
         if let nbfValue = c["nbf"] {
-            guard case .number(let nbf) = nbfValue, nbf.isFinite, nbf < 1e11 else { throw .malformed("nbf is not a time") }
+            // Bounded on both sides: a time of -1e300 is finite, and no Millis.
+            guard case .number(let nbf) = nbfValue, nbf.isFinite, abs(nbf) < 1e11 else { throw .malformed("nbf is not a time") }
             guard now + leeway >= Millis(nbf * 1000) else { throw .notYetValid }
         }
         guard case .string(let subject)? = c[provider.subjectClaim] else {
