@@ -52,7 +52,10 @@ extension CaseStore {
                 var ok = since == .max ? false : try c.seek(atLeast: (since + 1).bigEndianBytes)
                 while out.count < limit && (out.isEmpty || bytes < maxBytes) {
                     guard ok else { readThrough = max(readThrough, last); break }
-                    let seq = UInt64(bigEndianBytes: c.key)!
+                    // A key that is no sequence (a damaged table) is a corrupt store, not a trap.
+                    guard c.key.count == 8, let seq = UInt64(bigEndianBytes: c.key) else {
+                        throw CorruptRecord(what: "change feed: a key of \(c.key.count) bytes")
+                    }
                     let entry = try FeedEntry.decode(c.value)
                     if let delta = try encodeDelta(entry, txn, filter: .everything) {
                         bytes += delta.count
