@@ -30,7 +30,7 @@ public struct Purge: Sendable, Equatable {
                 switch (n, t) {
                 case (1, 2): transfer = RecordID(bytes: try r.bytes())
                 case (2, 0): at = Millis(bitPattern: try r.varint())
-                case (3, 0): state = TransferState(wireNumber: Int(try r.varint()))
+                case (3, 0): state = Int(exactly: try r.varint()).flatMap(TransferState.init(wireNumber:))
                 default: try r.skip(t)
                 }
             }

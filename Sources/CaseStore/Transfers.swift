@@ -67,7 +67,7 @@ enum TransferView {
             while let (n, t) = try r.field() {
                 switch (n, t) {
                 case (1, 2): order = try? TransferValues.order(UnsafeRawBufferPointer(rebasing: b[try r.body()]), checked: false)
-                case (2, 0): state = TransferState(wireNumber: Int(try r.varint()))
+                case (2, 0): state = Int(exactly: try r.varint()).flatMap(TransferState.init(wireNumber:))
                 case (3, 0): version = try r.varint()
                 default: try r.skip(t)
                 }
