@@ -92,10 +92,13 @@ extension CaseStore {
 
     /// Hashes a record into each of its scopes; returns the scopes whose leaf changed.
     /// `force`: hash its children again rather than adding the new ones to the sum.
+    /// The registers are read back from the store, not taken from the writer: the leaf
+    /// must hash what is stored (what a scrub will read), byte for byte.
     @discardableResult
     func updateLeaves(_ ref: RecordRef, newChildren: [Child], force: Bool, _ txn: WriteTransaction) throws -> [String] {
         guard let schema = kinds[ref.kind] else { return [] }
         let record = try loadRecord(schema, ref.id, txn)
+        // Children written in this transaction may be gone again (a purge after them).
         let exists = try record != nil || hasChildren(ref, txn)
         let position = DigestHashing.position(ref.kind, ref.id)
         var every: [Child]?
