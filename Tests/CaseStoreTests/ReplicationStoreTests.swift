@@ -239,10 +239,10 @@ struct ReplicationStoreTests {
         #expect(r.rejections.isEmpty && r.changedRecords == 1)
         #expect(try p.b.ticket(.id(t.id))?.assignee == "op-relayed")
 
-        // A node of this node's own organisation relaying the fund's write is trusted as this
-        // node is: it took the write, so this node takes it too (the two must not diverge).
+        // A node of this node's own organisation may relay it, and the write is then judged
+        // as the fund's own: the fund does not own the ticket.
         r = try await merge(part(try written(.assignee, intruder, by: fundNode, at: now + 5), [.assignee]), from: irk)
-        #expect(r.rejections.isEmpty && r.changedRecords == 1)
+        #expect(r.rejections.map(\.refusal.reason) == [.notAuthorised])
 
         // Refused parts of a delta are refused alone: the admitted part merges, the record is
         // reported once. A copy to the fund makes it a partner: its shared note is admitted,

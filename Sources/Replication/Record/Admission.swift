@@ -14,15 +14,15 @@ extension RecordSchema {
     /// organisation, and carry a stamp no further than `maxSkew` ahead of `now`. A
     /// register is admitted whole or not at all; a child alone.
     ///
-    /// Two relays are taken as the relaying node took them, the author's entitlement not
-    /// judged again here: by a node of this node's own organisation (a node trusts its
-    /// organisation as itself; its nodes must not diverge over what one of them could
-    /// judge and another cannot: the region's centre holds the transfers that entitle a
-    /// fund, an office may not hold them yet, or ever, when the ticket is another
-    /// region's), and by a node of the record's home organisation passing on a third
-    /// organisation's write (a ticket travels only from its origin, proto/README.md §9:
-    /// a fund learns of the region that took a request over by redirect only through the
-    /// origin, which holds every transfer of it and judged that region's writes).
+    /// What a node of the record's home organisation sends a partner is taken as the home
+    /// took it, the author's entitlement not judged again: a ticket travels only from its
+    /// origin (proto/README.md §9) and a partner holds only the transfers to itself, so it
+    /// can judge neither the region that took the request over by redirect nor the writes
+    /// the origin made while it still owned the request; the origin holds every transfer
+    /// of it and judged them all. A node of this node's own organisation may relay any
+    /// organisation's writes, which are then judged here (a node of the organisation may
+    /// be wrong or hostile too); the home organisation's own writes relayed by its own
+    /// nodes are taken as the relaying node took them.
     ///
     /// Only what would change this replica is judged: a part it already holds is passed
     /// over, whoever relays it. Authority is judged against this replica's copy (`local`; the delta itself for
@@ -49,16 +49,20 @@ extension RecordSchema {
                     .cannotSpeakFor, "\(path()): \(sender) may not relay writes of \(dot.node)")))
                 return false
             }
-            // Relays taken as the relaying node took them: by a node of this organisation,
-            // and by a node of the record's home organisation passing on another's write.
-            let trustedRelay = senderOrg != nil && (senderOrg == localOrganisation
-                || (senderOrg == homeOrganisation && authorOrg != senderOrg))
-            guard authorOrg == senderOrg || trustedRelay else {
+            // What a node of the record's home organisation sends a partner is taken as the
+            // home took it (its own writes, and those of the organisations it passed the
+            // record to).
+            let fromHome = senderOrg != nil && senderOrg == homeOrganisation && senderOrg != localOrganisation
+            guard authorOrg == senderOrg || (senderOrg != nil && senderOrg == localOrganisation) || fromHome else {
                 refusals.append(PartRefusal(recordID: delta.id, refusal: Refusal(
                     .cannotSpeakFor, "\(path()): \(sender) may not relay writes of \(dot.node)")))
                 return false
             }
-            guard trustedRelay || entitled(authorOrg) else {
+            // The home organisation's own writes, relayed by its own nodes, are taken as the
+            // relaying node took them (`RecordSchema.homeRole`).
+            let ours = homeOrganisation != nil && homeOrganisation == localOrganisation
+                && authorOrg == localOrganisation && senderOrg == localOrganisation
+            guard ours || fromHome || entitled(authorOrg) else {
                 refusals.append(PartRefusal(recordID: delta.id, refusal: Refusal(
                     .notAuthorised, "\(path()): organisation \(authorOrg) of \(dot.node) does not write it")))
                 return false
