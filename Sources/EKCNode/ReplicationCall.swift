@@ -40,14 +40,21 @@ enum ReplicationConnection {
     static func call(_ multiplexer: NIOHTTP2Handler.StreamMultiplexer, on channel: NIOCore.Channel, peer: PeerAddress, path: String,
                      body: [UInt8], maxBytes: Int = 64 << 20, timeout: TimeAmount = .seconds(30)) async throws -> (Int, [UInt8]) {
         let promise = channel.eventLoop.makePromise(of: (Int, [UInt8]).self)
-        let stream = try await multiplexer.createStreamChannel { stream in
-            stream.eventLoop.makeCompletedFuture {
-                try stream.pipeline.syncOperations.addHandlers([
-                    HTTP2FramePayloadToHTTP1ClientCodec(httpProtocol: .https),
-                    UnaryCall(host: "\(peer.host):\(peer.port)", path: path, body: body, maxBytes: maxBytes, promise: promise),
-                ])
-            }
-        }.get()
+        let stream: NIOCore.Channel
+        do {
+            stream = try await multiplexer.createStreamChannel { stream in
+                stream.eventLoop.makeCompletedFuture {
+                    try stream.pipeline.syncOperations.addHandlers([
+                        HTTP2FramePayloadToHTTP1ClientCodec(httpProtocol: .https),
+                        UnaryCall(host: "\(peer.host):\(peer.port)", path: path, body: body, maxBytes: maxBytes, promise: promise),
+                    ])
+                }
+            }.get()
+        } catch {
+            // No stream (the connection went): the promise is completed all the same.
+            promise.fail(error)
+            throw error
+        }
         let deadline = channel.eventLoop.scheduleTask(in: timeout) {
             promise.fail(ReplicationCallError.timedOut(path))
             stream.close(promise: nil)
