@@ -94,63 +94,9 @@ def say(*a):
     print(*a, flush=True)
 
 
-# --- tokens ------------------------------------------------------------------------------
+# --- tokens and HTTP: the fault runs' own (workload.py) --------------------------------------
 
-_keys, _keys_lock = {}, threading.Lock()
-
-
-def op_token(org, user, roles=("operator", "supervisor")):
-    with _keys_lock:
-        if org not in _keys:
-            key, kid, _ = devtokens.ensure_keys(org)
-            _keys[org] = (key, kid)
-        key, kid = _keys[org]
-    c = devtokens.claims(org, user, roles, lifetime=8 * 3600)
-    return devtokens.sign_es256(key, {"alg": "ES256", "typ": "JWT", "kid": kid}, c)
-
-
-_readers = {}
-
-
-def reader_token(org):
-    if org not in _readers:
-        _readers[org] = op_token(org, "kill9-reader", ("supervisor", "ops"))
-    return _readers[org]
-
-
-# --- HTTP ----------------------------------------------------------------------------------
-
-class NotSent(Exception):
-    """The connection could not be made: the request never reached the node."""
-
-
-def http(node, method, path, body=None, token=None, headers=None, timeout=REQUEST_TIMEOUT):
-    """(status, headers, parsed body). NotSent before sending; another OSError or
-    HTTPException after (indeterminate)."""
-    conn = httpclient.HTTPConnection("127.0.0.1", node.port, timeout=timeout)
-    try:
-        try:
-            conn.connect()
-        except OSError as e:
-            raise NotSent(str(e))
-        h = {"Authorization": "Bearer " + (token or reader_token(node.org)), "Host": f"127.0.0.1:{node.port}"}
-        data = None
-        if body is not None:
-            data = json.dumps(body).encode()
-            h["Content-Type"] = "application/json"
-        h.update(headers or {})
-        conn.request(method, path, body=data, headers=h)
-        r = conn.getresponse()
-        payload = r.read()
-        parsed = payload
-        if payload and r.getheader("content-type", "").startswith("application/json"):
-            try:
-                parsed = json.loads(payload)
-            except ValueError:
-                pass
-        return r.status, {k.lower(): v for k, v in r.getheaders()}, parsed
-    finally:
-        conn.close()
+from workload import NotSent, http, op_token, reader_token  # noqa: E402
 
 
 def get(node, path, timeout=REQUEST_TIMEOUT):
