@@ -149,14 +149,14 @@ extension CaseStore {
                 // Entries read and found out of scope count too, so a page costs at most this.
                 var budget = limit * 8
                 // Decisions per record within one page: a backfill names a record many times.
-                var filters: [RecordKey: DeltaFilter?] = [:]
+                var filters: [RecordRef: DeltaFilter?] = [:]
                 var ok = since == .max ? false : try c.seek(atLeast: Keys.scope(partner, since + 1))
                 while out.count < limit && (out.isEmpty || bytes < maxBytes) && budget > 0 {
                     guard ok && c.keyHasPrefix(prefix) else { readThrough = max(readThrough, last); break }
                     budget -= 1
                     let seq = UInt64(bigEndianBytes: UnsafeRawBufferPointer(rebasing: c.key[prefix.count...]))!
                     let entry = try FeedEntry.decode(c.value)
-                    let key = RecordKey(kind: entry.kind, id: entry.id)
+                    let key = RecordRef(kind: entry.kind, id: entry.id)
                     let filter: DeltaFilter?
                     if let known = filters[key] { filter = known } else {
                         filter = try partnerFilter(entry.kind, entry.id, partner: partner, txn)
@@ -181,9 +181,4 @@ struct DeltaFilter: Sendable {
     var registers: RegisterSet
     var child: (@Sendable (Child) -> Bool)?
     static let everything = DeltaFilter(registers: RegisterSet(bits: .max), child: nil)
-}
-
-struct RecordKey: Hashable {
-    let kind: RecordKindID
-    let id: RecordID
 }
