@@ -229,10 +229,16 @@ extension OperatorAPI {
             w.field("field", c.field)
             w.key("winner"); w.beginObject()
             w.field("value", OperatorAPI.masked(c.field, c.winningValue)); w.field("node", c.winner.node.value); w.field("at", time: c.winner.stamp.millis)
+            w.key("fields"); w.beginObject()
+            for f in c.winningFields { w.key(f.name); w.string(f.value.flatMap { OperatorAPI.masked(f.name, $0) }) }
+            w.endObject()
             w.field("stamp", c.winner.stamp.description)
             w.endObject()
             w.key("loser"); w.beginObject()
             w.field("value", OperatorAPI.masked(c.field, c.losingValue)); w.field("node", c.loser.node.value); w.field("at", time: c.loser.stamp.millis)
+            w.key("fields"); w.beginObject()
+            for f in c.losingFields { w.key(f.name); w.string(f.value.flatMap { OperatorAPI.masked(f.name, $0) }) }
+            w.endObject()
             w.field("stamp", c.loser.stamp.description)
             w.endObject()
             w.endObject()

@@ -148,6 +148,24 @@ struct ReplicationStoreTests {
         try auditFeed(p.b)
     }
 
+    @Test("a conflict of a register holding two fields shows both: the support measure a loser would lose is visible")
+    func conflictShowsEveryFieldOfItsRegister() async throws {
+        let p = try StorePeers()
+        defer { p.close() }
+        let t = try await p.a.create(draft(.phone), actor: ivanova)
+        try await p.sync()
+        p.clock.advance(1_000)
+        _ = try await p.a.patch(.id(t.id), TicketPatch(supportMeasure: .some("measure.a")))
+        p.clock.advance(10)
+        _ = try await p.b.patch(.id(t.id), TicketPatch(supportMeasure: .some("measure.b")))
+        try await p.sync()
+        let c = try #require(try p.a.conflicts().first { $0.field == "topic" })
+        // The topics are equal; only the fields say what the loser held.
+        #expect(c.losingValue == c.winningValue)
+        #expect(c.losingFields == [ShownField("topic", t.topic), ShownField("supportMeasure", "measure.a")])
+        #expect(c.winningFields == [ShownField("topic", t.topic), ShownField("supportMeasure", "measure.b")])
+    }
+
     @Test("edits on both sides of a partition converge; the losing status and assignee are listed on both; resolving clears them")
     func partitionConflictAndResolution() async throws {
         let p = try StorePeers()

@@ -7,7 +7,7 @@ involved (see history.jsonl).
 import re
 import time
 
-from workload import GROUP, LIVE, REGISTER_OF, TRANSFER_RANK, get_json, list_all, reader_token, http, NotSent  # noqa: F401
+from workload import GROUP, LIVE, shown, REGISTER_OF, TRANSFER_RANK, get_json, list_all, reader_token, http, NotSent  # noqa: F401
 from cluster import FUNDS, REGIONS
 
 UNIQUE_FIELDS = ("assignee", "topic", "supportMeasure", "subject", "statement")
@@ -161,7 +161,8 @@ class Checker:
                 for f in UNIQUE_FIELDS:
                     seen |= tags(t.get(f), self.seed)
             for c in s.conflicts:
-                seen |= tags(c["winner"]["value"], self.seed) | tags(c["loser"]["value"], self.seed)
+                for v in shown(c["winner"]) + shown(c["loser"]):
+                    seen |= tags(v, self.seed)
         for o in self.ops:
             if o.get("result") == "ok":
                 for v in (o.get("seen") or []) + (o.get("competing") or []):
@@ -205,7 +206,8 @@ class Checker:
                 conflict_tags = set()
                 for c in self.snap[nid].conflicts:
                     if c["ticketId"] == tid:
-                        conflict_tags |= tags(c["winner"]["value"], self.seed) | tags(c["loser"]["value"], self.seed)
+                        for v in shown(c["winner"]) + shown(c["loser"]):
+                            conflict_tags |= tags(v, self.seed)
                 for field in UNIQUE_FIELDS + ("priority",):
                     v = t.get(field)
                     allowed = {create["values"].get(field)} | {o["value"] for o in ws if o.get("field") == field}

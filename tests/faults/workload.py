@@ -47,6 +47,11 @@ _keys = {}
 _keys_lock = threading.Lock()
 
 
+
+def shown(side):
+    """Every value one side of a conflict shows: its register's first field and all its fields."""
+    return [side["value"]] + [v for v in (side.get("fields") or {}).values() if v is not None]
+
 def op_token(org: str, user: str, roles=("operator", "supervisor")) -> str:
     """A token valid from 20 minutes ago for 8 hours: a node whose clock jumped by ±10
     minutes still accepts it (a refusal then would be about the clock, not the op)."""
@@ -307,7 +312,7 @@ class Workload:
         competing = []
         for c in conflicts:
             if c["ticketId"] == tid and c["field"] == register:
-                competing += [c["winner"]["value"], c["loser"]["value"]]
+                competing += shown(c["winner"]) + shown(c["loser"])
         op = {"op": n, "kind": "edit", "ticket": tid, "field": field, "register": register, "value": value,
               "seen": seen, "competing": competing, "version": t["version"], "actor": f"u{tag}"}
         self.write(op, node, "PATCH", f"/v1/tickets/{tid}", {field: value}, op_token(node.org, f"u{tag}"),
@@ -389,7 +394,7 @@ class Workload:
         keep = rng.choice(["winner", "loser"])
         tag = f"{self.seed}x{n}z"
         op = {"op": n, "kind": "resolve", "ticket": c["ticketId"], "register": c["field"], "conflict": c["id"],
-              "keep": keep, "value": c[keep]["value"], "seen": [c["winner"]["value"], c["loser"]["value"]],
+              "keep": keep, "value": c[keep]["value"], "seen": shown(c["winner"]) + shown(c["loser"]),
               "actor": f"u{tag}"}
         self.write(op, node, "POST", f"/v1/conflicts/{c['id']}/resolve", {"keep": keep},
                    op_token(node.org, f"u{tag}", ("supervisor",)))

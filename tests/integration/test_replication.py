@@ -378,6 +378,10 @@ def test_partition_concurrent_edits_conflicts_and_resolution(federation):
     assert v["status"] in str(p["winner"]["value"])
     loser_status = "DEFERRED" if v["status"] == "IN_WORK" else "IN_WORK"
     assert loser_status in str(p["loser"]["value"]), p
+    # Each side shows every field of its register: the status and the deadline extension.
+    assert p["winner"]["fields"] == {"status": v["status"], "extensionDays": None}, p
+    assert p["loser"]["fields"] == {"status": loser_status, "extensionDays": None}, p
+    assert a["loser"]["fields"] == {"assignee": a["loser"]["value"]}, a
 
     # Resolve the assignee conflict on a third node, keeping the losing value.
     keep = a["loser"]["value"]

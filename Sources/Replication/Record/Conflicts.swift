@@ -13,6 +13,9 @@ public struct Conflict: Hashable, Sendable {
     public let winningValue: String
     public let loser: Dot
     public let losingValue: String
+    /// Every field of the register in each value (`winningValue` shows the first only).
+    public let winningFields: [ShownField]
+    public let losingFields: [ShownField]
 
     public var id: String { "\(kindName).\(recordID).\(field).\(loser.node).\(loser.stamp.raw)" }
 
@@ -32,10 +35,11 @@ extension RecordSchema {
         for (i, r) in state.registers.enumerated() where r.isConflicted {
             let d = registers[i]
             guard let w = r.winner else { continue }
-            let shownWinner = d.show(w.value)
+            let shownWinner = d.show(w.value), winnerFields = d.fields(w.value)
             for l in r.losers {
                 out.append(Conflict(kind: kind, kindName: name, recordID: state.id, register: i, field: d.name,
-                                    winner: w.dot, winningValue: shownWinner, loser: l.dot, losingValue: d.show(l.value)))
+                                    winner: w.dot, winningValue: shownWinner, loser: l.dot, losingValue: d.show(l.value),
+                                    winningFields: winnerFields, losingFields: d.fields(l.value)))
             }
         }
         return out

@@ -76,16 +76,23 @@ public struct RegisterDescriptor: Sendable {
     /// Decodes `value` and checks every rule of its fields; throws naming the field.
     public let check: @Sendable (ValueBytes, CheckContext) throws(Refusal) -> Void
     public let show: @Sendable (ValueBytes) -> String
+    /// Every field the register holds, shown: a register of several fields (a topic
+    /// with its support measure) must show each in a conflict, or a person choosing
+    /// between two values could not see what a loser would throw away.
+    public let fields: @Sendable (ValueBytes) -> [ShownField]
 
     public init(number: UInt8, name: String, writer: Role, maxValueBytes: Int,
                 check: @escaping @Sendable (ValueBytes, CheckContext) throws(Refusal) -> Void,
-                show: @escaping @Sendable (ValueBytes) -> String) {
-        self.init(number: number, name: name, writers: [writer], maxValueBytes: maxValueBytes, check: check, show: show)
+                show: @escaping @Sendable (ValueBytes) -> String,
+                fields: (@Sendable (ValueBytes) -> [ShownField])? = nil) {
+        self.init(number: number, name: name, writers: [writer], maxValueBytes: maxValueBytes, check: check, show: show,
+                  fields: fields)
     }
 
     public init(number: UInt8, name: String, writers: [Role], maxValueBytes: Int,
                 check: @escaping @Sendable (ValueBytes, CheckContext) throws(Refusal) -> Void,
-                show: @escaping @Sendable (ValueBytes) -> String) {
+                show: @escaping @Sendable (ValueBytes) -> String,
+                fields: (@Sendable (ValueBytes) -> [ShownField])? = nil) {
         precondition((1...63).contains(number), "register numbers are 1–63")
         precondition(!writers.isEmpty, "a register has a writer")
         self.number = number
@@ -94,6 +101,17 @@ public struct RegisterDescriptor: Sendable {
         self.maxValueBytes = maxValueBytes
         self.check = check
         self.show = show
+        self.fields = fields ?? { [ShownField(name, show($0))] }
+    }
+}
+
+/// One field of a register's value as a person reads it (nil: the field is empty).
+public struct ShownField: Hashable, Sendable {
+    public let name: String
+    public let value: String?
+    public init(_ name: String, _ value: String?) {
+        self.name = name
+        self.value = value
     }
 }
 

@@ -65,6 +65,15 @@ public enum TicketRecord {
         { b in (try? decode(b)).map(show) ?? "(unreadable)" }
     }
 
+    /// The fields of a register holding several, named in `names`, each shown by `show`.
+    private static func fields<T>(_ decode: @escaping @Sendable (ValueBytes) throws(Refusal) -> T, _ names: [String],
+                                  _ show: @escaping @Sendable (T) -> [String?]) -> @Sendable (ValueBytes) -> [ShownField] {
+        { b in
+            guard let v = try? decode(b) else { return names.map { ShownField($0, "(unreadable)") } }
+            return zip(names, show(v)).map { ShownField($0, $1) }
+        }
+    }
+
     private static func detail(_ number: UInt8, _ d: TicketValues.CitizenDetail) -> RegisterDescriptor {
         RegisterDescriptor(number: number, name: "citizen\(d.rawValue.prefix(1).uppercased())\(d.rawValue.dropFirst())", writer: origin, maxValueBytes: 260,
                            check: checked { b, _ throws(Refusal) in try TicketValues.citizenDetail(d, b) },
@@ -80,13 +89,19 @@ public enum TicketRecord {
             RegisterDescriptor(number: 2, name: "statement", writer: origin,
                                maxValueBytes: Budget.subjectBytes + Budget.statementBytes + 16,
                                check: checked { b, _ throws(Refusal) in try TicketValues.statement(b) },
-                               show: shown({ b throws(Refusal) in try TicketValues.statement(b, checked: false) }) { $0.subject }),
+                               show: shown({ b throws(Refusal) in try TicketValues.statement(b, checked: false) }) { $0.subject },
+                               fields: fields({ b throws(Refusal) in try TicketValues.statement(b, checked: false) }, ["subject", "statement"]) {
+                                   [$0.subject, $0.text]
+                               }),
             RegisterDescriptor(number: 3, name: "citizen", writer: origin, maxValueBytes: 512,
                                check: checked { b, _ throws(Refusal) in try TicketValues.citizen(b) },
                                show: shown({ b throws(Refusal) in try TicketValues.citizen(b, checked: false) }) { $0?.ref ?? "none" }),
             RegisterDescriptor(number: 4, name: "progress", writers: [owner, successor], maxValueBytes: 128,
                                check: checked { b, _ throws(Refusal) in try TicketValues.progress(b) },
-                               show: shown({ b throws(Refusal) in try TicketValues.progress(b) }) { $0.status.rawValue }),
+                               show: shown({ b throws(Refusal) in try TicketValues.progress(b) }) { $0.status.rawValue },
+                               fields: fields({ b throws(Refusal) in try TicketValues.progress(b) }, ["status", "extensionDays"]) {
+                                   [$0.status.rawValue, $0.deadlines.extensionDays == 0 ? nil : "\($0.deadlines.extensionDays)"]
+                               }),
             RegisterDescriptor(number: 5, name: "assignee", writers: [owner, successor], maxValueBytes: 80,
                                check: checked { b, _ throws(Refusal) in try TicketValues.assignee(b) },
                                show: shown({ b throws(Refusal) in try TicketValues.assignee(b) }) { $0 ?? "none" }),
@@ -95,7 +110,10 @@ public enum TicketRecord {
                                show: shown({ b throws(Refusal) in try TicketValues.priority(b) }) { $0.rawValue }),
             RegisterDescriptor(number: 7, name: "topic", writers: [owner, successor], maxValueBytes: 160,
                                check: checked { b, _ throws(Refusal) in try TicketValues.topic(b) },
-                               show: shown({ b throws(Refusal) in try TicketValues.topic(b) }) { $0.topic }),
+                               show: shown({ b throws(Refusal) in try TicketValues.topic(b) }) { $0.topic },
+                               fields: fields({ b throws(Refusal) in try TicketValues.topic(b) }, ["topic", "supportMeasure"]) {
+                                   [$0.topic, $0.supportMeasure]
+                               }),
             RegisterDescriptor(number: 8, name: "owner", writers: [owner, successor], maxValueBytes: 80,
                                check: checked { b, d throws(Refusal) in try TicketValues.owner(b, directory: d) },
                                show: shown({ b throws(Refusal) in try TicketValues.owner(b) }) { $0.value }),
