@@ -21,9 +21,12 @@ import Replication
 /// - 8 an access log value (`access_log`, `StoredAccess` and its `AccessEntry`);
 /// - 9 the access log's head, a checkpoint, a counter (`meta`, `checkpoints`, `counters`);
 /// - 10 damaged tables: (key, value) fields (a length byte, two for a value) written straight into the LMDB tables of an
-///   otherwise empty store (the next byte picks the table), then read through the store
-///   and the API's GET routes (lists, changes, conflicts, the access log and its check,
-///   the feed a peer is sent), and removed again.
+///   otherwise empty store (the next byte picks the table: `tableNames`, modulo their
+///   count; a byte past the first round of them also marks the digests built), then read
+///   through the store and the API's GET routes (lists, changes, conflicts, transfers,
+///   health, the access log and its check, the feed a peer is sent, the digests level by
+///   level and the records a repair sends), a few steps of the digest scrub run over
+///   them and the digests read again; then everything is removed again.
 public enum StoreFuzz {
     public static let modes = ["ticket-record", "transfer-record", "ticket-child", "transfer-child", "feed-entry",
                                "ticket-view", "transfer-view", "purge", "access-log", "fixed-values", "tables"]
@@ -178,13 +181,24 @@ public enum StoreFuzz {
         _ = TicketID(bytes: b)
     }
 
+    /// The tables mode 10 writes into, by its table byte (modulo their count).
+    static let tableNames = ["access_log", "feed", "tickets", "records", "transfers", "children",
+                             "idx_conflicts", "scope_feed", "idx_transfer_ticket", "idx_transfer_inbox", "idx_transfer_outbox",
+                             "digest_leaves", "digest_buckets", "digest_damaged"]
+
     /// A store read with damaged tables: the values of the tables `table` picks.
     static func tables(_ input: inout FuzzBytes) {
         let fixture = FuzzStore.damaged
         let store = fixture.api.store
         let s = store.schema
-        let table = Int(input.byte()) % 6
-        let db = [s.accessLog, s.feed, s.tickets, s.records, s.transfers, s.children][table]
+        let dbs = [s.accessLog, s.feed, s.tickets, s.records, s.transfers, s.children,
+                   s.conflicted, s.scopeFeed, s.transfersByTicket, s.transferInbox, s.transferOutbox,
+                   s.digestLeaves, s.digestBuckets, s.digestDamaged]
+        let selector = Int(input.byte())
+        let table = selector % dbs.count
+        // Digests marked built: a scrub then counts a leaf that changed as damage.
+        let ready = (selector / dbs.count) % 2 == 1
+        let db = dbs[table]
         var written: [[UInt8]] = []
         do {
             try store.env.write { txn in
@@ -198,6 +212,7 @@ public enum StoreFuzz {
                 if table == 0, let last = written.last, last.count == 8 {
                     try txn.put(s.meta, key: Schema.MetaKey.accessHead, value: last + [UInt8](repeating: 0, count: 32))
                 }
+                if ready { try txn.put(s.meta, key: Schema.MetaKey.digestVersion, value: CaseStore.digestFormat.bigEndianBytes) }
             }
         } catch {
             return
@@ -206,14 +221,69 @@ public enum StoreFuzz {
             _ = try? store.env.write { txn in
                 for k in written { _ = try txn.delete(db, key: k) }
                 _ = try txn.delete(s.meta, key: Schema.MetaKey.accessHead)
+                // What the scrub wrote: the digests, and where it stood.
+                for d in [s.digestLeaves, s.digestBuckets, s.digestDamaged] { try txn.clear(d) }
+                _ = try txn.delete(s.meta, key: Schema.MetaKey.digestVersion)
+                _ = try txn.delete(s.meta, key: Schema.MetaKey.digestScrub)
             }
         }
         for uri in ["/v1/audit/access?limit=1000", "/v1/audit/verify", "/v1/changes?since=0&limit=100", "/v1/tickets?limit=100",
-                    "/v1/tickets?status=IN_WORK", "/v1/conflicts", "/v1/transfers?direction=in", "/v1/transfers?direction=out&overdue=true"] {
+                    "/v1/tickets?status=IN_WORK", "/v1/conflicts", "/v1/transfers?direction=in", "/v1/transfers?direction=out&overdue=true",
+                    "/v1/health"] {
             JSONFuzz.get(fixture, uri)
         }
         _ = try? store.feedPage(after: 0, limit: 100)
         _ = try? store.feedPage(after: 0, limit: 100, partner: "pension")
+        // The partners a damaged scope feed names.
+        if table == 7 {
+            for k in written.prefix(2) {
+                guard let zero = k.firstIndex(of: 0), zero > 0 else { continue }
+                _ = try? store.feedPage(after: 0, limit: 100, partner: String(decoding: k[..<zero], as: UTF8.self))
+            }
+        }
         _ = try? store.verifyAccessLog()
+        // A ticket's transfers by the ticket an index key names.
+        if table == 8 { for k in written.prefix(4) where k.count >= 16 { _ = try? store.transfers(ofTicket: .id(TicketID(bytes: k.prefix(16))!)) } }
+        digests(store, fixture, written: table == 11 || table == 12 ? written : [])
+        for _ in 0..<4 {
+            let outcome = blocking { try? await store.perform(.scrubDigests(limit: 32), actor: .system) }
+            guard case .scrubbed(let report)? = outcome, !report.finished else { break }
+        }
+        digests(store, fixture, written: [])
+    }
+
+    /// The digests as a peer and an operator read them: the scopes of this organisation,
+    /// its partners and those the damaged keys name, level by level; the damaged records;
+    /// the records a repair would send.
+    static func digests(_ store: CaseStore, _ fixture: FuzzStore, written: [[UInt8]]) {
+        var scopes = ["38", "pension", "52"]
+        var positions: [UInt16] = []
+        for k in written.prefix(4) {
+            guard let zero = k.firstIndex(of: 0) else { continue }
+            scopes.append(String(decoding: k[..<zero], as: UTF8.self))
+            if k.count >= zero + 3 { positions.append(UInt16(k[zero + 1]) << 8 | UInt16(k[zero + 2])) }
+        }
+        var refs: [RecordRef] = (try? store.damagedRecords(limit: 16)) ?? []
+        for scope in scopes {
+            guard let summary = try? store.digestSummary(scope: scope) else { continue }
+            _ = summary.root
+            for range in summary.ranges.prefix(2) {
+                for bucket in (try? store.digestBuckets(scope: scope, range: UInt8(range.position))) ?? [] {
+                    for e in ((try? store.digestEntries(scope: scope, bucket: bucket.position)) ?? []).prefix(4) {
+                        refs.append(RecordRef(kind: e.kind, id: e.id))
+                    }
+                }
+            }
+            for p in positions {
+                _ = try? store.digestBuckets(scope: scope, range: UInt8(p >> 8))
+                _ = try? store.digestEntries(scope: scope, bucket: p)
+            }
+        }
+        _ = try? store.digestScopeNames()
+        _ = store.digestsReady
+        for partner in ["38", "pension"] { _ = try? store.wholeRecords(Array(refs.prefix(16)), for: partner, maxBytes: 1 << 16) }
+        var uris = ["/v1/digest", "/v1/digest?scope=pension", "/v1/digest?range=0"]
+        if let p = positions.first { uris += ["/v1/digest?range=\(p >> 8)", "/v1/digest?bucket=\(p)"] }
+        for uri in uris { JSONFuzz.get(fixture, uri) }
     }
 }
