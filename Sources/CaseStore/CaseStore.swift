@@ -182,7 +182,11 @@ public final class CaseStore: @unchecked Sendable {
             var out: [Child] = []
             var ok = try c.seek(atLeast: prefix)
             while ok && c.keyHasPrefix(prefix) {
-                let childID = RecordID(raw: UnsafeRawBufferPointer(rebasing: c.key[18...]))
+                // A key that names no child (a damaged table) is a corrupt store, not a trap.
+                guard c.key.count == prefix.count + 16 else {
+                    throw CorruptRecord(what: "children of \(id): a key of \(c.key.count) bytes")
+                }
+                let childID = RecordID(raw: UnsafeRawBufferPointer(rebasing: c.key[prefix.count...]))
                 out.append(try StoredChild.decode(c.value, collection: collection, id: childID))
                 ok = try c.next()
             }

@@ -101,7 +101,10 @@ extension CaseStore {
             try txn.withCursor(self.schema.children) { c in
                 var ok = try c.seek(atLeast: prefix)
                 while ok && c.keyHasPrefix(prefix) {
-                    keys.append(ChildKey(collection: coll.number, id: RecordID(raw: UnsafeRawBufferPointer(rebasing: c.key[18...]))))
+                    guard c.key.count == prefix.count + 16 else {
+                        throw CorruptRecord(what: "children of \(id): a key of \(c.key.count) bytes")
+                    }
+                    keys.append(ChildKey(collection: coll.number, id: RecordID(raw: UnsafeRawBufferPointer(rebasing: c.key[prefix.count...]))))
                     ok = try c.next()
                 }
             }
