@@ -134,6 +134,8 @@ extension CaseStore {
                 var out: [Conflict] = []
                 var ok = try c.first()
                 while ok && out.count < limit {
+                    // A key that names no record (a damaged index) is a corrupt store, not a trap.
+                    guard c.key.count == 17 else { throw CorruptRecord(what: "conflict index: a key of \(c.key.count) bytes") }
                     let kind = RecordKindID(rawValue: c.key[0])
                     let id = RecordID(raw: UnsafeRawBufferPointer(rebasing: c.key[1...]))
                     if let schema = kinds[kind], let r = try loadRecord(schema, id, txn) { out += schema.conflicts(of: r.state) }
