@@ -157,7 +157,11 @@ extension CaseStore {
                 while out.count < limit && (out.isEmpty || bytes < maxBytes) && budget > 0 {
                     guard ok && c.keyHasPrefix(prefix) else { readThrough = max(readThrough, last); break }
                     budget -= 1
-                    let seq = UInt64(bigEndianBytes: UnsafeRawBufferPointer(rebasing: c.key[prefix.count...]))!
+                    // A key that is no sequence (a damaged table) is a corrupt store, not a trap.
+                    guard c.key.count == prefix.count + 8,
+                          let seq = UInt64(bigEndianBytes: UnsafeRawBufferPointer(rebasing: c.key[prefix.count...])) else {
+                        throw CorruptRecord(what: "scope feed of \(partner): a key of \(c.key.count) bytes")
+                    }
                     let entry = try FeedEntry.decode(c.value)
                     let key = RecordRef(kind: entry.kind, id: entry.id)
                     let filter: DeltaFilter?
