@@ -358,6 +358,8 @@ extension CaseStore {
             var out: [RecordID] = []
             var ok = try c.seek(atLeast: prefix)
             while ok && c.keyHasPrefix(prefix) {
+                // A key that names no transfer (a damaged index) is a corrupt store, not a trap.
+                guard c.key.count == 32 else { throw CorruptRecord(what: "transfers of \(ticket): a key of \(c.key.count) bytes") }
                 out.append(RecordID(raw: UnsafeRawBufferPointer(rebasing: c.key[16...])))
                 ok = try c.next()
             }
@@ -393,7 +395,7 @@ extension CaseStore {
                     let end = Keys.organisationTime(org, now, RecordID(high: 0, low: 0))
                     while ok && c.keyHasPrefix(prefix) {
                         if stopAtDue && c.key.lexicographicallyPrecedes(end) == false { break }
-                        let id = RecordID(raw: UnsafeRawBufferPointer(rebasing: c.key[(c.key.count - 16)...]))
+                        let id = try CaseStore.transferIndexID(c.key, prefix: prefix)
                         if let v = try transferView(id, txn), TransferLifecycle.isOverdue(state: v.state, dueAt: v.order.dueAt, now: now) {
                             n += 1
                         }
@@ -404,6 +406,13 @@ extension CaseStore {
             }
             return (try count(schema.transferInbox, stopAtDue: true), try count(schema.transferOutbox, stopAtDue: false))
         }
+    }
+
+    /// The transfer an inbox or outbox key names (organisation + 0x00 + time + id); a key
+    /// of another length (a damaged index) is a corrupt store, not a trap.
+    static func transferIndexID(_ key: UnsafeRawBufferPointer, prefix: [UInt8]) throws(CorruptRecord) -> RecordID {
+        guard key.count == prefix.count + 8 + 16 else { throw CorruptRecord(what: "transfer index: a key of \(key.count) bytes") }
+        return RecordID(raw: UnsafeRawBufferPointer(rebasing: key[(key.count - 16)...]))
     }
 
     public enum TransferDirection: String, Sendable { case incoming = "in", outgoing = "out" }
@@ -424,7 +433,7 @@ extension CaseStore {
                 var out: [Transfer] = []
                 var ok = try c.seek(atLeast: start)
                 while ok && c.keyHasPrefix(prefix) && out.count < limit {
-                    let id = RecordID(raw: UnsafeRawBufferPointer(rebasing: c.key[(c.key.count - 16)...]))
+                    let id = try CaseStore.transferIndexID(c.key, prefix: prefix)
                     if let v = try transferView(id, txn),
                        state == nil || v.state == state,
                        overdue == nil || TransferLifecycle.isOverdue(state: v.state, dueAt: v.order.dueAt, now: now) == overdue,
