@@ -168,14 +168,20 @@ extension CaseStore {
         try readTxn { txn in
             var sums = [DigestSum](repeating: .zero, count: 256)
             var counts = [UInt64](repeating: 0, count: 256)
+            // Counts are read from the store: a damaged bucket's may add up past UInt64.
+            let tooMany = CorruptRecord(what: "digest of \(scope): its buckets count more records than a UInt64 holds")
+            var total: UInt64 = 0
             try eachBucket(scope, from: 0, through: 0xffff, txn) { position, sum, count in
+                let (t, overflow) = total.addingReportingOverflow(count)
+                guard !overflow else { throw tooMany }
+                total = t
                 sums[Int(position >> 8)] += sum
-                counts[Int(position >> 8)] += count
+                counts[Int(position >> 8)] += count  // at most the total
             }
             let ranges = (0..<256).filter { counts[$0] > 0 }.map {
                 DigestNode(position: UInt16($0), sum: sums[$0], records: counts[$0])
             }
-            return DigestSummary(scope: scope, records: counts.reduce(0, +), ranges: ranges)
+            return DigestSummary(scope: scope, records: total, ranges: ranges)
         }
     }
 
