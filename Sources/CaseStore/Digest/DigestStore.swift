@@ -221,9 +221,11 @@ extension CaseStore {
                 var ok = try c.first()
                 while ok {
                     guard let zero = c.key.firstIndex(of: 0) else { throw CorruptRecord(what: "digest bucket key") }
-                    let name = String(decoding: UnsafeRawBufferPointer(rebasing: c.key[..<zero]), as: UTF8.self)
-                    out.append(name)
-                    ok = try c.seek(atLeast: Array(name.utf8) + [1])
+                    // The next scope from the key's own bytes: a name that is not UTF-8 decodes
+                    // to other bytes, and seeking after those went back to the same key forever.
+                    let scope = Array(c.key[..<zero])
+                    out.append(String(decoding: scope, as: UTF8.self))
+                    ok = try c.seek(atLeast: scope + [1])
                 }
                 return out
             }
