@@ -180,6 +180,32 @@ struct ScopedReplicationTests {
         #expect(try fund.transfer(again.id)?.state == .delivered)
     }
 
+    @Test("a region that took another region's ticket over writes none of the citizen details outside its scope, so its own office takes all it writes")
+    func aSuccessorWritesNoRegisterItDoesNotHold() async throws {
+        let p = try federation()
+        defer { p.close() }
+        let (region, officeStore, novgorod) = (p.stores[0], p.stores[1], p.stores[3])
+        let t = try await citizenTicket(novgorod)
+        let sent = try await novgorod.send(transfer(t, to: "38", scope: [.snils]))
+        _ = try await p.pull(region, from: novgorod)
+        p.clock.advance(60_000)
+        _ = try await region.step(sent.id, .accepted)
+        _ = try await region.patch(TicketRef(t), TicketPatch(priority: .high))
+        let held = try #require(try region.record(kind: TicketRecord.kind, id: t.id))
+        for r in [TicketRecord.Register.citizenName, .citizenPhone] {
+            #expect(held.state.registers[r.rawValue].isEmpty, "\(r) written by the successor")
+        }
+        // The office judges what its centre relays (the home's writes from before the
+        // redirect among them): nothing refused, the two replicas of the ticket equal.
+        let pulled = try await p.pull(officeStore, from: region)
+        #expect(pulled.rejections.isEmpty, "\(pulled.rejections)")
+        #expect(try officeStore.record(kind: TicketRecord.kind, id: t.id) == region.record(kind: TicketRecord.kind, id: t.id))
+        // Once the centre has the office's own delivery step too, their digests agree.
+        #expect(try await p.pull(region, from: officeStore).rejections.isEmpty)
+        #expect(try officeStore.digestSummary(scope: "38").root == region.digestSummary(scope: "38").root)
+        #expect(try await p.pull(novgorod, from: region).rejections.isEmpty)
+    }
+
     @Test("when one of two live transfers ends, the fund keeps only the citizen details the other's scope names")
     func scopeNarrowsWhenATransferEnds() async throws {
         let p = try federation()

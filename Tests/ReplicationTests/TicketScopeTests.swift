@@ -142,4 +142,31 @@ import Testing
         #expect(fromStranger.state.registers[TicketRecord.Register.owner.rawValue].isEmpty)
         #expect(refused.map(\.refusal.reason) == [.cannotSpeakFor])
     }
+
+    @Test func aPartnersNodeTakesWhatAnotherNodeOfThePartnerRelaysButTheAuthority() throws {
+        let id = RecordID(high: 9, low: 9)
+        var replica = TicketReplica(node: irk, id: id)
+        replica.open(openedTicket(id: id, at: irk, now: testNow), now: testNow)
+        let local = replica.record.state
+        let stamp = Stamp(millis: testNow + 2, logical: 0)
+        var assigned = local
+        assigned.registers[TicketRecord.Register.assignee.rawValue].write(TicketValues.encode(assignee: "op-nn"),
+                                                                          dot: Dot(node: novgorodNode, stamp: stamp))
+        var owned = local
+        owned.registers[TicketRecord.Register.owner.rawValue].write(TicketValues.encode(owner: novgorodNode),
+                                                                    dot: Dot(node: novgorodNode, stamp: stamp))
+        func admit(_ state: RecordState, receiver: String) -> (RecordDelta, [PartRefusal]) {
+            TicketRecord.schema.admit(RecordDelta(state: state), from: fundBackupNode, local: local, directory: testDirectory,
+                                      now: testNow + 10, maxSkew: 60_000, grants: .none, localOrganisation: receiver)
+        }
+        // A fund node relays to another fund node a region-38 ticket's assignee written by
+        // region 52 (which the fund cannot judge: it holds only the transfers to itself).
+        let (taken, none) = admit(assigned, receiver: "sfr")
+        #expect(none.isEmpty)
+        #expect(taken.state.registers[TicketRecord.Register.assignee.rawValue].value == TicketValues.encode(assignee: "op-nn"))
+        // The authority registers are judged whoever relays them.
+        let (owner, judged) = admit(owned, receiver: "sfr")
+        #expect(owner.state.registers[TicketRecord.Register.owner.rawValue].isEmpty)
+        #expect(judged.map(\.refusal.reason) == [.notAuthorised])
+    }
 }

@@ -22,7 +22,8 @@ extension RecordSchema {
     /// of it and judged them all. A node of this node's own organisation may relay any
     /// organisation's writes, which are then judged here (a node of the organisation may
     /// be wrong or hostile too); the home organisation's own writes relayed by its own
-    /// nodes are taken as the relaying node took them.
+    /// nodes are taken as the relaying node took them, and so are the writes a node of a
+    /// partner relays to another node of that partner (but for the authority registers).
     ///
     /// Only what would change this replica is judged: a part it already holds is passed
     /// over, whoever relays it. Authority is judged against this replica's copy (`local`; the delta itself for
@@ -39,7 +40,7 @@ extension RecordSchema {
         var lastNode: NodeID?
         var lastOrg: String?
 
-        func allowed(_ dot: Dot, _ entitled: (String) -> Bool, _ path: @autoclosure () -> String) -> Bool {
+        func allowed(_ dot: Dot, _ entitled: (String) -> Bool, authority: Bool = false, _ path: @autoclosure () -> String) -> Bool {
             if dot.node != lastNode {
                 lastNode = dot.node
                 lastOrg = directory.org(dot.node)
@@ -62,7 +63,14 @@ extension RecordSchema {
             // relaying node took them (`RecordSchema.homeRole`).
             let ours = homeOrganisation != nil && homeOrganisation == localOrganisation
                 && authorOrg == localOrganisation && senderOrg == localOrganisation
-            guard ours || fromHome || entitled(authorOrg) else {
+            // A partner's nodes hold the same transfers of a record homed elsewhere, and
+            // its first node took some writes as the home sent them: another node of the
+            // partner takes them as that node did, or the two would never agree. The
+            // authority registers are still judged (a fabricated record claiming a foreign
+            // home is refused by them), and the home organisation judges everything.
+            let sameOrganisationForeignHome = !authority && homeOrganisation != nil && homeOrganisation != localOrganisation
+                && senderOrg != nil && senderOrg == localOrganisation
+            guard ours || fromHome || sameOrganisationForeignHome || entitled(authorOrg) else {
                 refusals.append(PartRefusal(recordID: delta.id, refusal: Refusal(
                     .notAuthorised, "\(path()): organisation \(authorOrg) of \(dot.node) does not write it")))
                 return false
@@ -92,7 +100,7 @@ extension RecordSchema {
             if let local, local.registers[i].merged(r) == local.registers[i] { return drop(register: i) }
             let writers = registers[i].writers
             for v in r.versions where !allowed(v.dot, { grants.entitles($0, among: writers, roles: roles) },
-                                                "registers[\(registers[i].name)]") {
+                                                authority: authorityRegisters.contains(i), "registers[\(registers[i].name)]") {
                 return drop(register: i)
             }
         }

@@ -290,14 +290,16 @@ public struct LocalRecordInfo: Hashable, Sendable {
 
 extension RecordState {
     /// Records a local edit: every register whose value differs between `old` and `new`
-    /// (or which is conflicted, when the edit names a value for it) is written with
-    /// `dot`. Returns the registers written.
+    /// is written with `dot` (every register, for a new record). Returns the registers
+    /// written. A register this replica does not hold (a citizen detail outside a
+    /// partner's scope) is empty here and stays so unless the edit changes it: writing
+    /// it would be a write of another organisation's register, refused by every peer.
     @discardableResult
     public mutating func record<R: ReplicatedRecord>(_ new: R, from old: R?, dot: Dot) -> RegisterSet {
         let newValues = new.registerValues
         let oldValues = old?.registerValues
         var written = RegisterSet()
-        for i in registers.indices where registers[i].isEmpty || oldValues == nil || oldValues![i] != newValues[i] {
+        for i in registers.indices where oldValues == nil || oldValues![i] != newValues[i] {
             registers[i].write(newValues[i], dot: dot)
             written.insert(i)
         }
