@@ -115,6 +115,13 @@ public struct APIError: Error, Sendable {
             self.init(t)
         case .closed:
             self.init(status: .serviceUnavailable, code: "shutting_down", message: "the node is shutting down", field: nil)
+        case .storage(let l) where l.isOutOfSpace:
+            // A full disk is the operator's to fix, not a server fault: the write was not
+            // made (its transaction aborted), and the client may retry.
+            self.init(status: .insufficientStorage, code: "insufficient_storage",
+                      message: "the node's storage is full; the write was not made: retry later or on another node (\(l))",
+                      field: nil)
+            headers = [("retry-after", "30")]
         default:
             self.init(status: .internalServerError, code: "storage_error", message: "\(e)", field: nil)
         }

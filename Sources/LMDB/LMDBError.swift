@@ -1,4 +1,9 @@
 import CLMDB
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
 /// Every LMDB return code as a typed error. `MDB_MAP_FULL` is handled inside
 /// `Environment.write` (the map grows and the transaction is retried), so callers
@@ -50,6 +55,16 @@ public enum LMDBError: Error, Equatable, CustomStringConvertible, Sendable {
         case MDB_BAD_VALSIZE: self = .badValueSize
         case MDB_BAD_DBI: self = .badDatabase
         default: self = .system(code: code, message: String(cString: mdb_strerror(code)))
+        }
+    }
+
+    /// The disk or the map ceiling is full: a write failed for want of space, and
+    /// nothing of it was committed.
+    public var isOutOfSpace: Bool {
+        switch self {
+        case .mapFull: return true
+        case .system(let code, _): return code == ENOSPC || code == EDQUOT
+        default: return false
         }
     }
 

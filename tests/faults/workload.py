@@ -4,7 +4,7 @@ monitor sampling every transfer's state on every node.
 Every write is recorded with what its acknowledgement said:
 
 * `result: "ok"`    2xx: acknowledged (durably committed on that node);
-* `result: "fail"`  the node refused it (4xx) or could not be reached (connection
+* `result: "fail"`  the node refused it (4xx, or 507 on a full disk) or could not be reached (connection
                     refused before the request was sent): it did not happen;
 * `result: "info"`  timeout, reset after sending, 5xx: indeterminate, it may or may
                     not have happened.
@@ -238,7 +238,8 @@ class Workload:
             return None, None
         op["t1"] = time.time()
         op["status"] = status
-        op["result"] = "ok" if 200 <= status < 300 else ("fail" if 400 <= status < 500 else "info")
+        # 507: the disk was full and the node says nothing of the write was stored.
+        op["result"] = "ok" if 200 <= status < 300 else ("fail" if 400 <= status < 500 or status == 507 else "info")
         op["body"] = trim(b)
         self.history.record(op)
         self.count(op["kind"], op["result"])
