@@ -123,10 +123,15 @@ private final class UnaryCall: ChannelInboundHandler {
             }
             received += chunk.readableBytesView
         case .end:
-            finish(context, .success((status, received)))
+            // Both sides have ended the stream: it closes by itself. Closing it here would
+            // reset it (RST_STREAM CANCEL), and a round of a few hundred calls would trip
+            // the peer's rapid-reset limit and lose the connection.
+            finished = true
+            promise.succeed((status, received))
         }
     }
 
+    /// Ends the call early: the stream is reset.
     private func finish(_ context: ChannelHandlerContext, _ result: Result<(Int, [UInt8]), Error>) {
         finished = true
         promise.completeWith(result)

@@ -18,6 +18,7 @@ import lmdb
 import pytest
 
 from conftest import ekc
+from v2_records import ulid_bytes
 from federation import running, wait_until
 
 ON_DEMAND = ["--anti-entropy-interval", "0"]
@@ -193,3 +194,44 @@ def test_divergence_planted_in_a_store_is_found_by_digests_shown_by_health_and_r
     settled(fed)
     r = ekc("cluster", "health", "--config", str(fed.cluster_file), timeout=60)
     assert r.returncode == 0 and "DIVERGED" not in r.stdout, r.stdout + r.stderr
+
+
+def test_a_repair_of_hundreds_of_records_runs_on_one_connection(fed):
+    """Hundreds of records lost from one replica (deleted under the stopped node: the feed
+    will never resend them) come back in one repair round: several hundred digest and
+    records calls on one HTTP/2 connection, none of which may look like a rapid reset to
+    the peer (a call used to reset its stream when its answer ended)."""
+    main, office = fed["irk-main"], fed["irk-office-1"]
+    made = [main.create(subject=f"Потерянное {i}")["id"] for i in range(400)]
+    settled(fed)
+    wait_until(lambda: digest(main, "38")["root"] == digest(office, "38")["root"], 30, "equal digests before the loss")
+
+    office.stop()
+    env = lmdb.open(str(office.data_dir), max_dbs=64, subdir=True, lock=True)
+    lost = 0
+    with env.begin(write=True) as txn:
+        records = env.open_db(b"records", txn=txn, create=False)
+        children = env.open_db(b"children", txn=txn, create=False)
+        for tid in made:
+            key = bytes([1]) + ulid_bytes(tid)
+            if txn.delete(key, db=records):
+                lost += 1
+            cur = txn.cursor(db=children)
+            if cur.set_range(key):
+                while cur.key().startswith(key):
+                    if not cur.delete():
+                        break
+    env.close()
+    assert lost == 400
+    office.start()
+    fed.wait_connected()
+    wait_until(lambda: office.get("/v1/health")["digests"]["scrubPasses"] >= 1, 60, "the office's scrub pass", interval=0.2)
+    assert digest(office, "38")["records"] == digest(main, "38")["records"] - 400
+
+    r = ekc("cluster", "repair", "--config", str(fed.cluster_file), "--node", "irk-office-1", timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    link = office.link("irk-main")["antiEntropy"]
+    assert link["repaired"] == 400 and link.get("error") is None, link
+    assert digest(main, "38")["root"] == digest(office, "38")["root"]
+    assert all(office.ticket(t) is not None for t in made[::37])
+
