@@ -143,30 +143,33 @@ import Testing
         #expect(refused.map(\.refusal.reason) == [.cannotSpeakFor])
     }
 
-    @Test func aPartnersNodeTakesWhatAnotherNodeOfThePartnerRelaysButTheAuthority() throws {
+    @Test func aPartnersNodeTakesWhatAnotherNodeOfThePartnerRelaysButTheHome() throws {
         let id = RecordID(high: 9, low: 9)
         var replica = TicketReplica(node: irk, id: id)
         replica.open(openedTicket(id: id, at: irk, now: testNow), now: testNow)
         let local = replica.record.state
-        let stamp = Stamp(millis: testNow + 2, logical: 0)
-        var assigned = local
-        assigned.registers[TicketRecord.Register.assignee.rawValue].write(TicketValues.encode(assignee: "op-nn"),
-                                                                          dot: Dot(node: novgorodNode, stamp: stamp))
-        var owned = local
-        owned.registers[TicketRecord.Register.owner.rawValue].write(TicketValues.encode(owner: novgorodNode),
-                                                                    dot: Dot(node: novgorodNode, stamp: stamp))
-        func admit(_ state: RecordState, receiver: String) -> (RecordDelta, [PartRefusal]) {
+        let dot = Dot(node: novgorodNode, stamp: Stamp(millis: testNow + 2, logical: 0))
+        var relayed = local
+        relayed.registers[TicketRecord.Register.assignee.rawValue].write(TicketValues.encode(assignee: "op-nn"), dot: dot)
+        relayed.registers[TicketRecord.Register.owner.rawValue].write(TicketValues.encode(owner: novgorodNode), dot: dot)
+        var rehomed = local
+        let header = try #require(local.registers[TicketRecord.Register.header.rawValue].value)
+        var claimed = try TicketValues.header(header)
+        claimed.originNode = novgorodNode
+        rehomed.registers[TicketRecord.Register.header.rawValue].write(TicketValues.encode(claimed), dot: dot)
+        func admit(_ state: RecordState) -> (RecordDelta, [PartRefusal]) {
             TicketRecord.schema.admit(RecordDelta(state: state), from: fundBackupNode, local: local, directory: testDirectory,
-                                      now: testNow + 10, maxSkew: 60_000, grants: .none, localOrganisation: receiver)
+                                      now: testNow + 10, maxSkew: 60_000, grants: .none, localOrganisation: "sfr")
         }
-        // A fund node relays to another fund node a region-38 ticket's assignee written by
-        // region 52 (which the fund cannot judge: it holds only the transfers to itself).
-        let (taken, none) = admit(assigned, receiver: "sfr")
+        // A fund node relays to another fund node a region-38 ticket's assignee and owner
+        // written by region 52 (the fund cannot judge them: it holds only the transfers to itself).
+        let (taken, none) = admit(relayed)
         #expect(none.isEmpty)
         #expect(taken.state.registers[TicketRecord.Register.assignee.rawValue].value == TicketValues.encode(assignee: "op-nn"))
-        // The authority registers are judged whoever relays them.
-        let (owner, judged) = admit(owned, receiver: "sfr")
-        #expect(owner.state.registers[TicketRecord.Register.owner.rawValue].isEmpty)
+        #expect(taken.state.registers[TicketRecord.Register.owner.rawValue].value == TicketValues.encode(owner: novgorodNode))
+        // The header, which names the home, is judged whoever relays it.
+        let (header2, judged) = admit(rehomed)
+        #expect(header2.state.registers[TicketRecord.Register.header.rawValue].isEmpty)
         #expect(judged.map(\.refusal.reason) == [.notAuthorised])
     }
 }

@@ -23,7 +23,7 @@ extension RecordSchema {
     /// organisation's writes, which are then judged here (a node of the organisation may
     /// be wrong or hostile too); the home organisation's own writes relayed by its own
     /// nodes are taken as the relaying node took them, and so are the writes a node of a
-    /// partner relays to another node of that partner (but for the authority registers).
+    /// partner relays to another node of that partner (but for the register naming the home).
     ///
     /// Only what would change this replica is judged: a part it already holds is passed
     /// over, whoever relays it. Authority is judged against this replica's copy (`local`; the delta itself for
@@ -40,7 +40,7 @@ extension RecordSchema {
         var lastNode: NodeID?
         var lastOrg: String?
 
-        func allowed(_ dot: Dot, _ entitled: (String) -> Bool, authority: Bool = false, _ path: @autoclosure () -> String) -> Bool {
+        func allowed(_ dot: Dot, _ entitled: (String) -> Bool, namesHome: Bool = false, _ path: @autoclosure () -> String) -> Bool {
             if dot.node != lastNode {
                 lastNode = dot.node
                 lastOrg = directory.org(dot.node)
@@ -64,11 +64,13 @@ extension RecordSchema {
             let ours = homeOrganisation != nil && homeOrganisation == localOrganisation
                 && authorOrg == localOrganisation && senderOrg == localOrganisation
             // A partner's nodes hold the same transfers of a record homed elsewhere, and
-            // its first node took some writes as the home sent them: another node of the
-            // partner takes them as that node did, or the two would never agree. The
-            // authority registers are still judged (a fabricated record claiming a foreign
-            // home is refused by them), and the home organisation judges everything.
-            let sameOrganisationForeignHome = !authority && homeOrganisation != nil && homeOrganisation != localOrganisation
+            // its first node took some writes as the home sent them (an owner the home's
+            // transfer to a third organisation made, which no partner can judge): another
+            // node of the partner takes them as that node did, or the two would never
+            // agree. The register naming the home is still judged (a record fabricated to
+            // claim a foreign home is refused by it), and the home organisation judges
+            // everything.
+            let sameOrganisationForeignHome = !namesHome && homeOrganisation != nil && homeOrganisation != localOrganisation
                 && senderOrg != nil && senderOrg == localOrganisation
             guard ours || fromHome || sameOrganisationForeignHome || entitled(authorOrg) else {
                 refusals.append(PartRefusal(recordID: delta.id, refusal: Refusal(
@@ -92,6 +94,12 @@ extension RecordSchema {
             out.state.registers[i] = Register()
             dropped = true
         }
+        /// An authority register the home role writes (a ticket's header): it says which
+        /// organisation is the record's home.
+        func namesHome(_ i: Int) -> Bool {
+            guard let homeRole, authorityRegisters.contains(i) else { return false }
+            return registers[i].writers.contains(homeRole)
+        }
         func admitRegister(_ i: Int, _ roles: [Role: String]) {
             let r = delta.state.registers[i]
             guard !r.isEmpty else { return }
@@ -100,7 +108,7 @@ extension RecordSchema {
             if let local, local.registers[i].merged(r) == local.registers[i] { return drop(register: i) }
             let writers = registers[i].writers
             for v in r.versions where !allowed(v.dot, { grants.entitles($0, among: writers, roles: roles) },
-                                                authority: authorityRegisters.contains(i), "registers[\(registers[i].name)]") {
+                                                namesHome: namesHome(i), "registers[\(registers[i].name)]") {
                 return drop(register: i)
             }
         }
