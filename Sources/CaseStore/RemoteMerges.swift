@@ -153,6 +153,11 @@ extension CaseStore {
                 let (_, duplicate) = try projectTicket(record, txn)
                 if let duplicate { report.duplicateNumbers.append(duplicate) }
                 if local == nil { try mergedTicket(record.state.id, txn, &seq, now: now) }
+                // A citizen detail a lagging node still sent (it had not seen the end of the
+                // transfer that named it) is not kept past the live transfers' scopes.
+                if TicketRecord.citizenRegisters.contains(where: { changed.contains($0.rawValue) }) {
+                    try narrowToScope(record.state.id, txn)
+                }
             } else if schema.kind == TransferRecord.kind {
                 try mergedTransfer(record.state.id, arrivedFrom: peerOrg, txn, &seq, now: now)
             }

@@ -233,6 +233,26 @@ struct ScopedReplicationTests {
         #expect(try region.digestSummary(scope: "sfr").root == fund.digestSummary(scope: "38").root)
     }
 
+    @Test("a citizen detail that a node behind on a transfer's end still sends is not kept past the live scopes")
+    func aLaggingNodeCannotWidenTheScope() async throws {
+        let p = try federation()
+        defer { p.close() }
+        let (region, officeStore, fund) = (p.stores[0], p.stores[1], p.stores[2])
+        let t = try await citizenTicket(region)
+        let wide = try await region.send(transfer(t, .infoRequest, scope: [.ref, .name]))
+        _ = try await region.send(transfer(t, .copy, scope: [.ref, .phone]))
+        _ = try await p.pull(officeStore, from: region)
+        p.clock.advance(10_000)
+        _ = try await region.step(wide.id, .cancelled, reason: ("no-longer-needed", "Сведения больше не нужны"))
+        _ = try await p.pull(fund, from: region)
+        #expect(try fund.ticket(TicketRef(t))?.citizen?.name == nil)
+        // The office has not seen the cancellation: it sends the fund the name still.
+        _ = try await p.pull(fund, from: officeStore)
+        #expect(try fund.ticket(TicketRef(t))?.citizen?.name == nil)
+        #expect(try fund.ticket(TicketRef(t))?.citizen?.phone != nil)
+        #expect(!(try everything(fund)).contains("Иванова"))
+    }
+
     @Test("a ticket that reaches the fund after the cancellation of its transfer (by another path) is purged on arrival")
     func cancellationOvertakesTheTicket() async throws {
         let p = try StorePeers([irk, office, fundNode])
