@@ -83,6 +83,7 @@ public final class CaseStore: @unchecked Sendable {
     let statistics = Locked(CommitStatistics())
     let commitObservers = Locked<[Int: @Sendable () -> Void]>([:])
     let servedMarks = ServedMarks()
+    let acknowledgements = Acknowledgements()
     let nextObserver = Locked(0)
 
     /// Calls `body` (on the commit thread; keep it short) after every commit that
@@ -154,6 +155,7 @@ public final class CaseStore: @unchecked Sendable {
             self.commit(group)
         }
         queue.gatherWindowMicros = configuration.commitGatherMicros
+        try reloadWaitingPurges()
     }
 
     /// Finishes queued edits and stops the commit thread. Idempotent.

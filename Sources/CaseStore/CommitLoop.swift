@@ -28,6 +28,8 @@ public enum Edit: Sendable {
     case recordAccess([AccessEntry])
     /// One step of the digest scrub (Digest/DigestScrub.swift): at most `limit` items.
     case scrubDigests(limit: Int)
+    /// Carries out the purges held for a home organisation's acknowledgement that it now gave.
+    case releaseHeldPurges
 }
 
 public enum ConflictChoice: String, Sendable, CaseIterable {
@@ -209,6 +211,7 @@ extension CaseStore {
         case .persistServed: return .merged(MergeReport())
         case .recordAccess(let entries): return try applyRecordAccess(entries, txn)
         case .scrubDigests(let limit): return try applyScrub(limit: limit, txn)
+        case .releaseHeldPurges: return try applyReleaseHeldPurges(txn, &seq, now: now)
         }
     }
 

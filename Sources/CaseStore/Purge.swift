@@ -57,12 +57,20 @@ extension CaseStore {
     /// Purges a ticket this node received by transfer once no live transfer joins its
     /// organisation to it (proto/README.md §9): its registers, notes and history, its view and
     /// index entries go; the transfer records stay, and the purge is recorded (and shown
-    /// with the transfer). Returns whether it purged.
-    func purgeIfOutOfScope(_ id: TicketID, because t: Transfer, _ txn: WriteTransaction, now: Millis) throws -> Bool {
+    /// with the transfer). Returns whether it purged. A ticket holding writes of this
+    /// organisation that its home has not acknowledged yet (the feed through `through`)
+    /// is kept until it has (PurgeHold.swift): not purged yet.
+    func purgeIfOutOfScope(_ id: TicketID, because t: Transfer, _ txn: WriteTransaction, through: UInt64,
+                           now: Millis) throws -> Bool {
         let schema = TicketRecord.schema
         guard let record = try loadRecord(schema, id, txn) else { return false }
         let origin = TicketRecord.originOrganisation(record.state, configuration.directory)
         guard try !mayHold(id, origin: origin, txn) else { return false }
+        if let origin, try mustHoldPurge(id, record, home: origin, through: through, txn) {
+            try holdPurge(id, because: t, home: origin, through: through, txn)
+            return false
+        }
+        _ = try txn.delete(self.schema.purgeHeld, key: id.bytes)
         let recordKey = Keys.record(schema.kind.rawValue, id)
         digestTouched(schema.kind, id)
         _ = try txn.delete(self.schema.records, key: recordKey)

@@ -62,6 +62,9 @@ struct Schema: Sendable {
     /// kind (1) + record id (16) → ∅: records whose bytes no longer hash to their leaf
     /// (changed under the store); a repair from a peer may replace their writes
     let digestDamaged: Database
+    /// ticket id (16) → HeldPurge: purges waiting until the ticket's home organisation
+    /// holds this node's writes of it (PurgeHold.swift)
+    let purgeHeld: Database
 
     /// 2: generic records, children and a feed of parts (issue 7). Stored values are
     /// tagged (protobuf's wire format): fields are added without a new version.
@@ -92,12 +95,13 @@ struct Schema: Sendable {
         digestLeaves = try env.openDatabase("digest_leaves")
         digestBuckets = try env.openDatabase("digest_buckets")
         digestDamaged = try env.openDatabase("digest_damaged")
+        purgeHeld = try env.openDatabase("purge_held")
     }
 
     var all: [Database] {
         [meta, records, children, feed, conflicted, checkpoints, served, tickets, numbers, counters,
          byStatus, byAssignee, byUpdated, byDeadline, transfers, transfersByTicket, transferInbox, transferOutbox,
-         scopeFeed, purged, accessLog, digestLeaves, digestBuckets, digestDamaged]
+         scopeFeed, purged, accessLog, digestLeaves, digestBuckets, digestDamaged, purgeHeld]
     }
 
     enum MetaKey {

@@ -130,7 +130,12 @@ extension CaseStore {
                   t.order.fromOrganisation == partner || t.order.toOrganisation == partner else { return nil }
             return DeltaFilter(registers: TransferRecord.schema.allRegisters, child: nil)
         case TicketRecord.kind:
-            guard let scope = TicketScope.of(partner: partner, mine: organisation, links: try links(ofTicket: id, txn)) else {
+            let origin = try originOrganisation(ofTicket: id, txn)
+            guard let scope = TicketScope.of(partner: partner, mine: organisation, links: try links(ofTicket: id, txn))
+                    // A ticket no live transfer joins us to any more is still sent to its home
+                    // while its purge waits for the home to hold our writes (PurgeHold.swift):
+                    // the home's own ticket, with what we added that it may see.
+                    ?? (partner == origin && origin != organisation ? TicketScope.home : nil) else {
                 return nil
             }
             return DeltaFilter(registers: scope.registers, child: { scope.admits($0, ticket: id) })

@@ -248,7 +248,7 @@ extension CaseStore {
             }
         }
         if t.order.toOrganisation == organisation && !TicketScope.isLive(t.state) {
-            if try purgeIfOutOfScope(id, because: t, txn, now: now) { return }
+            if try purgeIfOutOfScope(id, because: t, txn, through: seq, now: now) { return }
             try narrowToScope(id, txn)
         }
         if let record = try loadRecord(TicketRecord.schema, id, txn) { _ = try projectTicket(record, txn) }
@@ -298,7 +298,7 @@ extension CaseStore {
         if origin != organisation, try !mayHold(id, origin: origin, txn) {
             let ended = try transferIDs(ofTicket: id, txn).compactMap { try loadTransfer($0, txn) }
                 .last { $0.order.toOrganisation == organisation }
-            if let ended, try purgeIfOutOfScope(id, because: ended, txn, now: now) { return }
+            if let ended, try purgeIfOutOfScope(id, because: ended, txn, through: seq, now: now) { return }
         }
         for tid in try transferIDs(ofTicket: id, txn) {
             guard let v = try transferView(tid, txn), v.state == .sent, v.order.toOrganisation == organisation,

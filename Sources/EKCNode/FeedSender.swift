@@ -32,6 +32,8 @@ final class FeedSender: ChannelInboundHandler {
     private var body: [UInt8] = []
     private var bodyRefused = false
     private var observer: Int?
+    /// How far the puller said it holds the feed when this stream began.
+    private var acknowledgedThrough: UInt64 = 0
     private var timer = SessionTimer()
     private var context: ChannelHandlerContext?
 
@@ -103,6 +105,12 @@ final class FeedSender: ChannelInboundHandler {
                 refuse(context, e)
             case .beginStream(let resume, let last, let version):
                 if resume.checkpointReset { logger.notice("checkpoint reset", metadata: ["peer": "\(peer?.value ?? "?")"]) }
+                // The puller resumes after its checkpoint: it holds the feed that far.
+                acknowledgedThrough = resume.checkpointReset ? 0 : resume.resumeAfter
+                if let peer, !resume.checkpointReset, store.acknowledged(by: peer, through: resume.resumeAfter) {
+                    let store = self.store
+                    Task { try? await store.releaseHeldPurges() }
+                }
                 if resume.rewound {
                     logger.notice("peer is ahead of what this store served it; resending",
                                   metadata: ["peer": "\(peer?.value ?? "?")", "resumeAfter": "\(resume.resumeAfter)"])
@@ -131,6 +139,8 @@ final class FeedSender: ChannelInboundHandler {
                 Task { await store.persistServed() }
             case .finish(let e):
                 send(context, .error(wire(e)))
+                context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+            case .endStream:
                 context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
             case .stopObserving:
                 stopObserving()
@@ -169,8 +179,14 @@ final class FeedSender: ChannelInboundHandler {
             through = page.readThrough
         }
         if through != nil { context.flush() }
-        return session.pageSent(through: through, entriesRead: entries.count, firstFrameEntries: firstFrame,
-                                writable: context.channel.isWritable, now: SessionTimer.now())
+        var actions = session.pageSent(through: through, entriesRead: entries.count, firstFrameEntries: firstFrame,
+                                       writable: context.channel.isWritable, now: SessionTimer.now())
+        // A purge waits for the peer's organisation to hold what was just sent: the stream
+        // is renewed so that the peer's next request says how far it holds the feed.
+        if let through, let peer, store.purgeWaits(forOrganisationOf: peer, sentThrough: through, acknowledged: acknowledgedThrough) {
+            actions += session.renew()
+        }
+        return actions
     }
 
     /// Our last sequence and our clock (wall time as an HLC stamp), for the puller's

@@ -233,6 +233,34 @@ struct ScopedReplicationTests {
         #expect(try region.digestSummary(scope: "sfr").root == fund.digestSummary(scope: "38").root)
     }
 
+    @Test("a fund's note the region has not pulled yet outlives the end of the transfer: the purge waits until the region says it holds it")
+    func aPurgeWaitsForTheHomeToHoldThePartnersNotes() async throws {
+        let p = try federation()
+        defer { p.close() }
+        let (region, fund) = (p.stores[0], p.stores[2])
+        let t = try await citizenTicket(region)
+        let sent = try await region.send(transfer(t, .infoRequest, scope: [.ref, .name]))
+        _ = try await p.pull(fund, from: region)
+        _ = try await fund.perform(.addNote(TicketRef(t), text: "Ответ фонда: стаж подтверждён", visibility: .shared), actor: ivanova)
+        // The region cancels before it pulled the answer; the fund learns of it.
+        p.clock.advance(10_000)
+        _ = try await region.step(sent.id, .cancelled, reason: ("no-longer-needed", "Уже не нужно"))
+        _ = try await p.pull(fund, from: region)
+        #expect(try fund.purge(ofTicket: t.id) == nil, "purged before the region had the answer")
+        #expect(try fund.heldPurgeCount() == 1)
+        // The fund's feed still carries the note to the region.
+        _ = try await p.pull(region, from: fund)
+        #expect(try region.notes(of: TicketRef(t))?.map(\.text).contains("Ответ фонда: стаж подтверждён") == true)
+        // A region node's next pull request says how far it holds the fund's feed: the purge goes ahead.
+        let holds = try #require(try region.checkpoint(for: fundNode)).sequence
+        #expect(!fund.acknowledged(by: irk, through: holds - 1) || holds - 1 >= fund.lastSequence)
+        #expect(fund.acknowledged(by: irk, through: holds))
+        try await fund.releaseHeldPurges()
+        #expect(try fund.purge(ofTicket: t.id)?.transfer == sent.id)
+        #expect(try fund.ticket(TicketRef(t)) == nil && fund.heldPurgeCount() == 0)
+        #expect(!(try everything(fund)).contains("Иванова"))
+    }
+
     @Test("a citizen detail that a node behind on a transfer's end still sends is not kept past the live scopes")
     func aLaggingNodeCannotWidenTheScope() async throws {
         let p = try federation()

@@ -79,7 +79,7 @@ final class FeedSessionTests: XCTestCase {
 
     enum Event: String, CaseIterable {
         case requestOK, requestBadRoute, requestBodyTooLarge, writable, unwritable, feedCommitted,
-             pageSent, emptyPage, readFailed, tickEarly, tickDue, shuttingDown, channelClosed
+             pageSent, emptyPage, readFailed, tickEarly, tickDue, shuttingDown, channelClosed, renew
     }
 
     static func apply(_ e: Event, _ m: inout FeedSession) -> [Action] {
@@ -97,6 +97,7 @@ final class FeedSessionTests: XCTestCase {
         case .tickDue: m.tick(now: at(5))
         case .shuttingDown: m.shuttingDown()
         case .channelClosed: m.channelClosed()
+        case .renew: m.renew()
         }
     }
 
@@ -133,6 +134,7 @@ final class FeedSessionTests: XCTestCase {
                 .tickDue: ([], "awaitingRequest"),
                 .shuttingDown: ([.refuse(shutdown)], "finished"),
                 .channelClosed: ([], "finished"),
+                .renew: ([], "awaitingRequest"),
             ],
             .reading: [
                 .requestOK: end(secondRequest, persist: false),
@@ -148,6 +150,7 @@ final class FeedSessionTests: XCTestCase {
                 .tickDue: ([.sendHeartbeat], "reading"),
                 .shuttingDown: end(shutdown, persist: false),
                 .channelClosed: ([.stopObserving], "finished"),
+                .renew: ([.endStream, .stopObserving], "finished"),
             ],
             .drained: [
                 .requestOK: end(secondRequest, persist: true),
@@ -163,6 +166,7 @@ final class FeedSessionTests: XCTestCase {
                 .tickDue: ([.persistServed, .sendHeartbeat], "drained"),
                 .shuttingDown: end(shutdown, persist: true),
                 .channelClosed: ([.stopObserving, .persistServed], "finished"),
+                .renew: ([.endStream, .stopObserving, .persistServed], "finished"),
             ],
             .blocked: [
                 .requestOK: end(secondRequest, persist: true),
@@ -179,6 +183,7 @@ final class FeedSessionTests: XCTestCase {
                 .tickDue: ([.persistServed, .sendHeartbeat], "blocked"),
                 .shuttingDown: end(shutdown, persist: true),
                 .channelClosed: ([.stopObserving, .persistServed], "finished"),
+                .renew: ([.endStream, .stopObserving, .persistServed], "finished"),
             ],
             .finished: Dictionary(uniqueKeysWithValues: Event.allCases.map { ($0, ([], "finished")) }),
         ]
@@ -469,7 +474,7 @@ final class FeedSessionTests: XCTestCase {
                 case .noteServed(let through):
                     if through <= w.served { fail("served went from \(w.served) to \(through)", step) }
                     w.served = through
-                case .refuse, .finish:
+                case .refuse, .finish, .endStream:
                     w.finished = true
                 case .persistServed, .stopObserving:
                     break
@@ -520,8 +525,13 @@ final class FeedSessionTests: XCTestCase {
                     absorb(m.pageSent(through: nil, entriesRead: 0, firstFrameEntries: 0, writable: w.writable, now: w.now), step)
                     if !m.isFinished { fail("an unasked page was accepted", step) }
                 }
-            case 995, 996:
+            case 995:
                 absorb(m.channelClosed(), step)
+            case 996:
+                let wasStreaming = { if case .streaming = m.state { return true } else { return false } }()
+                let actions = m.renew()
+                if wasStreaming != actions.contains(.endStream) { fail("renew while streaming \(wasStreaming) gave \(actions)", step) }
+                absorb(actions, step)
             case 997:
                 absorb(m.shuttingDown(), step)
             default:

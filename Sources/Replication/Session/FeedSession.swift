@@ -169,6 +169,8 @@ public struct FeedSession: Sendable {
         case finish(SessionError)
         /// Stop observing commits; the stream is over.
         case stopObserving
+        /// END_STREAM with no error frame: the puller reconnects at once (`renew`).
+        case endStream
     }
 
     enum State: Sendable, Equatable {
@@ -380,6 +382,15 @@ public struct FeedSession: Sendable {
         case .finished:
             return []
         }
+    }
+
+    /// The shell wants the puller to say again how far it holds the feed (a purge waits
+    /// for it: PurgeHold.swift in the store): the stream ends without an error, and the
+    /// puller's next request carries its checkpoint. Only a begun stream is renewed.
+    public mutating func renew() -> [Action] {
+        guard case .streaming(let s) = state else { return [] }
+        state = .finished
+        return [.endStream, .stopObserving] + (s.servedUnpersisted ? [.persistServed] : [])
     }
 
     /// The stream or its connection closed (or failed) under us; nothing can be written.

@@ -20,6 +20,10 @@ public struct TicketScope: Sendable, Equatable {
     /// receiver cannot tell whom the request is about, and it is no document number).
     public let fields: Set<CitizenField>
 
+    /// What a partner sends the ticket's home: every citizen field (the home's own), and
+    /// the children any partner may see (never the partner's internal notes).
+    public static let home = TicketScope(fields: Set(CitizenField.allCases))
+
     /// A transfer keeps its partner in scope while it is under way or done; a
     /// cancelled, rejected or returned one no longer does (updates stop and the
     /// receiver purges what it received).

@@ -1,0 +1,169 @@
+import CaseModel
+import LMDB
+import Metrics
+import Replication
+
+/// How far each peer has said it holds this store's feed: the checkpoint a puller sends
+/// with its pull request is committed on its side (it resumes after it), so everything
+/// at or before it is durable there. Kept in memory: after a restart the pullers come
+/// back and say it again.
+final class Acknowledgements: @unchecked Sendable {
+    private let marks = Locked<[String: UInt64]>([:])
+    /// Per home organisation, the lowest point a held purge waits for (none: no entry).
+    private let waiting = Locked<[String: UInt64]>([:])
+
+    func wait(_ organisation: String, through: UInt64) {
+        waiting.withLock { w in w[organisation] = min(w[organisation] ?? .max, through) }
+    }
+
+    func setWaiting(_ all: [String: UInt64]) { waiting.withLock { $0 = all } }
+
+    func waitingPoint(_ organisation: String) -> UInt64? { waiting.withLock { $0[organisation] } }
+
+    /// Notes that a node of `organisation` holds this store's feed through `sequence`;
+    /// returns the organisation's new mark.
+    @discardableResult
+    func note(_ organisation: String, through sequence: UInt64) -> UInt64 {
+        marks.withLock { m in
+            let v = max(m[organisation] ?? 0, sequence)
+            m[organisation] = v
+            return v
+        }
+    }
+
+    /// The furthest point any node of `organisation` has acknowledged.
+    func mark(_ organisation: String) -> UInt64 { marks.withLock { $0[organisation] ?? 0 } }
+}
+
+/// A purge held back (`purge_held`, by ticket id): `HeldPurge { bytes transfer = 1;
+/// uint64 through = 2; string home = 3 }`. The ticket holds writes of this organisation
+/// (a partner's notes, its history of the ticket) that the feed carries to the ticket's
+/// home organisation; purging before the home has them would lose what this node
+/// acknowledged to its operators. It is purged once a node of the home acknowledges the
+/// feed through `through`.
+struct HeldPurge: Sendable, Equatable {
+    let transfer: RecordID
+    let through: UInt64
+    let home: String
+
+    func encode() -> [UInt8] {
+        var w = ProtoWriter(capacity: 48)
+        w.presentBytes(1, transfer.bytes)
+        w.uint64(2, through)
+        w.string(3, home)
+        return w.bytes
+    }
+
+    static func decode(_ b: UnsafeRawBufferPointer, ticket: TicketID) throws(CorruptRecord) -> HeldPurge {
+        var r = ProtoReader(b)
+        var transfer: RecordID?, through: UInt64 = 0, home: String?
+        do throws(ProtoError) {
+            while let (n, t) = try r.field() {
+                switch (n, t) {
+                case (1, 2): transfer = RecordID(bytes: try r.bytes())
+                case (2, 0): through = try r.varint()
+                case (3, 2): home = try r.string()
+                default: try r.skip(t)
+                }
+            }
+        } catch {
+            throw CorruptRecord(what: "held purge of \(ticket): \(error)")
+        }
+        guard let transfer, let home else { throw CorruptRecord(what: "held purge of \(ticket): incomplete") }
+        return HeldPurge(transfer: transfer, through: through, home: home)
+    }
+}
+
+private let held = Counter(label: "ekc_purges_held_total")
+
+extension CaseStore {
+    /// Whether the purge of ticket `id` must wait for its home organisation `home` to
+    /// acknowledge this store's feed through `through` (the sequence this transaction
+    /// has reached): the record holds a register value or a note this organisation's
+    /// nodes wrote. (Its history events about the transfer are not waited for: the
+    /// transfer's own steps, which stay, say the same.)
+    func mustHoldPurge(_ id: TicketID, _ record: StoredRecord, home: String?, through: UInt64,
+                       _ txn: some TransactionProtocol) throws -> Bool {
+        guard let home, home != organisation, acknowledgements.mark(home) < through else { return false }
+        let directory = configuration.directory
+        let mine = organisation
+        func ours(_ dot: Dot) -> Bool { directory.org(dot.node) == mine }
+        if record.state.registers.contains(where: { $0.versions.contains { ours($0.dot) } }) { return true }
+        return try children(TicketRecord.kind, id, TicketRecord.Collection.notes.rawValue, txn).contains { ours($0.dot) }
+    }
+
+    func holdPurge(_ id: TicketID, because t: Transfer, home: String, through: UInt64, _ txn: WriteTransaction) throws {
+        try txn.put(schema.purgeHeld, key: id.bytes, value: HeldPurge(transfer: t.id, through: through, home: home).encode())
+        acknowledgements.wait(home, through: through)
+        held.increment()
+    }
+
+    /// Whether a stream to `peer` that began with the peer holding the feed through
+    /// `acknowledged`, and has now sent it through `sentThrough`, should be renewed: a
+    /// purge waits for the peer's organisation to hold a point in between.
+    public func purgeWaits(forOrganisationOf peer: NodeID, sentThrough: UInt64, acknowledged: UInt64) -> Bool {
+        guard let org = configuration.directory.org(peer), let point = acknowledgements.waitingPoint(org) else { return false }
+        return point > acknowledged && point <= sentThrough
+    }
+
+    /// The waiting points, from the table (at open, and after purges were released).
+    func reloadWaitingPurges() throws {
+        var points: [String: UInt64] = [:]
+        for (_, h) in try heldPurges() { points[h.home] = min(points[h.home] ?? .max, h.through) }
+        acknowledgements.setWaiting(points)
+    }
+
+    /// A pull request of `peer` said it holds this store's feed through `sequence`.
+    /// Returns whether that releases a held purge (`releaseHeldPurges` carries it out).
+    @discardableResult
+    public func acknowledged(by peer: NodeID, through sequence: UInt64) -> Bool {
+        guard let org = configuration.directory.org(peer) else { return false }
+        let mark = acknowledgements.note(org, through: sequence)
+        guard let point = acknowledgements.waitingPoint(org) else { return false }
+        return point <= mark
+    }
+
+    /// Carries out the held purges the acknowledgements allow (a commit of its own).
+    public func releaseHeldPurges() async throws {
+        _ = try await perform(.releaseHeldPurges, actor: .system)
+    }
+
+    /// Every held purge, by ticket.
+    func heldPurges() throws -> [(ticket: TicketID, held: HeldPurge)] {
+        try readTxn { txn in try heldPurges(txn) }
+    }
+
+    func heldPurges(_ txn: some TransactionProtocol) throws -> [(ticket: TicketID, held: HeldPurge)] {
+        try txn.withCursor(schema.purgeHeld) { c in
+            var out: [(TicketID, HeldPurge)] = []
+            var ok = try c.first()
+            while ok {
+                guard let id = RecordID(bytes: Array(c.key)) else { throw CorruptRecord(what: "held purge key") }
+                out.append((id, try HeldPurge.decode(c.value, ticket: id)))
+                ok = try c.next()
+            }
+            return out
+        }
+    }
+
+    /// How many purges wait for a home organisation's acknowledgement (health).
+    public func heldPurgeCount() throws(StoreError) -> Int {
+        try readTxn { txn in try txn.stat(schema.purgeHeld).entries }
+    }
+
+    /// Carries out the held purges the acknowledgements now allow; a ticket a transfer
+    /// made live again meanwhile is kept, and its hold dropped.
+    func applyReleaseHeldPurges(_ txn: WriteTransaction, _ seq: inout UInt64, now: Millis) throws -> EditOutcome {
+        for (id, h) in try heldPurges(txn) where acknowledgements.mark(h.home) >= h.through {
+            _ = try txn.delete(schema.purgeHeld, key: id.bytes)
+            guard let t = try loadTransfer(h.transfer, txn) else { continue }
+            // Through the point the hold waited for: this organisation writes nothing new
+            // to a ticket no live transfer joins it to.
+            _ = try purgeIfOutOfScope(id, because: t, txn, through: h.through, now: now)
+        }
+        var points: [String: UInt64] = [:]
+        for (_, h) in try heldPurges(txn) { points[h.home] = min(points[h.home] ?? .max, h.through) }
+        acknowledgements.setWaiting(points)
+        return .merged(MergeReport())
+    }
+}
