@@ -46,6 +46,8 @@ extension OperatorAPI {
         w.key("transfers"); w.beginObject()
         w.field("overdueIncoming", overdue.incoming)
         w.field("overdueOutgoing", overdue.outgoing)
+        // Tickets whose transfer ended, kept until their home holds this node's notes.
+        w.field("purgesWaiting", (try? store.heldPurgeCount()) ?? 0)
         w.endObject()
         // Digests: built, and what the scrub found (records changed under the store).
         w.key("digests"); w.beginObject()

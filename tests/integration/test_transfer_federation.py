@@ -193,6 +193,29 @@ def test_a_cancelled_transfer_is_purged_at_the_fund_with_the_event_recorded(fed)
     assert PHONE.encode() not in store_bytes(fund) and NAME.encode() not in store_bytes(fund)
 
 
+def test_a_funds_answer_outlives_the_cancellation_until_the_region_holds_it(fed):
+    """The region cancels while it cannot pull from the fund (one way cut): the fund has
+    written an answer the region has not seen. The fund keeps the ticket (health counts
+    it) until a region node's pull says it holds the answer, then purges it."""
+    region, fund = fed["irk-main"], fed["pension-1"]
+    t = citizen_ticket(region)
+    tr = send(region, t["id"], kind="INFO_REQUEST", scope=["ref", "name", "phone"])
+    state_is(region, tr["id"], "DELIVERED")
+    fed.proxies[("irk-main", "pension-1")].cut()          # irk-main cannot pull from the fund
+    fund.add_note(t["id"], "Ответ фонда: стаж подтверждён", visibility="shared")
+    step(region, tr["id"], "cancel", actor="op-ivanova")
+    state_is(fund, tr["id"], "CANCELLED")
+    wait_until(lambda: fund.get("/v1/health")["transfers"]["purgesWaiting"] == 1, STEP, "the fund holds the purge")
+    assert fund.ticket(t["id"]) is not None and "purge" not in (transfer(fund, tr["id"]) or {})
+    fed.proxies[("irk-main", "pension-1")].heal()
+    wait_until(lambda: any("стаж подтверждён" in n["text"] for n in region.get(f"/v1/tickets/{t['id']}/notes")["items"]),
+               STEP * 3, "the region has the fund's answer")
+    wait_until(lambda: fund.ticket(t["id"]) is None, STEP * 3, "the fund purges once the region holds the answer")
+    assert fund.get("/v1/health")["transfers"]["purgesWaiting"] == 0
+    assert transfer(fund, tr["id"])["purge"]["state"] == "CANCELLED"
+    assert PHONE.encode() not in store_bytes(fund) and NAME.encode() not in store_bytes(fund)
+
+
 def test_cancel_and_accept_during_a_partition_settle_on_the_acceptance_everywhere(fed):
     region, office, fund = fed["irk-main"], fed["irk-office-1"], fed["pension-1"]
     t = citizen_ticket(region)
@@ -249,8 +272,8 @@ def test_an_overdue_transfer_is_flagged_in_lists_health_metrics_and_cluster_heal
     assert fund.get("/v1/transfers?direction=in&overdue=true")["items"] == []
     time.sleep(3.0)
     assert [x["id"] for x in fund.get("/v1/transfers?direction=in&overdue=true")["items"]] == [tr["id"]]
-    assert fund.get("/v1/health")["transfers"] == {"overdueIncoming": 1, "overdueOutgoing": 0}
-    assert region.get("/v1/health")["transfers"] == {"overdueIncoming": 0, "overdueOutgoing": 1}
+    assert fund.get("/v1/health")["transfers"] == {"overdueIncoming": 1, "overdueOutgoing": 0, "purgesWaiting": 0}
+    assert region.get("/v1/health")["transfers"] == {"overdueIncoming": 0, "overdueOutgoing": 1, "purgesWaiting": 0}
     status, _, metrics = fund.request("GET", "/metrics")
     metrics = metrics.decode() if isinstance(metrics, bytes) else metrics
     assert status == 200 and 'ekc_transfers_overdue{direction="in"} 1' in metrics, metrics[-2000:]
