@@ -18,7 +18,17 @@ final class Acknowledgements: @unchecked Sendable {
 
     func setWaiting(_ all: [String: UInt64]) { waiting.withLock { $0 = all } }
 
-    func waitingPoint(_ organisation: String) -> UInt64? { waiting.withLock { $0[organisation] } }
+    /// The lowest point a held purge waits for an acknowledgement of `organisation` (this
+    /// node's own, `own`, releases any of them: its node holds the ticket and passes our
+    /// writes on to the home, keeping the ticket itself until the home has them).
+    func waitingPoint(_ organisation: String, own: String) -> UInt64? {
+        waiting.withLock { w in organisation == own ? w.values.min() : w[organisation] }
+    }
+
+    /// Whether the acknowledgements of the home or of this node's organisation cover `through`.
+    func covers(_ through: UInt64, home: String, own: String) -> Bool {
+        max(mark(home), mark(own)) >= through
+    }
 
     /// Notes that a node of `organisation` holds this store's feed through `sequence`;
     /// returns the organisation's new mark.
@@ -40,7 +50,10 @@ final class Acknowledgements: @unchecked Sendable {
 /// (a partner's notes, its history of the ticket) that the feed carries to the ticket's
 /// home organisation; purging before the home has them would lose what this node
 /// acknowledged to its operators. It is purged once a node of the home acknowledges the
-/// feed through `through`.
+/// feed through `through`, or a node of this organisation does (a region's office has
+/// no link to a fund: its centre holds the ticket, and with it the office's writes,
+/// until the home has them). Left open: a centre that purged before the office's note
+/// reached it drops the note, and the office then purges too.
 struct HeldPurge: Sendable, Equatable {
     let transfer: RecordID
     let through: UInt64
@@ -84,7 +97,7 @@ extension CaseStore {
     /// transfer's own steps, which stay, say the same.)
     func mustHoldPurge(_ id: TicketID, _ record: StoredRecord, home: String?, through: UInt64,
                        _ txn: some TransactionProtocol) throws -> Bool {
-        guard let home, home != organisation, acknowledgements.mark(home) < through else { return false }
+        guard let home, home != organisation, !acknowledgements.covers(through, home: home, own: organisation) else { return false }
         let directory = configuration.directory
         let mine = organisation
         func ours(_ dot: Dot) -> Bool { directory.org(dot.node) == mine }
@@ -102,7 +115,8 @@ extension CaseStore {
     /// `acknowledged`, and has now sent it through `sentThrough`, should be renewed: a
     /// purge waits for the peer's organisation to hold a point in between.
     public func purgeWaits(forOrganisationOf peer: NodeID, sentThrough: UInt64, acknowledged: UInt64) -> Bool {
-        guard let org = configuration.directory.org(peer), let point = acknowledgements.waitingPoint(org) else { return false }
+        guard let org = configuration.directory.org(peer), let point = acknowledgements.waitingPoint(org, own: organisation)
+        else { return false }
         return point > acknowledged && point <= sentThrough
     }
 
@@ -119,7 +133,7 @@ extension CaseStore {
     public func acknowledged(by peer: NodeID, through sequence: UInt64) -> Bool {
         guard let org = configuration.directory.org(peer) else { return false }
         let mark = acknowledgements.note(org, through: sequence)
-        guard let point = acknowledgements.waitingPoint(org) else { return false }
+        guard let point = acknowledgements.waitingPoint(org, own: organisation) else { return false }
         return point <= mark
     }
 
@@ -154,7 +168,7 @@ extension CaseStore {
     /// Carries out the held purges the acknowledgements now allow; a ticket a transfer
     /// made live again meanwhile is kept, and its hold dropped.
     func applyReleaseHeldPurges(_ txn: WriteTransaction, _ seq: inout UInt64, now: Millis) throws -> EditOutcome {
-        for (id, h) in try heldPurges(txn) where acknowledgements.mark(h.home) >= h.through {
+        for (id, h) in try heldPurges(txn) where acknowledgements.covers(h.through, home: h.home, own: organisation) {
             _ = try txn.delete(schema.purgeHeld, key: id.bytes)
             guard let t = try loadTransfer(h.transfer, txn) else { continue }
             // Through the point the hold waited for: this organisation writes nothing new
