@@ -26,7 +26,9 @@ import Replication
 ///   through the store and the API's GET routes (lists, changes, conflicts, transfers,
 ///   health, the access log and its check, the feed a peer is sent, the digests level by
 ///   level and the records a repair sends), a few steps of the digest scrub run over
-///   them and the digests read again; then everything is removed again.
+///   them and the digests read again; a damaged access log is appended to (a disclosure)
+///   and a damaged counter (its first value is also this year's counter) numbers a new
+///   ticket; then everything is removed again.
 public enum StoreFuzz {
     public static let modes = ["ticket-record", "transfer-record", "ticket-child", "transfer-child", "feed-entry",
                                "ticket-view", "transfer-view", "purge", "access-log", "fixed-values", "tables"]
@@ -184,7 +186,7 @@ public enum StoreFuzz {
     /// The tables mode 10 writes into, by its table byte (modulo their count).
     static let tableNames = ["access_log", "feed", "tickets", "records", "transfers", "children",
                              "idx_conflicts", "scope_feed", "idx_transfer_ticket", "idx_transfer_inbox", "idx_transfer_outbox",
-                             "digest_leaves", "digest_buckets", "digest_damaged"]
+                             "digest_leaves", "digest_buckets", "digest_damaged", "counters"]
 
     /// A store read with damaged tables: the values of the tables `table` picks.
     static func tables(_ input: inout FuzzBytes) {
@@ -193,7 +195,7 @@ public enum StoreFuzz {
         let s = store.schema
         let dbs = [s.accessLog, s.feed, s.tickets, s.records, s.transfers, s.children,
                    s.conflicted, s.scopeFeed, s.transfersByTicket, s.transferInbox, s.transferOutbox,
-                   s.digestLeaves, s.digestBuckets, s.digestDamaged]
+                   s.digestLeaves, s.digestBuckets, s.digestDamaged, s.counters]
         let selector = Int(input.byte())
         let table = selector % dbs.count
         // Digests marked built: a scrub then counts a leaf that changed as damage.
@@ -213,18 +215,23 @@ public enum StoreFuzz {
                     try txn.put(s.meta, key: Schema.MetaKey.accessHead, value: last + [UInt8](repeating: 0, count: 32))
                 }
                 if ready { try txn.put(s.meta, key: Schema.MetaKey.digestVersion, value: CaseStore.digestFormat.bigEndianBytes) }
+                // What numbers the next ticket.
+                if table == 14, let first = written.first, let value = try txn.get(db, key: first) {
+                    try txn.put(db, key: counterKey(store), value: value)
+                }
             }
         } catch {
             return
         }
         defer {
+            // The store empty again: what was written, and what the scrub, a disclosure and
+            // a new ticket wrote (every table but meta, and meta's keys they move).
             _ = try? store.env.write { txn in
-                for k in written { _ = try txn.delete(db, key: k) }
-                _ = try txn.delete(s.meta, key: Schema.MetaKey.accessHead)
-                // What the scrub wrote: the digests, and where it stood.
-                for d in [s.digestLeaves, s.digestBuckets, s.digestDamaged] { try txn.clear(d) }
-                _ = try txn.delete(s.meta, key: Schema.MetaKey.digestVersion)
-                _ = try txn.delete(s.meta, key: Schema.MetaKey.digestScrub)
+                for d in s.all where d != s.meta { try txn.clear(d) }
+                for k in [Schema.MetaKey.accessHead, Schema.MetaKey.digestVersion, Schema.MetaKey.digestScrub] {
+                    _ = try txn.delete(s.meta, key: k)
+                }
+                try txn.put(s.meta, key: Schema.MetaKey.lastSequence, value: UInt64(0).bigEndianBytes)
             }
         }
         for uri in ["/v1/audit/access?limit=1000", "/v1/audit/verify", "/v1/changes?since=0&limit=100", "/v1/tickets?limit=100",
@@ -250,6 +257,22 @@ public enum StoreFuzz {
             guard case .scrubbed(let report)? = outcome, !report.finished else { break }
         }
         digests(store, fixture, written: [])
+        if table == 0 {
+            let entry = AccessEntry(at: FuzzWorld.now, subject: "sv-orlova", role: "supervisor", organisation: "38", action: "show",
+                                    ticket: "38-2026-9", fields: ["phone"], reason: "fuzz")
+            _ = blocking { try? await store.recordAccess([entry]) }
+        }
+        if table == 14 {
+            let draft = TicketDraft(channel: .phone, topic: "child-benefits", subject: "Единое пособие",
+                                    statement: "Когда будет решение?", citizen: nil, assignee: "op-ivanova")
+            _ = blocking { try? await store.create(draft, actor: FuzzWorld.supervisor) }
+        }
+    }
+
+    /// This node's ticket counter of the year `FuzzWorld.now` falls in.
+    static func counterKey(_ store: CaseStore) -> [UInt8] {
+        let c = store.configuration
+        return Array("\(c.region)-\(Calendar59.year(of: FuzzWorld.now, offsetMinutes: c.utcOffsetMinutes))".utf8)
     }
 
     /// The digests as a peer and an operator read them: the scopes of this organisation,
