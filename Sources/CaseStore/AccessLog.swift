@@ -269,6 +269,12 @@ extension CaseStore {
     /// Appends after the head; called by the commit loop.
     func applyRecordAccess(_ entries: [AccessEntry], _ txn: WriteTransaction) throws -> EditOutcome {
         var head = try refusing { try appendableHead(txn) }
+        // The head is stored bytes: a log whose head is at the last sequence a key holds
+        // (a damaged or altered one) cannot go on, and is refused rather than overflowed.
+        guard UInt64(entries.count) <= UInt64.max - head.sequence else {
+            throw Refused(error: .accessLogBroken("the access log's head is entry #\(head.sequence): no sequence is left after it; "
+                                                  + "run `ekc audit verify` and examine the log before anything more is disclosed"))
+        }
         var sequences: [UInt64] = []
         sequences.reserveCapacity(entries.count)
         for e in entries {
