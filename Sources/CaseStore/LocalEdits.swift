@@ -26,12 +26,22 @@ extension CaseStore {
             // Each node of a region numbers in its own series (series × 10,000,000 + n), so
             // numbers are unique without coordination; a number already taken (a node
             // misconfigured with another's series) is skipped, never reused.
-            var n = (try txn.u64(schema.counters, counterKey) ?? 0) + 1
-            var number = TicketNumber(region: configuration.region, year: year,
-                                      sequence: configuration.numberSeries * 10_000_000 + n)
+            // The counter is stored bytes: one so large that the next number does not fit a
+            // UInt64 (a damaged table) is a corrupt store, not a trap.
+            func sequence(_ n: UInt64) throws(StoreError) -> UInt64 {
+                let (base, o1) = configuration.numberSeries.multipliedReportingOverflow(by: 10_000_000)
+                let (s, o2) = base.addingReportingOverflow(n)
+                guard !o1, !o2 else { throw .corrupt("ticket counter \(configuration.region)-\(year) is at \(n - 1): no number is left after it") }
+                return s
+            }
+            let stored = try txn.u64(schema.counters, counterKey) ?? 0
+            guard stored < .max else { throw StoreError.corrupt("ticket counter \(configuration.region)-\(year) is at \(stored): no number is left after it") }
+            var n = stored + 1
+            var number = TicketNumber(region: configuration.region, year: year, sequence: try sequence(n))
             while try txn.contains(schema.numbers, key: Keys.number(number)) {
+                guard n < .max else { throw StoreError.corrupt("ticket counter \(configuration.region)-\(year): every number after it is taken") }
                 n += 1
-                number = TicketNumber(region: configuration.region, year: year, sequence: configuration.numberSeries * 10_000_000 + n)
+                number = TicketNumber(region: configuration.region, year: year, sequence: try sequence(n))
             }
             let ctx = context(actor, now: now)
             let ticket = try draft.open(id: writer.nextID(now: now), number: number, node: node, now: now, stamp: ctx.stamp)
