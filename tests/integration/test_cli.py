@@ -291,3 +291,20 @@ def test_login_saves_a_token_per_organisation_that_the_other_commands_pick(node,
     # no token for the node's organisation: a message that says how to sign in
     r = ekc("ticket", "list", "--node", node.url, env={"EKC_TOKEN_DIR": str(tmp_path / "none"), "EKC_TOKEN": ""})
     assert r.returncode != 0 and "ekc login --org 38" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("flag,value,rule", [
+    ("--anti-entropy-interval", "604801", "0 (only on demand) to 604800 seconds"),
+    ("--anti-entropy-interval", "-1", None),
+    ("--digest-scrub-interval", "59", "60 to 2592000 seconds"),
+    ("--digest-scrub-interval", "2592001", "60 to 2592000 seconds"),
+    ("--digest-scrub-interval", "daily", None),
+])
+def test_node_start_refuses_intervals_out_of_bounds(tmp_path, flag, value, rule):
+    r = ekc("node", "start", "--node-id", "irk-flags", "--data", str(tmp_path / "data"), "--listen", "127.0.0.1:0",
+            f"{flag}={value}", timeout=20)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0 and flag in out, out
+    if rule:
+        assert rule in out, out
+    assert not (tmp_path / "data" / "data.mdb").exists(), "a store was created before the flags were checked"

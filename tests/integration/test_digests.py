@@ -12,6 +12,7 @@
 """
 import json
 import re
+import subprocess
 import time
 
 import lmdb
@@ -235,3 +236,71 @@ def test_a_repair_of_hundreds_of_records_runs_on_one_connection(fed):
     assert digest(main, "38")["root"] == digest(office, "38")["root"]
     assert all(office.ticket(t) is not None for t in made[::37])
 
+
+
+def _call(port, path, body, tmp_path, cert):
+    """POSTs `body` to the replication port with `cert`'s identity: (HTTP status, body)."""
+    req, out = tmp_path / "req.bin", tmp_path / "out.bin"
+    req.write_bytes(body)
+    args = ["curl", "--http2", "-sk", "--max-time", "10", f"https://127.0.0.1:{port}{path}", "-X", "POST",
+            "-H", "content-type: application/x-protobuf", "--data-binary", f"@{req}", "-o", str(out), "-w", "%{http_code}",
+            "--cert", str(cert.with_suffix(".pem")), "--key", str(cert.with_suffix(".key"))]
+    r = subprocess.run(args, capture_output=True, text=True, timeout=20)
+    return int(r.stdout.strip() or 0), (out.read_bytes() if out.exists() else b"")
+
+
+def test_the_digest_and_records_calls_refuse_what_a_wrong_or_hostile_peer_sends(fed, pb2, tmp_path):
+    """Everything a peer with a valid certificate can send the two anti-entropy calls:
+    each refused with a status and a reason, nothing answered beyond its scope, and the
+    node keeps serving its honest peer."""
+    main, office = fed["irk-main"], fed["irk-office-1"]
+    t = main.create(subject="Для враждебного пира")
+    settled(fed)
+    port, me = main.repl_port, fed.certs / "irk-office-1"
+    digest_path, records_path = "/replication/v2/digest", "/replication/v2/records"
+
+    def ref(kind=1, rid=None):
+        return pb2.RecordRef(kind=kind, id=rid if rid is not None else ulid_bytes(t["id"]))
+
+    refused = [
+        (digest_path, b"\xff\xff\xff", "DigestRequest"),
+        (digest_path, pb2.DigestRequest(protocol_version=3).SerializeToString(), "protocol_version 3"),
+        (digest_path, pb2.DigestRequest(protocol_version=2, level=3).SerializeToString(), "level 3"),
+        (digest_path, pb2.DigestRequest(protocol_version=2, level=1, position=256).SerializeToString(), "0-255"),
+        (digest_path, pb2.DigestRequest(protocol_version=2, level=2, position=65536).SerializeToString(), "0-65535"),
+        (records_path, b"\x12\x05\x08", "RecordsRequest"),
+        (records_path, pb2.RecordsRequest(protocol_version=1, records=[ref()]).SerializeToString(), "protocol_version 1"),
+        (records_path, pb2.RecordsRequest(protocol_version=2, records=[ref()] * 1001).SerializeToString(), "at most 1000"),
+        (records_path, pb2.RecordsRequest(protocol_version=2, records=[ref(kind=0)]).SerializeToString(), "16-byte id"),
+        (records_path, pb2.RecordsRequest(protocol_version=2, records=[ref(rid=b"\x01" * 15)]).SerializeToString(), "16-byte id"),
+    ]
+    for path, body, reason in refused:
+        status, answer = _call(port, path, body, tmp_path, me)
+        assert status == 400 and reason in answer.decode(errors="replace"), (path, reason, status, answer[:200])
+
+    # A certificate the node knows, of a node that is not its peer: 403, nothing answered.
+    status, answer = _call(office.repl_port, digest_path, pb2.DigestRequest(protocol_version=2).SerializeToString(),
+                           tmp_path, fed.certs / "pension-1")
+    assert status == 403 and b"not a peer" in answer, (status, answer)
+    # The fund, a peer of irk-main, asks for a region ticket it has no transfer of: nothing of it.
+    status, answer = _call(port, records_path, pb2.RecordsRequest(protocol_version=2, records=[ref()]).SerializeToString(),
+                           tmp_path, fed.certs / "pension-1")
+    assert status == 200 and "Для враждебного пира".encode() not in answer, answer[:300]
+    # The honest peer is still served, and the digests are still equal.
+    status, answer = _call(port, digest_path, pb2.DigestRequest(protocol_version=2).SerializeToString(), tmp_path, me)
+    assert status == 200
+    assert pb2.DigestReply.FromString(answer).records == digest(office, "38")["records"]
+    assert digest(main, "38")["root"] == digest(office, "38")["root"]
+
+
+def test_a_repair_with_an_unreachable_peer_answers_502_and_changes_nothing(fed):
+    main, office = fed["irk-main"], fed["irk-office-1"]
+    main.create(subject="До остановки")
+    settled(fed)
+    before = digest(office, "38")
+    main.stop()
+    status, _, body = office.request("POST", "/v1/digest/repair", {"peer": "irk-main"})
+    assert status == 502 and body["error"], body
+    assert digest(office, "38") == before
+    status, _, body = office.request("POST", "/v1/digest/repair", {"peer": "nn-main"})
+    assert status in (404, 422) and body["error"]["field"] == "peer", body
