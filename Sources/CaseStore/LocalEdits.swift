@@ -26,20 +26,25 @@ extension CaseStore {
             // Each node of a region numbers in its own series (series × 10,000,000 + n), so
             // numbers are unique without coordination; a number already taken (a node
             // misconfigured with another's series) is skipped, never reused.
-            // The counter is stored bytes: one so large that the next number does not fit a
-            // UInt64 (a damaged table) is a corrupt store, not a trap.
+            // The counter is stored bytes. No number past 10^12 is issued (a ticket's header
+            // holds no other, TicketValues: every read and every peer would refuse it), so a
+            // counter that far on (a damaged table) is a corrupt store, not a trap or a
+            // ticket nobody can read.
+            let maxSequence: UInt64 = 1_000_000_000_000
             func sequence(_ n: UInt64) throws(StoreError) -> UInt64 {
-                let (base, o1) = configuration.numberSeries.multipliedReportingOverflow(by: 10_000_000)
-                let (s, o2) = base.addingReportingOverflow(n)
-                guard !o1, !o2 else { throw .corrupt("ticket counter \(configuration.region)-\(year) is at \(n - 1): no number is left after it") }
-                return s
+                let (base, overflow) = configuration.numberSeries.multipliedReportingOverflow(by: 10_000_000)
+                guard !overflow, n <= maxSequence, base <= maxSequence - n else {
+                    throw .corrupt("ticket counter \(configuration.region)-\(year): number \(n) of series \(configuration.numberSeries) would pass 10^12")
+                }
+                return base + n
             }
             let stored = try txn.u64(schema.counters, counterKey) ?? 0
-            guard stored < .max else { throw StoreError.corrupt("ticket counter \(configuration.region)-\(year) is at \(stored): no number is left after it") }
+            guard stored < maxSequence else {
+                throw StoreError.corrupt("ticket counter \(configuration.region)-\(year) is at \(stored): the next number would pass 10^12")
+            }
             var n = stored + 1
             var number = TicketNumber(region: configuration.region, year: year, sequence: try sequence(n))
             while try txn.contains(schema.numbers, key: Keys.number(number)) {
-                guard n < .max else { throw StoreError.corrupt("ticket counter \(configuration.region)-\(year): every number after it is taken") }
                 n += 1
                 number = TicketNumber(region: configuration.region, year: year, sequence: try sequence(n))
             }
