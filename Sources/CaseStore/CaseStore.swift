@@ -140,7 +140,11 @@ public final class CaseStore: @unchecked Sendable {
                 try txn.put(schema.meta, key: Schema.MetaKey.nodeID, value: Array(node.value.utf8))
                 try txn.put(schema.meta, key: Schema.MetaKey.lastSequence, value: UInt64(0).bigEndianBytes)
             }
-            let sid = try txn.get(schema.meta, key: Schema.MetaKey.storeID)!.map { String($0, radix: 16).leftPadded(2) }.joined()
+            // Meta is stored bytes too: a store with a schema but no id is damaged, not a trap.
+            guard let sidBytes = try txn.get(schema.meta, key: Schema.MetaKey.storeID) else {
+                throw StoreError.corrupt("store at \(path) records a schema but no store id: its meta table was damaged")
+            }
+            let sid = sidBytes.map { String($0, radix: 16).leftPadded(2) }.joined()
             let stamp = try txn.u64(schema.meta, Schema.MetaKey.lastStamp)
             let lastID = try txn.get(schema.meta, key: Schema.MetaKey.lastRecordID).flatMap { TicketID(bytes: $0) }
             return (sid, Stamp(raw: stamp ?? 0), lastID ?? TicketID(high: 0, low: 0))

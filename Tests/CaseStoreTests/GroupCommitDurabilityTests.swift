@@ -153,6 +153,26 @@ struct GroupCommitDurabilityTests {
         #expect(try again.stats().node == "irk-main")
     }
 
+    @Test("a store whose meta lost its store id is refused as corrupt, not a trap")
+    func missingStoreID() async throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let clock = TestClock(t0)
+        do {
+            let store = try CaseStore(path: dir.path(), configuration: configuration(clock))
+            try store.env.write { txn in _ = try txn.delete(store.schema.meta, key: Schema.MetaKey.storeID) }
+            store.close()
+        }
+        let error = #expect(throws: StoreError.self) {
+            _ = try CaseStore(path: dir.path(), configuration: configuration(clock))
+        }
+        guard case .corrupt(let message)? = error else {
+            Issue.record("expected corrupt, got \(String(describing: error))")
+            return
+        }
+        #expect(message.contains("store id"))
+    }
+
     @Test("a schema-1 store (whole-ticket replicas) is refused with what to do, and left as it was")
     func schemaOneRefused() async throws {
         let dir = try TemporaryDirectory()
