@@ -265,8 +265,15 @@ class Checker:
             origin = self.creates[tid]["org"]
             live = self.live.get(tid, {})
             writer = o["org"]
+            # A transfer to the writer's organisation sent before the note and ended since:
+            # its purge may have taken the note there (by design) before it went anywhere.
+            ended = writer != origin and any(
+                tr["to"] == writer and tr["state"] not in LIVE and self.sent_at.get(trid, 0) < o.get("t1", 0)
+                for trid, tr in self.ticket_transfers.get(tid, {}).items())
             if o["visibility"] == "internal":
-                if writer == origin or writer in live:
+                # A partner's internal note never leaves the partner: the purge at the end of
+                # its transfer takes it (152-FZ), even if a later transfer brings the ticket back.
+                if writer == origin or (writer in live and not ended):
                     entitled = self.org_nodes(writer)
                 else:
                     entitled = []   # the partner's purge took it, as designed
@@ -274,11 +281,6 @@ class Checker:
                 entitled = set(self.register_nodes(tid))
                 if writer != origin and writer not in live:
                     entitled = set(self.org_nodes(origin))   # a partner's shared note from before the end
-            # A transfer to the writer's organisation sent before the note and ended since:
-            # its purge may have taken the note there (by design) before it went anywhere.
-            ended = writer != origin and any(
-                tr["to"] == writer and tr["state"] not in LIVE and self.sent_at.get(trid, 0) < o.get("t1", 0)
-                for trid, tr in self.ticket_transfers.get(tid, {}).items())
             for nid in entitled:
                 texts = [n["text"] for n in self.snap[nid].notes.get(tid, [])]
                 if o["value"] not in texts:
