@@ -172,8 +172,11 @@ extension CaseStore {
             _ = try txn.delete(schema.purgeHeld, key: id.bytes)
             guard let t = try loadTransfer(h.transfer, txn) else { continue }
             // Through the point the hold waited for: this organisation writes nothing new
-            // to a ticket no live transfer joins it to.
-            _ = try purgeIfOutOfScope(id, because: t, txn, through: h.through, now: now)
+            // to a ticket no live transfer joins it to. A ticket a new transfer joined us to
+            // meanwhile is kept, but only what the live transfers' scopes name.
+            if try !purgeIfOutOfScope(id, because: t, txn, through: h.through, now: now) {
+                try narrowToScope(id, txn)
+            }
         }
         var points: [String: UInt64] = [:]
         for (_, h) in try heldPurges(txn) { points[h.home] = min(points[h.home] ?? .max, h.through) }

@@ -250,6 +250,10 @@ extension CaseStore {
         if t.order.toOrganisation == organisation && !TicketScope.isLive(t.state) {
             if try purgeIfOutOfScope(id, because: t, txn, through: seq, now: now) { return }
             try narrowToScope(id, txn)
+        } else if t.order.toOrganisation == organisation, try txn.contains(schema.purgeHeld, key: id.bytes) {
+            // A new transfer joins us to a ticket whose purge waits for its home: what we
+            // keep meanwhile is only what the live transfers' scopes name.
+            try narrowToScope(id, txn)
         }
         if let record = try loadRecord(TicketRecord.schema, id, txn) { _ = try projectTicket(record, txn) }
     }

@@ -261,6 +261,30 @@ struct ScopedReplicationTests {
         #expect(!(try everything(fund)).contains("Иванова"))
     }
 
+    @Test("a new transfer to a ticket whose purge is held narrows it to the new scope at once, and the release keeps it so")
+    func aHeldPurgeNarrowsToANewTransfer() async throws {
+        let p = try federation()
+        defer { p.close() }
+        let (region, fund) = (p.stores[0], p.stores[2])
+        let t = try await citizenTicket(region)
+        let first = try await region.send(transfer(t, .infoRequest, scope: [.ref, .name, .phone]))
+        _ = try await p.pull(fund, from: region)
+        _ = try await fund.perform(.addNote(TicketRef(t), text: "Ответ фонда", visibility: .shared), actor: ivanova)
+        p.clock.advance(10_000)
+        _ = try await region.step(first.id, .cancelled, reason: ("no-longer-needed", "Уже не нужно"))
+        _ = try await p.pull(fund, from: region)
+        #expect(try fund.heldPurgeCount() == 1 && fund.ticket(TicketRef(t))?.citizen?.phone != nil)
+        _ = try await region.send(transfer(t, .copy, scope: [.ref]))
+        _ = try await p.pull(fund, from: region)
+        #expect(try fund.ticket(TicketRef(t))?.citizen == Citizen(ref: "CIT-7F3K2"))
+        _ = try await p.pull(region, from: fund)
+        #expect(fund.acknowledged(by: irk, through: try #require(try region.checkpoint(for: fundNode)).sequence))
+        try await fund.releaseHeldPurges()
+        #expect(try fund.heldPurgeCount() == 0 && fund.purge(ofTicket: t.id) == nil)
+        #expect(try fund.ticket(TicketRef(t))?.citizen == Citizen(ref: "CIT-7F3K2"))
+        #expect(!(try everything(fund)).contains("Иванова"))
+    }
+
     @Test("a citizen detail that a node behind on a transfer's end still sends is not kept past the live scopes")
     func aLaggingNodeCannotWidenTheScope() async throws {
         let p = try federation()
