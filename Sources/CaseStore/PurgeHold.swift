@@ -25,6 +25,12 @@ final class Acknowledgements: @unchecked Sendable {
         waiting.withLock { w in organisation == own ? w.values.min() : w[organisation] }
     }
 
+    /// Whether some held purge is covered already (its release failed or is still to run).
+    func anyCovered(own: String) -> Bool {
+        let w = waiting.withLock { $0 }
+        return w.contains { home, point in covers(point, home: home, own: own) }
+    }
+
     /// Whether the acknowledgements of the home or of this node's organisation cover `through`.
     func covers(_ through: UInt64, home: String, own: String) -> Bool {
         max(mark(home), mark(own)) >= through
@@ -136,6 +142,10 @@ extension CaseStore {
         guard let point = acknowledgements.waitingPoint(org, own: organisation) else { return false }
         return point <= mark
     }
+
+    /// Whether a held purge could be released now: a release that failed (a full disk) or
+    /// has not run yet. Memory only; the feed's heartbeat asks it.
+    public var heldPurgeReleasable: Bool { acknowledgements.anyCovered(own: organisation) }
 
     /// Carries out the held purges the acknowledgements allow (a commit of its own).
     public func releaseHeldPurges() async throws {

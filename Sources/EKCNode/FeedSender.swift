@@ -132,6 +132,11 @@ final class FeedSender: ChannelInboundHandler {
             case .sendHeartbeat:
                 sendHeartbeat(context)
                 context.flush()
+                // A held purge whose release failed (a full disk) is tried again.
+                if store.heldPurgeReleasable {
+                    let store = self.store
+                    Task { try? await store.releaseHeldPurges() }
+                }
             case .noteServed(let through):
                 if let peer { store.noteServed(peer, through: through) }
             case .persistServed:

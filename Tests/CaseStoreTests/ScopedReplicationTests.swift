@@ -254,8 +254,12 @@ struct ScopedReplicationTests {
         // A region node's next pull request says how far it holds the fund's feed: the purge goes ahead.
         let holds = try #require(try region.checkpoint(for: fundNode)).sequence
         #expect(!fund.acknowledged(by: irk, through: holds - 1) || holds - 1 >= fund.lastSequence)
+        #expect(!fund.heldPurgeReleasable)
         #expect(fund.acknowledged(by: irk, through: holds))
+        // Until the release has run (or after it failed), the feed's heartbeat sees it due.
+        #expect(fund.heldPurgeReleasable)
         try await fund.releaseHeldPurges()
+        #expect(!fund.heldPurgeReleasable)
         #expect(try fund.purge(ofTicket: t.id)?.transfer == sent.id)
         #expect(try fund.ticket(TicketRef(t)) == nil && fund.heldPurgeCount() == 0)
         #expect(!(try everything(fund)).contains("Иванова"))
