@@ -34,6 +34,8 @@ final class FeedSender: ChannelInboundHandler {
     private var observer: Int?
     /// How far the puller said it holds the feed when this stream began.
     private var acknowledgedThrough: UInt64 = 0
+    /// How far this stream has sent the feed.
+    private var sentThrough: UInt64 = 0
     private var timer = SessionTimer()
     private var context: ChannelHandlerContext?
 
@@ -130,6 +132,15 @@ final class FeedSender: ChannelInboundHandler {
             case .sendPage(let after, let limit):
                 queue += sendPage(context, after: after, limit: limit)
             case .sendHeartbeat:
+                // A purge waits for the peer's organisation to hold what this stream sent:
+                // the stream is renewed, so that the peer's next request says how far it
+                // holds the feed. Only at a heartbeat (the stream idle for its interval), so
+                // the peer has merged what it was sent; ended right after the last batch,
+                // the peer would drop batches still waiting to merge, and come back for them.
+                if let peer, store.purgeWaits(forOrganisationOf: peer, sentThrough: sentThrough, acknowledged: acknowledgedThrough) {
+                    queue += session.renew()
+                    continue
+                }
                 sendHeartbeat(context)
                 context.flush()
                 // A held purge whose release failed (a full disk) is tried again.
@@ -184,14 +195,9 @@ final class FeedSender: ChannelInboundHandler {
             through = page.readThrough
         }
         if through != nil { context.flush() }
-        var actions = session.pageSent(through: through, entriesRead: entries.count, firstFrameEntries: firstFrame,
-                                       writable: context.channel.isWritable, now: SessionTimer.now())
-        // A purge waits for the peer's organisation to hold what was just sent: the stream
-        // is renewed so that the peer's next request says how far it holds the feed.
-        if let through, let peer, store.purgeWaits(forOrganisationOf: peer, sentThrough: through, acknowledged: acknowledgedThrough) {
-            actions += session.renew()
-        }
-        return actions
+        if let through { sentThrough = max(sentThrough, through) }
+        return session.pageSent(through: through, entriesRead: entries.count, firstFrameEntries: firstFrame,
+                                writable: context.channel.isWritable, now: SessionTimer.now())
     }
 
     /// Our last sequence and our clock (wall time as an HLC stamp), for the puller's
