@@ -11,7 +11,7 @@ from tokens import token
 DATABASES = ["meta", "records", "children", "feed", "idx_conflicts", "checkpoints", "served", "tickets", "numbers",
              "counters", "idx_status", "idx_assignee", "idx_updated", "idx_deadline", "transfers", "idx_transfer_ticket",
              "idx_transfer_inbox", "idx_transfer_outbox", "scope_feed", "purged", "access_log", "digest_leaves",
-             "digest_buckets", "digest_damaged"]
+             "digest_buckets", "digest_damaged", "purge_held"]
 
 
 def cli(node, *args, actor="op-cli"):
