@@ -51,6 +51,11 @@ extension CaseStore {
         let mine = organisation
         let roles = schema.roles(record.state, configuration.directory)
         let ownerOrg = roles[TicketRecord.owner] ?? "unknown"
+        // A ticket kept only until its home holds our writes (its transfer ended: PurgeHold)
+        // takes no more of them: they would come after the point the purge waits for.
+        if try txn.contains(self.schema.purgeHeld, key: record.state.id.bytes) {
+            throw Refused(error: .rejected(.notOwner(organisation: roles[TicketRecord.origin] ?? "unknown")))
+        }
         for i in registers where !schema.registers[i].writers.contains(where: { roles[$0] == mine }) {
             throw Refused(error: .rejected(.notOwner(organisation: schema.registers[i].writers.contains(TicketRecord.origin)
                 ? roles[TicketRecord.origin] ?? "unknown" : ownerOrg)))

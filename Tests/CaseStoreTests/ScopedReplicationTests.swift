@@ -248,6 +248,10 @@ struct ScopedReplicationTests {
         _ = try await p.pull(fund, from: region)
         #expect(try fund.purge(ofTicket: t.id) == nil, "purged before the region had the answer")
         #expect(try fund.heldPurgeCount() == 1)
+        // Kept only for the region's sake: the fund writes nothing more to it.
+        await #expect(throws: StoreError.rejected(.notOwner(organisation: "38"))) {
+            _ = try await fund.perform(.addNote(TicketRef(t), text: "Ещё одна заметка", visibility: .shared), actor: ivanova)
+        }
         // The fund's feed still carries the note to the region.
         _ = try await p.pull(region, from: fund)
         #expect(try region.notes(of: TicketRef(t))?.map(\.text).contains("Ответ фонда: стаж подтверждён") == true)
