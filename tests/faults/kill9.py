@@ -484,6 +484,13 @@ def wait_caught_up(fed, timeout=180.0, quiet=3.0):
             continue
         behind = [(nid, p["node"], p["connected"], p["lagRecords"]) for nid, r in reps.items() for p in r["peers"]
                   if not p["connected"] or p["lagRecords"] != 0]
+        # A fund keeps a ticket whose transfer ended until the region says it holds the
+        # fund's notes (a held purge): quiet only once none waits.
+        try:
+            behind += [(n.node_id, "purgesWaiting", w) for n in fed.all()
+                       if (w := get(n, "/v1/health", timeout=5)["transfers"]["purgesWaiting"])]
+        except Exception as e:
+            behind.append(("health unreadable", str(e)))
         missing = [(nid, y) for nid in reps for y in fed.peers_of(nid)
                    if y not in {p["node"] for p in reps[nid]["peers"]}]
         sig = json.dumps({nid: [r["lastSequence"], sorted((p["node"], p["appliedSequence"]) for p in r["peers"])]

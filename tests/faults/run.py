@@ -57,6 +57,13 @@ def wait_quiescent(fed, timeout=240.0, quiet=3.0):
         behind = [(nid, p["node"], p["connected"], p["appliedSequence"], last.get(p["node"]))
                   for nid, r in reps.items() for p in r["peers"]
                   if not p["connected"] or p["appliedSequence"] < last.get(p["node"], 0)]
+        # A partner keeps a ticket whose transfer ended until its home says it holds the
+        # partner's writes (a held purge): quiet only once none waits.
+        try:
+            behind += [(n.node_id, "purgesWaiting", w) for n in fed.all()
+                       if (w := get_json(n, "/v1/health", timeout=5)["transfers"]["purgesWaiting"])]
+        except Exception as e:
+            behind.append(("health unreadable", str(e)))
         sig = json.dumps([last, {nid: [(p["node"], p["appliedSequence"]) for p in r["peers"]] for nid, r in reps.items()}],
                          sort_keys=True)
         detail = behind or "caught up"
