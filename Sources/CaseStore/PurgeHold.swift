@@ -128,8 +128,12 @@ extension CaseStore {
 
     /// The waiting points, from the table (at open, and after purges were released).
     func reloadWaitingPurges() throws {
+        try readTxn { txn in try reloadWaitingPurges(txn) }
+    }
+
+    private func reloadWaitingPurges(_ txn: some TransactionProtocol) throws {
         var points: [String: UInt64] = [:]
-        for (_, h) in try heldPurges() { points[h.home] = min(points[h.home] ?? .max, h.through) }
+        for (_, h) in try heldPurges(txn) { points[h.home] = min(points[h.home] ?? .max, h.through) }
         acknowledgements.setWaiting(points)
     }
 
@@ -188,9 +192,7 @@ extension CaseStore {
                 try narrowToScope(id, txn)
             }
         }
-        var points: [String: UInt64] = [:]
-        for (_, h) in try heldPurges(txn) { points[h.home] = min(points[h.home] ?? .max, h.through) }
-        acknowledgements.setWaiting(points)
+        try reloadWaitingPurges(txn)
         return .merged(MergeReport())
     }
 }

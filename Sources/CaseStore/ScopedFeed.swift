@@ -135,18 +135,23 @@ extension CaseStore {
                   t.order.fromOrganisation == partner || t.order.toOrganisation == partner else { return nil }
             return DeltaFilter(registers: TransferRecord.schema.allRegisters, child: nil)
         case TicketRecord.kind:
-            let origin = try originOrganisation(ofTicket: id, txn)
-            guard let scope = TicketScope.of(partner: partner, mine: organisation, links: try links(ofTicket: id, txn))
-                    // A ticket no live transfer joins us to any more is still sent to its home
-                    // while its purge waits for the home to hold our writes (PurgeHold.swift):
-                    // the home's own ticket, with what we added that it may see.
-                    ?? (partner == origin && origin != organisation ? TicketScope.home : nil) else {
+            // A ticket no live transfer joins us to any more is still sent to its home while
+            // its purge waits for the home to hold our writes (PurgeHold.swift): the home's
+            // own ticket, with what we added that it may see. (The origin is read only then.)
+            guard let scope = try TicketScope.of(partner: partner, mine: organisation, links: links(ofTicket: id, txn))
+                    ?? homeScope(id, partner: partner, txn) else {
                 return nil
             }
             return DeltaFilter(registers: scope.registers, child: { scope.admits($0, ticket: id) })
         default:
             return nil
         }
+    }
+
+    /// `TicketScope.home` when `partner` is the ticket's home and this node is not.
+    private func homeScope(_ id: RecordID, partner: String, _ txn: some TransactionProtocol) throws -> TicketScope? {
+        guard partner != organisation, try originOrganisation(ofTicket: id, txn) == partner else { return nil }
+        return .home
     }
 
     /// Entries of `partner`'s scope after `since`, as `feedPage` reads the full feed.
