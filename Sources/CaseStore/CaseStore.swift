@@ -29,6 +29,9 @@ public struct StoreConfiguration: Sendable {
     public var wallClock: @Sendable () -> Millis
     /// Record kinds besides tickets (tests add a kind of their own; transfers come next).
     public var extraKinds: [RecordSchema] = []
+    /// The organisations of the nodes this node replicates with directly (PurgeHold.swift:
+    /// a purge held for one of them waits for that organisation's own acknowledgement).
+    public var linkedOrganisations: Set<String> = []
 
     public init(node: NodeID, region: String, utcOffsetMinutes: Int = 180,
                 environment: Environment.Configuration = .init(), maxGroup: Int = 2048,
@@ -83,7 +86,7 @@ public final class CaseStore: @unchecked Sendable {
     let statistics = Locked(CommitStatistics())
     let commitObservers = Locked<[Int: @Sendable () -> Void]>([:])
     let servedMarks = ServedMarks()
-    let acknowledgements = Acknowledgements()
+    let acknowledgements: Acknowledgements
     let nextObserver = Locked(0)
 
     /// Calls `body` (on the commit thread; keep it short) after every commit that
@@ -111,6 +114,7 @@ public final class CaseStore: @unchecked Sendable {
 
     public init(path: String, configuration: StoreConfiguration) throws {
         self.configuration = configuration
+        acknowledgements = Acknowledgements(linked: configuration.linkedOrganisations)
         kinds = RecordKinds([TicketRecord.schema, TransferRecord.schema] + configuration.extraKinds)
         do {
             env = try Environment(path: path, configuration: configuration.environment)

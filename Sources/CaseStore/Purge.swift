@@ -7,30 +7,38 @@ private let purges = Counter(label: "ekc_transfer_purges_total")
 
 /// The record that a ticket's personal data was purged here: which transfer's end
 /// caused it, when, and the state it ended in. `PurgeRecord { bytes transfer = 1;
-/// int64 at = 2; uint64 state = 3 }`, kept in `purged` by ticket id.
+/// int64 at = 2; uint64 state = 3; VersionVector own_writes = 4 }`, kept in `purged`
+/// by ticket id.
 public struct Purge: Sendable, Equatable {
     public let ticket: TicketID
     public let transfer: RecordID
     public let at: Millis
     public let state: TransferState
+    /// The latest of this organisation's writes (register values and notes) the ticket
+    /// held when it was purged, per node: a later one that arrives from a node of this
+    /// organisation was not in the ticket the home acknowledged, and is kept until the
+    /// home has it (`retakeForLateOwnWrites`).
+    public let ownWrites: VersionVector
 
     func encode() -> [UInt8] {
         var w = ProtoWriter(capacity: 32)
         w.presentBytes(1, transfer.bytes)
         w.int64(2, Int64(at))
         w.uint64(3, UInt64(state.wireNumber))
+        if !ownWrites.isEmpty { RecordCoding.vector(&w, 4, ownWrites) }
         return w.bytes
     }
 
     static func decode(_ b: UnsafeRawBufferPointer, ticket: TicketID) throws(CorruptRecord) -> Purge {
         var r = ProtoReader(b)
-        var transfer: RecordID?, at: Millis = 0, state: TransferState?
-        do throws(ProtoError) {
+        var transfer: RecordID?, at: Millis = 0, state: TransferState?, own = VersionVector()
+        do {
             while let (n, t) = try r.field() {
                 switch (n, t) {
                 case (1, 2): transfer = RecordID(bytes: try r.bytes())
                 case (2, 0): at = Millis(bitPattern: try r.varint())
                 case (3, 0): state = Int(exactly: try r.varint()).flatMap(TransferState.init(wireNumber:))
+                case (4, 2): own = try RecordCoding.readVector(&r, limit: 4096, "own_writes")
                 default: try r.skip(t)
                 }
             }
@@ -38,7 +46,7 @@ public struct Purge: Sendable, Equatable {
             throw CorruptRecord(what: "purge of \(ticket): \(error)")
         }
         guard let transfer, let state else { throw CorruptRecord(what: "purge of \(ticket): incomplete") }
-        return Purge(ticket: ticket, transfer: transfer, at: at, state: state)
+        return Purge(ticket: ticket, transfer: transfer, at: at, state: state, ownWrites: own)
     }
 }
 
@@ -71,6 +79,7 @@ extension CaseStore {
             return false
         }
         _ = try txn.delete(self.schema.purgeHeld, key: id.bytes)
+        let own = try ownWrites(id, record, txn)
         let recordKey = Keys.record(schema.kind.rawValue, id)
         digestTouched(schema.kind, id)
         _ = try txn.delete(self.schema.records, key: recordKey)
@@ -91,7 +100,8 @@ extension CaseStore {
             if try txn.get(self.schema.numbers, key: number) == id.bytes { _ = try txn.delete(self.schema.numbers, key: number) }
         }
         _ = try txn.delete(self.schema.tickets, key: id.bytes)
-        try txn.put(self.schema.purged, key: id.bytes, value: Purge(ticket: id, transfer: t.id, at: now, state: t.state).encode())
+        try txn.put(self.schema.purged, key: id.bytes,
+                    value: Purge(ticket: id, transfer: t.id, at: now, state: t.state, ownWrites: own).encode())
         purges.increment()
         return true
     }

@@ -8,7 +8,15 @@ import Replication
 /// at or before it is durable there. Kept in memory: after a restart the pullers come
 /// back and say it again.
 final class Acknowledgements: @unchecked Sendable {
+    /// The organisations this node has a link to. A purge whose home is one of them waits
+    /// for the home itself: a node of this organisation that acknowledged our feed may
+    /// have purged the ticket already, dropping what we wrote (a region's centre and the
+    /// note its office wrote last). A node with no link to the home (the office) has only
+    /// its own organisation to pass its writes on.
+    let linked: Set<String>
     private let marks = Locked<[String: UInt64]>([:])
+
+    init(linked: Set<String> = []) { self.linked = linked }
     /// Per home organisation, the lowest point a held purge waits for (none: no entry).
     private let waiting = Locked<[String: UInt64]>([:])
 
@@ -19,10 +27,13 @@ final class Acknowledgements: @unchecked Sendable {
     func setWaiting(_ all: [String: UInt64]) { waiting.withLock { $0 = all } }
 
     /// The lowest point a held purge waits for an acknowledgement of `organisation` (this
-    /// node's own, `own`, releases any of them: its node holds the ticket and passes our
-    /// writes on to the home, keeping the ticket itself until the home has them).
+    /// node's own, `own`, releases those for a home this node has no link to: its node
+    /// holds the ticket and passes our writes on to the home, keeping them itself until
+    /// the home has them).
     func waitingPoint(_ organisation: String, own: String) -> UInt64? {
-        waiting.withLock { w in organisation == own ? w.values.min() : w[organisation] }
+        waiting.withLock { w in
+            organisation == own ? w.lazy.filter { !self.linked.contains($0.key) }.map(\.value).min() : w[organisation]
+        }
     }
 
     /// Whether some held purge is covered already (its release failed or is still to run).
@@ -31,9 +42,10 @@ final class Acknowledgements: @unchecked Sendable {
         return w.contains { home, point in covers(point, home: home, own: own) }
     }
 
-    /// Whether the acknowledgements of the home or of this node's organisation cover `through`.
+    /// Whether the acknowledgements of the home, or of this node's organisation for a home
+    /// this node has no link to, cover `through`.
     func covers(_ through: UInt64, home: String, own: String) -> Bool {
-        max(mark(home), mark(own)) >= through
+        mark(home) >= through || (!linked.contains(home) && mark(own) >= through)
     }
 
     /// Notes that a node of `organisation` holds this store's feed through `sequence`;
@@ -58,8 +70,8 @@ final class Acknowledgements: @unchecked Sendable {
 /// acknowledged to its operators. It is purged once a node of the home acknowledges the
 /// feed through `through`, or a node of this organisation does (a region's office has
 /// no link to a fund: its centre holds the ticket, and with it the office's writes,
-/// until the home has them). Left open: a centre that purged before the office's note
-/// reached it drops the note, and the office then purges too.
+/// until the home has them). A centre that purged before the office's note reached it
+/// takes the ticket back with the note and holds it in turn (`lateOwnWrites`).
 struct HeldPurge: Sendable, Equatable {
     let transfer: RecordID
     let through: UInt64
@@ -111,6 +123,55 @@ extension CaseStore {
         return try children(TicketRecord.kind, id, TicketRecord.Collection.notes.rawValue, txn).contains { ours($0.dot) }
     }
 
+    /// The latest write of this organisation's nodes in the ticket: its register values
+    /// and notes, what `mustHoldPurge` waits for (kept with the purge).
+    func ownWrites(_ id: TicketID, _ record: StoredRecord, _ txn: some TransactionProtocol) throws -> VersionVector {
+        let directory = configuration.directory
+        let mine = organisation
+        var out = VersionVector()
+        for r in record.state.registers { for v in r.versions where directory.org(v.dot.node) == mine { out.add(v.dot) } }
+        for c in try children(TicketRecord.kind, id, TicketRecord.Collection.notes.rawValue, txn)
+        where directory.org(c.dot.node) == mine { out.add(c.dot) }
+        return out
+    }
+
+    /// Whether a delta that a node of this organisation sent for a ticket purged here
+    /// carries a write of this organisation the ticket did not hold when it was purged:
+    /// the office's note that reached its centre after the centre's purge. The centre's
+    /// acknowledgement released the office's hold, so the note is the centre's to keep:
+    /// it takes the ticket back and holds it until the home has it. (What the purge
+    /// knew comes back from a lagging node too, and is not taken again: no two nodes
+    /// can hand a ticket back and forth.)
+    /// Returns the purge then, if so.
+    func lateOwnWrites(_ delta: RecordDelta, from peer: NodeID, _ txn: some TransactionProtocol) throws -> Purge? {
+        let directory = configuration.directory
+        let mine = organisation
+        guard directory.org(peer) == mine,
+              let purge = try txn.withValue(schema.purged, key: delta.id.bytes, { try Purge.decode($0, ticket: delta.id) })
+        else { return nil }
+        func late(_ dot: Dot) -> Bool { directory.org(dot.node) == mine && !purge.ownWrites.contains(dot) }
+        let brings = delta.state.registers.contains { $0.versions.contains { late($0.dot) } }
+            || delta.children.contains { $0.collection == TicketRecord.Collection.notes.rawValue && late($0.dot) }
+        return brings ? purge : nil
+    }
+
+    /// A held ticket that a merge brought a write of this organisation: the hold now
+    /// waits for the home to hold the feed through `through` (the write's entry), or the
+    /// acknowledgement of the earlier point would purge the write with the ticket.
+    func extendHold(_ id: TicketID, _ record: StoredRecord, changed: RegisterSet, children: [Child], through: UInt64,
+                    _ txn: WriteTransaction) throws {
+        guard !changed.isEmpty || !children.isEmpty,
+              let h = try txn.withValue(schema.purgeHeld, key: id.bytes, { try HeldPurge.decode($0, ticket: id) }),
+              h.through < through else { return }
+        let directory = configuration.directory
+        let mine = organisation
+        func ours(_ dot: Dot) -> Bool { directory.org(dot.node) == mine }
+        guard changed.contains(where: { record.state.registers[$0].versions.contains { ours($0.dot) } })
+                || children.contains(where: { ours($0.dot) }) else { return }
+        try txn.put(schema.purgeHeld, key: id.bytes, value: HeldPurge(transfer: h.transfer, through: through, home: h.home).encode())
+        try reloadWaitingPurges(txn)
+    }
+
     func holdPurge(_ id: TicketID, because t: Transfer, home: String, through: UInt64, _ txn: WriteTransaction) throws {
         try txn.put(schema.purgeHeld, key: id.bytes, value: HeldPurge(transfer: t.id, through: through, home: home).encode())
         acknowledgements.wait(home, through: through)
@@ -131,7 +192,7 @@ extension CaseStore {
         try readTxn { txn in try reloadWaitingPurges(txn) }
     }
 
-    private func reloadWaitingPurges(_ txn: some TransactionProtocol) throws {
+    func reloadWaitingPurges(_ txn: some TransactionProtocol) throws {
         var points: [String: UInt64] = [:]
         for (_, h) in try heldPurges(txn) { points[h.home] = min(points[h.home] ?? .max, h.through) }
         acknowledgements.setWaiting(points)

@@ -83,10 +83,17 @@ extension CaseStore {
             }
             let isTicket = schema.kind == TicketRecord.kind
             // A ticket purged here after its transfer ended is not taken back from a peer
-            // of this organisation that has not yet seen the end.
+            // of this organisation that has not yet seen the end, unless it brings a write
+            // of this organisation the purge did not hold (PurgeHold.swift): then the
+            // ticket is kept again, and held until its home has that write.
+            var retaken: Purge?
             if isTicket, try isPurgedAndOutOfScope(delta.id, txn) {
-                report.unchangedRecords += 1
-                continue
+                retaken = try lateOwnWrites(delta, from: batch.peer, txn)
+                guard retaken != nil else {
+                    report.unchangedRecords += 1
+                    continue
+                }
+                _ = try txn.delete(self.schema.purged, key: delta.id.bytes)
             }
             var local: StoredRecord?
             var adopted = RegisterSet()
@@ -152,7 +159,11 @@ extension CaseStore {
             if !changed.isEmpty && isTicket {
                 let (_, duplicate) = try projectTicket(record, txn)
                 if let duplicate { report.duplicateNumbers.append(duplicate) }
-                if local == nil { try mergedTicket(record.state.id, txn, &seq, now: now) }
+                if let retaken, let t = try loadTransfer(retaken.transfer, txn) {
+                    _ = try purgeIfOutOfScope(record.state.id, because: t, txn, through: seq, now: now)
+                } else if local == nil {
+                    try mergedTicket(record.state.id, txn, &seq, now: now)
+                }
                 // A citizen detail a lagging node still sent (it had not seen the end of the
                 // transfer that named it) is not kept past the live transfers' scopes.
                 if TicketRecord.citizenRegisters.contains(where: { changed.contains($0.rawValue) }) {
@@ -160,6 +171,9 @@ extension CaseStore {
                 }
             } else if schema.kind == TransferRecord.kind {
                 try mergedTransfer(record.state.id, arrivedFrom: peerOrg, txn, &seq, now: now)
+            }
+            if isTicket, local != nil {
+                try extendHold(record.state.id, record, changed: changed, children: newChildren, through: seq, txn)
             }
             report.changedRecords += 1
         }

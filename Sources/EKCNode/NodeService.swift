@@ -36,6 +36,7 @@ public struct NodeService: Service {
                                                utcOffsetMinutes: settings.utcOffsetMinutes, directory: Directory(directory),
                                                wallClock: settings.wallClock ?? CaseStore.systemMillis)
         configuration.numberSeries = settings.numberSeries
+        configuration.linkedOrganisations = Set(settings.peers.compactMap { directory[$0.node] })
         try NodeService.restrictDataDirectory(settings.dataDirectory)
         NodeService.raiseFileLimit(want: settings.apiLimits.maxConnections, logger: logger)
         let store = try CaseStore(path: settings.dataDirectory, configuration: configuration)

@@ -269,6 +269,59 @@ struct ScopedReplicationTests {
         #expect(!(try everything(fund)).contains("Иванова"))
     }
 
+    @Test("an office's note that reaches its centre after the centre purged the ticket is kept there until the home holds it")
+    func aLateNoteOfTheOfficeOutlivesTheCentresPurge() async throws {
+        // The centre links to region 52 (the home) and its office; the office only to the centre.
+        let p = try StorePeers([irk, office, novgorodNode], linked: [irk: ["38", "52"], office: ["38"], novgorodNode: ["38"]])
+        defer { p.close() }
+        let (centre, branch, home) = (p.stores[0], p.stores[1], p.stores[2])
+        let t = try await citizenTicket(home)
+        let sent = try await home.send(transfer(t, .infoRequest, to: "38", scope: [.ref, .name]))
+        _ = try await p.pull(centre, from: home)
+        _ = try await p.pull(branch, from: centre)
+        _ = try await branch.perform(.addNote(TicketRef(t), text: "Ответ отделения: справка выдана", visibility: .shared), actor: ivanova)
+        let officeFeed = try branch.feedPage(after: 0, limit: 10_000, maxBytes: 1 << 22, partner: nil).entries
+        // Region 52 cancels; the centre, holding nothing it wrote, purges before the office's note reaches it.
+        p.clock.advance(10_000)
+        _ = try await home.step(sent.id, .cancelled, reason: ("no-longer-needed", "Уже не нужно"))
+        _ = try await p.pull(centre, from: home)
+        let firstPurge = try #require(try centre.purge(ofTicket: t.id))
+        #expect(firstPurge.ownWrites.isEmpty)
+        // The note arrives: the centre takes the ticket back and holds it for the home.
+        // (Only the note and the header come back: no view for operators, and no personal data.)
+        _ = try await p.pull(centre, from: branch)
+        #expect(try centre.purge(ofTicket: t.id) == nil && centre.heldPurgeCount() == 1)
+        let kept = try #require(try centre.record(kind: TicketRecord.kind, id: t.id))
+        #expect(kept.children.values.filter { $0.collection == TicketRecord.Collection.notes.rawValue }.count == 1)
+        #expect(try !everything(centre).contains("Иванова"))
+        // The office learns of the end and holds its note; the centre holds it, so the office may purge.
+        _ = try await p.pull(branch, from: centre)
+        #expect(try branch.heldPurgeCount() == 1)
+        _ = try await p.pull(centre, from: branch)
+        #expect(branch.acknowledged(by: irk, through: try #require(try centre.checkpoint(for: office)).sequence))
+        try await branch.releaseHeldPurges()
+        #expect(try branch.purge(ofTicket: t.id) != nil && branch.heldPurgeCount() == 0)
+        // The office's acknowledgement does not release the centre's hold: the office purged the
+        // ticket, and the centre has a link to the home.
+        #expect(!centre.acknowledged(by: office, through: centre.lastSequence))
+        #expect(!centre.heldPurgeReleasable)
+        // The home pulls the note, says so, and the centre purges at last.
+        _ = try await p.pull(home, from: centre)
+        #expect(try home.notes(of: TicketRef(t))?.map(\.text).contains("Ответ отделения: справка выдана") == true)
+        #expect(centre.acknowledged(by: novgorodNode, through: try #require(try home.checkpoint(for: irk)).sequence))
+        try await centre.releaseHeldPurges()
+        let purge = try #require(try centre.purge(ofTicket: t.id))
+        #expect(!purge.ownWrites.isEmpty)
+        #expect(try centre.heldPurgeCount() == 0)
+        #expect(try !everything(centre).contains("Иванова"))
+        #expect(try !everything(branch).contains("Иванова"))
+        // What the purge knew, sent again (a lagging node of the region), is not taken back:
+        // no ticket goes back and forth between a region's nodes.
+        _ = try await centre.merge(p.batch(officeFeed, from: branch, through: try p.resumePoint(centre, from: branch)))
+        #expect(try centre.purge(ofTicket: t.id) != nil)
+        #expect(try centre.heldPurgeCount() == 0 && centre.record(kind: TicketRecord.kind, id: t.id) == nil)
+    }
+
     @Test("a new transfer to a ticket whose purge is held narrows it to the new scope at once, and the release keeps it so")
     func aHeldPurgeNarrowsToANewTransfer() async throws {
         let p = try federation()

@@ -180,12 +180,16 @@ final class StorePeers {
     let dirs: [TemporaryDirectory]
     let stores: [CaseStore]
 
-    init(_ nodes: [NodeID] = [irk, office], series: [UInt64]? = nil, clock: TestClock = TestClock(t0)) throws {
+    /// `linked`: per node, the organisations it has links to (`StoreConfiguration.linkedOrganisations`).
+    init(_ nodes: [NodeID] = [irk, office], series: [UInt64]? = nil, clock: TestClock = TestClock(t0),
+         linked: [NodeID: Set<String>] = [:]) throws {
         self.clock = clock
         let dirs = try nodes.map { _ in try TemporaryDirectory(prefix: "casestore-peers") }
         self.dirs = dirs
         stores = try nodes.enumerated().map { i, node in
-            try CaseStore(path: dirs[i].path(), configuration: configuration(clock, node: node, series: series?[i] ?? 0))
+            var c = configuration(clock, node: node, series: series?[i] ?? 0)
+            c.linkedOrganisations = linked[node] ?? []
+            return try CaseStore(path: dirs[i].path(), configuration: c)
         }
     }
 
