@@ -252,7 +252,16 @@ class Checker:
                 if days and days not in {o["value"] for o in ext}:
                     self.violation("field-value", f"extensionDays = {days}: no write asked for it", nid, tid,
                                    [o["op"] for o in ext])
-                if any(o["result"] == "ok" and not resolved_after(o) for o in ext) and not days:
+                # An extension a later write of the register saw, as the value or as a listed
+                # conflict's, was superseded by it knowingly (as `superseded` for other fields):
+                # the PATCH carried the version whose conflict list showed it.
+                def seen_later(o):
+                    return any(w["kind"] == "edit" and w.get("register") == "progress" and w["t0"] > o.get("t1", float("inf"))
+                               and (w["result"] == "ok" or w["op"] in observed)
+                               and ({str(o["value"]), f"extensionDays={o['value']}"}
+                                    & {str(v) for v in (w.get("seen") or []) + (w.get("competing") or [])})
+                               for w in ws)
+                if any(o["result"] == "ok" and not resolved_after(o) and not seen_later(o) for o in ext) and not days:
                     if not any(c["ticketId"] == tid and c["field"] == "progress" for c in self.snap[nid].conflicts):
                         self.violation("lost-write", "an acknowledged extension of the answer deadline is gone", nid, tid,
                                        [o["op"] for o in ext if o["result"] == "ok"])
