@@ -322,6 +322,36 @@ struct ScopedReplicationTests {
         #expect(try centre.heldPurgeCount() == 0 && centre.record(kind: TicketRecord.kind, id: t.id) == nil)
     }
 
+    @Test("a hold waits for the home to hold a write of the centre's office that reached the held ticket after the hold began")
+    func aHoldWaitsForTheOfficesLaterNote() async throws {
+        let p = try StorePeers([irk, office, novgorodNode], linked: [irk: ["38", "52"], office: ["38"], novgorodNode: ["38"]])
+        defer { p.close() }
+        let (centre, branch, home) = (p.stores[0], p.stores[1], p.stores[2])
+        let t = try await citizenTicket(home)
+        let sent = try await home.send(transfer(t, .infoRequest, to: "38", scope: [.ref, .name]))
+        _ = try await p.pull(centre, from: home)
+        _ = try await p.pull(branch, from: centre)
+        _ = try await centre.perform(.addNote(TicketRef(t), text: "Ответ центра", visibility: .shared), actor: ivanova)
+        _ = try await branch.perform(.addNote(TicketRef(t), text: "Ответ отделения", visibility: .shared), actor: ivanova)
+        p.clock.advance(10_000)
+        _ = try await home.step(sent.id, .cancelled, reason: ("no-longer-needed", "Уже не нужно"))
+        _ = try await p.pull(centre, from: home)
+        #expect(try centre.heldPurgeCount() == 1)
+        // The home pulls the centre's note before the office's arrives there.
+        _ = try await p.pull(home, from: centre)
+        let early = try #require(try home.checkpoint(for: irk)).sequence
+        _ = try await p.pull(centre, from: branch)
+        // The home's acknowledgement of the earlier point no longer releases the hold.
+        #expect(!centre.acknowledged(by: novgorodNode, through: early))
+        try await centre.releaseHeldPurges()
+        #expect(try centre.heldPurgeCount() == 1 && centre.purge(ofTicket: t.id) == nil)
+        _ = try await p.pull(home, from: centre)
+        #expect(try Set(home.notes(of: TicketRef(t))?.map(\.text) ?? []) == ["Ответ центра", "Ответ отделения"])
+        #expect(centre.acknowledged(by: novgorodNode, through: try #require(try home.checkpoint(for: irk)).sequence))
+        try await centre.releaseHeldPurges()
+        #expect(try centre.purge(ofTicket: t.id) != nil && centre.heldPurgeCount() == 0)
+    }
+
     @Test("a new transfer to a ticket whose purge is held narrows it to the new scope at once, and the release keeps it so")
     func aHeldPurgeNarrowsToANewTransfer() async throws {
         let p = try federation()
