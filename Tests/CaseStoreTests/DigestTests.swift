@@ -109,6 +109,36 @@ struct DigestTests {
         #expect(try region.digestScopeNames() == ["38", "sfr"])
     }
 
+    @Test("a purge and the ticket's return by a new transfer in one batch (a catch-up) leave the leaves a scrub computes")
+    func purgeAndReturnInOneBatch() async throws {
+        let p = try StorePeers([irk, fundNode])
+        defer { p.close() }
+        let (region, fund) = (p.stores[0], p.stores[1])
+        for s in p.stores { #expect(try await scrubToEnd(s).finished) }
+        let t = try await citizenTicket(region, "Перерасчёт")
+        _ = try await region.note(TicketRef(t), "для фонда", .shared)
+        _ = try await region.patch(TicketRef(t), TicketPatch(status: .registered))
+        guard case .transfer(let first) = try await region.perform(.sendTransfer(TransferRequest(
+            ticket: TicketRef(t), to: "sfr", kind: .infoRequest, reasonCode: "pension-recalc",
+            reasonText: "Нужны сведения", scope: [.ref, .name])), actor: ivanova) else { Issue.record("no transfer"); return }
+        _ = try await p.pull(fund, from: region)
+        _ = try await p.pull(region, from: fund)
+        // The fund is cut off while the region cancels and asks again: it catches up in one batch.
+        p.clock.advance(5_000)
+        _ = try await region.step(first.id, .cancelled, reason: ("no-longer-needed", "Уже не нужно"))
+        _ = try await region.perform(.sendTransfer(TransferRequest(
+            ticket: TicketRef(t), to: "sfr", kind: .infoRequest, reasonCode: "pension-recalc",
+            reasonText: "Снова нужны сведения", scope: [.ref])), actor: ivanova)
+        let before = try fund.lastSequence
+        _ = try await p.pull(fund, from: region)
+        #expect(try fund.ticket(TicketRef(t)) != nil && fund.purge(ofTicket: t.id) != nil)
+        #expect(try fund.lastSequence > before)
+        let r = try await scrubToEnd(fund)
+        #expect(r.fixed == 0 && r.damaged.isEmpty, "\(r)")
+        _ = try await p.pull(region, from: fund)   // the fund's delivery of the new request
+        #expect(try root(region, "sfr") == root(fund, "38"))
+    }
+
     @Test("a record changed under the store is found damaged by a scrub, the digest shows it, and a repair from a peer replaces the altered write")
     func damageFoundAndRepaired() async throws {
         let p = try StorePeers([irk, office])
