@@ -116,22 +116,20 @@ extension CaseStore {
     func mustHoldPurge(_ id: TicketID, _ record: StoredRecord, home: String?, through: UInt64,
                        _ txn: some TransactionProtocol) throws -> Bool {
         guard let home, home != organisation, !acknowledgements.covers(through, home: home, own: organisation) else { return false }
-        let directory = configuration.directory
-        let mine = organisation
-        func ours(_ dot: Dot) -> Bool { directory.org(dot.node) == mine }
-        if record.state.registers.contains(where: { $0.versions.contains { ours($0.dot) } }) { return true }
-        return try children(TicketRecord.kind, id, TicketRecord.Collection.notes.rawValue, txn).contains { ours($0.dot) }
+        return try !ownWrites(id, record, txn).isEmpty
     }
+
+    /// Whether a write was made by a node of this organisation.
+    func writtenHere(_ dot: Dot) -> Bool { configuration.directory.org(dot.node) == organisation }
 
     /// The latest write of this organisation's nodes in the ticket: its register values
     /// and notes, what `mustHoldPurge` waits for (kept with the purge).
     func ownWrites(_ id: TicketID, _ record: StoredRecord, _ txn: some TransactionProtocol) throws -> VersionVector {
-        let directory = configuration.directory
-        let mine = organisation
         var out = VersionVector()
-        for r in record.state.registers { for v in r.versions where directory.org(v.dot.node) == mine { out.add(v.dot) } }
-        for c in try children(TicketRecord.kind, id, TicketRecord.Collection.notes.rawValue, txn)
-        where directory.org(c.dot.node) == mine { out.add(c.dot) }
+        for r in record.state.registers { for v in r.versions where writtenHere(v.dot) { out.add(v.dot) } }
+        for c in try children(TicketRecord.kind, id, TicketRecord.Collection.notes.rawValue, txn) where writtenHere(c.dot) {
+            out.add(c.dot)
+        }
         return out
     }
 
@@ -144,12 +142,10 @@ extension CaseStore {
     /// can hand a ticket back and forth.)
     /// Returns the purge then, if so.
     func lateOwnWrites(_ delta: RecordDelta, from peer: NodeID, _ txn: some TransactionProtocol) throws -> Purge? {
-        let directory = configuration.directory
-        let mine = organisation
-        guard directory.org(peer) == mine,
+        guard configuration.directory.org(peer) == organisation,
               let purge = try txn.withValue(schema.purged, key: delta.id.bytes, { try Purge.decode($0, ticket: delta.id) })
         else { return nil }
-        func late(_ dot: Dot) -> Bool { directory.org(dot.node) == mine && !purge.ownWrites.contains(dot) }
+        func late(_ dot: Dot) -> Bool { writtenHere(dot) && !purge.ownWrites.contains(dot) }
         let brings = delta.state.registers.contains { $0.versions.contains { late($0.dot) } }
             || delta.children.contains { $0.collection == TicketRecord.Collection.notes.rawValue && late($0.dot) }
         return brings ? purge : nil
@@ -163,11 +159,8 @@ extension CaseStore {
         guard !changed.isEmpty || !children.isEmpty,
               let h = try txn.withValue(schema.purgeHeld, key: id.bytes, { try HeldPurge.decode($0, ticket: id) }),
               h.through < through else { return }
-        let directory = configuration.directory
-        let mine = organisation
-        func ours(_ dot: Dot) -> Bool { directory.org(dot.node) == mine }
-        guard changed.contains(where: { record.state.registers[$0].versions.contains { ours($0.dot) } })
-                || children.contains(where: { ours($0.dot) }) else { return }
+        guard changed.contains(where: { record.state.registers[$0].versions.contains { writtenHere($0.dot) } })
+                || children.contains(where: { writtenHere($0.dot) }) else { return }
         try txn.put(schema.purgeHeld, key: id.bytes, value: HeldPurge(transfer: h.transfer, through: through, home: h.home).encode())
         try reloadWaitingPurges(txn)
     }

@@ -269,16 +269,28 @@ struct ScopedReplicationTests {
         #expect(!(try everything(fund)).contains("Иванова"))
     }
 
-    @Test("an office's note that reaches its centre after the centre purged the ticket is kept there until the home holds it")
-    func aLateNoteOfTheOfficeOutlivesTheCentresPurge() async throws {
-        // The centre links to region 52 (the home) and its office; the office only to the centre.
-        let p = try StorePeers([irk, office, novgorodNode], linked: [irk: ["38", "52"], office: ["38"], novgorodNode: ["38"]])
-        defer { p.close() }
+    /// irk-main, irk-office-1 and nn-main: the centre links to region 52 (the home) and its
+    /// office; the office only to the centre.
+    func regionWithOffice() throws -> StorePeers {
+        try StorePeers([irk, office, novgorodNode], linked: [irk: ["38", "52"], office: ["38"], novgorodNode: ["38"]])
+    }
+
+    /// Region 52 asks region 38 for information on a citizen's ticket; the centre and its office hold it.
+    func requestFromRegion52(_ p: StorePeers) async throws -> (Ticket, Transfer) {
         let (centre, branch, home) = (p.stores[0], p.stores[1], p.stores[2])
         let t = try await citizenTicket(home)
         let sent = try await home.send(transfer(t, .infoRequest, to: "38", scope: [.ref, .name]))
         _ = try await p.pull(centre, from: home)
         _ = try await p.pull(branch, from: centre)
+        return (t, sent)
+    }
+
+    @Test("an office's note that reaches its centre after the centre purged the ticket is kept there until the home holds it")
+    func aLateNoteOfTheOfficeOutlivesTheCentresPurge() async throws {
+        let p = try regionWithOffice()
+        defer { p.close() }
+        let (centre, branch, home) = (p.stores[0], p.stores[1], p.stores[2])
+        let (t, sent) = try await requestFromRegion52(p)
         _ = try await branch.perform(.addNote(TicketRef(t), text: "Ответ отделения: справка выдана", visibility: .shared), actor: ivanova)
         let officeFeed = try branch.feedPage(after: 0, limit: 10_000, maxBytes: 1 << 22, partner: nil).entries
         // Region 52 cancels; the centre, holding nothing it wrote, purges before the office's note reaches it.
@@ -324,13 +336,10 @@ struct ScopedReplicationTests {
 
     @Test("a hold waits for the home to hold a write of the centre's office that reached the held ticket after the hold began")
     func aHoldWaitsForTheOfficesLaterNote() async throws {
-        let p = try StorePeers([irk, office, novgorodNode], linked: [irk: ["38", "52"], office: ["38"], novgorodNode: ["38"]])
+        let p = try regionWithOffice()
         defer { p.close() }
         let (centre, branch, home) = (p.stores[0], p.stores[1], p.stores[2])
-        let t = try await citizenTicket(home)
-        let sent = try await home.send(transfer(t, .infoRequest, to: "38", scope: [.ref, .name]))
-        _ = try await p.pull(centre, from: home)
-        _ = try await p.pull(branch, from: centre)
+        let (t, sent) = try await requestFromRegion52(p)
         _ = try await centre.perform(.addNote(TicketRef(t), text: "Ответ центра", visibility: .shared), actor: ivanova)
         _ = try await branch.perform(.addNote(TicketRef(t), text: "Ответ отделения", visibility: .shared), actor: ivanova)
         p.clock.advance(10_000)
