@@ -28,7 +28,8 @@ import Replication
 ///   level and the records a repair sends), a few steps of the digest scrub run over
 ///   them and the digests read again; a damaged access log is appended to (a disclosure)
 ///   and a damaged counter (its first value is also this year's counter) numbers a new
-///   ticket; then everything is removed again.
+///   ticket; damaged purges and held purges meet an office's late note, an acknowledgement
+///   and the release it allows; then everything is removed again.
 public enum StoreFuzz {
     public static let modes = ["ticket-record", "transfer-record", "ticket-child", "transfer-child", "feed-entry",
                                "ticket-view", "transfer-view", "purge", "access-log", "fixed-values", "tables"]
@@ -186,7 +187,7 @@ public enum StoreFuzz {
     /// The tables mode 10 writes into, by its table byte (modulo their count).
     static let tableNames = ["access_log", "feed", "tickets", "records", "transfers", "children",
                              "idx_conflicts", "scope_feed", "idx_transfer_ticket", "idx_transfer_inbox", "idx_transfer_outbox",
-                             "digest_leaves", "digest_buckets", "digest_damaged", "counters"]
+                             "digest_leaves", "digest_buckets", "digest_damaged", "counters", "purged", "purge_held"]
 
     /// A store read with damaged tables: the values of the tables `table` picks.
     static func tables(_ input: inout FuzzBytes) {
@@ -195,7 +196,7 @@ public enum StoreFuzz {
         let s = store.schema
         let dbs = [s.accessLog, s.feed, s.tickets, s.records, s.transfers, s.children,
                    s.conflicted, s.scopeFeed, s.transfersByTicket, s.transferInbox, s.transferOutbox,
-                   s.digestLeaves, s.digestBuckets, s.digestDamaged, s.counters]
+                   s.digestLeaves, s.digestBuckets, s.digestDamaged, s.counters, s.purged, s.purgeHeld]
         let selector = Int(input.byte())
         let table = selector % dbs.count
         // Digests marked built: a scrub then counts a leaf that changed as damage.
@@ -233,6 +234,7 @@ public enum StoreFuzz {
                 }
                 try txn.put(s.meta, key: Schema.MetaKey.lastSequence, value: UInt64(0).bigEndianBytes)
             }
+            _ = try? store.reloadWaitingPurges()
         }
         for uri in ["/v1/audit/access?limit=1000", "/v1/audit/verify", "/v1/changes?since=0&limit=100", "/v1/tickets?limit=100",
                     "/v1/tickets?status=IN_WORK", "/v1/conflicts", "/v1/transfers?direction=in", "/v1/transfers?direction=out&overdue=true",
@@ -262,11 +264,43 @@ public enum StoreFuzz {
                                     ticket: "38-2026-9", fields: ["phone"], reason: "fuzz")
             _ = blocking { try? await store.recordAccess([entry]) }
         }
+        if table == 15 || table == 16 { purges(store, written: written) }
         if table == 14 {
             let draft = TicketDraft(channel: .phone, topic: "child-benefits", subject: "Единое пособие",
                                     statement: "Когда будет решение?", citizen: nil, assignee: "op-ivanova")
             _ = blocking { try? await store.create(draft, actor: FuzzWorld.supervisor) }
         }
+    }
+
+    /// Damaged purges and held purges, read as the node reads them: the waiting points
+    /// loaded as at open, an office's late note for each ticket a key names (a merge asks
+    /// the purge what it held, `lateOwnWrites`, and a held ticket's hold, `extendHold`),
+    /// the office's acknowledgement of the whole feed (this store has no link to any
+    /// home, so its own organisation's acknowledgement releases every hold) and the
+    /// release it allows.
+    static func purges(_ store: CaseStore, written: [[UInt8]]) {
+        _ = try? store.reloadWaitingPurges()
+        _ = try? store.heldPurgeCount()
+        _ = try? store.heldPurges()
+        var records: [RemoteRecord] = []
+        for (i, key) in written.prefix(4).enumerated() {
+            guard let id = RecordID(bytes: key) else { continue }
+            _ = try? store.purge(ofTicket: id)
+            let note = Note(id: RecordID(high: 7, low: UInt64(i)), ticketID: id, author: Actor(user: "op-f", role: "operator"),
+                            node: FuzzWorld.irkOffice, at: FuzzWorld.now, stamp: Stamp(millis: FuzzWorld.now, logical: UInt16(i)),
+                            visibility: .shared, text: "позднее примечание")
+            let state = RecordState(kind: TicketRecord.kind, id: id, registerCount: TicketRecord.schema.registers.count)
+            records.append(RemoteRecord(sequence: UInt64(i + 1), delta: RecordDelta(state: state, children: [TicketRecord.child(note)])))
+        }
+        if !records.isEmpty {
+            let batch = RemoteBatch(peer: FuzzWorld.irkOffice, sourceStoreID: [UInt8](repeating: 0x0F, count: 16),
+                                    throughSequence: UInt64(records.count), records: records)
+            _ = blocking { try? await store.merge(batch) }
+        }
+        if store.acknowledged(by: FuzzWorld.irkOffice, through: .max) || store.heldPurgeReleasable {
+            _ = blocking { try? await store.releaseHeldPurges() }
+        }
+        _ = try? store.heldPurgeCount()
     }
 
     /// This node's ticket counter of the year `FuzzWorld.now` falls in.

@@ -89,7 +89,20 @@ try store.readTxn { txn in
     try each(schema.checkpoints) { _, v in n += 1; write("store", "checkpoint-\(n)", [9] + v) }
 }
 write("store", "purge", [7] + Purge(ticket: withCitizen.id, transfer: RecordID(high: 5, low: 6), at: FuzzWorld.now,
-                                    state: .completed).encode())
+                                    state: .completed, ownWrites: VersionVector()).encode())
+// A purge that kept the office's latest write, and a held purge, as damaged tables (mode
+// 10: table 15 `purged`, 16 `purge_held`; a key field, then a value of two length bytes).
+var officeWrites = VersionVector()
+officeWrites.add(Dot(node: FuzzWorld.irkOffice, stamp: Stamp(millis: FuzzWorld.now - 60_000, logical: 2)))
+let ownPurge = Purge(ticket: withCitizen.id, transfer: RecordID(high: 5, low: 6), at: FuzzWorld.now, state: .cancelled,
+                     ownWrites: officeWrites).encode()
+write("store", "purge-own-writes", [7] + ownPurge)
+func tableSeed(_ table: UInt8, _ key: [UInt8], _ value: [UInt8]) -> [UInt8] {
+    [10, table, UInt8(key.count)] + key + [UInt8(value.count >> 8), UInt8(value.count & 0xFF)] + value
+}
+write("store", "table-purged", tableSeed(15, withCitizen.id.bytes, ownPurge))
+write("store", "table-purge-held", tableSeed(16, withCitizen.id.bytes,
+                                             HeldPurge(transfer: RecordID(high: 5, low: 6), through: 3, home: "52").encode()))
 
 // MARK: frame: the feed as a peer streams it, behind the harness's parameter byte.
 
