@@ -4,7 +4,7 @@
 #   (json, frame, store, token) for SECONDS (600) on its corpus, fuzz/corpus/TARGET.
 #   New inputs go to fuzz/.build-fuzz/corpus/TARGET (not the repository); crashes,
 #   hangs and leaks to fuzz/artifacts/TARGET/. Exits non-zero when the target failed.
-#   fuzz/run.sh build       only builds.
+#   fuzz/run.sh build       only builds (the targets and the seed writer fuzz-seeds).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 swift="${SWIFT:-swift}"
@@ -22,7 +22,8 @@ build() {
 }
 
 if [ "$target" = build ]; then
-  for t in json frame store token; do build --product "fuzz-$t"; done
+  # fuzz-seeds too, so that the seed writer cannot stop compiling unnoticed.
+  for t in json frame store token seeds; do build --product "fuzz-$t"; done
   exit 0
 fi
 case "$target" in json|frame|store|token) ;; *) echo "unknown target $target" >&2; exit 2 ;; esac
