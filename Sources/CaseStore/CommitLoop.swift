@@ -238,7 +238,7 @@ extension CaseStore {
         digestTouched(schema.kind, record.state.id, children: children)
         let kind = schema.kind.rawValue
         let id = record.state.id
-        seq += 1
+        try advance(&seq)
         let at = seq
         if !changed.isEmpty {
             var leaving: [UInt64: UInt64] = [:]
@@ -278,12 +278,22 @@ extension CaseStore {
         try txn.put(self.schema.feed, key: Keys.sequence(at), value: entry.encode(), options: .append)
         var written = [(at, entry)]
         while !rest.isEmpty {
-            seq += 1
+            try advance(&seq)
             entry = FeedEntry(kind: schema.kind, id: id, registerNumbers: 0, children: rest.prefix(FeedEntry.maxChildren).map(\.key))
             rest = rest.dropFirst(FeedEntry.maxChildren)
             try txn.put(self.schema.feed, key: Keys.sequence(seq), value: entry.encode(), options: .append)
             written.append((seq, entry))
         }
         try indexForPartners(schema, record, written, arrivedFrom: arrivedFrom, txn)
+    }
+
+    /// The next feed position. A stored last sequence already at the largest one a feed
+    /// may hold (2^53 − 1, which peers refuse past) is a damaged meta table: a corrupt
+    /// store, never a trap (`seq += 1` at UInt64.max was one).
+    func advance(_ seq: inout UInt64) throws {
+        guard seq < FeedPosition.maximum else {
+            throw CorruptRecord(what: "the feed's last sequence \(seq) leaves no position before 2^53 − 1")
+        }
+        seq += 1
     }
 }

@@ -117,7 +117,7 @@ extension CaseStore {
         var rest = keys[...]
         var numbers = schema.numbers(present)
         repeat {
-            seq += 1
+            try advance(&seq)
             let entry = FeedEntry(kind: schema.kind, id: id, registerNumbers: numbers, children: Array(rest.prefix(FeedEntry.maxChildren)))
             rest = rest.dropFirst(FeedEntry.maxChildren)
             numbers = 0

@@ -34,6 +34,11 @@ public struct RepairRound: Sendable {
     public var refused = 0
     /// Records found damaged here that the peer's copy replaced writes of.
     public var damagedReplaced = 0
+    /// Calls made and bytes of answers received: what the round cost, within its budget.
+    public var calls = 0
+    public var bytes = 0
+    /// Why the peer's answer was refused (the round ended there); `error` says it too.
+    public var refusal: RepairRefusal?
     public var error: String?
 }
 
@@ -56,15 +61,14 @@ public final class AntiEntropy: Sendable {
     let repairedRecords = Counter(label: "ekc_anti_entropy_repaired_records_total")
     let damagedReplaced = Counter(label: "ekc_anti_entropy_damaged_replaced_total")
 
-    /// Most buckets compared in one round: a peer that differs everywhere (a store
-    /// restored from nothing) is repaired over several rounds, not in one burst.
-    static let maxBucketsPerRound = 4096
-    /// Records per records request.
-    static let pullChunk = 500
+    /// What one round may cost (`RepairBudget`): a peer that answers endlessly, or
+    /// with records never asked for, costs at most this.
+    let budget: RepairBudget
 
     public init(store: CaseStore, tls: NodeTLS, peers: [PeerAddress], group: EventLoopGroup, replicator: Replicator,
-                interval: Duration?, logger: Logger) throws {
+                interval: Duration?, budget: RepairBudget = RepairBudget(), logger: Logger) throws {
         self.store = store
+        self.budget = budget
         self.tls = try tls.makeClientContext()
         self.peers = peers
         self.group = group
@@ -112,128 +116,196 @@ public final class AntiEntropy: Sendable {
         do {
             let (channel, multiplexer) = try await ReplicationConnection.open(peer, tls: tls, group: group)
             defer { channel.close(promise: nil) }
-            try await compare(peer, channel, multiplexer, &round)
+            try await run(RepairCalls(peer: peer, channel: channel, multiplexer: multiplexer), &round)
         } catch {
             round.error = "\(error)"
         }
-        if let error = round.error {
+        if let refusal = round.refusal {
+            // The peer answered what the protocol forbids: visible on the link, as a refused record is.
+            replicator.refusedAnswer(refusal, from: node)
+            logger.warning("anti-entropy round refused the peer's answer", metadata: [
+                "peer": "\(node)", "reason": "\(refusal.reason.rawValue)", "detail": "\(refusal.detail.prefix(300))",
+                "calls": "\(round.calls)"])
+        } else if let error = round.error {
             logger.warning("anti-entropy round failed", metadata: ["peer": "\(node)", "error": "\(error)"])
         } else if !round.equal {
             logger.notice("anti-entropy: digests differed", metadata: [
                 "peer": "\(node)", "scope": "\(scope)", "ranges": "\(round.differingRanges)", "buckets": "\(round.differingBuckets)",
                 "records": "\(round.differingRecords)", "pulled": "\(round.pulled)", "repaired": "\(round.repaired)"])
         }
-        let result = round.error != nil ? "failed" : !round.ready ? "not_ready" : round.equal ? "equal" : "repaired"
-        Counter(label: "ekc_anti_entropy_rounds_total", dimensions: [("result", result)]).increment()
+        Counter(label: "ekc_anti_entropy_rounds_total", dimensions: [("result", round.result)]).increment()
         Gauge(label: "ekc_anti_entropy_differing_records", dimensions: [("peer", node.value)]).record(round.differingRecords)
         lastRounds.withLockedValue { $0[node] = round }
         return round
     }
 
-    private func compare(_ peer: PeerAddress, _ channel: NIOCore.Channel, _ mux: NIOHTTP2Handler.StreamMultiplexer,
-                         _ round: inout RepairRound) async throws {
-        let scope = round.scope
-        func level(_ level: UInt32, _ position: Int) async throws -> WireDigestReply {
-            var request = WireDigestRequest()
-            request.protocolVersion = ReplicationProtocol.version
-            request.level = level
-            request.position = UInt32(position)
-            let (status, body) = try await ReplicationConnection.call(mux, on: channel, peer: peer, path: ReplicationProtocol.digestPath,
-                                                                      body: try WireCoding.serialize(request), maxBytes: 16 << 20)
+    /// One connection's calls to a peer.
+    struct RepairCalls {
+        let peer: PeerAddress
+        let channel: NIOCore.Channel
+        let multiplexer: NIOHTTP2Handler.StreamMultiplexer
+
+        /// The answer's body; nil (with the session fed) when there is none to read.
+        func call(_ path: String, _ body: [UInt8], maxBytes: Int, timeout: Duration) async throws -> [UInt8] {
+            let (status, answer) = try await ReplicationConnection.call(
+                multiplexer, on: channel, peer: peer, path: path, body: body, maxBytes: maxBytes,
+                timeout: .nanoseconds(Int64(clamping: timeout.components.seconds &* 1_000_000_000)))
             guard status == 200 else {
-                throw ReplicationCallError.refused(ReplicationProtocol.digestPath, status, String(decoding: body.prefix(300), as: UTF8.self))
+                throw ReplicationCallError.refused(path, status, String(decoding: answer.prefix(300), as: UTF8.self))
             }
-            return try WireCoding.parse(WireDigestReply.self, from: body)
+            return answer
         }
-        let top = try await level(0, 0)
-        let mine = try store.digestSummary(scope: scope)
-        let theirs = AntiEntropy.nodes(top.ranges)
-        round.ourRecords = mine.records
-        round.theirRecords = top.records
-        round.ourRoot = mine.root.hex
-        round.theirRoot = DigestSummary(scope: scope, records: top.records, ranges: theirs).root.hex
-        round.ready = top.ready && store.digestsReady
-        round.equal = round.ourRoot == round.theirRoot
-        guard round.ready, !round.equal else { return }
-        let ranges = DigestComparison.differing(mine.ranges, theirs)
-        round.differingRanges = ranges.count
-        var buckets: [UInt16] = []
-        for r in ranges where buckets.count < AntiEntropy.maxBucketsPerRound {
-            let reply = try await level(1, Int(r))
-            buckets += DigestComparison.differing(try store.digestBuckets(scope: scope, range: UInt8(r)), AntiEntropy.nodes(reply.ranges))
-        }
-        round.differingBuckets = buckets.count
-        var toPull: [RecordRef] = []
-        for b in buckets.prefix(AntiEntropy.maxBucketsPerRound) {
-            let reply = try await level(2, Int(b))
-            let theirEntries = reply.entries.compactMap { e -> DigestEntry? in
-                guard (1...255).contains(e.kind.rawValue), let id = RecordID(bytes: Array(e.id)), let sum = DigestSum(bytes: Array(e.sum))
-                else { return nil }
-                return DigestEntry(kind: RecordKindID(rawValue: UInt8(e.kind.rawValue)), id: id, value: sum)
-            }
-            let ours = try store.digestEntries(scope: scope, bucket: b)
-            let pull = DigestComparison.toPull(mine: ours, theirs: theirEntries)
-            round.differingRecords += pull.count + DigestComparison.toOffer(mine: ours, theirs: theirEntries)
-                .filter { o in !pull.contains { $0.kind == o.kind && $0.id == o.id } }.count
-            toPull += pull.map { RecordRef(kind: $0.kind, id: $0.id) }
-        }
-        try await pull(toPull, from: peer, channel, mux, &round)
     }
 
-    /// Pulls whole records in chunks and merges each chunk as a repair.
-    private func pull(_ refs: [RecordRef], from peer: PeerAddress, _ channel: NIOCore.Channel, _ mux: NIOHTTP2Handler.StreamMultiplexer,
-                      _ round: inout RepairRound) async throws {
+    /// Carries out the round's session (`RepairSession`): each call, this node's side of
+    /// each level, each merge; the session checks the answers and decides what is next.
+    private func run(_ calls: RepairCalls, _ round: inout RepairRound) async throws {
+        let scope = round.scope
         let reading = RecordReading(kinds: store.kinds, check: CheckContext(directory: store.configuration.directory))
-        var rest = refs[...]
-        while !rest.isEmpty {
-            var ask = Array(rest.prefix(AntiEntropy.pullChunk))
-            rest = rest.dropFirst(ask.count)
-            // A response carries about 4 MiB: what it left out is asked again.
-            while !ask.isEmpty {
+        var session = RepairSession(configuration: .init(budget: budget, kinds: Set(store.kinds.schemas.map(\.kind)),
+                                                         position: { DigestHashing.position($0, $1) }))
+        var ourSummary: DigestSummary?
+        var actions = session.start(now: SessionTimer.now())[...]
+        while let action = actions.popFirst() {
+            let next: [RepairSession.Action]
+            switch action {
+            case .compare(let level, let maxBytes, let timeout):
+                var request = WireDigestRequest()
+                request.protocolVersion = ReplicationProtocol.version
+                (request.level, request.position) = level.wire
+                let body: [UInt8]
+                do {
+                    body = try await calls.call(ReplicationProtocol.digestPath, try WireCoding.serialize(request),
+                                                maxBytes: maxBytes, timeout: timeout)
+                } catch {
+                    next = AntiEntropy.failed(&session, error)
+                    actions = next[...]
+                    continue
+                }
+                let reply: WireDigestReply
+                do { reply = try WireCoding.parse(WireDigestReply.self, from: body) } catch {
+                    actions = session.answerUndecodable("DigestReply: \(error)", bytes: body.count, now: SessionTimer.now())[...]
+                    continue
+                }
+                let ours: OurDigest
+                switch level {
+                case .ranges:
+                    let summary = try store.digestSummary(scope: scope)
+                    ourSummary = summary
+                    ours = .summary(records: summary.records, ranges: summary.ranges, ready: store.digestsReady)
+                case .buckets(let range): ours = .buckets(try store.digestBuckets(scope: scope, range: range))
+                case .records(let bucket): ours = .records(try store.digestEntries(scope: scope, bucket: bucket))
+                }
+                next = session.compared(level, theirs: AntiEntropy.answer(reply), ours: ours, bytes: body.count, now: SessionTimer.now())
+            case .fetch(let refs, let maxBytes, let timeout):
                 var request = WireRecordsRequest()
                 request.protocolVersion = ReplicationProtocol.version
-                request.records = ask.map { r in
+                request.records = refs.map { r in
                     var w = WireRecordRef()
                     w.kind = .init(rawValue: Int(r.kind.rawValue)) ?? .unspecified
                     w.id = Data(r.id.bytes)
                     return w
                 }
-                let (status, body) = try await ReplicationConnection.call(mux, on: channel, peer: peer, path: ReplicationProtocol.recordsPath,
-                                                                          body: try WireCoding.serialize(request))
-                guard status == 200 else {
-                    throw ReplicationCallError.refused(ReplicationProtocol.recordsPath, status, String(decoding: body.prefix(300), as: UTF8.self))
+                let body: [UInt8]
+                do {
+                    body = try await calls.call(ReplicationProtocol.recordsPath, try WireCoding.serialize(request),
+                                                maxBytes: maxBytes, timeout: timeout)
+                } catch {
+                    actions = AntiEntropy.failed(&session, error)[...]
+                    continue
                 }
-                var decoder = FrameDecoder(reading: reading)
-                decoder.append(body)
-                var records: [RemoteRecord] = []
-                while let frame = try decoder.next() {
-                    if case .batch(let b) = frame { records += b.records }
+                do {
+                    next = session.fetched(try AntiEntropy.records(body, reading), bytes: body.count, now: SessionTimer.now())
+                } catch {
+                    next = session.answerUndecodable("records answer: \(error)", bytes: body.count, now: SessionTimer.now())
                 }
-                try decoder.finish()
-                guard !records.isEmpty else { break }
-                let got = Set(records.compactMap { r -> RecordRef? in
-                    guard case .delta(let d) = r.content else { return nil }
-                    return RecordRef(kind: d.kind, id: d.id)
-                })
-                ask.removeAll { got.contains($0) }
-                round.pulled += records.count
-                let report = try await store.merge(RemoteBatch(peer: peer.node, sourceStoreID: [], throughSequence: 0,
-                                                               records: records, repair: true))
-                replicator.booked(report, from: peer.node)
-                round.repaired += report.changedRecords
-                round.refused += report.rejections.count
-                round.damagedReplaced += report.repairedDamaged
-                repairedRecords.increment(by: report.changedRecords)
-                damagedReplaced.increment(by: report.repairedDamaged)
-                if got.isEmpty { break }
+            case .merge(let records):
+                do {
+                    let report = try await store.merge(RemoteBatch(peer: calls.peer.node, sourceStoreID: [], throughSequence: 0,
+                                                                   records: records, repair: true))
+                    replicator.booked(report, from: calls.peer.node)
+                    repairedRecords.increment(by: report.changedRecords)
+                    damagedReplaced.increment(by: report.repairedDamaged)
+                    next = session.merged(changed: report.changedRecords, refused: report.rejections.count,
+                                          damagedReplaced: report.repairedDamaged, now: SessionTimer.now())
+                } catch {
+                    next = session.mergeFailed("\(error)")
+                }
+            case .finish(let outcome):
+                round.record(outcome, ourRoot: ourSummary?.root.hex ?? "",
+                             theirRoot: DigestSummary(scope: scope, records: outcome.theirRecords, ranges: outcome.theirRanges).root.hex)
+                return
             }
+            actions = next[...]
         }
     }
 
-    static func nodes(_ ranges: [WireDigestRange]) -> [DigestNode] {
-        ranges.compactMap { r in
-            guard r.position <= 0xffff, let sum = DigestSum(bytes: Array(r.sum)) else { return nil }
-            return DigestNode(position: UInt16(r.position), sum: sum, records: r.records)
+    /// A call that brought no answer to check: an answer over its size is the session's
+    /// to judge (the budget's or the protocol's limit); anything else failed the call.
+    private static func failed(_ session: inout RepairSession, _ error: Error) -> [RepairSession.Action] {
+        if case ReplicationCallError.tooLarge = error { return session.answerTooLarge(now: SessionTimer.now()) }
+        return session.callFailed("\(error)")
+    }
+
+    /// A digest reply's values as the peer sent them, for the session to check.
+    static func answer(_ reply: WireDigestReply) -> DigestAnswer {
+        DigestAnswer(ready: reply.ready, records: reply.records,
+                     ranges: reply.ranges.map { .init(position: $0.position, sum: Array($0.sum), records: $0.records) },
+                     entries: reply.entries.map { .init(kind: $0.kind.rawValue, id: Array($0.id), sum: Array($0.sum)) })
+    }
+
+    /// A records answer: ChangeBatch frames only, each record decoded and checked on its
+    /// own (a record that fails is a refused entry, still named by kind and id).
+    static func records(_ body: [UInt8], _ reading: RecordReading) throws -> [RemoteRecord] {
+        var decoder = FrameDecoder(reading: reading)
+        decoder.append(body)
+        var records: [RemoteRecord] = []
+        while let frame = try decoder.next() {
+            switch frame {
+            case .batch(let b): records += b.records
+            case .unknown: continue  // a later revision's frame kind (§4)
+            case .header, .heartbeat, .error: throw RecordsAnswerError.notABatch
+            }
         }
+        try decoder.finish()
+        return records
+    }
+
+    enum RecordsAnswerError: Error, CustomStringConvertible {
+        case notABatch
+        var description: String { "a records answer holds ChangeBatch frames only" }
+    }
+}
+
+extension RepairRound {
+    /// What the session's outcome says, in the shape the API shows.
+    mutating func record(_ o: RepairOutcome, ourRoot: String, theirRoot: String) {
+        ready = o.ready
+        equal = o.equal
+        ourRecords = o.ourRecords
+        theirRecords = o.theirRecords
+        self.ourRoot = ourRoot
+        self.theirRoot = theirRoot
+        differingRanges = o.differingRanges
+        differingBuckets = o.differingBuckets
+        differingRecords = o.differingRecords
+        pulled = o.pulled
+        repaired = o.repaired
+        refused = o.refused
+        damagedReplaced = o.damagedReplaced
+        calls = o.calls
+        bytes = o.bytes
+        switch o.end {
+        case .complete, .notReady: break
+        case .failed(let why): error = why
+        case .refused(let r):
+            refusal = r
+            error = "refused the peer's answer: \(r)"
+        }
+    }
+
+    /// The result as the rounds metric counts it.
+    var result: String {
+        refusal != nil ? "refused" : error != nil ? "failed" : !ready ? "not_ready" : equal ? "equal" : "repaired"
     }
 }

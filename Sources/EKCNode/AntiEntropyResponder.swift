@@ -22,6 +22,14 @@ enum AntiEntropyResponder {
         path == ReplicationProtocol.digestPath || path == ReplicationProtocol.recordsPath
     }
 
+    /// A request body past the protocol's 64 KiB, named as the request it was meant to be.
+    static func bodyTooLarge(path: String) -> Reply {
+        path == ReplicationProtocol.digestPath
+            ? .refused(400, "the DigestRequest exceeds \(ReplicationProtocol.maxRequestBytes) bytes")
+            : .refused(400, "the RecordsRequest exceeds \(ReplicationProtocol.maxRequestBytes) bytes "
+                + "(records: at most \(ReplicationProtocol.maxRecordsPerRequest) per request)")
+    }
+
     /// `partner`: the caller's organisation ("" for a peer the topology does not name).
     static func answer(method: String, path: String, body: [UInt8], allowed: Bool, partner: String, store: CaseStore) -> Reply {
         guard allowed, !partner.isEmpty else { return .refused(403, "not a peer of this node") }

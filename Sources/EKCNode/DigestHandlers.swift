@@ -109,6 +109,18 @@ extension OperatorAPI {
         w.field("repaired", round.repaired)
         w.field("refused", round.refused)
         w.field("damagedReplaced", round.damagedReplaced)
+        w.field("calls", round.calls)
+        w.field("bytes", round.bytes)
+        w.field("result", round.result)
+        w.key("refusal")
+        if let r = round.refusal {
+            w.beginObject()
+            w.field("reason", r.reason.rawValue)
+            w.field("detail", r.detail)
+            w.endObject()
+        } else {
+            w.null()
+        }
         w.field("error", round.error)
         w.endObject()
     }

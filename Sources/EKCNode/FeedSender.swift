@@ -58,7 +58,11 @@ final class FeedSender: ChannelInboundHandler {
             guard !bodyRefused else { return }
             guard body.count + chunk.readableBytes <= ReplicationProtocol.maxRequestBytes else {
                 bodyRefused = true
-                run(session.requestBodyTooLarge())
+                if let h = head, AntiEntropyResponder.handles(h.uri) {
+                    answer(context, h, AntiEntropyResponder.bodyTooLarge(path: h.uri))
+                } else {
+                    run(session.requestBodyTooLarge())
+                }
                 return
             }
             body += chunk.readableBytesView
@@ -238,8 +242,11 @@ final class FeedSender: ChannelInboundHandler {
 
     /// A digest or records request (anti-entropy): one answer, then the stream ends.
     private func answerAntiEntropy(_ context: ChannelHandlerContext, _ h: HTTPRequestHead) {
-        let reply = AntiEntropyResponder.answer(method: h.method.rawValue, path: h.uri, body: body, allowed: allowed,
-                                                partner: partner, store: store)
+        answer(context, h, AntiEntropyResponder.answer(method: h.method.rawValue, path: h.uri, body: body, allowed: allowed,
+                                                       partner: partner, store: store))
+    }
+
+    private func answer(_ context: ChannelHandlerContext, _ h: HTTPRequestHead, _ reply: AntiEntropyResponder.Reply) {
         if reply.status >= 400 {
             logger.warning("anti-entropy request refused", metadata: [
                 "peer": "\(peer?.value ?? "unidentified")", "path": "\(h.uri)", "status": "\(reply.status)",

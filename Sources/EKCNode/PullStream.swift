@@ -125,6 +125,9 @@ final class PullStream: ChannelInboundHandler {
             case .linkEvent(let e):
                 replicator.record(e, from: peer.node)
             case .close(let reason, let applied):
+                // What the peer sent broke the protocol: counted on the link as a refusal too.
+                if case .protocolViolation(let why) = reason { replicator.refusedAnswer("protocol_violation", why, from: peer.node) }
+                if case .undecodable(let why) = reason { replicator.refusedAnswer("malformed_answer", why, from: peer.node) }
                 timer.cancel()
                 done.succeed((reason, applied))
                 context.close(promise: nil)

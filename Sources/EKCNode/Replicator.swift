@@ -96,6 +96,24 @@ public final class Replicator: Sendable {
         }
     }
 
+    /// Books an answer of the peer that a call of ours refused (anti-entropy, the pull
+    /// stream's header, batches and heartbeats): counted and listed on the link as a
+    /// refused record is, under the answer's reason.
+    func refusedAnswer(_ reason: String, _ detail: String, from node: NodeID) {
+        metrics.rejected(peer: node, reason: reason)
+        update(node) { s in
+            s.rejected.records += 1
+            s.rejected.byReason[reason, default: 0] += 1
+            s.rejected.recent.append(.init(at: Date(), sequence: 0, kind: nil, id: nil, reason: reason,
+                                           detail: String(detail.prefix(500)), whole: true))
+            if s.rejected.recent.count > 20 { s.rejected.recent.removeFirst(s.rejected.recent.count - 20) }
+        }
+    }
+
+    func refusedAnswer(_ refusal: RepairRefusal, from node: NodeID) {
+        refusedAnswer(refusal.reason.rawValue, "anti-entropy: \(refusal.detail)", from: node)
+    }
+
     /// What the session says of the link, in its status.
     func record(_ event: PullLinkEvent, from node: NodeID) {
         let now = Date()

@@ -234,6 +234,10 @@ final class FeedSessionTests: XCTestCase {
                        SessionError(.badRequest, "checkpoint.source_store_id is longer than 64 bytes"))
         let longest = FeedCheckpoint(sourceStoreID: Array(repeating: 1, count: 64), sequence: 3)
         XCTAssertNil(refusal(Self.request(checkpoint: longest)))  // another store: a reset, not a refusal
+        // A feed position past 2^53 − 1 is refused here as the puller refuses it in a header.
+        XCTAssertEqual(refusal(Self.request(checkpoint: FeedCheckpoint(sourceStoreID: [1], sequence: .max))),
+                       SessionError(.badRequest, "checkpoint.sequence 18446744073709551615 is past the largest feed position, 2^53 − 1"))
+        XCTAssertNil(refusal(Self.request(checkpoint: FeedCheckpoint(sourceStoreID: [1], sequence: FeedPosition.maximum))))
         XCTAssertNil(refusal(Self.request()))
     }
 

@@ -19,17 +19,21 @@ final class PullSessionTests: XCTestCase {
     static let config = Session.Configuration(peer: peer, protocolVersion: 2, mergeLimit: 1024)
     static let t0 = MonotonicInstant(nanoseconds: 1_000_000_000_000)
     static let wall: Millis = 1_795_000_000_000
+    /// The peer's last sequence in the random schedules: past any batch they send.
+    static let randomLast: UInt64 = 10_000_000
 
     static func at(_ seconds: Double) -> MonotonicInstant { t0 + .milliseconds(Int64(seconds * 1000)) }
 
-    static func gathered(_ sequences: ClosedRange<UInt64>, sourceLast: UInt64 = 100) -> Session.Gathered {
-        .init(sourceStoreID: storeID, payloads: sequences.map { Int($0) }, through: sequences.upperBound, sourceLast: sourceLast)
+    static func gathered(_ sequences: ClosedRange<UInt64>, sourceLast: UInt64? = nil) -> Session.Gathered {
+        .init(sourceStoreID: storeID, payloads: sequences.map { Int($0) }, through: sequences.upperBound,
+              sourceLast: sourceLast ?? max(100, sequences.upperBound))
     }
 
     @discardableResult
-    static func batch(_ m: inout Session, _ sequences: ClosedRange<UInt64>, sourceLast: UInt64 = 100,
+    /// A batch of `sequences`; the peer's last sequence is the header's (100) or the batch's end.
+    static func batch(_ m: inout Session, _ sequences: ClosedRange<UInt64>, sourceLast: UInt64? = nil,
                       now: MonotonicInstant = t0) -> [Action] {
-        m.batch(sequences: Array(sequences), through: sequences.upperBound, sourceLast: sourceLast,
+        m.batch(sequences: Array(sequences), through: sequences.upperBound, sourceLast: sourceLast ?? max(100, sequences.upperBound),
                 payloads: sequences.map { Int($0) }, now: now)
     }
 
@@ -112,7 +116,7 @@ final class PullSessionTests: XCTestCase {
         case .batch: batch(&m, 60...60, now: at(1))
         case .badBatch: batch(&m, 40...40, now: at(1))
         case .heartbeat:
-            m.heartbeat(sourceLastSequence: 120, sourceStamp: Stamp(millis: wall + 500, logical: 3),
+            m.heartbeat(sourceLastSequence: 1000, sourceStamp: Stamp(millis: wall + 500, logical: 3),
                         localWallMillis: wall, now: at(1))
         case .errorFrame: m.errorFrame(shutdown)
         case .undecodable: m.undecodable("varint too long")
@@ -136,7 +140,7 @@ final class PullSessionTests: XCTestCase {
         func violation(_ s: String) -> Outcome { closes(.protocolViolation(s)) }
         let refused403 = closes(.refused(status: 403, error: nil))
         let idle15 = closes(.idleTimeout(.seconds(15)))
-        let heartbeat: Outcome = ([.linkEvent(.heartbeat(peerSequence: 120, clockOffsetMillis: 500))], "")
+        let heartbeat: Outcome = ([.linkEvent(.heartbeat(peerSequence: 1000, clockOffsetMillis: 500))], "")
 
         /// What every begun stream does alike; `same` is the state name it stays in.
         func streamingCommon(_ same: String, _ position: UInt64) -> [Event: Outcome] {
@@ -348,17 +352,32 @@ final class PullSessionTests: XCTestCase {
         XCTAssertEqual(close { $0.batch(sequences: [51], through: 52, sourceLast: 9, payloads: [], now: Self.t0) },
                        [.close(.unexpectedEvent("a batch with 1 sequences and 0 payloads in streaming"), appliedAny: false)])
         // A batch that only advances through_sequence (§4.2) is merged: it moves the checkpoint.
-        XCTAssertEqual(close { $0.batch(sequences: [], through: 70, sourceLast: 90, payloads: [], now: Self.t0) },
-                       [.submitMerge(.init(sourceStoreID: Self.storeID, payloads: [], through: 70, sourceLast: 90))])
+        XCTAssertEqual(close { $0.batch(sequences: [], through: 70, sourceLast: 110, payloads: [], now: Self.t0) },
+                       [.submitMerge(.init(sourceStoreID: Self.storeID, payloads: [], through: 70, sourceLast: 110))])
+        // The peer's last sequence: never behind what it said (the header's 100), never
+        // before the batch's end, never past a feed position.
+        XCTAssertEqual(close { $0.batch(sequences: [51], through: 52, sourceLast: 99, payloads: [1], now: Self.t0) },
+                       [.close(.protocolViolation("batch.source_last_sequence 99 is behind 100, which the peer said before: its feed only grows"),
+                               appliedAny: false)])
+        XCTAssertEqual(close { $0.batch(sequences: [151], through: 152, sourceLast: 151, payloads: [1], now: Self.t0) },
+                       [.close(.protocolViolation("invalid batch: batch.through_sequence 152 is past its source_last_sequence 151"),
+                               appliedAny: false)])
+        for last in [FeedPosition.maximum + 1, UInt64.max] {
+            XCTAssertEqual(close { $0.batch(sequences: [51], through: 52, sourceLast: last, payloads: [1], now: Self.t0) },
+                           [.close(.protocolViolation("batch.source_last_sequence \(last) is past the largest feed position, 2^53 − 1"),
+                                   appliedAny: false)])
+        }
+        XCTAssertEqual(close { $0.batch(sequences: [51], through: 52, sourceLast: FeedPosition.maximum, payloads: [1], now: Self.t0) },
+                       [.submitMerge(.init(sourceStoreID: Self.storeID, payloads: [1], through: 52, sourceLast: FeedPosition.maximum))])
     }
 
     func testPipelinedMergesAndFlowControl() {
         var m = Self.machine(.streaming)
         XCTAssertEqual(Self.batch(&m, 51...100, sourceLast: 2000), [.submitMerge(Self.gathered(51...100, sourceLast: 2000))])
         // While it commits, batches gather behind it; sourceLast is the latest said.
-        XCTAssertEqual(Self.batch(&m, 101...400, sourceLast: 2100), [])
+        XCTAssertEqual(Self.batch(&m, 101...400, sourceLast: 2050), [])
         XCTAssertTrue(m.acceptsFrames)
-        XCTAssertEqual(Self.batch(&m, 401...800, sourceLast: 2050), [])
+        XCTAssertEqual(Self.batch(&m, 401...800, sourceLast: 2100), [])
         // 700 gathered: another 512 would not fit in 1,024, so no more frames and no read.
         XCTAssertFalse(m.acceptsFrames)
         XCTAssertNil(m.nextTick, "not listening while our merge holds reads back")
@@ -404,18 +423,59 @@ final class PullSessionTests: XCTestCase {
 
     func testHeartbeatReportsClockOffset() {
         var m = Self.machine(.streaming)
-        XCTAssertEqual(m.heartbeat(sourceLastSequence: 7, sourceStamp: .zero, localWallMillis: Self.wall, now: Self.t0),
-                       [.linkEvent(.heartbeat(peerSequence: 7, clockOffsetMillis: nil))])
-        XCTAssertEqual(m.heartbeat(sourceLastSequence: 8, sourceStamp: Stamp(millis: Self.wall - 2_000, logical: 0),
+        XCTAssertEqual(m.heartbeat(sourceLastSequence: 107, sourceStamp: .zero, localWallMillis: Self.wall, now: Self.t0),
+                       [.linkEvent(.heartbeat(peerSequence: 107, clockOffsetMillis: nil))])
+        XCTAssertEqual(m.heartbeat(sourceLastSequence: 108, sourceStamp: Stamp(millis: Self.wall - 2_000, logical: 0),
                                    localWallMillis: Self.wall, now: Self.t0),
-                       [.linkEvent(.heartbeat(peerSequence: 8, clockOffsetMillis: -2_000))])
+                       [.linkEvent(.heartbeat(peerSequence: 108, clockOffsetMillis: -2_000))])
+    }
+
+    /// A heartbeat's values are a peer's answer too: a last sequence past any feed
+    /// position (UInt64.max once showed as a lag of 1.8e19 records), behind what the peer
+    /// said before, or a stamp outside 2000–2200 closes the stream as a violation.
+    func testHeartbeatValuesAreChecked() {
+        func heartbeat(_ last: UInt64, _ stamp: Stamp = .zero) -> [Action] {
+            var m = Self.machine(.streaming)
+            return m.heartbeat(sourceLastSequence: last, sourceStamp: stamp, localWallMillis: Self.wall, now: Self.t0)
+        }
+        XCTAssertEqual(heartbeat(.max), [.close(.protocolViolation(
+            "heartbeat.source_last_sequence 18446744073709551615 is past the largest feed position, 2^53 − 1"), appliedAny: false)])
+        XCTAssertEqual(heartbeat(FeedPosition.maximum + 1).count, 1)
+        XCTAssertEqual(heartbeat(FeedPosition.maximum), [.linkEvent(.heartbeat(peerSequence: FeedPosition.maximum, clockOffsetMillis: nil))])
+        XCTAssertEqual(heartbeat(99), [.close(.protocolViolation(
+            "heartbeat.source_last_sequence 99 is behind 100, which the peer said before: its feed only grows"), appliedAny: false)])
+        XCTAssertEqual(heartbeat(100), [.linkEvent(.heartbeat(peerSequence: 100, clockOffsetMillis: nil))])
+        for bad in [Stamp(raw: 1), Stamp(raw: .max), Stamp(millis: PlausibleTime.range.upperBound, logical: 0)] {
+            XCTAssertEqual(heartbeat(100, bad), [.close(.protocolViolation(
+                "heartbeat.source_stamp \(bad.millis) ms is not a time between 2000 and 2200"), appliedAny: false)])
+        }
+        // After a batch, the peer's last is at least the batch's.
+        var m = Self.machine(.streaming)
+        Self.batch(&m, 51...52, sourceLast: 300)
+        XCTAssertEqual(m.heartbeat(sourceLastSequence: 200, sourceStamp: .zero, localWallMillis: Self.wall, now: Self.t0).count, 1)
+        XCTAssertTrue(m.isClosed)
+    }
+
+    func testHeaderPositionsAreChecked() {
+        func header(resumeAfter: UInt64, last: UInt64) -> [Action] {
+            var m = Self.machine(.awaitingHeader)
+            return Self.header(&m, resumeAfter: resumeAfter, last: last)
+        }
+        XCTAssertEqual(header(resumeAfter: 101, last: 100), [.close(.protocolViolation(
+            "stream header resume_after 101 is past its last_sequence 100: a feed resumes within itself"), appliedAny: false)])
+        XCTAssertEqual(header(resumeAfter: 0, last: .max), [.close(.protocolViolation(
+            "stream header last_sequence 18446744073709551615 is past the largest feed position, 2^53 − 1"), appliedAny: false)])
+        XCTAssertEqual(header(resumeAfter: 50, last: 50).count, 1)
+        var m = Self.machine(.awaitingHeader)
+        Self.header(&m, resumeAfter: 50, last: 50)
+        XCTAssertEqual(Self.name(m), "streaming")
     }
 
     func testIdleTimeoutFiresExactlyAfterTheTimeoutWithNothingHeard() {
         var m = Self.machine(.streaming)
         XCTAssertEqual(m.nextTick, Self.at(15))
         XCTAssertEqual(m.tick(now: Self.at(10)), [])
-        _ = m.heartbeat(sourceLastSequence: 1, sourceStamp: .zero, localWallMillis: 0, now: Self.at(10))
+        _ = m.heartbeat(sourceLastSequence: 101, sourceStamp: .zero, localWallMillis: 0, now: Self.at(10))
         XCTAssertEqual(m.tick(now: Self.at(24.999)), [])
         // Bytes of a long frame still arriving count as heard.
         XCTAssertEqual(m.readComplete(now: Self.at(20)), [.read])
@@ -532,7 +592,7 @@ final class PullSessionTests: XCTestCase {
             if Int.random(in: 0..<200, using: &rng) == 0 { through = sent }
             let before = m.state
             step(n, heard: true) {
-                $0.batch(sequences: sequences, through: through, sourceLast: through + 10,
+                $0.batch(sequences: sequences, through: through, sourceLast: Self.randomLast,
                          payloads: sequences.map { Int($0) }, now: now)
             }
             if case .streaming = before, case .streaming = m.state { sent = through }
@@ -585,14 +645,14 @@ final class PullSessionTests: XCTestCase {
                 if r < 300 { step(n, heard: true) { $0.responseHead(status: 200, now: now) } }
                 else if r < 600 && readOutstanding { readComplete(n) } else { tick(n) }
             case .awaitingHeader:
-                if r < 300 { step(n, heard: true) { Self.header(&$0, resumeAfter: sent, last: sent + 500, now: now) } }
+                if r < 300 { step(n, heard: true) { Self.header(&$0, resumeAfter: sent, last: Self.randomLast, now: now) } }
                 else if r < 600 && readOutstanding { readComplete(n) } else { tick(n) }
             case .streaming:
                 if r < 350 && m.acceptsFrames {
                     randomBatch(n)
                 } else if r < 450 {
                     step(n, heard: true) {
-                        $0.heartbeat(sourceLastSequence: sent, sourceStamp: Stamp(millis: Self.wall, logical: 0),
+                        $0.heartbeat(sourceLastSequence: Self.randomLast, sourceStamp: Stamp(millis: Self.wall, logical: 0),
                                      localWallMillis: Self.wall, now: now)
                     }
                 } else if r < 650 && !mergesOut.isEmpty {

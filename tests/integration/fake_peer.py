@@ -20,6 +20,14 @@ application/x-ekc-frames`, and a body of length-delimited `Frame`s:
    changes all lie at or before it is not sent);
 4. then the stream stays open: a Heartbeat every `heartbeat_interval` (2 s) until the
    peer is stopped, and batches added later with `add_batch` as they are added.
+   `heartbeat_last` (None: the last batch's through) scripts the heartbeats'
+   source_last_sequence, hostile values included.
+
+Anti-entropy calls (`POST /replication/v2/digest`, `/replication/v2/records`, README §13)
+are answered by `answer(path, request)` when a test sets it: `request` is the parsed
+DigestRequest or RecordsRequest, and the answer is `(status, content_type, body bytes)`,
+sent as one unary response whatever it holds; every call is logged in `calls` as
+`(path, request)`. Without `answer` those paths are 404.
 
 Records are scripted as bytes (or a message with SerializeToString, or a
 v2_records.BuiltTicket), so a test can send bytes no protobuf library would produce.
@@ -56,6 +64,8 @@ import h2.exceptions
 from v2_records import delimited, now_ms, split_delimited, varint
 
 PULL_PATH = "/replication/v2/pull"
+DIGEST_PATH = "/replication/v2/digest"
+RECORDS_PATH = "/replication/v2/records"
 PROTOBUF_TYPE = "application/x-protobuf"
 FRAMES_TYPE = "application/x-ekc-frames"
 MAX_REQUEST_BYTES = 64 * 1024
@@ -240,6 +250,9 @@ class FakePeer:
         self.handshake_failures = []  # [repr of the error]
         self.connections = 0
         self.errors = []              # unexpected exceptions in connection threads
+        self.heartbeat_last = None    # a heartbeat's source_last_sequence (None: the last batch's through)
+        self.answer = None            # answer(path, request) -> (status, content_type, body): anti-entropy calls
+        self.calls = []               # [(path, parsed request)] of the anti-entropy calls answered
         self.port = None
 
     # --- script ------------------------------------------------------------------------------
@@ -390,8 +403,8 @@ class FakePeer:
         return delimited(self.pb2.Frame(**kind).SerializeToString())
 
     def heartbeat_frame(self) -> bytes:
-        return self._frame(heartbeat=self.pb2.Heartbeat(source_last_sequence=self.last_sequence,
-                                                        source_stamp=now_ms() << 16))
+        last = self.last_sequence if self.heartbeat_last is None else self.heartbeat_last
+        return self._frame(heartbeat=self.pb2.Heartbeat(source_last_sequence=last, source_stamp=now_ms() << 16))
 
     def error_frame(self, code: int, message: str) -> bytes:
         return self._frame(error=self.pb2.StreamError(code=code, message=message, min_protocol_version=2,
@@ -492,6 +505,8 @@ class _Connection:
         with peer._lock:
             peer.requests.append(log)
         code = pb2.StreamError
+        if log.path in (DIGEST_PATH, RECORDS_PATH) and peer.answer is not None:
+            return self.answer_call(sid, log)
         if log.path != PULL_PATH:
             return self.refuse(sid, log, 404, None, "")
         if log.method != "POST":
@@ -536,6 +551,28 @@ class _Connection:
         self.queue(s, peer._frame(header=header), "header")
         self.queue(s, peer.heartbeat_frame(), "heartbeat")
         s.last_heartbeat = time.monotonic()
+
+    def answer_call(self, sid: int, log: PullLog):
+        """An anti-entropy call, answered as the test scripts it (one response, then END_STREAM)."""
+        request = (self.pb2.DigestRequest if log.path == DIGEST_PATH else self.pb2.RecordsRequest)()
+        try:
+            request.ParseFromString(log.body)
+        except Exception:
+            request = None
+        with self.peer._lock:
+            self.peer.calls.append((log.path, request))
+        status, content_type, body = self.peer.answer(log.path, request)
+        log.status = status
+        slog = StreamLog(client=self.client, stream_id=sid, status=status)
+        s = _Stream(sid, slog, 0, live=False)
+        self.streams[sid] = s
+        self.h2.send_headers(sid, [(":status", str(status)), ("content-type", content_type),
+                                   ("content-length", str(len(body)))], end_stream=not body)
+        if not body:
+            slog.ended = True
+            del self.streams[sid]
+            return
+        self.queue(s, body, "answer")
 
     def refuse(self, sid: int, log: PullLog, status: int, code, message: str):
         log.status = status

@@ -426,6 +426,10 @@ public struct FeedSession: Sendable {
         if let c = pull.checkpoint, c.sourceStoreID.count > configuration.maxStoreIDBytes {
             return .failure(.init(.badRequest, "checkpoint.source_store_id is longer than \(configuration.maxStoreIDBytes) bytes"))
         }
+        // The same rule as for every feed position a peer states (the puller's side too).
+        if let c = pull.checkpoint, let why = FeedPosition.check(c.sequence, "checkpoint.sequence") {
+            return .failure(.init(.badRequest, why))
+        }
         return .success(pull)
     }
 

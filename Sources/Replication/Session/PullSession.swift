@@ -199,6 +199,9 @@ public struct PullSession<Payload: Sendable>: Sendable {
         /// The through_sequence the next batch must pass: the last one gathered, or the
         /// header's resume_after. Only grows.
         var position: UInt64
+        /// The peer's last sequence as it last said (header, batch or heartbeat): its
+        /// store only grows, so neither may this.
+        var sourceLast: UInt64
         /// The merge submitted and not yet committed.
         var inFlight: InFlight?
         /// Batches gathered while a merge is in flight; nil when none.
@@ -300,7 +303,13 @@ public struct PullSession<Payload: Sendable>: Sendable {
             guard (1...max(1, configuration.maxStoreIDBytes)).contains(storeID.count) else {
                 return close(.protocolViolation("stream header store_id has \(storeID.count) bytes, not 1–\(configuration.maxStoreIDBytes)"))
             }
-            state = .streaming(Streaming(sourceStoreID: storeID, position: resumeAfter, lastHeard: max(w.lastHeard, now)))
+            if let why = FeedPosition.check(lastSequence, "stream header last_sequence") { return close(.protocolViolation(why)) }
+            guard resumeAfter <= lastSequence else {
+                return close(.protocolViolation(
+                    "stream header resume_after \(resumeAfter) is past its last_sequence \(lastSequence): a feed resumes within itself"))
+            }
+            state = .streaming(Streaming(sourceStoreID: storeID, position: resumeAfter, sourceLast: lastSequence,
+                                         lastHeard: max(w.lastHeard, now)))
             let resync = PullResync(checkpoint: w.checkpoint, resumeAfter: resumeAfter, checkpointReset: checkpointReset)
             return [.linkEvent(.header(resumeAfter: resumeAfter, lastSequence: lastSequence,
                                        checkpointReset: checkpointReset, resync: resync))]
@@ -331,8 +340,14 @@ public struct PullSession<Payload: Sendable>: Sendable {
         } catch {
             return close(.protocolViolation("invalid batch: \(error)"))
         }
+        if let why = FeedPosition.follows(sourceLast, s.sourceLast, "batch.source_last_sequence") { return close(.protocolViolation(why)) }
+        guard through <= sourceLast else {
+            return close(.protocolViolation(
+                "invalid batch: batch.through_sequence \(through) is past its source_last_sequence \(sourceLast)"))
+        }
         s.lastHeard = max(s.lastHeard, now)
         s.position = through
+        s.sourceLast = sourceLast
         var g = s.gathered ?? Gathered(sourceStoreID: s.sourceStoreID, payloads: [], through: through, sourceLast: 0)
         g.payloads += payloads
         g.through = through
@@ -351,7 +366,14 @@ public struct PullSession<Payload: Sendable>: Sendable {
             if case .awaitingHeader = state { return close(.protocolViolation("a heartbeat before the stream header")) }
             return frameOutOfPlace("a heartbeat frame")
         }
+        if let why = FeedPosition.follows(sourceLastSequence, s.sourceLast, "heartbeat.source_last_sequence") {
+            return close(.protocolViolation(why))
+        }
+        guard sourceStamp == .zero || PlausibleTime.range.contains(sourceStamp.millis) else {
+            return close(.protocolViolation("heartbeat.source_stamp \(sourceStamp.millis) ms is not a time between 2000 and 2200"))
+        }
         s.lastHeard = max(s.lastHeard, now)
+        s.sourceLast = sourceLastSequence
         state = .streaming(s)
         let offset: Int64? = sourceStamp == .zero ? nil : sourceStamp.millis &- localWallMillis
         return [.linkEvent(.heartbeat(peerSequence: sourceLastSequence, clockOffsetMillis: offset))]

@@ -52,6 +52,25 @@ public struct ResumePoint: Sendable, Hashable {
     public var tuple: (resumeAfter: UInt64, reset: Bool, rewound: Bool) { (resumeAfter, checkpointReset, rewound) }
 }
 
+/// A position in a store's feed, as a peer states it (proto/README.md §4, §11): at most
+/// 2^53 − 1, so that every JSON reader of `/v1/replication` reads it exactly (at a
+/// million changes a second a store reaches it in 285 years), and a peer's last
+/// sequence never goes back within a stream, since its store only grows.
+public enum FeedPosition {
+    public static let maximum: UInt64 = (1 << 53) - 1
+
+    /// Why `value` (the wire field `field`) cannot be a feed position; nil if it can.
+    public static func check(_ value: UInt64, _ field: String) -> String? {
+        value <= maximum ? nil : "\(field) \(value) is past the largest feed position, 2^53 − 1"
+    }
+
+    /// Why `value`, a peer's last sequence, cannot follow `previous` (what it said before); nil if it can.
+    public static func follows(_ value: UInt64, _ previous: UInt64, _ field: String) -> String? {
+        if let why = check(value, field) { return why }
+        return value >= previous ? nil : "\(field) \(value) is behind \(previous), which the peer said before: its feed only grows"
+    }
+}
+
 /// The stream's position rules for batches (proto/README.md §4.2, §3).
 public enum BatchSequence {
     /// A batch checked against where the stream stands (`after`: the previous batch's
