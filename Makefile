@@ -95,11 +95,12 @@ bench: deps
 
 # Coverage-guided fuzzing (libFuzzer, address sanitizer, leaks detected) of what a stranger
 # can send a node: request bodies and queries (json), a peer's frames (frame), a damaged
-# store's values (store), bearer tokens and key files (token). Each target in turn for
+# store's values (store), bearer tokens and key files (token), a peer's answers to
+# anti-entropy calls (answers). Each target in turn for
 # FUZZ_SECONDS; findings go to fuzz/artifacts/TARGET/; fails if any target failed.
 # One target: fuzz/run.sh TARGET SECONDS. `make test` replays fuzz/corpus/ without a sanitizer.
 FUZZ_SECONDS ?= 600
-FUZZ_TARGETS ?= json frame store token
+FUZZ_TARGETS ?= json frame store token answers
 fuzz: deps
 	fuzz/run.sh build
 	@failed=""; for t in $(FUZZ_TARGETS); do \

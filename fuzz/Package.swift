@@ -33,6 +33,7 @@ let package = Package(
         fuzzTarget("frame"),
         fuzzTarget("store"),
         fuzzTarget("token"),
+        fuzzTarget("answers"),
         // Writes the seed corpus from the node's own encoders (fuzz/README.md says how).
         .executableTarget(name: "fuzz-seeds", dependencies: ["FuzzHarness"]),
     ],

@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # fuzz/run.sh TARGET [SECONDS] [libFuzzer options...]
 #   Builds the fuzz targets (libFuzzer + address sanitizer, debug) and runs TARGET
-#   (json, frame, store, token) for SECONDS (600) on its corpus, fuzz/corpus/TARGET.
+#   (json, frame, store, token, answers) for SECONDS (600) on its corpus, fuzz/corpus/TARGET.
 #   New inputs go to fuzz/.build-fuzz/corpus/TARGET (not the repository); crashes,
 #   hangs and leaks to fuzz/artifacts/TARGET/. Exits non-zero when the target failed.
 #   fuzz/run.sh build       only builds (the targets and the seed writer fuzz-seeds).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 swift="${SWIFT:-swift}"
-target="${1:?usage: fuzz/run.sh json|frame|store|token|build [SECONDS] [libFuzzer options]}"
+target="${1:?usage: fuzz/run.sh json|frame|store|token|answers|build [SECONDS] [libFuzzer options]}"
 seconds="${2:-600}"
 shift $(( $# >= 2 ? 2 : 1 ))
 scratch="$here/.build-fuzz"
@@ -23,10 +23,10 @@ build() {
 
 if [ "$target" = build ]; then
   # fuzz-seeds too, so that the seed writer cannot stop compiling unnoticed.
-  for t in json frame store token seeds; do build --product "fuzz-$t"; done
+  for t in json frame store token answers seeds; do build --product "fuzz-$t"; done
   exit 0
 fi
-case "$target" in json|frame|store|token) ;; *) echo "unknown target $target" >&2; exit 2 ;; esac
+case "$target" in json|frame|store|token|answers) ;; *) echo "unknown target $target" >&2; exit 2 ;; esac
 build --product "fuzz-$target"
 
 corpus="$here/corpus/$target"

@@ -19,6 +19,7 @@ public enum FuzzTargets {
         ("frame", FrameFuzz.run),
         ("store", StoreFuzz.run),
         ("token", TokenFuzz.run),
+        ("answers", AnswerFuzz.run),
     ]
 }
 

@@ -2,12 +2,13 @@ import Access
 @testable import CaseStore
 import CaseModel
 import Foundation
+@testable import EKCNode
 @testable import FuzzHarness
 import LMDB
 import Replication
 import Wire
 
-// Writes the seeds of the frame and store targets from a real store: tickets (with and
+// Writes the seeds of the frame, store and answers targets from a real store: tickets (with and
 // without citizen data), edits, notes, a transfer to the pension fund and a disclosure,
 // committed by a store of node irk-office-1; the store's values as LMDB holds them
 // (fuzz/corpus/store/) and its feed as a peer streams it (fuzz/corpus/frame/).
@@ -136,4 +137,82 @@ for (i, e) in entries.enumerated() where i < 12 {
     write("frame", "record-\(i)", [0x3F] + (try header(FuzzWorld.irkOffice))
             + BatchFrames.all([e], sourceLastSequence: page.lastSequence).flatMap(\.bytes))
 }
+// Hostile positions on the stream: a heartbeat past any feed position (once shown as a
+// lag of 1.8e19), and a header resuming past its own last sequence.
+write("frame", "heartbeat-past-any-position", [0x3F] + (try header(FuzzWorld.irkOffice))
+        + (try WireCoding.delimited(WireFrame.heartbeat(sourceLastSequence: .max, sourceStamp: Stamp(millis: FuzzWorld.now, logical: 0)))))
+write("frame", "header-resuming-past-its-last", [0x3F] + (try WireCoding.delimited(WireFrame.header(
+        node: FuzzWorld.irkOffice, storeID: storeID, resumeAfter: page.lastSequence + 5, checkpointReset: false,
+        lastSequence: page.lastSequence))))
+
+// MARK: answers: anti-entropy rounds against AnswerFuzz.ours, answered as a peer would.
+
+/// One answer of the harness's input: a selector byte and two length bytes.
+func answer(_ bytes: [UInt8], selector: UInt8 = 0) -> [UInt8] {
+    [selector, UInt8(bytes.count >> 8 & 0xFF), UInt8(bytes.count & 0xFF)] + bytes
+}
+
+/// A whole round with a peer holding `theirs` (and, for records, the store's tickets),
+/// played through the session as the harness plays it: each call's answer in order.
+func round(_ parameters: UInt8, theirs: [DigestEntry], records: ([RecordRef]) throws -> [UInt8]) throws -> [UInt8] {
+    var out = [parameters]
+    var session = RepairSession(configuration: .init(budget: RepairBudget(calls: 4 + 4 * Int(parameters & 0x0F),
+                                                                          recordsPerCall: 1 + Int(parameters >> 4 & 0x07)),
+                                                     kinds: [TicketRecord.kind, TransferRecord.kind],
+                                                     position: { DigestHashing.position($0, $1) }))
+    let now = MonotonicInstant(nanoseconds: 1_000_000_000)
+    var actions = session.start(now: now)[...]
+    while let action = actions.popFirst() {
+        switch action {
+        case .compare(let level, _, _):
+            let body = try WireCoding.serialize(AnswerFuzz.reply(theirs, level))
+            out += answer(body)
+            actions = session.compared(level, theirs: AntiEntropy.answer(try WireCoding.parse(WireDigestReply.self, from: body)),
+                                       ours: AnswerFuzz.ourDigest(level), bytes: body.count, now: now)[...]
+        case .fetch(let refs, _, _):
+            let body = try records(refs)
+            out += answer(body)
+            actions = session.fetched(try AntiEntropy.records(body, AnswerFuzz.reading), bytes: body.count, now: now)[...]
+        case .merge(let r):
+            actions = session.merged(changed: r.count, refused: 0, damagedReplaced: 0, now: now)[...]
+        case .finish:
+            actions = []
+        }
+    }
+    return out
+}
+
+/// The store's whole records for `refs`, as its responder answers a records call.
+func held(_ refs: [RecordRef]) throws -> [UInt8] {
+    let found = try store.wholeRecords(refs, for: "38", maxBytes: ReplicationProtocol.recordsResponseBytes)
+    return BatchFrames.all(found.enumerated().map { (sequence: UInt64($0.offset + 1), delta: $0.element.1) },
+                           sourceLastSequence: store.lastSequence).flatMap(\.bytes)
+}
+
+let ours = AnswerFuzz.ours
+let ticketLeaf = DigestSum(a: 1, b: 2, c: 3, d: 4)
+var differing = ours
+differing[5] = DigestEntry(kind: differing[5].kind, id: differing[5].id, value: DigestSum(a: 99, b: 0, c: 0, d: 0))
+differing.removeLast()
+differing.append(DigestEntry(kind: TicketRecord.kind, id: withCitizen.id, value: ticketLeaf))
+differing.append(DigestEntry(kind: TicketRecord.kind, id: plain.id, value: ticketLeaf))
+write("answers", "honest-round", try round(0x2F, theirs: differing, records: held))
+write("answers", "honest-round-one-ref-per-call", try round(0x0F, theirs: differing, records: held))
+write("answers", "equal", try round(0x03, theirs: ours, records: held))
+// Records never asked for: every records answer holds the other ticket.
+write("answers", "unasked-records", try round(0x2F, theirs: ours + [DigestEntry(kind: TicketRecord.kind, id: withCitizen.id, value: ticketLeaf)],
+                                              records: { _ in try held([RecordRef(kind: TicketRecord.kind, id: plain.id)]) }))
+// The answer that once trapped the node: ranges 300 and 65535 at level 0.
+var positions = WireDigestReply()
+positions.ready = true
+positions.records = 2
+positions.ranges = [300, 65535].map { p in
+    var r = WireDigestRange()
+    r.position = p
+    r.sum = Data(repeating: 1, count: 32)
+    r.records = 1
+    return r
+}
+write("answers", "positions-out-of-range", [0x0F] + answer(try WireCoding.serialize(positions)))
+write("answers", "call-failed-then-too-large", [0x0F] + answer([], selector: 0xFD) + answer([], selector: 0xFE))
 print("seeds: \(entries.count) feed entries; store at \(folder)")
