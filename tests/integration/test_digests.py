@@ -273,6 +273,11 @@ def test_the_digest_and_records_calls_refuse_what_a_wrong_or_hostile_peer_sends(
         (records_path, pb2.RecordsRequest(protocol_version=2, records=[ref()] * 1001).SerializeToString(), "at most 1000"),
         (records_path, pb2.RecordsRequest(protocol_version=2, records=[ref(kind=0)]).SerializeToString(), "16-byte id"),
         (records_path, pb2.RecordsRequest(protocol_version=2, records=[ref(rid=b"\x01" * 15)]).SerializeToString(), "16-byte id"),
+        # Past the 64 KiB a request may hold, named as the request it is (once: "the PullRequest exceeds").
+        (records_path, pb2.RecordsRequest(protocol_version=2, records=[ref()] * 1_000_000).SerializeToString(),
+         "the RecordsRequest exceeds 65536 bytes"),
+        (digest_path, pb2.DigestRequest(protocol_version=2).SerializeToString() + b"\x00" * 70_000,
+         "the DigestRequest exceeds 65536 bytes"),
     ]
     for path, body, reason in refused:
         status, answer = _call(port, path, body, tmp_path, me)
