@@ -151,7 +151,7 @@ public final class AntiEntropy: Sendable {
                 multiplexer, on: channel, peer: peer, path: path, body: body, maxBytes: maxBytes,
                 timeout: .nanoseconds(Int64(clamping: timeout.components.seconds &* 1_000_000_000)))
             guard status == 200 else {
-                throw ReplicationCallError.refused(path, status, String(decoding: answer.prefix(300), as: UTF8.self))
+                throw ReplicationCallError.refused(path, status, PeerText.shown(bytes: answer))
             }
             return answer
         }

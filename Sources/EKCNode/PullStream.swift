@@ -101,7 +101,7 @@ final class PullStream: ChannelInboundHandler {
                 run(session.heartbeat(sourceLastSequence: hb.sourceLastSequence, sourceStamp: Stamp(raw: hb.sourceStamp),
                                       localWallMillis: replicator.store.configuration.wallClock(), now: now))
             case .error(let e):
-                var error = SessionError(SessionError.Code(wireValue: e.code.rawValue), e.message)
+                var error = SessionError(SessionError.Code(wireValue: e.code.rawValue), PeerText.shown(e.message))
                 if e.code == .protocolVersionMismatch { error.supportedVersions = e.minProtocolVersion...max(e.minProtocolVersion, e.maxProtocolVersion) }
                 run(session.errorFrame(error))
             case .unknown:

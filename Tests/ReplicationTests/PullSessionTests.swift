@@ -456,6 +456,18 @@ final class PullSessionTests: XCTestCase {
         XCTAssertTrue(m.isClosed)
     }
 
+    /// What a peer writes in an error frame or an error body is shown on the link and
+    /// logged: cut to 300 bytes on a character boundary, without control characters.
+    func testPeerTextIsCutAndCleaned() {
+        XCTAssertEqual(PeerText.shown("the node is stopping"), "the node is stopping")
+        XCTAssertEqual(PeerText.shown("line\nforged: level=error\r\u{1B}[31m"), "line\u{FFFD}forged: level=error\u{FFFD}\u{FFFD}[31m")
+        let long = PeerText.shown(String(repeating: "я", count: 10_000))
+        XCTAssertEqual(long.utf8.count, 300 + "…".utf8.count)
+        XCTAssertTrue(long.hasSuffix("я…"))
+        XCTAssertEqual(PeerText.shown(bytes: [0x66, 0xFF, 0x6F]), "f\u{FFFD}o")
+        XCTAssertEqual(PeerText.shown(bytes: [UInt8](repeating: 0x41, count: 16 << 20)).utf8.count, 300 + "…".utf8.count)
+    }
+
     func testHeaderPositionsAreChecked() {
         func header(resumeAfter: UInt64, last: UInt64) -> [Action] {
             var m = Self.machine(.awaitingHeader)

@@ -122,3 +122,27 @@ public enum BatchSequenceError: Error, Sendable, Equatable, CustomStringConverti
 
     public var description: String { "\(field): \(reason)" }
 }
+
+/// Text a peer sends in an answer (an error frame's message, an error status's body):
+/// shown on the link and written to the log, so it is cut to `limit` bytes (on a
+/// character boundary) and stripped of control characters — a peer neither fills the
+/// link status with megabytes nor forges a log line with a newline.
+public enum PeerText {
+    public static func shown(_ text: some StringProtocol, limit: Int = 300) -> String {
+        var out = ""
+        var bytes = 0
+        for ch in text {
+            let printable = ch.unicodeScalars.allSatisfy { !($0.properties.generalCategory == .control || $0.properties.generalCategory == .format) }
+            let piece = printable ? String(ch) : "\u{FFFD}"
+            bytes += piece.utf8.count
+            guard bytes <= limit else { return out + "…" }
+            out += piece
+        }
+        return out
+    }
+
+    /// `shown` of bytes that should be UTF-8 (invalid sequences become U+FFFD).
+    public static func shown(bytes: some Collection<UInt8>, limit: Int = 300) -> String {
+        shown(String(decoding: bytes.prefix(limit * 4), as: UTF8.self), limit: limit)
+    }
+}

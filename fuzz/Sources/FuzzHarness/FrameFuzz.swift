@@ -89,7 +89,7 @@ public enum FrameFuzz {
                     run(session.heartbeat(sourceLastSequence: hb.sourceLastSequence, sourceStamp: Stamp(raw: hb.sourceStamp),
                                           localWallMillis: FuzzWorld.now, now: now))
                 case .error(let e):
-                    var error = SessionError(SessionError.Code(wireValue: e.code.rawValue), e.message)
+                    var error = SessionError(SessionError.Code(wireValue: e.code.rawValue), PeerText.shown(e.message))
                     if e.code == .protocolVersionMismatch {
                         error.supportedVersions = e.minProtocolVersion...max(e.minProtocolVersion, e.maxProtocolVersion)
                     }
