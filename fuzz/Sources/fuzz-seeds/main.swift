@@ -206,7 +206,7 @@ write("answers", "unasked-records", try round(0x2F, theirs: ours + [DigestEntry(
 var positions = WireDigestReply()
 positions.ready = true
 positions.records = 2
-positions.ranges = [300, 65535].map { p in
+positions.ranges = [UInt32(300), 65535].map { p in
     var r = WireDigestRange()
     r.position = p
     r.sum = Data(repeating: 1, count: 32)
