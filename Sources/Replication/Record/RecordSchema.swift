@@ -52,7 +52,12 @@ public struct Refusal: Error, Hashable, Sendable, CustomStringConvertible {
 /// topology: the nodes a peer may name.
 public struct Directory: Sendable {
     public let organisation: [NodeID: String]
-    public init(_ organisation: [NodeID: String]) { self.organisation = organisation }
+    /// Every organisation some node belongs to: those a transfer may be addressed to.
+    public let organisations: Set<String>
+    public init(_ organisation: [NodeID: String]) {
+        self.organisation = organisation
+        organisations = Set(organisation.values)
+    }
     public func org(_ node: NodeID) -> String? { organisation[node] }
     public func knows(_ node: NodeID) -> Bool { organisation[node] != nil }
     public var count: Int { organisation.count }
