@@ -16,22 +16,32 @@ public struct Citizen: Sendable, Hashable {
         self.phone = phone
     }
 
-    public static func validate(ref: String, name: String?, phone: String?) throws(TicketError) {
+    /// Every detail by its own rule (a `Snils` made with `init(trusted:)` too).
+    public func validate() throws(TicketError) {
+        try Citizen.validate(ref: ref)
+        if let name { try Citizen.validate(name: name) }
+        if let snils { try Snils.validate(digits: snils.digits) }
+        if let phone { try Citizen.validate(phone: phone) }
+    }
+
+    /// Register `citizen` (3): the registry reference.
+    public static func validate(ref: String) throws(TicketError) {
         let r = Array(ref.utf8)
         guard (1...64).contains(r.count),
               r.allSatisfy({ ($0 >= 48 && $0 <= 57) || ($0 >= 65 && $0 <= 90) || ($0 >= 97 && $0 <= 122) || $0 == 45 })
         else { throw .invalidField(field: "citizen.ref", rule: "1 to 64 letters, digits or hyphens") }
-        if let name {
-            if name.utf8.count > Budget.citizenNameBytes {
-                throw .tooLong(field: "citizen.name", bytes: name.utf8.count, limit: Budget.citizenNameBytes)
-            }
-            try Validation.text(name, field: "citizen.name", maxBytes: Budget.citizenNameBytes)
-        }
-        if let phone {
-            let u = Array(phone.utf8)
-            guard u.count == 12, u[0] == 43, u[1] == 55, u[2...].allSatisfy({ $0 >= 48 && $0 <= 57 }) else {
-                throw .invalidField(field: "citizen.phone", rule: "+7 followed by 10 digits")
-            }
+    }
+
+    /// Register `citizenName` (9), and the name of a register 3 written before the split.
+    public static func validate(name: String) throws(TicketError) {
+        try Validation.text(name, field: "citizen.name", maxBytes: Budget.citizenNameBytes)
+    }
+
+    /// Register `citizenPhone` (11), and the phone of a register 3 written before the split.
+    public static func validate(phone: String) throws(TicketError) {
+        let u = Array(phone.utf8)
+        guard u.count == 12, u[0] == 43, u[1] == 55, u[2...].allSatisfy({ $0 >= 48 && $0 <= 57 }) else {
+            throw .invalidField(field: "citizen.phone", rule: "+7 followed by 10 digits")
         }
     }
 
@@ -63,12 +73,24 @@ public struct Citizen: Sendable, Hashable {
 public struct Snils: Sendable, Hashable {
     public let digits: String  // 11 digits, no separators
 
+    /// As an operator writes it: `123-456-789 01`, or with any of its separators left out.
     public init(_ text: String) throws(TicketError) {
         let d = text.filter { $0 != "-" && $0 != " " }
-        guard d.count == 11, d.allSatisfy({ $0.isASCII && $0.isNumber }) else {
-            throw .invalidField(field: "citizen.snils", rule: "11 digits, as 123-456-789 01")
+        try Snils.validate(digits: d)
+        self.digits = d
+    }
+
+    /// Register `citizenSnils` (10), and the SNILS of a register 3 written before the
+    /// split: the stored and replicated form, 11 ASCII digits without separators, the
+    /// last two the checksum of the first nine (numbers up to 001-001-998 were issued
+    /// before the checksum and have none). The operator API reaches it through
+    /// `init(_:)` once the separators are dropped.
+    public static func validate(digits d: String) throws(TicketError) {
+        let u = Array(d.utf8)
+        guard u.count == 11, u.allSatisfy({ $0 >= 48 && $0 <= 57 }) else {
+            throw .invalidField(field: "citizen.snils", rule: "11 digits, as 123-456-789 01 (stored without its separators)")
         }
-        let nums = d.utf8.map { Int($0) - 48 }
+        let nums = u.map { Int($0) - 48 }
         let number = nums[0..<9].reduce(0) { $0 * 10 + $1 }
         if number > 1_001_998 {
             var sum = 0
@@ -79,7 +101,6 @@ public struct Snils: Sendable, Hashable {
                 throw .invalidField(field: "citizen.snils", rule: "checksum does not match")
             }
         }
-        self.digits = d
     }
 
     /// For numbers read back from the store, which were validated when first written.

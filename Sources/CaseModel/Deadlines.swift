@@ -45,13 +45,19 @@ public struct Deadlines: Sendable, Hashable {
     public func extended(byDays days: Int) throws(TicketError) -> Deadlines {
         guard let answerBy else { throw .extensionNotApplicable }
         guard extensionDays == 0 else { throw .extensionAlreadyUsed }
-        guard (1...Deadlines.maxExtensionDays).contains(days) else {
-            throw .invalidField(field: "extendAnswerByDays", rule: "must be 1 to \(Deadlines.maxExtensionDays) days")
-        }
+        try Deadlines.validate(extensionDays: days)
         var d = self
         d.answerBy = answerBy + Millis(days) * Calendar59.millisPerDay
         d.extensionDays = days
         return d
+    }
+
+    /// The days of an extension: what `extendAnswerByDays` asks for, and what a
+    /// progress value holds once extended (`extensionDays`; 0 is none, not judged here).
+    public static func validate(extensionDays days: Int) throws(TicketError) {
+        guard (1...maxExtensionDays).contains(days) else {
+            throw .invalidField(field: "extendAnswerByDays", rule: "must be 1 to \(maxExtensionDays) days")
+        }
     }
 
     /// The deadline that matters next for a ticket in `status`, for the deadline index.

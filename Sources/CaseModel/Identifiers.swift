@@ -158,6 +158,15 @@ public struct Actor: Hashable, Sendable {
             (c >= 97 && c <= 122) || (c >= 65 && c <= 90) || (c >= 48 && c <= 57) || c == 46 || c == 95 || c == 45 || c == 64
         }
     }
+
+    /// Who wrote a note (`author`), a history event or a transfer's step (`actor`). The
+    /// operator API's actor is its token's subject, held to `isValidName` when the token
+    /// is verified, with the role that allowed the request.
+    public static func validate(user: String, role: String, field: String) throws(TicketError) {
+        guard isValidName(user), isValidName(role) else {
+            throw .invalidField(field: field, rule: "user and role must be 1 to 64 letters, digits, '.', '_', '-' or '@'")
+        }
+    }
 }
 
 /// The readable number `{region}-{year}-{seq}`, e.g. `38-2026-000417`.

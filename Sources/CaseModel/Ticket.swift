@@ -93,19 +93,22 @@ public struct TicketDraft: Sendable, Equatable {
 
     /// Checks every field; the first violation is thrown, naming the field.
     public func validate(now: Millis) throws(TicketError) {
-        try Validation.code(topic, field: "topic")
-        if let supportMeasure { try Validation.code(supportMeasure, field: "supportMeasure") }
-        try Validation.text(subject, field: "subject", maxBytes: Budget.subjectBytes)
-        try Validation.text(statement, field: "statement", maxBytes: Budget.statementBytes)
-        if let assignee { try Validation.user(assignee, field: "assignee") }
+        try Validation.topic(topic)
+        if let supportMeasure { try Validation.supportMeasure(supportMeasure) }
+        try Validation.subject(subject)
+        try Validation.statement(statement)
+        if let assignee { try Validation.assignee(assignee) }
         if let citizen {
-            guard channel.mayCarryPersonalData else { throw .personalDataOnMessenger }
-            try Citizen.validate(ref: citizen.ref, name: citizen.name, phone: citizen.phone)
+            try channel.validate(carriesCitizen: true)
+            try citizen.validate()
         }
         if let s = initialStatus, s != .new && s != .registered {
             throw .invalidField(field: "status", rule: "a new ticket starts as NEW or REGISTERED")
         }
         if let r = receivedAt {
+            // The rule every replica applies to the header (a peer's too), then what only
+            // the moment of entry can judge: a relay a year later still holds the value.
+            try PlausibleTime.check(r, field: "receivedAt")
             guard r <= now else { throw .invalidField(field: "receivedAt", rule: "must not be in the future") }
             guard r >= now - 366 * Calendar59.millisPerDay else {  // no subtraction of r: it may be any Int64
                 throw .invalidField(field: "receivedAt", rule: "must be within the last year")
@@ -131,59 +134,5 @@ public struct TicketDraft: Sendable, Equatable {
             status: status, assignee: assignee, priority: priority, legalRegime: legalRegime,
             deadlines: deadlines, receivedAt: received, registeredAt: registeredAt, updatedAt: now,
             updatedStamp: stamp, version: 1, duplicateOf: nil)
-    }
-}
-
-/// Byte budgets of what a record holds, counted in UTF-8 bytes. They bound every
-/// record and child record, so that no sequence of valid edits can make one change
-/// too large to replicate (proto/README.md §11); the operator API and the
-/// replication port enforce the same numbers.
-public enum Budget {
-    /// 300 Cyrillic characters.
-    public static let subjectBytes = 600
-    /// 20,000 Cyrillic characters.
-    public static let statementBytes = 40_000
-    /// 10,000 Cyrillic characters.
-    public static let noteBytes = 20_000
-    /// A citizen's name as the request gives it (100 Cyrillic characters).
-    public static let citizenNameBytes = 200
-    /// Old or new value in a history event: at most a statement.
-    public static let historyValueBytes = statementBytes
-    /// The name of what a history event changed.
-    public static let historyFieldBytes = 64
-}
-
-public enum Validation {
-    /// Codes such as topics and support measures: `child-benefits`, `victory-card`.
-    public static func code(_ s: String, field: String) throws(TicketError) {
-        let u = Array(s.utf8)
-        guard (1...64).contains(u.count),
-              u.allSatisfy({ ($0 >= 97 && $0 <= 122) || ($0 >= 48 && $0 <= 57) || $0 == 45 || $0 == 46 || $0 == 95 }),
-              u[0] != 45
-        else { throw .invalidField(field: field, rule: "1 to 64 lower-case letters, digits, '-', '_' or '.'") }
-    }
-
-    /// Free text: not blank, at most `maxBytes` bytes of UTF-8, no control characters
-    /// but line breaks and tabs. The budget is in bytes, not characters: a character
-    /// may be any number of bytes (combining marks), and what is stored and sent is bytes.
-    public static func text(_ s: String, field: String, maxBytes: Int) throws(TicketError) {
-        let count = s.utf8.count
-        if count > maxBytes { throw .tooLong(field: field, bytes: count, limit: maxBytes) }
-        var visibleASCII = false
-        var nonASCII = false
-        for b in s.utf8 {
-            if (b < 32 && b != 10 && b != 9 && b != 13) || b == 127 {
-                throw .invalidField(field: field, rule: "must not contain control characters")
-            }
-            if b >= 0x80 { nonASCII = true } else if b > 32 { visibleASCII = true }
-        }
-        // Text of only non-ASCII whitespace (e.g. U+00A0) is blank too.
-        if !visibleASCII && (!nonASCII || s.unicodeScalars.allSatisfy({ $0.properties.isWhitespace })) { throw .invalidField(field: field, rule: "must not be empty") }
-    }
-
-    public static func user(_ s: String, field: String) throws(TicketError) {
-        guard Actor.isValidName(s) else {
-            throw .invalidField(field: field, rule: "1 to 64 letters, digits, '.', '_', '-' or '@'")
-        }
     }
 }

@@ -70,28 +70,28 @@ extension Ticket {
 
         if let s = patch.subject, s != subject {
             guard status == .new else { throw .immutableField(field: "subject", status: status) }
-            try Validation.text(s, field: "subject", maxBytes: Budget.subjectBytes)
+            try Validation.subject(s)
             changes.append(FieldChange(field: "subject", old: subject, new: s))
             t.subject = s
         }
         if let s = patch.statement, s != statement {
             guard status == .new else { throw .immutableField(field: "statement", status: status) }
-            try Validation.text(s, field: "statement", maxBytes: Budget.statementBytes)
+            try Validation.statement(s)
             changes.append(FieldChange(field: "statement", old: statement, new: s))
             t.statement = s
         }
         if let topic = patch.topic, topic != self.topic {
-            try Validation.code(topic, field: "topic")
+            try Validation.topic(topic)
             changes.append(FieldChange(field: "topic", old: self.topic, new: topic))
             t.topic = topic
         }
         if let sm = patch.supportMeasure, sm != supportMeasure {
-            if let sm { try Validation.code(sm, field: "supportMeasure") }
+            if let sm { try Validation.supportMeasure(sm) }
             changes.append(FieldChange(field: "supportMeasure", old: supportMeasure, new: sm))
             t.supportMeasure = sm
         }
         if let a = patch.assignee, a != assignee {
-            if let a { try Validation.user(a, field: "assignee") }
+            if let a { try Validation.assignee(a) }
             changes.append(FieldChange(field: "assignee", old: assignee, new: a))
             t.assignee = a
         }
@@ -153,6 +153,7 @@ public struct Note: Sendable, Hashable {
         self.text = text
     }
 
+    /// Collection `notes`: the text (`POST /v1/tickets/{ref}/notes` `text`).
     public static func validate(text: String) throws(TicketError) {
         try Validation.text(text, field: "text", maxBytes: Budget.noteBytes)
     }
@@ -181,5 +182,19 @@ public struct HistoryEvent: Sendable, Hashable {
         self.field = field
         self.old = old
         self.new = new
+    }
+
+    /// Collection `history`: what changed and from what to what. No operator writes a
+    /// history event (the node records its own edits); a peer's events are judged here.
+    /// Old and new values may be empty (a field that was cleared).
+    public static func validate(field: String, old: String?, new: String?) throws(TicketError) {
+        guard !field.isEmpty, field.utf8.count <= Budget.historyFieldBytes, field.utf8.allSatisfy({ $0 > 32 && $0 < 127 }) else {
+            throw .invalidField(field: "field", rule: "1 to \(Budget.historyFieldBytes) printable ASCII characters")
+        }
+        for (name, value) in [("old", old), ("new", new)] {
+            if let value, value.utf8.count > Budget.historyValueBytes {
+                throw .tooLong(field: name, bytes: value.utf8.count, limit: Budget.historyValueBytes)
+            }
+        }
     }
 }

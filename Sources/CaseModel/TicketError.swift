@@ -61,7 +61,7 @@ public enum TicketError: Error, Equatable, Sendable {
         case .notOwner(let org):
             return "this ticket is handled by organisation \(org); only its nodes change how it is handled (add a note instead)"
         case .personalDataOnMessenger:
-            return "citizen data may not be taken through a foreign messenger (152-FZ); use another channel"
+            return "citizen: no citizen data may be taken through a foreign messenger (152-FZ); use another channel"
         }
     }
 }

@@ -97,6 +97,51 @@ public struct TransferOrder: Hashable, Sendable {
         self.createdAt = createdAt
         self.dueAt = dueAt
     }
+
+    /// Where it goes: another organisation of the federation (`organisations`: those
+    /// the topology names; nil where no topology is known), and whence, as the order
+    /// names it (the operator API fills `from` in from the node's own organisation).
+    public static func validate(to: String, from: String, organisations: Set<String>?) throws(TicketError) {
+        let rule = "2 to 32 lower-case letters, digits and hyphens (an organisation's id)"
+        guard OrganisationID.isValid(to) else { throw .invalidField(field: "to", rule: rule) }
+        guard OrganisationID.isValid(from) else { throw .invalidField(field: "from", rule: rule) }
+        guard to != from else { throw .invalidField(field: "to", rule: "a transfer goes to another organisation") }
+        if let organisations, !organisations.contains(to) {
+            throw .invalidField(field: "to", rule: "\(to) is not an organisation of the federation")
+        }
+    }
+
+    /// The reason's code (`reason.code`), of an order and of a step.
+    public static func validate(reasonCode: String) throws(TicketError) { try Validation.code(reasonCode, field: "reason.code") }
+
+    /// The reason's text (`reason.text`), of an order and of a step.
+    public static func validate(reasonText: String) throws(TicketError) {
+        try Validation.text(reasonText, field: "reason.text", maxBytes: TransferBudget.reasonTextBytes)
+    }
+
+    /// The personal-data scope: each field at most once (unknown fields are refused
+    /// as enumeration values, `Validation.notOneOf`).
+    public static func validate(scope: [CitizenField]) throws(TicketError) {
+        var seen = Set<CitizenField>()
+        for f in scope where !seen.insert(f).inserted { throw Validation.listedTwice(f.rawValue, field: "scope") }
+    }
+
+    /// When it was made and when the receiver should have accepted it: plausible
+    /// instants, the due time later (the operator API makes it now, so `due` must be
+    /// in the future).
+    public static func validate(createdAt: Millis, dueAt: Millis) throws(TicketError) {
+        try PlausibleTime.check(createdAt, field: "createdAt")
+        try PlausibleTime.check(dueAt, field: "due")
+        guard dueAt > createdAt else {
+            throw .invalidField(field: "due", rule: "must be later than the transfer's creation (in the future when it is sent)")
+        }
+    }
+}
+
+/// Byte budgets of a transfer's values.
+public enum TransferBudget {
+    public static let reasonTextBytes = 2_000
+    public static let answerBytes = Budget.noteBytes
 }
 
 /// One step of a transfer's lifecycle, as a node of one side took it. Steps are
@@ -125,6 +170,17 @@ public struct TransferStep: Hashable, Sendable {
     }
 
     public var at: Millis { stamp.millis }
+
+    /// The answer of an INFO_REQUEST (`answer`).
+    public static func validate(answer: String) throws(TicketError) {
+        try Validation.text(answer, field: "answer", maxBytes: TransferBudget.answerBytes)
+    }
+
+    /// A rejection or a return without its reason code and text (nil: nothing missing).
+    public static func missingReason(state: TransferState, reasonCode: String?, reasonText: String?) -> TransferError? {
+        guard state.needsReason && ((reasonCode ?? "").isEmpty || (reasonText ?? "").isEmpty) else { return nil }
+        return .reasonRequired(step: state)
+    }
 }
 
 /// The lifecycle as a pure function of the steps taken (a grow-only set, merged by
@@ -191,6 +247,32 @@ public enum TransferError: Error, Equatable, Sendable {
     /// A ticket has at most one active REDIRECT.
     case redirectActive(existing: RecordID)
     case invalid(field: String, rule: String)
+
+    /// The field the edge names (a step's state, its reason, the transfer's kind, …).
+    public var field: String {
+        switch self {
+        case .wrongSide, .wrongState: return "state"
+        case .reasonRequired: return "reason"
+        case .redirectActive: return "kind"
+        case .invalid(let f, _): return f
+        }
+    }
+
+    /// The rule broken, as the operator API and the wire both say it.
+    public var message: String {
+        switch self {
+        case .wrongSide(let step, let side):
+            return "\(step.rawValue) is not a step this organisation takes (it is the \(side == .sender ? "receiver" : "sender")'s, or this organisation is not a party)"
+        case .wrongState(let step, let current):
+            return "the transfer is \(current.rawValue); \(step.rawValue) follows \(step.from.map(\.rawValue).sorted().joined(separator: " or ")) only"
+        case .reasonRequired(let step):
+            return "reason: \(step.rawValue) needs a reason code and a reason text"
+        case .redirectActive(let existing):
+            return "the ticket has an active REDIRECT already (\(existing)); cancel it or wait for its end"
+        case .invalid(let field, let rule):
+            return "\(field): \(rule)"
+        }
+    }
 }
 
 public enum TransferLifecycle {
@@ -200,10 +282,7 @@ public enum TransferLifecycle {
                              reasonCode: String?, reasonText: String?) -> TransferError? {
         guard step.takenBy == side else { return .wrongSide(step: step, side: side) }
         guard step.from.contains(current) else { return .wrongState(step: step, current: current) }
-        if step.needsReason && ((reasonCode ?? "").isEmpty || (reasonText ?? "").isEmpty) {
-            return .reasonRequired(step: step)
-        }
-        return nil
+        return TransferStep.missingReason(state: step, reasonCode: reasonCode, reasonText: reasonText)
     }
 
     /// Days an INFO_REQUEST's answer is due in.

@@ -22,6 +22,12 @@ public enum Channel: String, CaseIterable, Sendable, Codable {
 
     /// 152-FZ: no personal data may pass through a foreign messenger.
     public var mayCarryPersonalData: Bool { self != .messenger }
+
+    /// A ticket of this channel holding citizen data (a reference, a name, a SNILS or a
+    /// phone): refused on a foreign messenger, at the operator API and on the wire alike.
+    public func validate(carriesCitizen: Bool) throws(TicketError) {
+        if carriesCitizen && !mayCarryPersonalData { throw .personalDataOnMessenger }
+    }
 }
 
 public enum Priority: String, CaseIterable, Sendable, Codable, Comparable {

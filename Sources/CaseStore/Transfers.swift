@@ -90,10 +90,12 @@ extension CaseStore {
             guard let id = try resolve(q.ticket, txn), let ticket = try loadTicket(id, txn) else {
                 throw StoreError.ticketNotFound(q.ticket.description)
             }
-            // Field rules first, in the API's words (a reason over its budget is a 422 too_long).
-            try Validation.code(q.reasonCode, field: "reasonCode")
-            try Validation.text(q.reasonText, field: "reason", maxBytes: TransferBudget.reasonTextBytes)
+            // Field rules first, the model's, which a peer's order is held to as well (a
+            // reason over its budget is a 422 too_long).
             let mine = organisation
+            try TransferOrder.validate(to: q.to, from: mine, organisations: configuration.directory.organisations)
+            try TransferOrder.validate(reasonCode: q.reasonCode)
+            try TransferOrder.validate(reasonText: q.reasonText)
             // A partner may not relay the origin's writes (proto/README.md §9), so a ticket
             // travels only from its own organisation, and only while it handles it.
             let ownerOrg = configuration.directory.org(ticket.ownerNode) ?? mine
@@ -102,10 +104,6 @@ extension CaseStore {
                 throw StoreError.transferRefused(.invalid(field: "ticket", rule: originOrg != mine
                     ? "the ticket came from organisation \(originOrg) by transfer; only \(originOrg) transfers it further"
                     : "the ticket is handled by organisation \(ownerOrg); only it transfers it"))
-            }
-            guard q.to != mine else { throw StoreError.transferRefused(.invalid(field: "to", rule: "a transfer goes to another organisation")) }
-            guard Set(configuration.directory.organisation.values).contains(q.to) else {
-                throw StoreError.transferRefused(.invalid(field: "to", rule: "\(q.to) is not an organisation of the federation"))
             }
             switch q.kind {
             case .redirect:
@@ -125,7 +123,7 @@ extension CaseStore {
             let days = q.kind == .infoRequest ? TransferLifecycle.infoRequestDays
                 : q.kind == .copy ? TransferRequest.copyDays : TransferRequest.redirectDays
             let due = q.due ?? now + Millis(days) * Calendar59.millisPerDay
-            guard due > now else { throw StoreError.transferRefused(.invalid(field: "due", rule: "must be in the future")) }
+            try TransferOrder.validate(createdAt: now, dueAt: due)
             let order = TransferOrder(ticket: id, fromOrganisation: mine, fromNode: configuration.node, toOrganisation: q.to,
                                       kind: q.kind, reasonCode: q.reasonCode, reasonText: q.reasonText, scope: q.scope,
                                       createdAt: now, dueAt: due)
@@ -153,9 +151,9 @@ extension CaseStore {
                            now: Millis) throws -> EditOutcome {
         let (current, step) = try refusing { () throws -> (Transfer, TransferStep) in
             guard let current = try loadTransfer(q.transfer, txn) else { throw StoreError.transferNotFound(q.transfer.description) }
-            if let c = q.reasonCode { try Validation.code(c, field: "reasonCode") }
-            if let t = q.reasonText { try Validation.text(t, field: "reason", maxBytes: TransferBudget.reasonTextBytes) }
-            if let a = q.answer { try Validation.text(a, field: "answer", maxBytes: TransferBudget.answerBytes) }
+            if let c = q.reasonCode { try TransferOrder.validate(reasonCode: c) }
+            if let t = q.reasonText { try TransferOrder.validate(reasonText: t) }
+            if let a = q.answer { try TransferStep.validate(answer: a) }
             guard let side = current.side(of: organisation) else {
                 throw StoreError.transferRefused(.wrongSide(step: q.state, side: .receiver))
             }

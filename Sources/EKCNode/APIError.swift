@@ -74,25 +74,22 @@ public struct APIError: Error, Sendable {
 
     /// A refused transfer or step: which rule, in a code a client can act on.
     init(_ e: TransferError) {
+        let status: HTTPResponseStatus
+        let code: String
         switch e {
-        case .wrongSide(let step, let side):
-            self.init(status: .forbidden, code: "wrong_side",
-                      message: "\(step.rawValue) is not a step this organisation takes (it is the \(side == .sender ? "receiver" : "sender")'s, or this organisation is not a party)",
-                      field: "state")
+        case .wrongSide: (status, code) = (.forbidden, "wrong_side")
+        case .wrongState: (status, code) = (.conflict, "transition_not_allowed")
+        case .reasonRequired: (status, code) = (.unprocessableEntity, "reason_required")
+        case .redirectActive: (status, code) = (.conflict, "redirect_active")
+        case .invalid: (status, code) = (.unprocessableEntity, "invalid_value")
+        }
+        self.init(status: status, code: code, message: e.message, field: e.field)
+        switch e {
         case .wrongState(let step, let current):
-            self.init(status: .conflict, code: "transition_not_allowed",
-                      message: "the transfer is \(current.rawValue); \(step.rawValue) follows \(step.from.map(\.rawValue).sorted().joined(separator: " or ")) only",
-                      field: "state")
             extra = [("currentState", .string(current.rawValue)), ("attemptedState", .string(step.rawValue))]
-        case .reasonRequired(let step):
-            self.init(status: .unprocessableEntity, code: "reason_required",
-                      message: "\(step.rawValue) needs a reason code and a reason text", field: "reason")
         case .redirectActive(let existing):
-            self.init(status: .conflict, code: "redirect_active",
-                      message: "the ticket has an active REDIRECT already (\(existing)); cancel it or wait for its end", field: "kind")
             extra = [("transfer", .string(existing.description))]
-        case .invalid(let field, let rule):
-            self.init(status: .unprocessableEntity, code: "invalid_value", message: "\(field): \(rule)", field: field)
+        default: break
         }
     }
 

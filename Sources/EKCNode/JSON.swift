@@ -110,11 +110,7 @@ struct ObjectReader {
     mutating func enumeration<E: RawRepresentable & CaseIterable>(_ key: String, _ type: E.Type) throws(APIError) -> E?
     where E.RawValue == String {
         guard let s = try string(key) else { return nil }
-        guard let e = E(rawValue: s) else {
-            let allowed = E.allCases.map { $0.rawValue }.joined(separator: ", ")
-            throw APIError.unprocessable("invalid_value", "\(name(key)) must be one of: \(allowed)", field: name(key))
-        }
-        return e
+        do throws(TicketError) { return try Validation.oneOf(s, field: name(key)) } catch { throw APIError(error) }
     }
 
     /// An array of strings; absent or null → nil.
@@ -140,13 +136,10 @@ struct ObjectReader {
         case .array(let items)?:
             var out = Set<E>()
             for item in items {
-                let allowed = E.allCases.map { $0.rawValue }.joined(separator: ", ")
                 guard case .string(let s) = item, let e = E(rawValue: s) else {
-                    throw APIError.unprocessable("invalid_value", "\(name(key)) items must be one of: \(allowed)", field: name(key))
+                    throw APIError(Validation.notOneOf(E.self, field: name(key)))
                 }
-                guard out.insert(e).inserted else {
-                    throw APIError.unprocessable("invalid_value", "\(name(key)) lists \(s) twice", field: name(key))
-                }
+                guard out.insert(e).inserted else { throw APIError(Validation.listedTwice(s, field: name(key))) }
             }
             return out
         case let v?: throw wrongType(key, "an array", v)

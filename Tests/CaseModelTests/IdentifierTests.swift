@@ -251,14 +251,30 @@ struct SnilsTests {
 
     @Test("citizen fields")
     func citizen() {
-        #expect(throws: Never.self) { try Citizen.validate(ref: "CIT-7F3K2", name: "Иванов И. И.", phone: "+79140001267") }
+        #expect(throws: Never.self) { try Citizen(ref: "CIT-7F3K2", name: "Иванов И. И.", phone: "+79140001267").validate() }
         #expect(throws: TicketError.invalidField(field: "citizen.ref", rule: "1 to 64 letters, digits or hyphens")) {
-            try Citizen.validate(ref: "", name: nil, phone: nil)
+            try Citizen.validate(ref: "")
         }
-        #expect(throws: TicketError.self) { try Citizen.validate(ref: "CIT 1", name: nil, phone: nil) }
-        #expect(throws: TicketError.self) { try Citizen.validate(ref: "CIT-1", name: "", phone: nil) }
+        #expect(throws: TicketError.self) { try Citizen.validate(ref: "CIT 1") }
+        #expect(throws: TicketError.self) { try Citizen.validate(name: "") }
         for bad in ["89140001267", "+7914000126", "+791400012670", "+7914000126a", "+19140001267"] {
-            #expect(throws: TicketError.self, "\(bad)") { try Citizen.validate(ref: "CIT-1", name: nil, phone: bad) }
+            #expect(throws: TicketError.self, "\(bad)") { try Citizen.validate(phone: bad) }
+        }
+        // A SNILS made without its check (as the store reads one back) is judged by the same rule.
+        #expect(throws: TicketError.invalidField(field: "citizen.snils", rule: "checksum does not match")) {
+            try Citizen(ref: "CIT-1", snils: Snils(trusted: "11223344596")).validate()
+        }
+    }
+
+    @Test("the stored form is judged by the rule the operator's form is: 11 digits, then the checksum")
+    func storedForm() {
+        #expect(throws: Never.self) { try Snils.validate(digits: "11223344595") }
+        #expect(throws: TicketError.invalidField(field: "citizen.snils", rule: "checksum does not match")) {
+            try Snils.validate(digits: "11223344596")
+        }
+        for bad in ["112-233-445 95", "1122334459", "", "1122334459a", "١١٢٢٣٣٤٤٥٩٥"] {
+            #expect(throws: TicketError.invalidField(field: "citizen.snils", rule: "11 digits, as 123-456-789 01 (stored without its separators)"),
+                    "\(bad)") { try Snils.validate(digits: bad) }
         }
     }
 }

@@ -99,18 +99,18 @@ struct TransferStoreTests {
         await expectRefused(p.a, .transferRefused(.wrongSide(step: .accepted, side: .sender))) { () throws(StoreError) in
             _ = try await p.a.step(t.id, .accepted)
         }
-        await expectRefused(p.a, .transferRefused(.invalid(field: "to", rule: "a transfer goes to another organisation"))) { () throws(StoreError) in
+        await expectRefused(p.a, .rejected(.invalidField(field: "to", rule: "a transfer goes to another organisation"))) { () throws(StoreError) in
             _ = try await p.a.send(TransferRequest(ticket: TicketRef(ticket), to: "38", kind: .copy, reasonCode: "x", reasonText: "y", scope: []))
         }
-        await expectRefused(p.a, .transferRefused(.invalid(field: "to", rule: "mars is not an organisation of the federation"))) { () throws(StoreError) in
+        await expectRefused(p.a, .rejected(.invalidField(field: "to", rule: "mars is not an organisation of the federation"))) { () throws(StoreError) in
             _ = try await p.a.send(TransferRequest(ticket: TicketRef(ticket), to: "mars", kind: .copy, reasonCode: "x", reasonText: "y", scope: []))
         }
-        await expectRefused(p.a, .transferRefused(.invalid(field: "due", rule: "must be in the future"))) { () throws(StoreError) in
+        await expectRefused(p.a, .rejected(.invalidField(field: "due", rule: "must be later than the transfer's creation (in the future when it is sent)"))) { () throws(StoreError) in
             _ = try await p.a.send(TransferRequest(ticket: TicketRef(ticket), to: "sfr", kind: .copy, reasonCode: "x", reasonText: "y",
                                                    scope: [], due: t0 - 1))
         }
         let long = String(repeating: "я", count: 1_001)
-        await expectRefused(p.a, .rejected(.tooLong(field: "reason", bytes: 2_002, limit: 2_000))) { () throws(StoreError) in
+        await expectRefused(p.a, .rejected(.tooLong(field: "reason.text", bytes: 2_002, limit: 2_000))) { () throws(StoreError) in
             _ = try await p.a.send(TransferRequest(ticket: TicketRef(ticket), to: "sfr", kind: .copy, reasonCode: "x", reasonText: long, scope: []))
         }
         await expectRefused(p.a, .transferNotFound(RecordID(high: 1, low: 1).description)) { () throws(StoreError) in

@@ -142,11 +142,13 @@ import Testing
             change(&o)
             do { _ = try TransferValues.order(TransferValues.encode(o), directory: testDirectory); return nil } catch { return error }
         }
-        #expect(refusal { $0.toOrganisation = "38" }?.detail.contains("another organisation") == true)
-        #expect(refusal { $0.dueAt = $0.createdAt }?.detail.contains("due_at") == true)
+        #expect(refusal { $0.toOrganisation = "38" }?.detail == "to: a transfer goes to another organisation")
+        #expect(refusal { $0.dueAt = $0.createdAt }?.detail.hasPrefix("due: must be later than the transfer's creation") == true)
         #expect(refusal { $0.fromOrganisation = "52" }?.detail.contains("belongs to 38") == true)
-        #expect(refusal { $0.toOrganisation = "Фонд" }?.detail.contains("to_organisation") == true)
-        #expect(refusal { $0.createdAt = Millis.min }?.detail.contains("created_at") == true)
+        #expect(refusal { $0.toOrganisation = "Фонд" }?.detail.hasPrefix("to: 2 to 32 lower-case letters") == true)
+        #expect(refusal { $0.toOrganisation = "mars" }?.detail == "to: mars is not an organisation of the federation")
+        #expect(refusal { $0.createdAt = Millis.min }?.detail.hasPrefix("createdAt: must be a time") == true)
+        #expect(refusal { $0.dueAt = PlausibleTime.range.upperBound }?.detail.hasPrefix("due: must be a time") == true)
         #expect(refusal { $0.reasonText = String(repeating: "я", count: 1_001) }?.reason == .tooLarge)
         #expect(refusal { $0.reasonCode = "" }?.reason == .invalidValue)
         #expect(refusal { $0.fromNode = NodeID("stranger")! }?.reason == .unknownNode)
@@ -164,6 +166,8 @@ import Testing
         #expect(throws: Refusal.self) { try TransferValues.step(asSender) }
         var rejected = step(.rejected, testNow)
         rejected.reasonText = nil
-        #expect(throws: Refusal.self) { try TransferValues.step(TransferRecord.child(rejected)) }
+        #expect(throws: Refusal(.invalidValue, "reason: REJECTED needs a reason code and a reason text")) {
+            try TransferValues.step(TransferRecord.child(rejected))
+        }
     }
 }

@@ -78,11 +78,19 @@ public enum RandomTicketValues {
         let refChars = Array("ABCDEFGHJKMNPQRSTVWXYZabc0123456789-")
         let ref = "CIT-" + String((0..<Int.random(in: 1...20, using: &rng)).map { _ in refChars.randomElement(using: &rng)! })
         let name: String? = Bool.random(using: &rng) ? text(&rng, maxBytes: Budget.citizenNameBytes) : nil
-        let snils: Snils? = Bool.random(using: &rng)
-            ? Snils(trusted: String((0..<11).map { _ in "0123456789".randomElement(using: &rng)! })) : nil
+        let snils: Snils? = Bool.random(using: &rng) ? self.snils(&rng) : nil
         let phone: String? = Bool.random(using: &rng)
             ? "+7" + String((0..<10).map { _ in "0123456789".randomElement(using: &rng)! }) : nil
         return Citizen(ref: ref, name: name, snils: snils, phone: phone)
+    }
+
+    /// A SNILS with its checksum (`Snils.validate(digits:)`): nine random digits, then
+    /// the sum of digit × (9 − position) mod 101 (100 → 00).
+    public static func snils(_ rng: inout some RandomNumberGenerator) -> Snils {
+        let nine = (0..<9).map { _ in Int.random(in: 0...9, using: &rng) }
+        let sum = nine.enumerated().reduce(0) { $0 + $1.element * (9 - $1.offset) } % 101
+        let check = sum == 100 ? 0 : sum
+        return Snils(trusted: nine.map(String.init).joined() + (check < 10 ? "0" : "") + String(check))
     }
 
     public static func progress(_ rng: inout some RandomNumberGenerator) -> Progress {

@@ -323,30 +323,45 @@ enum Codecs {
             ("sequence too large", .invalidValue, "number.sequence", header { $0.number.sequence = 1_000_000_000_001 }),
             ("origin node", .invalidValue, "origin_node", header { $0.originNode = "-x" }),
             ("origin unknown", .unknownNode, "origin_node", header({ $0.originNode = "xx-nowhere" }, directory: testDirectory)),
-            ("channel unknown", .invalidValue, "channel", header { $0.channel = .UNRECOGNIZED(42) }),
-            ("legal regime unspecified", .invalidValue, "legal_regime", header { $0.legalRegime = .unspecified }),
-            ("received at int64 min", .invalidValue, "received_at", header { $0.receivedAt = .min }),
-            ("received at 1970", .invalidValue, "received_at", header { $0.receivedAt = 0 }),
-            ("status unknown", .invalidValue, "status", progress { $0.status = .UNRECOGNIZED(99) }),
+            ("channel unknown", .invalidValue, "channel: must be one of: phone, walk-in", header { $0.channel = .UNRECOGNIZED(42) }),
+            ("legal regime unspecified", .invalidValue, "legalRegime: must be one of", header { $0.legalRegime = .unspecified }),
+            ("received at int64 min", .invalidValue, "receivedAt: must be a time from 2000-01-01", header { $0.receivedAt = .min }),
+            ("received at 1970", .invalidValue, "receivedAt", header { $0.receivedAt = 0 }),
+            ("status unknown", .invalidValue, "status: must be one of: NEW, REGISTERED", progress { $0.status = .UNRECOGNIZED(99) }),
             ("status unspecified", .invalidValue, "status", progress { $0.status = .unspecified }),
             ("no deadlines", .invalidValue, "deadlines", progress { $0.clearDeadlines() }),
-            ("extension 31 days", .invalidValue, "deadlines.extension_days", progress { $0.deadlines.extensionDays = 31 }),
-            ("extension negative", .invalidValue, "deadlines.extension_days", progress { $0.deadlines.extensionDays = -1 }),
-            ("answer by int64 max", .invalidValue, "deadlines.answer_by", progress { $0.deadlines.answerBy = .max }),
-            ("registered at 2200", .invalidValue, "registered_at", progress { $0.registeredAt = PlausibleTime.range.upperBound }),
-            ("snils with separators", .invalidValue, "citizen.snils", plain(bytes(Ekc_Replication_V2_CitizenValue.with {
+            ("extension 31 days", .invalidValue, "extendAnswerByDays: must be 1 to 30 days", progress { $0.deadlines.extensionDays = 31 }),
+            ("extension negative", .invalidValue, "extendAnswerByDays", progress { $0.deadlines.extensionDays = -1 }),
+            ("answer by int64 max", .invalidValue, "deadlines.answerBy", progress { $0.deadlines.answerBy = .max }),
+            ("registered at 2200", .invalidValue, "registeredAt", progress { $0.registeredAt = PlausibleTime.range.upperBound }),
+            ("snils with separators", .invalidValue, "citizen.snils: 11 digits", plain(bytes(Ekc_Replication_V2_CitizenValue.with {
                 $0.citizen.ref = "CIT-1"; $0.citizen.snils = "112-233-445 95"
             })) { b throws(Refusal) in _ = try TicketValues.citizen(b) }),
-            ("citizen ref", .invalidValue, "citizen", plain(bytes(Ekc_Replication_V2_CitizenValue.with { $0.citizen.ref = "" })) {
+            ("snils checksum", .invalidValue, "citizen.snils: checksum does not match", plain(bytes(Ekc_Replication_V2_CitizenValue.with {
+                $0.citizen.ref = "CIT-1"; $0.citizen.snils = "11223344596"
+            })) { b throws(Refusal) in _ = try TicketValues.citizen(b) }),
+            ("snils register checksum", .invalidValue, "citizen.snils: checksum does not match",
+             plain(bytes(Ekc_Replication_V2_CitizenSnils.with { $0.snils = "11223344596" })) {
+                 b throws(Refusal) in _ = try TicketValues.citizenDetail(.snils, b)
+             }),
+            ("name register control character", .invalidValue, "citizen.name: must not contain control characters",
+             plain(bytes(Ekc_Replication_V2_CitizenName.with { $0.name = "Иванова\u{7}" })) {
+                 b throws(Refusal) in _ = try TicketValues.citizenDetail(.name, b)
+             }),
+            ("phone register", .invalidValue, "citizen.phone: +7 followed by 10 digits",
+             plain(bytes(Ekc_Replication_V2_CitizenPhone.with { $0.phone = "89140000000" })) {
+                 b throws(Refusal) in _ = try TicketValues.citizenDetail(.phone, b)
+             }),
+            ("citizen ref", .invalidValue, "citizen.ref", plain(bytes(Ekc_Replication_V2_CitizenValue.with { $0.citizen.ref = "" })) {
                 b throws(Refusal) in _ = try TicketValues.citizen(b)
             }),
-            ("phone", .invalidValue, "citizen", plain(bytes(Ekc_Replication_V2_CitizenValue.with {
+            ("phone", .invalidValue, "citizen.phone", plain(bytes(Ekc_Replication_V2_CitizenValue.with {
                 $0.citizen.ref = "CIT-1"; $0.citizen.phone = "89140000000"
             })) { b throws(Refusal) in _ = try TicketValues.citizen(b) }),
-            ("empty subject", .invalidValue, "statement.subject", plain(bytes(Ekc_Replication_V2_Statement.with { $0.text = "t" })) {
+            ("empty subject", .invalidValue, "subject: must not be empty", plain(bytes(Ekc_Replication_V2_Statement.with { $0.text = "t" })) {
                 b throws(Refusal) in _ = try TicketValues.statement(b)
             }),
-            ("statement too long", .tooLarge, "statement.text", plain(bytes(Ekc_Replication_V2_Statement.with {
+            ("statement too long", .tooLarge, "statement is 40001 bytes of UTF-8", plain(bytes(Ekc_Replication_V2_Statement.with {
                 $0.subject = "s"; $0.text = huge
             })) { b throws(Refusal) in _ = try TicketValues.statement(b) }),
             ("assignee", .invalidValue, "assignee", plain(bytes(Ekc_Replication_V2_AssigneeValue.with { $0.operator = "op ivanova" })) {
@@ -359,7 +374,7 @@ enum Codecs {
             ("topic", .invalidValue, "topic", plain(bytes(Ekc_Replication_V2_Topic.with { $0.topic = "Pensions" })) {
                 b throws(Refusal) in _ = try TicketValues.topic(b)
             }),
-            ("support measure", .invalidValue, "topic", plain(bytes(Ekc_Replication_V2_Topic.with { $0.topic = "p"; $0.supportMeasure = "" })) {
+            ("support measure", .invalidValue, "supportMeasure", plain(bytes(Ekc_Replication_V2_Topic.with { $0.topic = "p"; $0.supportMeasure = "" })) {
                 b throws(Refusal) in _ = try TicketValues.topic(b)
             }),
             ("owner node", .invalidValue, "node", plain([]) { b throws(Refusal) in _ = try TicketValues.owner(b) }),
@@ -369,14 +384,14 @@ enum Codecs {
             ("note without author", .invalidValue, "author", note { $0.clearAuthor() }),
             ("note author", .invalidValue, "author", note { $0.author.user = "" }),
             ("note visibility", .invalidValue, "visibility", note { $0.visibility = .UNRECOGNIZED(3) }),
-            ("note text empty", .invalidValue, "note.text", note { $0.text = "" }),
-            ("note text too long", .tooLarge, "note.text", note { $0.text = String(repeating: "x", count: Budget.noteBytes + 1) }),
+            ("note text empty", .invalidValue, "text: must not be empty", note { $0.text = "" }),
+            ("note text too long", .tooLarge, "text is 20001 bytes", note { $0.text = String(repeating: "x", count: Budget.noteBytes + 1) }),
             ("note at", .invalidValue, "at", note { $0.at = -1 }),
             ("event without actor", .invalidValue, "actor", event { $0.clearActor() }),
             ("event field empty", .invalidValue, "field", event { $0.field = "" }),
             ("event field with a space", .invalidValue, "field", event { $0.field = "a b" }),
-            ("event old value too long", .tooLarge, "old_value", event { $0.oldValue = huge }),
-            ("event new value too long", .tooLarge, "new_value", event { $0.newValue = huge }),
+            ("event old value too long", .tooLarge, "old is 40001 bytes", event { $0.oldValue = huge }),
+            ("event new value too long", .tooLarge, "new is 40001 bytes", event { $0.newValue = huge }),
             ("garbage", .malformed, "header", plain([0xFF, 0xFF]) { b throws(Refusal) in _ = try TicketValues.header(b) }),
             ("truncated", .malformed, "number", plain([0x0A, 0x05, 0x0A]) { b throws(Refusal) in _ = try TicketValues.header(b) }),
             ("bad UTF-8", .malformed, "subject", plain([0x0A, 0x02, 0xC3, 0x28]) { b throws(Refusal) in _ = try TicketValues.statement(b) }),

@@ -63,6 +63,7 @@ class Case:
     about: str
     build: object                 # (Ctx) -> Hostile
     id_shown: bool = True         # rejected.recent[].id is the record's ULID text
+    detail: str = None            # the end of rejected.recent[].detail: the field and the rule, as the API says them
 
 
 @dataclass
@@ -340,6 +341,19 @@ def note_one_byte_over_budget(ctx):
     return _hostile(t)
 
 
+def snils_wrong_checksum(ctx):
+    """Register 10 (citizenSnils) holds eleven digits whose checksum does not match
+    (112-233-445 95 is valid; 96 is not): well-formed, the shape the wire used to check,
+    and refused by the operator API with `citizen.snils: checksum does not match`. The
+    ticket names its citizen (register 3) as a ticket with a SNILS does."""
+    pb2 = ctx.pb2
+
+    def with_snils(v):
+        v[pb2.TICKET_REGISTER_CITIZEN] = pb2.CitizenValue(citizen=pb2.Citizen(ref="CIT-7F3K2"))
+        v[pb2.TICKET_REGISTER_CITIZEN_SNILS] = pb2.CitizenSnils(snils="11223344596")
+    return _hostile(_ticket(ctx, with_snils))
+
+
 CASES = [
     Case("negative_year", "invalid_value", "header number with year -2026", negative_year),
     Case("received_at_int64_min", "invalid_value", "header received_at = -2^63", received_at_int64_min),
@@ -374,5 +388,7 @@ CASES = [
     Case("fund_write_relayed_by_own_organisation", "not_authorised",
          "a region-38 ticket's assignee written by sfr-federal, relayed by irk-office-9", fund_write_relayed_by_own_organisation),
     Case("note_one_byte_over_budget", "too_large", "a note of 20,001 bytes", note_one_byte_over_budget),
+    Case("snils_wrong_checksum", "invalid_value", "citizenSnils register: 11 digits, wrong checksum",
+         snils_wrong_checksum, detail="citizen.snils: checksum does not match"),
 ]
 assert len({c.name for c in CASES}) == len(CASES)

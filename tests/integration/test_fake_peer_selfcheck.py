@@ -383,6 +383,11 @@ def _fault_checks(pb2):
         return False
 
     node_id = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+
+    def snils_checksum(nine):  # sum of digit × (9 − position) mod 101, 100 → 0
+        c = sum(int(x) * (9 - i) for i, x in enumerate(nine)) % 101
+        return 0 if c == 100 else c
+
     return {
         "negative_year": lambda d, sc: value(d, 1, pb2.TicketHeader).number.year == -2026,
         "received_at_int64_min": lambda d, sc: value(d, 1, pb2.TicketHeader).received_at == INT64_MIN,
@@ -440,6 +445,14 @@ def _fault_checks(pb2):
             len(pb2.Note.FromString(c.value).text.encode()) for c in d.children
             if c.collection == pb2.TICKET_COLLECTION_NOTES] == [20_001]
         and [(c.collection, c.id) for c in d.children] == sorted((c.collection, c.id) for c in d.children),
+        "snils_wrong_checksum": lambda d, sc: (
+            # eleven ASCII digits, a number that carries a checksum, and not its checksum
+            re.fullmatch(r"[0-9]{11}", value(d, 10, pb2.CitizenSnils).snils) is not None
+            and int(value(d, 10, pb2.CitizenSnils).snils[:9]) > 1_001_998
+            and int(value(d, 10, pb2.CitizenSnils).snils[9:]) != snils_checksum(value(d, 10, pb2.CitizenSnils).snils[:9])
+            # the only fault: a valid reference, written by the fake peer like the rest
+            and re.fullmatch(r"[A-Za-z0-9-]{1,64}", value(d, 3, pb2.CitizenValue).citizen.ref) is not None
+            and {n for r in d.registers for n, _ in dots(r)} == {F}),
     }
 
 

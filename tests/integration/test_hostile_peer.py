@@ -246,6 +246,8 @@ def test_a_hostile_record_is_refused_alone_and_the_link_moves_on(case, pb2, host
     assert {"at", "sequence", "kind", "id", "reason", "detail"} <= set(entry), entry
     assert entry["reason"] == reason, entry
     assert isinstance(entry["detail"], str) and entry["detail"], entry
+    if case.detail:
+        assert entry["detail"].endswith(case.detail), entry
     assert entry["at"], entry
     if case.name != "unknown_record_kind":
         assert "ticket" in str(entry["kind"]).lower() or entry["kind"] == 1, entry

@@ -71,5 +71,6 @@ extension RecordSchema {
             }
             do throws(Refusal) { try coll.check(c.value, context) } catch { throw error.at("\(path).value") }
         }
+        try recordCheck?(delta, context)
     }
 }

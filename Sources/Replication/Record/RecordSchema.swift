@@ -52,7 +52,12 @@ public struct Refusal: Error, Hashable, Sendable, CustomStringConvertible {
 /// topology: the nodes a peer may name.
 public struct Directory: Sendable {
     public let organisation: [NodeID: String]
-    public init(_ organisation: [NodeID: String]) { self.organisation = organisation }
+    /// Every organisation some node belongs to: those a transfer may be addressed to.
+    public let organisations: Set<String>
+    public init(_ organisation: [NodeID: String]) {
+        self.organisation = organisation
+        organisations = Set(organisation.values)
+    }
     public func org(_ node: NodeID) -> String? { organisation[node] }
     public func knows(_ node: NodeID) -> Bool { organisation[node] != nil }
     public var count: Int { organisation.count }
@@ -173,6 +178,10 @@ public struct RecordSchema: Sendable {
     /// judged then) may reach another of the home's nodes before the transfer that
     /// explains the move; judged again there it would be refused, and kept elsewhere.
     public let homeRole: Role?
+    /// Rules that join registers of one record (a ticket's channel and its citizen
+    /// data), judged after every value of a delta passed its own check: the model's
+    /// rule, as the operator API applies it to a whole draft.
+    public let recordCheck: (@Sendable (RecordDelta, CheckContext) throws(Refusal) -> Void)?
 
     /// Most versions one register may hold: one per node of its writing organisation
     /// (a node's own writes supersede each other), so the topology bounds it too.
@@ -182,6 +191,7 @@ public struct RecordSchema: Sendable {
 
     public init(kind: RecordKindID, name: String, registers: [RegisterDescriptor], collections: [CollectionDescriptor],
                 authorityRegisters: [Int], homeRole: Role? = nil,
+                recordCheck: (@Sendable (RecordDelta, CheckContext) throws(Refusal) -> Void)? = nil,
                 roles: @escaping @Sendable (RecordState, Directory) -> [Role: String]) {
         precondition(zip(registers, registers.dropFirst()).allSatisfy { $0.number < $1.number }, "registers by number")
         precondition(zip(collections, collections.dropFirst()).allSatisfy { $0.number < $1.number }, "collections by number")
@@ -191,6 +201,7 @@ public struct RecordSchema: Sendable {
         self.collections = collections
         self.authorityRegisters = authorityRegisters
         self.homeRole = homeRole
+        self.recordCheck = recordCheck
         self.roles = roles
         var byNumber = [Int](repeating: -1, count: 64)
         for (i, r) in registers.enumerated() { byNumber[Int(r.number)] = i }

@@ -133,6 +133,7 @@ public enum TicketRecord {
         ],
         authorityRegisters: [Register.header.rawValue, Register.owner.rawValue],
         homeRole: origin,
+        recordCheck: { delta, _ throws(Refusal) in try citizenOnChannel(delta) },
         roles: { state, directory in
             var roles: [Role: String] = [:]
             if let h = state.registers[Register.header.rawValue].value,
@@ -145,6 +146,33 @@ public enum TicketRecord {
             }
             return roles
         })
+
+    /// A ticket of a foreign messenger holds no citizen data (`Channel.validate(carriesCitizen:)`,
+    /// which the operator API applies to a draft). Judged against the header every
+    /// delta carries (an authority register, §1.4): any version of a citizen register
+    /// that holds a citizen or a detail is refused with the whole record.
+    static func citizenOnChannel(_ delta: RecordDelta) throws(Refusal) {
+        let regs = delta.state.registers
+        func holds(_ r: Register, _ b: ValueBytes) -> Bool {
+            switch r {
+            case .citizen: return (try? TicketValues.citizen(b, checked: false)) != nil
+            case .citizenName: return (try? TicketValues.citizenDetail(.name, b, checked: false)) != nil
+            case .citizenSnils: return (try? TicketValues.citizenDetail(.snils, b, checked: false)) != nil
+            case .citizenPhone: return (try? TicketValues.citizenDetail(.phone, b, checked: false)) != nil
+            default: return false
+            }
+        }
+        // Most deltas carry no citizen data (an empty value is none): the header is read only when one does.
+        guard citizenRegisters.contains(where: { r in regs[r.rawValue].versions.contains { !$0.value.isEmpty } }) else { return }
+        for h in regs[Register.header.rawValue].versions {
+            guard let channel = try? TicketValues.header(h.value, checked: false).channel else { continue }
+            do throws(TicketError) { try channel.validate(carriesCitizen: true) } catch {
+                if let r = citizenRegisters.first(where: { r in regs[r.rawValue].versions.contains { holds(r, $0.value) } }) {
+                    throw Refusal(.invalidValue, "registers[\(schema.registers[r.rawValue].name)]: \(error.message)")
+                }
+            }
+        }
+    }
 
     /// A note or history event as a child record of its ticket.
     public static func child(_ n: Note) -> Child {

@@ -2,8 +2,10 @@ import CaseModel
 
 // The value of each register and child of a ticket, and its protobuf encoding
 // (proto/ekc/replication/v2/ticket.proto). Encoding is canonical: the same value
-// always gives the same bytes. Decoding checks every rule the operator API checks
-// and throws a refusal naming the field; values in a store were checked on arrival.
+// always gives the same bytes. Decoding checks every rule of every field by calling
+// the model's function for it (CaseModel's `Validation` lists them), the one the
+// operator API calls, and throws a refusal whose detail is the model's message
+// (field and rule); values in a store were checked on arrival.
 
 /// The facts fixed when a ticket is opened.
 public struct TicketHeader: Hashable, Sendable {
@@ -54,13 +56,6 @@ public struct Topic: Hashable, Sendable {
     }
 }
 
-/// The instants a record may hold: 2000-01-01 to 2200-01-01 (UTC). Anything else is
-/// a corrupted or hostile value (an int64 extreme overflows deadline arithmetic).
-public enum PlausibleTime {
-    public static let range: Range<Millis> = 946_684_800_000 ..< 7_258_118_400_000
-    public static let years: ClosedRange<Int> = 2000...2199
-}
-
 /// Protobuf enum numbers: every enum's wire number is its stored code + 1 (0 is
 /// UNSPECIFIED); both follow `allCases`, which may only grow at the end.
 extension StoredCode {
@@ -73,8 +68,10 @@ extension StoredCode {
 
 /// Reading a value message: a refusal for malformed bytes and for broken rules.
 /// Unchecked (`checked: false`) is for values this node admitted before it stored them:
-/// the structure is still read strictly, the rules of the domain and UTF-8 are not
-/// judged again on every read (perf: a third of a point read).
+/// the structure is still read strictly (with the enumerations and instants the model
+/// needs to hold a value at all), the rules of the domain and UTF-8 are not judged
+/// again on every read (perf: a third of a point read). Judged or not, a rule is the
+/// model's function, never one of this file's own.
 struct ValueReader {
     var r: ProtoReader
     let path: String
@@ -127,17 +124,15 @@ struct ValueReader {
         return try body(&v)
     }
 
+    /// An instant (`PlausibleTime`), judged on every read: deadline arithmetic must not overflow.
     func time(_ v: Int64, _ field: String) throws(Refusal) -> Millis {
-        guard PlausibleTime.range.contains(v) else {
-            throw Refusal(.invalidValue, "\(field): \(v) is not a time between 2000 and 2200")
-        }
-        return v
+        do throws(TicketError) { return try PlausibleTime.check(v, field: field) } catch { throw ValueReader.refusal(error) }
     }
 
-    func enumValue<E: StoredCode>(_ raw: UInt64, _ field: String) throws(Refusal) -> E {
-        guard raw <= 255, let e = E(wireNumber: Int(raw)) else {
-            throw Refusal(.invalidValue, "\(field): enum value \(Int64(bitPattern: raw)) is unspecified or unknown")
-        }
+    /// An enumeration's wire number (its stored code + 1); UNSPECIFIED and unknown
+    /// numbers are refused as the operator API refuses an unknown name.
+    func enumValue<E: StoredCode & RawRepresentable>(_ raw: UInt64, _ field: String) throws(Refusal) -> E where E.RawValue == String {
+        guard raw <= 255, let e = E(wireNumber: Int(raw)) else { throw ValueReader.refusal(Validation.notOneOf(E.self, field: field)) }
         return e
     }
 
@@ -147,17 +142,18 @@ struct ValueReader {
         return n
     }
 
-    func model(_ field: String, _ check: () throws(TicketError) -> Void) throws(Refusal) {
+    /// Runs the model's rules of a value, when checking: a broken one is refused with
+    /// the model's message, which names the field and the rule as the operator API does.
+    func model(_ check: () throws(TicketError) -> Void) throws(Refusal) {
         guard checked else { return }
-        let prefix = field.isEmpty ? "" : field + "."
-        do throws(TicketError) { try check() } catch {
-            switch error {
-            case .tooLong(let f, let bytes, let limit):
-                throw Refusal(.tooLarge, "\(prefix)\(f): \(bytes) bytes; at most \(limit)")
-            default:
-                throw Refusal(.invalidValue, "\(prefix)\(error.message)")
-            }
-        }
+        do throws(TicketError) { try check() } catch { throw ValueReader.refusal(error) }
+    }
+
+    /// The model's refusal on the wire: over a byte budget is `too_large`, any other
+    /// broken rule `invalid_value`; the detail is the message the operator API gives.
+    static func refusal(_ e: TicketError) -> Refusal {
+        if case .tooLong = e { return Refusal(.tooLarge, e.message) }
+        return Refusal(.invalidValue, e.message)
     }
 }
 
@@ -220,8 +216,8 @@ public enum TicketValues {
             guard let number else { throw Refusal(.invalidValue, "number: required") }
             return TicketHeader(number: number, originNode: try v.node(origin, "origin_node", directory),
                                 channel: try v.enumValue(channel, "channel"),
-                                legalRegime: try v.enumValue(regime, "legal_regime"),
-                                receivedAt: try v.time(received, "received_at"))
+                                legalRegime: try v.enumValue(regime, "legalRegime"),
+                                receivedAt: try v.time(received, "receivedAt"))
         }
     }
 
@@ -244,11 +240,9 @@ public enum TicketValues {
                 }
                 return true
             }
-            if checked {
-                try v.model("statement") { () throws(TicketError) in
-                    try Validation.text(subject, field: "subject", maxBytes: Budget.subjectBytes)
-                    try Validation.text(text, field: "text", maxBytes: Budget.statementBytes)
-                }
+            try v.model { () throws(TicketError) in
+                try Validation.subject(subject)
+                try Validation.statement(text)
             }
             return Statement(subject: subject, text: text)
         }
@@ -287,16 +281,12 @@ public enum TicketValues {
                         }
                         return true
                     }
-                    if checked {
-                        try v.model("") { () throws(TicketError) in
-                            try Citizen.validate(ref: ref, name: name, phone: phone)
-                        }
-                        if let s = snils {
-                            let u = s.utf8
-                            guard u.count == 11, u.allSatisfy({ $0 >= 48 && $0 <= 57 }) else {
-                                throw Refusal(.invalidValue, "citizen.snils: must be 11 digits without separators")
-                            }
-                        }
+                    // A value written before the split may carry the details: each by its rule.
+                    try v.model { () throws(TicketError) in
+                        try Citizen.validate(ref: ref)
+                        if let name { try Citizen.validate(name: name) }
+                        if let snils { try Snils.validate(digits: snils) }
+                        if let phone { try Citizen.validate(phone: phone) }
                     }
                     return Citizen(ref: ref, name: name, snils: snils.map { Snils(trusted: $0) }, phone: phone)
                 }
@@ -326,14 +316,12 @@ public enum TicketValues {
                 s = try v.string(d.rawValue)
                 return true
             }
-            guard checked, let s else { return s }
-            switch d {
-            case .name: try v.model("") { () throws(TicketError) in try Citizen.validate(ref: "x", name: s, phone: nil) }
-            case .phone: try v.model("") { () throws(TicketError) in try Citizen.validate(ref: "x", name: nil, phone: s) }
-            case .snils:
-                let u = s.utf8
-                guard u.count == 11, u.allSatisfy({ $0 >= 48 && $0 <= 57 }) else {
-                    throw Refusal(.invalidValue, "citizen.snils: must be 11 digits without separators")
+            guard let s else { return nil }
+            try v.model { () throws(TicketError) in
+                switch d {
+                case .name: try Citizen.validate(name: s)
+                case .snils: try Snils.validate(digits: s)
+                case .phone: try Citizen.validate(phone: s)
                 }
             }
             return s
@@ -380,14 +368,16 @@ public enum TicketValues {
                             }
                             return true
                         }
-                        guard (0...Int64(Deadlines.maxExtensionDays)).contains(ext) else {
-                            throw Refusal(.invalidValue, "deadlines.extension_days: \(ext) is not in 0–\(Deadlines.maxExtensionDays)")
+                        // 0 is no extension; any other number is the days of the one extension
+                        // (judged on every read, as the instants are: a value the model holds).
+                        if ext != 0 {
+                            do throws(TicketError) { try Deadlines.validate(extensionDays: Int(ext)) } catch { throw ValueReader.refusal(error) }
                         }
-                        return Deadlines(registerBy: try v.time(registerBy, "deadlines.register_by"),
-                                         forwardBy: try forward.map { x throws(Refusal) in try v.time(x, "deadlines.forward_by") },
-                                         answerBy: try answer.map { x throws(Refusal) in try v.time(x, "deadlines.answer_by") },
+                        return Deadlines(registerBy: try v.time(registerBy, "deadlines.registerBy"),
+                                         forwardBy: try forward.map { x throws(Refusal) in try v.time(x, "deadlines.forwardBy") },
+                                         answerBy: try answer.map { x throws(Refusal) in try v.time(x, "deadlines.answerBy") },
                                          extensionDays: Int(ext),
-                                         callbackBy: try callback.map { x throws(Refusal) in try v.time(x, "deadlines.callback_by") })
+                                         callbackBy: try callback.map { x throws(Refusal) in try v.time(x, "deadlines.callbackBy") })
                     }
                 default: return false
                 }
@@ -395,7 +385,7 @@ public enum TicketValues {
             }
             guard let deadlines else { throw Refusal(.invalidValue, "deadlines: required") }
             return Progress(status: try v.enumValue(status, "status"),
-                            registeredAt: try registered.map { x throws(Refusal) in try v.time(x, "registered_at") },
+                            registeredAt: try registered.map { x throws(Refusal) in try v.time(x, "registeredAt") },
                             deadlines: deadlines)
         }
     }
@@ -415,7 +405,7 @@ public enum TicketValues {
                 a = try v.string("operator")
                 return true
             }
-            if let a { try v.model("assignee") { () throws(TicketError) in try Validation.user(a, field: "operator") } }
+            if let a { try v.model { () throws(TicketError) in try Validation.assignee(a) } }
             return a
         }
     }
@@ -458,9 +448,9 @@ public enum TicketValues {
                 }
                 return true
             }
-            try v.model("topic") { () throws(TicketError) in
-                try Validation.code(topic, field: "topic")
-                if let measure { try Validation.code(measure, field: "support_measure") }
+            try v.model { () throws(TicketError) in
+                try Validation.topic(topic)
+                if let measure { try Validation.supportMeasure(measure) }
             }
             return Topic(topic: topic, supportMeasure: measure)
         }
@@ -497,9 +487,8 @@ public enum TicketValues {
                 }
                 return true
             }
-            guard Actor.isValidName(user), Actor.isValidName(role) else {
-                throw Refusal(.invalidValue, "\(field): user and role must be 1 to 64 letters, digits, '.', '_', '-' or '@'")
-            }
+            // Judged on every read, as before: an actor is who a person sees wrote it.
+            do throws(TicketError) { try Actor.validate(user: user, role: role, field: field) } catch { throw ValueReader.refusal(error) }
             return Actor(user: user, role: role)
         }
     }
@@ -533,7 +522,7 @@ public enum TicketValues {
                 return true
             }
             guard let author else { throw Refusal(.invalidValue, "author: required") }
-            if checked { try v.model("note") { () throws(TicketError) in try Note.validate(text: text) } }
+            try v.model { () throws(TicketError) in try Note.validate(text: text) }
             return Note(id: c.id, ticketID: ticket, author: author, node: c.dot.node, at: try v.time(at, "at"),
                         stamp: c.dot.stamp, visibility: try v.enumValue(visibility, "visibility"), text: text)
         }
@@ -570,17 +559,7 @@ public enum TicketValues {
                 return true
             }
             guard let actor else { throw Refusal(.invalidValue, "actor: required") }
-            if checked {
-                guard !field.isEmpty, field.utf8.count <= Budget.historyFieldBytes,
-                      field.utf8.allSatisfy({ $0 > 32 && $0 < 127 }) else {
-                    throw Refusal(.invalidValue, "field: 1 to \(Budget.historyFieldBytes) printable ASCII characters")
-                }
-                for (name, value) in [("old_value", old), ("new_value", new)] {
-                    if let value, value.utf8.count > Budget.historyValueBytes {
-                        throw Refusal(.tooLarge, "\(name): \(value.utf8.count) bytes; at most \(Budget.historyValueBytes)")
-                    }
-                }
-            }
+            try v.model { () throws(TicketError) in try HistoryEvent.validate(field: field, old: old, new: new) }
             return HistoryEvent(id: c.id, ticketID: ticket, actor: actor, node: c.dot.node, at: try v.time(at, "at"),
                                 stamp: c.dot.stamp, field: field, old: old, new: new)
         }

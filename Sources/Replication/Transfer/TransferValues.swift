@@ -4,15 +4,10 @@ extension TransferKind: StoredCode { public static let ordered = allCases }
 extension TransferState: StoredCode { public static let ordered = allCases }
 extension CitizenField: StoredCode { public static let ordered = allCases }
 
-/// Byte budgets of a transfer's values.
-public enum TransferBudget {
-    public static let reasonTextBytes = 2_000
-    public static let answerBytes = Budget.noteBytes
-}
-
 /// The value messages of a transfer (proto/ekc/replication/v2/transfer.proto), each
-/// decoded with every rule of its fields checked (`checked: false` for values this
-/// node admitted before it stored them).
+/// decoded with every rule of its fields checked by the model's function for it, the
+/// one the operator API calls (`checked: false` for values this node admitted before
+/// it stored them).
 public enum TransferValues {
     // Register 1: TransferOrder { ticket_id = 1; from_organisation = 2; from_node = 3; to_organisation = 4;
     //   kind = 5; reason_code = 6; reason_text = 7; repeated scope = 8 (packed); created_at = 9; due_at = 10 }
@@ -38,10 +33,11 @@ public enum TransferValues {
         try ValueReader.read(b, "order", checked: checked) { v throws(Refusal) in
             var ticket: [UInt8] = [], from = "", fromNode = "", to = "", kind: UInt64 = 0
             var reasonCode = "", reasonText = "", created: Int64 = 0, due: Int64 = 0
-            var scope = Set<CitizenField>()
+            var scope: [CitizenField] = []
             func field(_ raw: UInt64, _ v: ValueReader) throws(Refusal) {
                 let f: CitizenField = try v.enumValue(raw, "scope")
-                guard scope.insert(f).inserted else { throw Refusal(.invalidValue, "scope: \(f.rawValue) listed twice") }
+                // At most four: a longer list repeats one, refused below, so it cannot grow past five.
+                if scope.count <= CitizenField.allCases.count { scope.append(f) }
             }
             try v.fields { v, n, t throws(Refusal) in
                 switch (n, t) {
@@ -65,22 +61,23 @@ public enum TransferValues {
             }
             guard let id = TicketID(bytes: ticket) else { throw Refusal(.invalidValue, "ticket_id: 16 bytes") }
             let node = try v.node(fromNode, "from_node", directory)
-            for (name, org) in [("from_organisation", from), ("to_organisation", to)] where !OrganisationID.isValid(org) {
-                throw Refusal(.invalidValue, "\(name): \"\(org.prefix(40))\" is not a region's code or a fund")
-            }
-            if from == to { throw Refusal(.invalidValue, "to_organisation: a transfer goes to another organisation") }
+            // Who it is between, judged on every read: the roles of a transfer come from them.
+            do throws(TicketError) {
+                try TransferOrder.validate(to: to, from: from, organisations: directory?.organisations)
+                try TransferOrder.validate(scope: scope)
+            } catch { throw ValueReader.refusal(error) }
             if let directory, let org = directory.org(node), org != from {
-                throw Refusal(.invalidValue, "from_organisation: \(node) belongs to \(org), not \(from)")
+                throw Refusal(.invalidValue, "from: \(node) belongs to \(org), not \(from)")
             }
-            let createdAt = try v.time(created, "created_at"), dueAt = try v.time(due, "due_at")
-            guard dueAt > createdAt else { throw Refusal(.invalidValue, "due_at: must be after created_at") }
-            try v.model("") { () throws(TicketError) in
-                try Validation.code(reasonCode, field: "reason_code")
-                try Validation.text(reasonText, field: "reason_text", maxBytes: TransferBudget.reasonTextBytes)
+            let createdAt = try v.time(created, "createdAt"), dueAt = try v.time(due, "due")
+            do throws(TicketError) { try TransferOrder.validate(createdAt: createdAt, dueAt: dueAt) } catch { throw ValueReader.refusal(error) }
+            try v.model { () throws(TicketError) in
+                try TransferOrder.validate(reasonCode: reasonCode)
+                try TransferOrder.validate(reasonText: reasonText)
             }
             return TransferOrder(ticket: id, fromOrganisation: from, fromNode: node, toOrganisation: to,
                                  kind: try v.enumValue(kind, "kind"), reasonCode: reasonCode, reasonText: reasonText,
-                                 scope: scope, createdAt: createdAt, dueAt: dueAt)
+                                 scope: Set(scope), createdAt: createdAt, dueAt: dueAt)
         }
     }
 
@@ -124,13 +121,13 @@ public enum TransferValues {
             guard s != .sent, s.takenBy == side else {
                 throw Refusal(.invalidValue, "state: \(s.rawValue) is not a step of the \(side?.rawValue ?? "unknown") side")
             }
-            if s.needsReason && ((reasonCode ?? "").isEmpty || (reasonText ?? "").isEmpty) {
-                throw Refusal(.invalidValue, "reason_code, reason_text: required with \(s.rawValue)")
+            if let missing = TransferStep.missingReason(state: s, reasonCode: reasonCode, reasonText: reasonText) {
+                throw Refusal(.invalidValue, missing.message)
             }
-            try v.model("") { () throws(TicketError) in
-                if let reasonCode { try Validation.code(reasonCode, field: "reason_code") }
-                if let reasonText { try Validation.text(reasonText, field: "reason_text", maxBytes: TransferBudget.reasonTextBytes) }
-                if let answer { try Validation.text(answer, field: "answer", maxBytes: TransferBudget.answerBytes) }
+            try v.model { () throws(TicketError) in
+                if let reasonCode { try TransferOrder.validate(reasonCode: reasonCode) }
+                if let reasonText { try TransferOrder.validate(reasonText: reasonText) }
+                if let answer { try TransferStep.validate(answer: answer) }
             }
             return TransferStep(id: c.id, state: s, node: c.dot.node, stamp: c.dot.stamp, actor: actor,
                                 reasonCode: reasonCode, reasonText: reasonText, answer: answer)

@@ -78,13 +78,15 @@ public enum JSONFuzz {
             try? Note.validate(text: text)
         case 3:  // TransferHandlers.sendTransfer → CaseStore.applySendTransfer
             guard let q = try? sendTransfer(body) else { return }
-            try? Validation.code(q.reasonCode, field: "reasonCode")
-            try? Validation.text(q.reasonText, field: "reason", maxBytes: TransferBudget.reasonTextBytes)
+            try? TransferOrder.validate(to: q.to, from: "38", organisations: nil)
+            try? TransferOrder.validate(reasonCode: q.reasonCode)
+            try? TransferOrder.validate(reasonText: q.reasonText)
+            if let due = q.due { try? TransferOrder.validate(createdAt: FuzzWorld.now, dueAt: due) }
         case 4:  // TransferHandlers.transferStep → CaseStore.applyTransferStep
             guard let (code, text, answer) = try? transferStep(body) else { return }
-            if let code { try? Validation.code(code, field: "reasonCode") }
-            if let text { try? Validation.text(text, field: "reason", maxBytes: TransferBudget.reasonTextBytes) }
-            if let answer { try? Validation.text(answer, field: "answer", maxBytes: TransferBudget.answerBytes) }
+            if let code { try? TransferOrder.validate(reasonCode: code) }
+            if let text { try? TransferOrder.validate(reasonText: text) }
+            if let answer { try? TransferStep.validate(answer: answer) }
         case 5:  // Disclosures.export
             guard let (refs, fields, _) = try? export(body) else { return }
             for ref in refs {
