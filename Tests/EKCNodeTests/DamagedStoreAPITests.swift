@@ -37,4 +37,43 @@ import Testing
         let (status, _, body) = try f.call(.GET, "/v1/tickets/\(id)")
         #expect(status == 500 && error(body).contains("corrupt"), "\(status) \(body)")
     }
+
+    @Test("an access-log entry stored with at = Int64.min is a corrupt entry, not a trap in the time writer",
+          arguments: [Int64.min, -(Int64.max - 86_399_998), 0, 7_258_118_400_000])
+    func accessEntryAt(at: Int64) async throws {
+        let f = try await APIFixture()
+        let entry = AccessEntry(at: f.store.configuration.wallClock(), subject: "op-test", role: "operator", organisation: "38",
+                                action: "ticket.unmask", ticket: nil, fields: ["snils"], reason: "звонок гражданина",
+                                remote: "127.0.0.1", route: "/v1/tickets/{ref}")
+        #expect(try await f.store.recordAccess([entry]) == [1])
+        var damaged = entry
+        damaged.at = at
+        try f.store.env.write { txn in
+            let bytes = damaged.encoded()
+            let prev = AccessHead.genesis.hash
+            try txn.put(f.store.schema.accessLog, key: Keys.sequence(1),
+                        value: StoredAccess(entry: bytes, prev: prev, hash: AccessChain.hash(prev: prev, sequence: 1, entry: bytes)).encode())
+        }
+        let auditor = APIFixture.principal("aud-test", [.auditor])
+        let (status, _, body) = try f.call(.GET, "/v1/audit/access", as: auditor)
+        #expect(status == 500 && error(body).contains("is not a time between 2000 and 2200"), "\(status) \(body)")
+    }
+
+    @Test("a purge stored with at = Int64.min is corrupt, not a trap when its transfer is shown")
+    func purgeAt() async throws {
+        let f = try await APIFixture(directory: Directory([NodeID("irk-main")!: "38", NodeID("sfr-federal")!: "sfr"]))
+        let t = try f.create()
+        let ticket = try #require(t["id"] as? String)
+        let (sent, _, transfer) = try f.call(.POST, "/v1/tickets/\(ticket)/transfers",
+                                             #"{"to":"sfr","kind":"COPY","reason":{"code":"info","text":"для сведения"}}"#)
+        #expect(sent == 201, "\(transfer)")
+        let transferID = try #require((transfer["id"] as? String).flatMap(RecordID.init))
+        let ticketID = try #require(TicketID(ticket))
+        try f.store.env.write { txn in
+            try txn.put(f.store.schema.purged, key: ticketID.bytes,
+                        value: Purge(ticket: ticketID, transfer: transferID, at: .min, state: .completed, ownWrites: VersionVector()).encode())
+        }
+        let (status, _, body) = try f.call(.GET, "/v1/transfers/\(transferID)")
+        #expect(status == 500 && error(body).contains("is not a time between 2000 and 2200"), "\(status) \(body)")
+    }
 }
