@@ -76,4 +76,24 @@ import Testing
         let (status, _, body) = try f.call(.GET, "/v1/transfers/\(transferID)")
         #expect(status == 500 && error(body).contains("is not a time between 2000 and 2200"), "\(status) \(body)")
     }
+
+    @Test("a record whose stored edit counter is UInt64.max is corrupt: the next edit is refused, the commit thread does not trap")
+    func versionAtTheTop() async throws {
+        let f = try await APIFixture()
+        let t = try f.create()
+        let id = try #require((t["id"] as? String).flatMap(TicketID.init))
+        let key = Keys.record(TicketRecord.kind.rawValue, id)
+        try f.store.env.write { txn in
+            var record = try #require(try txn.withValue(f.store.schema.records, key: key) {
+                try StoredRecord.decode($0, TicketRecord.schema, id: id)
+            })
+            record.local.version = .max
+            try txn.put(f.store.schema.records, key: key, value: record.encode(TicketRecord.schema))
+        }
+        let (status, _, body) = try f.call(.PATCH, "/v1/tickets/\(id)", #"{"assignee":"op-other"}"#)
+        #expect(status == 500 && error(body).contains("version 18446744073709551615"), "\(status) \(body)")
+        // The node still answers, and the ticket is as it was.
+        let (shown, _, again) = try f.call(.GET, "/v1/tickets/\(id)")
+        #expect(shown == 200 && again["assignee"] is NSNull)
+    }
 }
