@@ -308,3 +308,50 @@ def test_node_start_refuses_intervals_out_of_bounds(tmp_path, flag, value, rule)
     if rule:
         assert rule in out, out
     assert not (tmp_path / "data" / "data.mdb").exists(), "a store was created before the flags were checked"
+
+
+def test_cluster_health_shows_what_a_node_answers_of_extreme_counts_and_does_not_trap(tmp_path):
+    """`ekc cluster health` reads each node's /v1/health and /v1/replication: numbers a
+    broken or hostile node chose. Overdue counts of 2^63 − 1 and 1 once trapped the CLI,
+    which added them; they are shown as the node said them."""
+    import http.server
+    import threading
+
+    big = 9223372036854775807
+    answers = {
+        "/v1/health": {"status": "ok", "node": "irk-main", "organisation": "38", "conflicts": big,
+                       "store": {"tickets": big, "lastSequence": big},
+                       "transfers": {"overdueIncoming": big, "overdueOutgoing": 1}},
+        "/v1/replication": {"node": "irk-main", "peers": [
+            {"node": "irk-office-1", "connected": True, "lagRecords": big, "appliedSequence": big, "peerSequence": -big,
+             "clockOffsetMillis": -big - 1, "rejected": {"records": big, "byReason": {"invalid_value": big}}}]},
+    }
+
+    class Node(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = json.dumps(answers.get(self.path.split("?")[0], {})).encode()
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Node)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        topology = tmp_path / "one.json"
+        topology.write_text(json.dumps({
+            "organisations": [{"id": "38", "kind": "region"}],
+            "nodes": [{"id": "irk-main", "organisation": "38", "role": "regional-centre",
+                       "listen": f"127.0.0.1:{server.server_address[1]}"}]}))
+        r = ekc("cluster", "health", "--config", str(topology), env={"EKC_TOKEN": token("38", "ops-cli")}, timeout=60)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+    assert "Fatal error" not in r.stderr and r.returncode == 0, f"exit {r.returncode}\n{r.stdout}\n{r.stderr}"
+    assert f"OVERDUE {big} in, 1 out" in r.stdout, r.stdout
