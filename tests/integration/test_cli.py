@@ -2,6 +2,7 @@
 import json
 import os
 import re
+import time
 
 import pytest
 
@@ -355,3 +356,21 @@ def test_cluster_health_shows_what_a_node_answers_of_extreme_counts_and_does_not
         thread.join(10)
     assert "Fatal error" not in r.stderr and r.returncode == 0, f"exit {r.returncode}\n{r.stdout}\n{r.stderr}"
     assert f"OVERDUE {big} in, 1 out" in r.stdout, r.stdout
+
+
+def test_a_wall_clock_offset_file_past_ten_years_is_refused_not_added(make_node, tmp_path):
+    """`--wall-clock-offset-file` (fault runs): its number is added to the wall clock on
+    every read. Int64.max there once trapped the node at its first clock read; it is
+    refused like a garbled file (no offset, a warning), and the node works on."""
+    offset = tmp_path / "offset"
+    offset.write_text("9223372036854775807\n")
+    n = make_node("irk-clock", extra=["--wall-clock-offset-file", str(offset)]).start()
+    t = n.create(subject="Часы не сдвинуты")
+    received = t["receivedAt"]
+    assert received.startswith(time.strftime("%Y-", time.gmtime())), t
+    status, _, _ = n.request("GET", "/v1/health")
+    assert status == 200 and n.proc.poll() is None
+    n.stop()
+    log = n.log_path.read_text()
+    assert "wall-clock offset file unusable" in log and "garbled, or past ±10 years" in log, log[-3000:]
+    assert "Fatal error" not in log
