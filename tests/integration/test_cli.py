@@ -374,3 +374,30 @@ def test_a_wall_clock_offset_file_past_ten_years_is_refused_not_added(make_node,
     log = n.log_path.read_text()
     assert "wall-clock offset file unusable" in log and "garbled, or past ±10 years" in log, log[-3000:]
     assert "Fatal error" not in log
+
+
+def test_store_stats_names_a_database_whose_page_counts_add_up_past_int(node):
+    """`ekc store stats` adds each database's page counts, which the file keeps in the
+    database's record and LMDB never checks: counts damaged to add up past 2^63 − 1
+    once trapped the CLI. The database is named as damaged, with exit 1."""
+    node.create()
+    node.stop()
+    data = node.data_dir / "data.mdb"
+    raw = bytearray(data.read_bytes())
+    key = b"tickets"
+    pattern = bytes([48, 0, 0, 0, 0x02, 0, len(key), 0]) + key   # main-database node: 48 bytes of MDB_db, F_SUBDATA
+    at, patched = raw.find(pattern), 0
+    while at >= 0:
+        branch = at + len(pattern) + 8                             # MDB_db { pad u32, flags u16, depth u16, branch_pages, ... }
+        raw[branch:branch + 8] = (2 ** 63 - 1).to_bytes(8, "little")
+        patched += 1
+        at = raw.find(pattern, at + 1)
+    assert patched >= 1
+    data.write_bytes(bytes(raw))
+    for extra in ([], ["--json"]):
+        r = ekc("store", "stats", "--data", node.data_dir, *extra)
+        assert r.returncode == 1 and "database tickets is damaged: its page counts add up past" in r.stderr, (r.returncode, r.stderr)
+        assert "Fatal error" not in r.stderr
+    # mdb_stat shows what the file says
+    r = run(["mdb_stat", "-s", "tickets", node.data_dir])
+    assert r.returncode == 0 and "Branch pages: 9223372036854775807" in r.stdout, r.stdout
