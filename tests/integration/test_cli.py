@@ -401,3 +401,11 @@ def test_store_stats_names_a_database_whose_page_counts_add_up_past_int(node):
     # mdb_stat shows what the file says
     r = run(["mdb_stat", "-s", "tickets", node.data_dir])
     assert r.returncode == 0 and "Branch pages: 9223372036854775807" in r.stdout, r.stdout
+
+
+@pytest.mark.parametrize("count", ["-1", "0", "10001"])
+def test_demo_seed_refuses_a_count_out_of_range(count):
+    """`0..<count` of a negative --count trapped the CLI before it asked anything."""
+    r = ekc("demo", "seed", f"--count={count}", "--node", "http://127.0.0.1:1", timeout=30)
+    assert r.returncode != 0 and f"--count {count}: use 1 to 10000" in r.stderr, (r.returncode, r.stderr)
+    assert "Fatal error" not in r.stderr
