@@ -106,14 +106,19 @@ public struct Snils: Sendable, Hashable {
     /// For numbers read back from the store, which were validated when first written.
     public init(trusted digits: String) { self.digits = digits }
 
+    /// Sliced by UTF-8 byte, and only when there are 11: `init(trusted:)` holds what a
+    /// store gave, and slicing characters of a shorter value (a damaged store) trapped.
     public var formatted: String {
-        let a = Array(digits)
-        return "\(String(a[0..<3]))-\(String(a[3..<6]))-\(String(a[6..<9])) \(String(a[9..<11]))"
+        let a = Array(digits.utf8)
+        guard a.count == 11 else { return "***" }
+        func s(_ r: Range<Int>) -> String { String(decoding: a[r], as: UTF8.self) }
+        return "\(s(0..<3))-\(s(3..<6))-\(s(6..<9)) \(s(9..<11))"
     }
 
     /// Masked by default: only the last three digits and the checksum.
     public var masked: String {
-        let a = Array(digits)
-        return "***-***-\(String(a[6..<9])) \(String(a[9..<11]))"
+        let a = Array(digits.utf8)
+        guard a.count == 11 else { return "***" }
+        return "***-***-\(String(decoding: a[6..<9], as: UTF8.self)) \(String(decoding: a[9..<11], as: UTF8.self))"
     }
 }

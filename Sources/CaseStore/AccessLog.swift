@@ -331,6 +331,11 @@ extension CaseStore {
                     } catch {
                         throw CorruptRecord(what: "access log entry #\(seq): \(error)")
                     }
+                    // Stored bytes: an instant outside 2000–2200 is a damaged entry, refused here
+                    // (the RFC 3339 writer trapped on Int64.min).
+                    guard PlausibleTime.range.contains(entry.at) else {
+                        throw CorruptRecord(what: "access log entry #\(seq): at \(entry.at) is not a time between 2000 and 2200")
+                    }
                     if filter.matches(entry) { out.append(AccessRecord(sequence: seq, entry: entry, hash: AccessChain.hex(hash))) }
                     ok = try c.next()
                 }

@@ -46,6 +46,7 @@ public struct Purge: Sendable, Equatable {
             throw CorruptRecord(what: "purge of \(ticket): \(error)")
         }
         guard let transfer, let state else { throw CorruptRecord(what: "purge of \(ticket): incomplete") }
+        guard PlausibleTime.range.contains(at) else { throw CorruptRecord(what: "purge of \(ticket): at \(at) is not a time between 2000 and 2200") }
         return Purge(ticket: ticket, transfer: transfer, at: at, state: state, ownWrites: own)
     }
 }

@@ -25,8 +25,8 @@ extension CaseStore {
         return try readTxn { txn in
             let tables = try schema.all.map { db in
                 let s = try txn.stat(db)
-                return StoreStats.Table(name: db.name, entries: s.entries, depth: s.depth,
-                                        pages: s.branchPages + s.leafPages + s.overflowPages)
+                guard let pages = s.pages else { throw CorruptRecord(what: "database \(db.name): its page counts add up past \(Int.max)") }
+                return StoreStats.Table(name: db.name, entries: s.entries, depth: s.depth, pages: pages)
             }
             let last = try txn.u64(schema.meta, Schema.MetaKey.lastSequence) ?? 0
             return StoreStats(

@@ -27,6 +27,8 @@ struct StoredRecord {
     }
 
     static let feedSequenceField: UInt64 = 15
+    /// The largest edit counter a stored record may hold.
+    static let maxVersion: UInt64 = (1 << 53) - 1
 
     func encode(_ schema: RecordSchema) -> [UInt8] {
         var w = ProtoWriter(capacity: 256)
@@ -46,7 +48,11 @@ struct StoredRecord {
         do {
             while let (n, t) = try r.field() {
                 switch (n, t) {
-                case (1, 0): out.local.version = try r.varint()
+                case (1, 0):
+                    // The edit counter is stored bytes that edits add one to: past 2^53 − 1 (no
+                    // record is edited that often) it is damaged, refused here rather than trap there.
+                    out.local.version = try r.varint()
+                    guard out.local.version <= maxVersion else { throw CorruptRecord(what: "record \(id): version \(out.local.version)") }
                 case (2, 2):
                     var m = try r.nested()
                     var seq: UInt64 = 0

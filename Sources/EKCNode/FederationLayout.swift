@@ -111,6 +111,11 @@ extension Topology {
                     p.append(.init(o.id, "a fund is one of \(Fund.ids.joined(separator: ", "))"))
                 }
             }
+            // Seconds a token's exp and nbf are stretched by (`now + leeway × 1000`): bounded,
+            // or a value from the file overflowed on every token checked.
+            if let l = o.identityProvider?.leewaySeconds, !(0...3600).contains(l) {
+                p.append(.init(o.id, "identityProvider.leewaySeconds \(l) must be 0 to 3600", blocksStart: true))
+            }
             if !RegionCode.isValid(o.numberingCode) {
                 p.append(.init(o.id, "numbering code \"\(o.numberingCode)\" must be 2–8 lower-case letters or digits (it starts readable ticket numbers)"))
             }
@@ -175,6 +180,11 @@ extension Topology {
                                blocksStart: true))
             } else {
                 series["\(org.id)/\(s)"] = n.id
+            }
+            // Zone offsets are UTC−12…UTC+14, as `--utc-offset`; the node multiplies them into
+            // milliseconds for ticket numbers and deadlines, where a value from the file overflowed.
+            if let o = n.utcOffsetMinutes, !(-720...840).contains(o) {
+                p.append(.init(n.id, "utcOffsetMinutes \(o) must be -720 to 840 (UTC−12 to UTC+14)", blocksStart: true))
             }
             if n.peers != nil {
                 p.append(.init(n.id, "peers are derived from organisations and roles; remove the hand-written list"))

@@ -50,3 +50,34 @@ enum HTTP2Defences {
         s.streamErrorRateLimit.windowLength = rateWindow
     }
 }
+
+/// A peer's answer whose `:status` is not three digits: refused on its stream.
+struct InvalidResponseStatus: Error, CustomStringConvertible {
+    let value: String
+    var description: String { ":status \"\(value.prefix(40))\" is not a three-digit HTTP status" }
+}
+
+/// Checks `:status` of every response HEADERS a peer sends on a stream this node opened
+/// (a pull, an anti-entropy call), before NIOHTTP2's HTTP/1 codec reads it: the codec
+/// takes any decimal integer to `HTTPResponseStatus(statusCode:)`, whose `UInt(code)`
+/// traps on a negative one, so a peer answering `:status: -1` crashed the node. A status
+/// that is not three digits (100–999) is an error on the stream, which is then closed.
+final class ResponseStatusCheck: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTP2Frame.FramePayload
+    typealias InboundOut = HTTP2Frame.FramePayload
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if case .headers(let h) = unwrapInboundIn(data), let status = h.headers.first(name: ":status"),
+           !ResponseStatusCheck.isThreeDigits(status) {
+            context.fireErrorCaught(InvalidResponseStatus(value: status))
+            context.close(promise: nil)
+            return
+        }
+        context.fireChannelRead(data)
+    }
+
+    static func isThreeDigits(_ s: String) -> Bool {
+        let u = Array(s.utf8)
+        return u.count == 3 && (0x31...0x39).contains(u[0]) && (0x30...0x39).contains(u[1]) && (0x30...0x39).contains(u[2])
+    }
+}

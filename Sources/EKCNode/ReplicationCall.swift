@@ -45,7 +45,7 @@ enum ReplicationConnection {
             stream = try await multiplexer.createStreamChannel { stream in
                 stream.eventLoop.makeCompletedFuture {
                     try stream.pipeline.syncOperations.addHandlers([
-                        HTTP2FramePayloadToHTTP1ClientCodec(httpProtocol: .https),
+                        ResponseStatusCheck(), HTTP2FramePayloadToHTTP1ClientCodec(httpProtocol: .https),
                         UnaryCall(host: "\(peer.host):\(peer.port)", path: path, body: body, maxBytes: maxBytes, promise: promise),
                     ])
                 }

@@ -187,7 +187,7 @@ public final class Replicator: Sendable {
                 stream.eventLoop.makeCompletedFuture {
                     try stream.syncOptions?.setOption(ChannelOptions.autoRead, value: false)
                     try stream.pipeline.syncOperations.addHandlers([
-                        HTTP2FramePayloadToHTTP1ClientCodec(httpProtocol: .https),
+                        ResponseStatusCheck(), HTTP2FramePayloadToHTTP1ClientCodec(httpProtocol: .https),
                         PullStream(replicator: self, peer: peer, checkpoint: checkpoint, done: done),
                     ])
                 }

@@ -37,6 +37,14 @@ public struct DatabaseStat: Sendable {
     public let leafPages: Int
     public let overflowPages: Int
     public let entries: Int
+
+    /// Branch, leaf and overflow pages together; nil when the counts, which the file keeps
+    /// in the database's record and nothing checks, add up past `Int` (a damaged file).
+    public var pages: Int? {
+        let (a, o1) = branchPages.addingReportingOverflow(leafPages)
+        let (b, o2) = a.addingReportingOverflow(overflowPages)
+        return o1 || o2 ? nil : b
+    }
 }
 
 /// An LMDB environment: one directory with `data.mdb` and `lock.mdb`.

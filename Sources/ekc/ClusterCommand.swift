@@ -44,9 +44,11 @@ struct ClusterCommand: AsyncParsableCommand {
                     let conflicts = (health as? [String: Any])?["conflicts"] as? Int ?? 0
                     let transfers = (health as? [String: Any])?["transfers"] as? [String: Any] ?? [:]
                     let overdueIn = transfers["overdueIncoming"] as? Int ?? 0, overdueOut = transfers["overdueOutgoing"] as? Int ?? 0
-                    if overdueIn + overdueOut > 0 { overdueNodes += 1 }
+                    // The counts are the node's answer: not added (2^63 − 1 and 1 trapped the CLI).
+                    let overdue = overdueIn > 0 || overdueOut > 0
+                    if overdue { overdueNodes += 1 }
                     nodeRows.append([n.id, "up", url, text(store["tickets"]), text(store["lastSequence"]), String(conflicts),
-                                     overdueIn + overdueOut > 0 ? "OVERDUE \(overdueIn) in, \(overdueOut) out" : "-"])
+                                     overdue ? "OVERDUE \(overdueIn) in, \(overdueOut) out" : "-"])
                     for p in peers {
                         let resync = (p["resync"] as? [String: Any]).map { "\(text($0["reason"])) \(text($0["checkpointSequence"]))→\(text($0["resumedAfter"]))" }
                         let refused = (p["rejected"] as? [String: Any]).flatMap { r -> String? in

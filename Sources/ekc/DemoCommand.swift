@@ -11,6 +11,11 @@ struct DemoCommand: AsyncParsableCommand {
         @OptionGroup var client: ClientOptions
         @Option var count = 12
 
+        // `0..<count` of a negative count trapped.
+        func validate() throws {
+            guard (1...10_000).contains(count) else { throw ValidationError("--count \(count): use 1 to 10000") }
+        }
+
         static let samples: [(String, String, String, String, String)] = [
             ("phone", "child-benefits", "unified-allowance", "Единое пособие: срок рассмотрения", "Подала заявление на единое пособие, когда будет решение?"),
             ("epgu", "svo-families", "svo-support", "Меры поддержки семьям участников СВО", "Какие выплаты положены семье участника СВО и куда обращаться?"),

@@ -16,19 +16,24 @@ struct StoreCommand: AsyncParsableCommand {
                 throw CLIError("\(data) holds no store (no data.mdb); pass --data DIR of a node")
             }
             let (info, tables) = try CaseStore.inspect(path: data)
+            // The file's own counts: a damaged one that adds up past Int is named, not trapped on.
+            let pages = try tables.map { t -> Int in
+                guard let p = t.1.pages else { throw CLIError("\(data): database \(t.0) is damaged: its page counts add up past \(Int.max)") }
+                return p
+            }
             if json {
                 let obj: [String: Any] = [
                     "path": data, "mapSizeBytes": info.mapSize, "usedBytes": info.usedBytes,
                     "lastTransaction": info.lastTransactionID, "readers": info.readersInUse,
-                    "databases": Dictionary(uniqueKeysWithValues: tables.map { ($0.0, ["entries": $0.1.entries, "depth": $0.1.depth,
-                        "pages": $0.1.branchPages + $0.1.leafPages + $0.1.overflowPages]) }),
+                    "databases": Dictionary(uniqueKeysWithValues: zip(tables, pages).map { ($0.0.0, ["entries": $0.0.1.entries, "depth": $0.0.1.depth,
+                        "pages": $0.1]) }),
                 ]
                 printJSON(try JSONSerialization.data(withJSONObject: obj))
                 return
             }
             print("store \(data): map \(info.mapSize >> 20) MiB, used \(info.usedBytes >> 10) KiB, last txn \(info.lastTransactionID), readers \(info.readersInUse)")
-            printTable(["DATABASE", "ENTRIES", "DEPTH", "PAGES"], tables.map {
-                [$0.0, String($0.1.entries), String($0.1.depth), String($0.1.branchPages + $0.1.leafPages + $0.1.overflowPages)]
+            printTable(["DATABASE", "ENTRIES", "DEPTH", "PAGES"], zip(tables, pages).map {
+                [$0.0.0, String($0.0.1.entries), String($0.0.1.depth), String($0.1)]
             })
         }
     }

@@ -18,6 +18,9 @@ final class WallClockOffset: @unchecked Sendable {
 
     init(path: String) { self.path = path }
 
+    /// Ten years of milliseconds: fault runs jump clocks by minutes.
+    static let maxMillis: Millis = 10 * 366 * 86_400_000
+
     var clock: @Sendable () -> Millis { { [self] in CaseStore.systemMillis() + self.current() } }
 
     func current() -> Millis {
@@ -36,10 +39,12 @@ final class WallClockOffset: @unchecked Sendable {
         if let s = seen, s == key { return offset }
         seen = key
         let text = (try? String(contentsOfFile: path, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
-        if let text, let value = Millis(text) {
+        // Added to the wall clock on every read: an offset past ±10 years (the file may say
+        // Int64.max) is refused like a garbled one, never added to overflow.
+        if let text, let value = Millis(text), (-WallClockOffset.maxMillis...WallClockOffset.maxMillis).contains(value) {
             settle(value, problem: nil)
         } else {
-            settle(0, problem: "garbled")
+            settle(0, problem: "garbled, or past ±10 years")
         }
         return offset
     }

@@ -252,6 +252,7 @@ class FakePeer:
         self.errors = []              # unexpected exceptions in connection threads
         self.heartbeat_last = None    # a heartbeat's source_last_sequence (None: the last batch's through)
         self.answer = None            # answer(path, request) -> (status, content_type, body): anti-entropy calls
+        self.pull_status = "200"      # the pull's :status as sent (a test may script one that is no status)
         self.calls = []               # [(path, parsed request)] of the anti-entropy calls answered
         self.port = None
 
@@ -545,7 +546,7 @@ class _Connection:
             peer.streams.append(slog)
         s = _Stream(sid, slog, resume, live=True)
         self.streams[sid] = s
-        self.h2.send_headers(sid, [(":status", "200"), ("content-type", FRAMES_TYPE)])
+        self.h2.send_headers(sid, [(":status", str(peer.pull_status)), ("content-type", FRAMES_TYPE)])
         header = pb2.StreamHeader(protocol_version=2, node=peer.node_id, store_id=peer.store_id,
                                   resume_after=resume, checkpoint_reset=reset, last_sequence=last)
         self.queue(s, peer._frame(header=header), "header")

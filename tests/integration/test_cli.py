@@ -2,6 +2,7 @@
 import json
 import os
 import re
+import time
 
 import pytest
 
@@ -308,3 +309,103 @@ def test_node_start_refuses_intervals_out_of_bounds(tmp_path, flag, value, rule)
     if rule:
         assert rule in out, out
     assert not (tmp_path / "data" / "data.mdb").exists(), "a store was created before the flags were checked"
+
+
+def test_cluster_health_shows_what_a_node_answers_of_extreme_counts_and_does_not_trap(tmp_path):
+    """`ekc cluster health` reads each node's /v1/health and /v1/replication: numbers a
+    broken or hostile node chose. Overdue counts of 2^63 − 1 and 1 once trapped the CLI,
+    which added them; they are shown as the node said them."""
+    import http.server
+    import threading
+
+    big = 9223372036854775807
+    answers = {
+        "/v1/health": {"status": "ok", "node": "irk-main", "organisation": "38", "conflicts": big,
+                       "store": {"tickets": big, "lastSequence": big},
+                       "transfers": {"overdueIncoming": big, "overdueOutgoing": 1}},
+        "/v1/replication": {"node": "irk-main", "peers": [
+            {"node": "irk-office-1", "connected": True, "lagRecords": big, "appliedSequence": big, "peerSequence": -big,
+             "clockOffsetMillis": -big - 1, "rejected": {"records": big, "byReason": {"invalid_value": big}}}]},
+    }
+
+    class Node(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = json.dumps(answers.get(self.path.split("?")[0], {})).encode()
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Node)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        topology = tmp_path / "one.json"
+        topology.write_text(json.dumps({
+            "organisations": [{"id": "38", "kind": "region"}],
+            "nodes": [{"id": "irk-main", "organisation": "38", "role": "regional-centre",
+                       "listen": f"127.0.0.1:{server.server_address[1]}"}]}))
+        r = ekc("cluster", "health", "--config", str(topology), env={"EKC_TOKEN": token("38", "ops-cli")}, timeout=60)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+    assert "Fatal error" not in r.stderr and r.returncode == 0, f"exit {r.returncode}\n{r.stdout}\n{r.stderr}"
+    assert f"OVERDUE {big} in, 1 out" in r.stdout, r.stdout
+
+
+def test_a_wall_clock_offset_file_past_ten_years_is_refused_not_added(make_node, tmp_path):
+    """`--wall-clock-offset-file` (fault runs): its number is added to the wall clock on
+    every read. Int64.max there once trapped the node at its first clock read; it is
+    refused like a garbled file (no offset, a warning), and the node works on."""
+    offset = tmp_path / "offset"
+    offset.write_text("9223372036854775807\n")
+    n = make_node("irk-clock", extra=["--wall-clock-offset-file", str(offset)]).start()
+    t = n.create(subject="Часы не сдвинуты")
+    received = t["receivedAt"]
+    assert received.startswith(time.strftime("%Y-", time.gmtime())), t
+    status, _, _ = n.request("GET", "/v1/health")
+    assert status == 200 and n.proc.poll() is None
+    n.stop()
+    log = n.log_path.read_text()
+    assert "wall-clock offset file unusable" in log and "garbled, or past ±10 years" in log, log[-3000:]
+    assert "Fatal error" not in log
+
+
+def test_store_stats_names_a_database_whose_page_counts_add_up_past_int(node):
+    """`ekc store stats` adds each database's page counts, which the file keeps in the
+    database's record and LMDB never checks: counts damaged to add up past 2^63 − 1
+    once trapped the CLI. The database is named as damaged, with exit 1."""
+    node.create()
+    node.stop()
+    data = node.data_dir / "data.mdb"
+    raw = bytearray(data.read_bytes())
+    key = b"tickets"
+    pattern = bytes([48, 0, 0, 0, 0x02, 0, len(key), 0]) + key   # main-database node: 48 bytes of MDB_db, F_SUBDATA
+    at, patched = raw.find(pattern), 0
+    while at >= 0:
+        branch = at + len(pattern) + 8                             # MDB_db { pad u32, flags u16, depth u16, branch_pages, ... }
+        raw[branch:branch + 8] = (2 ** 63 - 1).to_bytes(8, "little")
+        patched += 1
+        at = raw.find(pattern, at + 1)
+    assert patched >= 1
+    data.write_bytes(bytes(raw))
+    for extra in ([], ["--json"]):
+        r = ekc("store", "stats", "--data", node.data_dir, *extra)
+        assert r.returncode == 1 and "database tickets is damaged: its page counts add up past" in r.stderr, (r.returncode, r.stderr)
+        assert "Fatal error" not in r.stderr
+    # mdb_stat shows what the file says
+    r = run(["mdb_stat", "-s", "tickets", node.data_dir])
+    assert r.returncode == 0 and "Branch pages: 9223372036854775807" in r.stdout, r.stdout
+
+
+@pytest.mark.parametrize("count", ["-1", "0", "10001"])
+def test_demo_seed_refuses_a_count_out_of_range(count):
+    """`0..<count` of a negative --count trapped the CLI before it asked anything."""
+    r = ekc("demo", "seed", f"--count={count}", "--node", "http://127.0.0.1:1", timeout=30)
+    assert r.returncode != 0 and f"--count {count}: use 1 to 10000" in r.stderr, (r.returncode, r.stderr)
+    assert "Fatal error" not in r.stderr

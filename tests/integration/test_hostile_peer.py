@@ -289,3 +289,35 @@ def test_a_hostile_record_is_refused_alone_and_the_link_moves_on(case, pb2, host
     wait_until(lambda: main.ticket(t2["id"]), CONVERGE, "irk-office-1's ticket on irk-main after the restart")
     mine2 = own_write_is_stamped_now(main)
     wait_until(lambda: office.ticket(mine2["id"]), CONVERGE, "irk-main's ticket on irk-office-1 after the restart")
+
+
+def test_a_peer_answer_whose_status_is_no_http_status_fails_the_call_not_the_node(tmp_path, pb2):
+    """NIO's HTTP/1 view of an HTTP/2 response takes any decimal `:status` to
+    `HTTPResponseStatus(statusCode:)`, which traps on a negative one: the fake peer
+    answering its pull and an anti-entropy call with `:status: -1` crashed irk-main.
+    Now each such stream fails with the reason, the link shows it, and irk-main serves on."""
+    root = tmp_path / "fed"
+    certs = make_certs(root / "certs", MAIN, OFFICE, *[o["id"] for o in OUTSIDERS])
+    fake = FakePeer(pb2, certs, FAKE, allowed_clients={MAIN}).start()
+    fake.pull_status = "-1"
+    fake.answer = lambda path, request: ("-1", "application/x-protobuf", b"")
+    outsiders = [dict(o, replication=fake.address) if o["id"] == FAKE else o for o in OUTSIDERS]
+    fed = FederationWithOutsiders(root, SPECS, outsiders, {MAIN: [FAKE]})
+    try:
+        fed.start()
+        main = fed[MAIN]
+        wait_until(lambda: "three-digit" in str((link_of(main, FAKE) or {}).get("lastError")), 30,
+                   "irk-main's link to the fake peer names the refused :status")
+        assert any(r.path == "/replication/v2/pull" for r in fake.requests)
+        status, _, body = main.request("POST", "/v1/digest/repair", {"peer": FAKE})
+        assert status == 502 and ':status "-1" is not a three-digit HTTP status' in str(body.get("error")), (status, body)
+        assert main.alive(), main.tail()
+        health_ok(main)
+        fed.wait_connected(nodes=[MAIN, OFFICE])
+        t = fed[OFFICE].create(subject="После ответа без статуса")
+        wait_until(lambda: main.ticket(t["id"]) is not None, CONVERGE, "irk-main pulls from irk-office-1 as before")
+        assert main.alive() and "Fatal error" not in main.tail()
+    finally:
+        print(fed.logs())
+        fed.stop()
+        fake.stop()

@@ -88,6 +88,39 @@ def test_structural_mistakes_are_each_named(dev):
         assert re.search(expected, out), f"missing /{expected}/ in:\n{out}"
 
 
+def test_an_offset_or_a_leeway_out_of_range_is_named_and_no_node_starts_with_it(dev):
+    """Numbers the node multiplies into milliseconds: a zone offset (ticket numbers,
+    deadlines) and a token leeway (every token checked). From the file, an Int64 extreme
+    overflowed there; it is refused before the node starts."""
+    def change(t):
+        node(t, "irk-main")["utcOffsetMinutes"] = 9223372036854775807
+        node(t, "nn-main")["utcOffsetMinutes"] = -721
+        org = next(o for o in t["organisations"] if o["id"] == "52")
+        org["identityProvider"] = {"issuer": "https://sso.example/realms/ekc", "jwks": "52.jwks.json",
+                                   "leewaySeconds": 10 ** 16}
+    out = edit(dev, change)
+    for expected in [
+        "irk-main +.*utcOffsetMinutes 9223372036854775807 must be -720 to 840",
+        "nn-main +.*utcOffsetMinutes -721 must be -720 to 840",
+        "52 +.*identityProvider.leewaySeconds 10000000000000000 must be 0 to 3600",
+    ]:
+        assert re.search(expected, out), f"missing /{expected}/ in:\n{out}"
+    # Each alone stops `ekc node start` with the rule, before anything listens.
+    t = json.loads((dev / "topology.json").read_text())
+    node(t, "irk-main")["utcOffsetMinutes"] = 9223372036854775807
+    (dev / "offset.json").write_text(json.dumps(t))
+    change(t)
+    node(t, "irk-main")["utcOffsetMinutes"] = 480
+    node(t, "nn-main")["utcOffsetMinutes"] = 180
+    (dev / "leeway.json").write_text(json.dumps(t))
+    for config, rule in [("offset.json", "utcOffsetMinutes 9223372036854775807 must be -720 to 840"),
+                         ("leeway.json", "leewaySeconds 10000000000000000 must be 0 to 3600")]:
+        r = run([EKC, "node", "start", "--config", config, "--node-id", "irk-main", "--data", str(dev / "data")],
+                cwd=dev, timeout=60)
+        assert r.returncode != 0 and rule in r.stderr, (config, r.returncode, r.stderr[-2000:])
+        assert "Fatal error" not in r.stderr and "listening" not in r.stdout, r.stdout + r.stderr
+
+
 def test_certificate_mistakes_are_each_named(dev, tmp_path):
     other = tmp_path / "other-ca"
     assert run([REPO / "ops" / "dev-ca.sh", other, "nn-main"], timeout=60).returncode == 0

@@ -288,6 +288,8 @@ public enum TicketValues {
                         if let snils { try Snils.validate(digits: snils) }
                         if let phone { try Citizen.validate(phone: phone) }
                     }
+                    // A stored value is read unchecked, but not its length: masking slices 11 bytes (O(1)).
+                    if !checked, let s = snils, s.utf8.count != 11 { throw Refusal(.invalidValue, "citizen.snils: \(s.utf8.count) bytes, not 11 digits") }
                     return Citizen(ref: ref, name: name, snils: snils.map { Snils(trusted: $0) }, phone: phone)
                 }
                 return true
