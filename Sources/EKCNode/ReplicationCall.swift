@@ -29,6 +29,8 @@ enum ReplicationConnection {
     /// Nothing the caller writes goes out before the identity check: NIOSSL holds writes
     /// (here: our HTTP/2 preface) until the handshake is done and `NodeIdentityHandler`
     /// has seen it, and the caller gets the connection, to open streams on, only after.
+    /// A connection whose HTTP/2 layer fails is closed (`CloseOnError`), so a stream on it
+    /// ends at once instead of waiting out its timeout.
     static func open(_ peer: PeerAddress, tls: NIOSSLContext, group: EventLoopGroup,
                      handshakeTimeout: TimeAmount = ReplicationConnection.handshakeTimeout)
         async throws -> (NIOCore.Channel, NIOHTTP2Handler.StreamMultiplexer) {
@@ -44,6 +46,7 @@ enum ReplicationConnection {
                     let multiplexer = try sync.configureHTTP2Pipeline(
                         mode: .client, connectionConfiguration: ReplicationWindows.connection, streamConfiguration: ReplicationWindows.stream
                     ) { $0.eventLoop.makeSucceededVoidFuture() }
+                    try sync.addHandler(CloseOnError())
                     return (channel, multiplexer, identified.futureResult)
                 }
             }

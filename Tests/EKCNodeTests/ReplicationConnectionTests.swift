@@ -6,6 +6,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import NIOSSL
+import NIOTLS
 import Replication
 import Wire
 import Testing
@@ -24,6 +25,24 @@ private final class LateExecutor: TaskExecutor {
         let job = UnownedJob(job)
         queue.asyncAfter(deadline: .now() + delay) { job.runSynchronously(on: self.asUnownedTaskExecutor()) }
     }
+}
+
+/// A TLS server with a federation certificate that speaks no HTTP/2: once the handshake
+/// is done it writes `bytes` and then reads and drops whatever comes.
+private final class RawTLSServer: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+    let bytes: [UInt8]
+    init(bytes: [UInt8]) { self.bytes = bytes }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if case .handshakeCompleted? = event as? TLSUserEvent {
+            context.writeAndFlush(wrapOutboundOut(ByteBuffer(bytes: bytes)), promise: nil)
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {}
 }
 
 /// `ReplicationConnection`, the client side of every replication connection (the pull
@@ -59,6 +78,23 @@ private final class LateExecutor: TaskExecutor {
             store.close()
             try? await group.shutdownGracefully()
             try? FileManager.default.removeItem(atPath: dir)
+        }
+    }
+
+    /// Opens a connection and makes one digest call on it (10 s timeout): nil when it was
+    /// answered, else what failed and whether the call timed out.
+    static func failureOfOneCall(_ peer: PeerAddress, tls: NIOSSLContext, group: EventLoopGroup) async -> (text: String, timedOut: Bool)? {
+        do {
+            let (channel, multiplexer) = try await ReplicationConnection.open(peer, tls: tls, group: group)
+            defer { channel.close(promise: nil) }
+            _ = try await ReplicationConnection.call(multiplexer, on: channel, peer: peer, path: ReplicationProtocol.digestPath,
+                                                     body: try digestRequest(), timeout: .seconds(10))
+            return nil
+        } catch let error as ReplicationCallError {
+            if case .timedOut = error { return ("\(error)", true) }
+            return ("\(error)", false)
+        } catch {
+            return ("\(error)", false)
         }
     }
 
@@ -124,5 +160,32 @@ private final class LateExecutor: TaskExecutor {
             try? await channel.close()
         }
         await setup.stop()
+    }
+
+    /// A connection whose HTTP/2 layer failed (here a server that answers with a SETTINGS
+    /// ACK where its preface belongs) is closed at once, so a call on it fails at once
+    /// instead of waiting out its timeout on a connection that can carry nothing.
+    @Test func aConnectionWhoseHTTP2FailedIsClosedAndItsCallFailsAtOnce() async throws {
+        let setup = try await Setup(main: main, office: office)
+        let serverContext = try setup.tls(main).makeServerContext()
+        let settingsAck: [UInt8] = [0, 0, 0, 4, 1, 0, 0, 0, 0]
+        let raw = try await ServerBootstrap(group: setup.group)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandlers([
+                        NIOSSLServerHandler(context: serverContext), RawTLSServer(bytes: settingsAck),
+                    ])
+                }
+            }
+            .bind(host: "127.0.0.1", port: 0).get()
+        let peer = PeerAddress(node: main, host: "127.0.0.1", port: raw.localAddress!.port!)
+        let started = ContinuousClock.now
+        let failure = await Self.failureOfOneCall(peer, tls: try setup.tls(office).makeClientContext(), group: setup.group)
+        let took = ContinuousClock.now - started
+        try? await raw.close()
+        await setup.stop()
+        #expect(failure != nil, "a call on a broken HTTP/2 connection succeeded")
+        #expect(failure?.timedOut != true, "the call waited out its timeout: \(failure?.text ?? "")")
+        #expect(took < .seconds(5), "took \(took)")
     }
 }
