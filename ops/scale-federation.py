@@ -17,7 +17,10 @@ link's first `connected` in `GET /v1/replication` (ops token): the node's own
 `lastSuccess` of the first poll that shows it connected (the stream header of an empty
 store sets it), else the poll's time. A link that is not connected within
 `--connect-deadline` seconds (3) is listed with the errors it reported meanwhile
-(`nothing heard for 15.0 seconds` is the stall this harness was written for).
+(`nothing heard for 15.0 seconds` is the stall this harness was written for; a link that
+only had its connection refused was dialled before its peer listened and waited out the
+reconnect backoff). The same times are also given from when both ends were up (a node
+answers its API once its replication listener is bound, and starts pulling right after).
 
 With `--anti-entropy SECONDS` every node compares digests with each peer at that
 interval (`--anti-entropy-interval`); after `--duration` seconds the harness reads
@@ -354,7 +357,7 @@ def main():
     n_links = len(s.links())
     print(f"{args.centres} centres + {args.fund_nodes} fund nodes, {n_links} pull links, {args.starts} starts; "
           f"ekc {args.ekc}; in {s.root}", flush=True)
-    all_times, late_starts, stalls = [], 0, 0
+    all_times, all_after_up, late_starts, stalls, late_refused, late_other, timeouts = [], [], 0, 0, 0, 0, 0
     totals = {"rounds": {}, "failed": {}, "created": 0, "create_failed": 0}
     try:
         s.prepare()
@@ -363,17 +366,32 @@ def main():
             run_dir, up, first, errors, pending = s.measure_start(k)
             times = list(first.values())
             all_times += times
+            # From when both ends were up (each answers its API only after its replication
+            # listener is bound; its pulls start right after): what is left is connecting.
+            # Approximate (up is the first poll that was answered), so never below 0.
+            after_up = [max(0.0, s.started_at[x] + t - max(s.started_at[x] + up.get(x, 0), s.started_at[y] + up.get(y, 0)))
+                        for (x, y), t in first.items()]
+            all_after_up += after_up
+            slowest_after_up = max(after_up) if after_up else float("nan")
+            timeouts += sum(1 for t in times if t >= 15.0)
             late = sorted(((t, l) for l, t in first.items() if t > args.connect_deadline), reverse=True)
             print(f"start {k} (load average {load_before:.1f} before): {len(first)}/{n_links} links connected; median {statistics.median(times) if times else float('nan'):.2f} s, "
                   f"p99 {pct(times, 99):.2f} s, max {max(times) if times else float('nan'):.2f} s; "
-                  f"later than {args.connect_deadline:g} s: {len(late) + len(pending)}; nodes answering their API after "
+                  f"later than {args.connect_deadline:g} s: {len(late) + len(pending)}; after both ends were up: "
+                  f"p99 {pct(after_up, 99):.2f} s, max {slowest_after_up:.2f} s; nodes answering their API after "
                   f"median {statistics.median(up.values()) if up else float('nan'):.2f} s, max {max(up.values()) if up else float('nan'):.2f} s", flush=True)
             for t, (x, y) in late[:20]:
                 print(f"    {x} -> {y}: {t:.2f} s; errors before: {errors.get((x, y), [])}")
             for x, y in sorted(pending)[:20]:
                 print(f"    {x} -> {y}: not connected within {args.start_timeout:g} s; errors: {errors.get((x, y), [])}")
             stalls += sum(1 for l in list(first) + list(pending) if any("nothing heard" in e for e in errors.get(l, [])))
+            refused_only = sum(1 for t, l in late
+                               if t < 15.0 and errors.get(l) and all("Connection refused" in e for e in errors[l]))
+            late_refused += refused_only
+            late_other += len(late) - refused_only + len(pending)
             if late or pending:
+                print(f"    of the {len(late) + len(pending)} late links, {refused_only} only ever had their connection refused "
+                      f"(the peer was not listening yet; they waited out the reconnect backoff)")
                 late_starts += 1
             if args.duration > 0:
                 rounds, created, create_failed = s.run_for(run_dir, args.duration)
@@ -397,6 +415,11 @@ def main():
         print(f"  link connect times over all starts: median {statistics.median(all_times) if all_times else float('nan'):.2f} s, "
               f"p99 {pct(all_times, 99):.2f} s, max {max(all_times) if all_times else float('nan'):.2f} s; "
               f"links that reported 'nothing heard' before connecting: {stalls}")
+        print(f"  the same counted from when both ends of the link were up: median {statistics.median(all_after_up) if all_after_up else float('nan'):.2f} s, "
+              f"p99 {pct(all_after_up, 99):.2f} s, max {max(all_after_up) if all_after_up else float('nan'):.2f} s")
+        print(f"  links that took 15 s or more (waited out an idle timeout): {timeouts}")
+        print(f"  links later than {args.connect_deadline:g} s: {late_refused + late_other}; of them only refused while the peer "
+              f"was starting: {late_refused}; late for any other reason (or never connected): {late_other}")
         if args.duration > 0:
             no_answer = sum(v for e, v in totals["failed"].items() if "no answer" in e)
             print(f"  anti-entropy rounds: {sum(totals['rounds'].values())} {totals['rounds']}; failed: "
