@@ -217,6 +217,10 @@ public struct PeerNodeIdentified: Sendable, Equatable {
 /// the `NodeIdentityError` as an error and closes the connection. Bytes read before
 /// the peer is identified are never passed on.
 ///
+/// When given `identified`, it completes it too: with the node, or with the first error
+/// (the TLS handshake's, or `NodeIdentityError`), or `ConnectionClosedBeforeIdentification`,
+/// so a client can wait for the peer before opening anything on the connection.
+///
 /// On the client side, `PeerNodeIdentified` means "the server is node X", NOT "the
 /// server accepted us": under TLS 1.3 the client's handshake completes when it sends
 /// its Finished, before the server has checked the client certificate. A rejected
@@ -232,9 +236,11 @@ public final class NodeIdentityHandler: ChannelInboundHandler, RemovableChannelH
     private let expected: NodeID?
     public private(set) var peer: NodeID?
     private var failed = false
+    private var identified: EventLoopPromise<NodeID>?
 
-    public init(expecting expected: NodeID? = nil) {
+    public init(expecting expected: NodeID? = nil, identified: EventLoopPromise<NodeID>? = nil) {
         self.expected = expected
+        self.identified = identified
     }
 
     public func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
@@ -248,8 +254,10 @@ public final class NodeIdentityHandler: ChannelInboundHandler, RemovableChannelH
             if let expected, expected != node { throw .unexpectedNode(expected: expected, presented: node) }
             peer = node
             context.fireUserInboundEventTriggered(PeerNodeIdentified(node: node, applicationProtocol: alpn))
+            complete(.success(node))
         } catch {
             failed = true
+            complete(.failure(error))
             context.fireErrorCaught(error)
             context.close(promise: nil)
         }
@@ -259,6 +267,7 @@ public final class NodeIdentityHandler: ChannelInboundHandler, RemovableChannelH
         guard peer != nil else {
             if !failed {
                 failed = true
+                complete(.failure(NodeIdentityError.noPeerCertificate))
                 context.fireErrorCaught(NodeIdentityError.noPeerCertificate)
                 context.close(promise: nil)
             }
@@ -266,4 +275,31 @@ public final class NodeIdentityHandler: ChannelInboundHandler, RemovableChannelH
         }
         context.fireChannelRead(data)
     }
+
+    public func errorCaught(context: ChannelHandlerContext, error: Error) {
+        complete(.failure(error))
+        context.fireErrorCaught(error)
+    }
+
+    public func channelInactive(context: ChannelHandlerContext) {
+        complete(.failure(ConnectionClosedBeforeIdentification()))
+        context.fireChannelInactive()
+    }
+
+    public func handlerRemoved(context: ChannelHandlerContext) {
+        complete(.failure(ConnectionClosedBeforeIdentification()))
+    }
+
+    /// Completes `identified` once; later outcomes change nothing.
+    private func complete(_ result: Result<NodeID, Error>) {
+        guard let promise = identified else { return }
+        identified = nil
+        promise.completeWith(result)
+    }
+}
+
+/// The connection ended before its TLS handshake identified the peer.
+public struct ConnectionClosedBeforeIdentification: Error, CustomStringConvertible, Sendable {
+    public init() {}
+    public var description: String { "the connection closed before the TLS handshake identified the peer" }
 }

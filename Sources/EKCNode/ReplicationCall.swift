@@ -1,4 +1,5 @@
 import CaseModel
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOHTTP2
@@ -9,28 +10,59 @@ import NIOSSL
 /// this node's certificate, the peer's certificate checked to name the peer, then
 /// HTTP/2 (the pull stream and anti-entropy calls open streams on it).
 enum ReplicationConnection {
-    static func open(_ peer: PeerAddress, tls: NIOSSLContext, group: EventLoopGroup)
+    /// How long the TLS handshake may take after the TCP connection (as the server's).
+    static let handshakeTimeout: TimeAmount = .seconds(10)
+
+    /// Connects and returns once the TLS handshake has shown the server to be `peer.node`.
+    ///
+    /// The whole pipeline, HTTP/2 included, is built in the channel initializer, before
+    /// the channel is active: the server sends its HTTP/2 preface (SETTINGS) right after
+    /// its handshake, a few milliseconds after the TCP connection, and whatever handler is
+    /// not there by then does not see it. This used to add the HTTP/2 handler later, from
+    /// this task, once the connection was up; when the task resumed after the handshake
+    /// (a loaded machine: 34 nodes on 2 cores), the server's SETTINGS had reached the
+    /// pipeline's tail and been dropped. NIOHTTP2 then took the server's SETTINGS ACK for
+    /// a missing preface and answered GOAWAY, but the connection stayed open and every
+    /// frame after was refused alike: the pull heard nothing until its 15 s idle timeout,
+    /// the anti-entropy call had no answer within 30 s (issue "links stall at start").
+    ///
+    /// Nothing the caller writes goes out before the identity check: NIOSSL holds writes
+    /// (here: our HTTP/2 preface) until the handshake is done and `NodeIdentityHandler`
+    /// has seen it, and the caller gets the connection, to open streams on, only after.
+    /// A connection whose HTTP/2 layer fails is closed (`CloseOnError`), so a stream on it
+    /// ends at once instead of waiting out its timeout.
+    static func open(_ peer: PeerAddress, tls: NIOSSLContext, group: EventLoopGroup,
+                     handshakeTimeout: TimeAmount = ReplicationConnection.handshakeTimeout)
         async throws -> (NIOCore.Channel, NIOHTTP2Handler.StreamMultiplexer) {
-        let channel = try await ClientBootstrap(group: group)
+        let (channel, multiplexer, identified) = try await ClientBootstrap(group: group)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .connectTimeout(.seconds(5))
-            .channelInitializer { channel in
+            .connect(host: peer.host, port: peer.port) { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations
+                    let identified = channel.eventLoop.makePromise(of: NodeID.self)
                     try sync.addHandler(NIOSSLClientHandler(context: tls, serverHostname: nil))
-                    try sync.addHandler(NodeIdentityHandler(expecting: peer.node))
+                    try sync.addHandler(NodeIdentityHandler(expecting: peer.node, identified: identified))
+                    let multiplexer = try sync.configureHTTP2Pipeline(
+                        mode: .client, connectionConfiguration: ReplicationWindows.connection, streamConfiguration: ReplicationWindows.stream
+                    ) { $0.eventLoop.makeSucceededVoidFuture() }
+                    try sync.addHandler(CloseOnError())
+                    return (channel, multiplexer, identified.futureResult)
                 }
             }
-            .connect(host: peer.host, port: peer.port).get()
+        let timedOut = NIOLockedValueBox(false)
+        let deadline = channel.eventLoop.scheduleTask(in: handshakeTimeout) {
+            timedOut.withLockedValue { $0 = true }
+            channel.close(promise: nil)
+        }
         do {
-            let multiplexer = try await channel.eventLoop.submit {
-                try channel.pipeline.syncOperations.configureHTTP2Pipeline(
-                    mode: .client, connectionConfiguration: ReplicationWindows.connection, streamConfiguration: ReplicationWindows.stream
-                ) { $0.eventLoop.makeSucceededVoidFuture() }
-            }.get()
+            _ = try await identified.get()
+            deadline.cancel()
             return (channel, multiplexer)
         } catch {
+            deadline.cancel()
             channel.close(promise: nil)
+            if timedOut.withLockedValue({ $0 }) { throw ReplicationCallError.noHandshake(handshakeTimeout) }
             throw error
         }
     }
@@ -69,6 +101,7 @@ enum ReplicationCallError: Error, CustomStringConvertible {
     case tooLarge(String, Int)
     case closed(String)
     case refused(String, Int, String)
+    case noHandshake(TimeAmount)
 
     var description: String {
         switch self {
@@ -76,6 +109,7 @@ enum ReplicationCallError: Error, CustomStringConvertible {
         case .tooLarge(let p, let n): return "\(p): answer larger than \(n) bytes"
         case .closed(let p): return "\(p): stream closed before the answer ended"
         case .refused(let p, let status, let why): return "\(p): \(status) \(why)"
+        case .noHandshake(let t): return "no TLS handshake within \(t.nanoseconds / 1_000_000_000) s"
         }
     }
 }
