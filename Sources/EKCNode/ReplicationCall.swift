@@ -5,6 +5,9 @@ import NIOHTTP1
 import NIOHTTP2
 import NIOPosix
 import NIOSSL
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// A mutually authenticated HTTP/2 connection to a peer's replication port: TLS with
 /// this node's certificate, the peer's certificate checked to name the peer, then
@@ -93,6 +96,18 @@ enum ReplicationConnection {
         }
         defer { deadline.cancel() }
         return try await promise.futureResult.get()
+    }
+}
+
+extension ReplicationConnection {
+    /// Whether connecting failed because the peer's host refused it (ECONNREFUSED on every
+    /// address tried): its node is not listening yet, rather than unreachable or broken.
+    static func refused(_ error: Error) -> Bool {
+        if let e = error as? IOError { return e.errnoCode == ECONNREFUSED }
+        if let e = error as? NIOConnectionError {
+            return !e.connectionErrors.isEmpty && e.connectionErrors.allSatisfy { refused($0.error) }
+        }
+        return false
     }
 }
 

@@ -167,7 +167,7 @@ public final class Replicator: Sendable {
             } catch is CancellationError {
                 break
             } catch {
-                (reason, applied) = (.transportFailed("\(error)"), false)
+                (reason, applied) = (ReplicationConnection.refused(error) ? .notListening("\(error)") : .transportFailed("\(error)"), false)
             }
             update(peer.node) { $0.lastError = reason.description; $0.connected = false }
             logger.debug("pull ended", metadata: ["peer": "\(peer.node)", "reason": "\(reason)"])

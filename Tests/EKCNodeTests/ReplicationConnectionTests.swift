@@ -188,4 +188,27 @@ private final class RawTLSServer: ChannelInboundHandler {
         #expect(failure?.timedOut != true, "the call waited out its timeout: \(failure?.text ?? "")")
         #expect(took < .seconds(5), "took \(took)")
     }
+
+    /// A peer whose port nothing listens on (its node starting) is told apart from one
+    /// that is unreachable or broken: the link retries it within half a second.
+    @Test func aRefusedConnectionIsToldApartFromOtherFailures() async throws {
+        let setup = try await Setup(main: main, office: office)
+        let closed = try await ServerBootstrap(group: setup.group).bind(host: "127.0.0.1", port: 0).get()
+        let port = closed.localAddress!.port!
+        try await closed.close()
+        let tls = try setup.tls(office).makeClientContext()
+        do {
+            _ = try await ReplicationConnection.open(PeerAddress(node: main, host: "127.0.0.1", port: port), tls: tls, group: setup.group)
+            Issue.record("connected to a closed port")
+        } catch {
+            #expect(ReplicationConnection.refused(error), "\(error)")
+        }
+        do {
+            let peer = PeerAddress(node: NodeID("irk-other")!, host: "127.0.0.1", port: setup.server.port)
+            _ = try await ReplicationConnection.open(peer, tls: tls, group: setup.group)
+        } catch {
+            #expect(!ReplicationConnection.refused(error), "another node's certificate is no refused connection: \(error)")
+        }
+        await setup.stop()
+    }
 }

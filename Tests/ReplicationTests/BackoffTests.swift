@@ -19,6 +19,26 @@ final class BackoffTests: XCTestCase {
         XCTAssertEqual(b.attempt, 12)
     }
 
+    /// While the peer's host refuses the connection (its node is starting), the link is
+    /// tried again within `notListeningMax` (500 ms), not after up to 30 s; once it is
+    /// reached and fails otherwise, the usual backoff goes on from the attempts made.
+    func testAPeerNotListeningIsTriedAgainWithinHalfASecond() {
+        var b = Backoff(timers: Self.noJitter)
+        var rng = SeededRandom(seed: 1)
+        let refused = PullCloseReason.notListening("connection refused")
+        let delays = (0..<8).map { _ in b.delay(after: refused, appliedAny: false, using: &rng) }
+        XCTAssertEqual(delays, [.milliseconds(100), .milliseconds(200), .milliseconds(400)] + Array(repeating: .milliseconds(500), count: 5))
+        XCTAssertEqual(b.delay(after: .transportFailed("tls"), appliedAny: false, using: &rng), .milliseconds(25_600))
+        var jittered = Backoff()
+        for _ in 0..<200 {
+            XCTAssertLessThanOrEqual(jittered.delay(after: refused, appliedAny: false, using: &rng), .milliseconds(500))
+        }
+        // Never above the ordinary cap either, whatever a deployment sets.
+        var short = Backoff(timers: SessionTimers(backoffMax: .milliseconds(200), backoffJitter: 0))
+        for _ in 0..<5 { _ = short.delay(after: refused, appliedAny: false, using: &rng) }
+        XCTAssertEqual(short.delay(after: refused, appliedAny: false, using: &rng), .milliseconds(200))
+    }
+
     func testProtocolDefaultsAreTheSpecsTimers() {
         let t = SessionTimers.protocolDefaults
         XCTAssertEqual(t.heartbeatInterval, .seconds(5))
@@ -26,6 +46,7 @@ final class BackoffTests: XCTestCase {
         XCTAssertEqual(t.backoffBase, .milliseconds(100))
         XCTAssertEqual(t.backoffMax, .seconds(30))
         XCTAssertEqual(t.backoffJitter, 0.5)
+        XCTAssertEqual(t.notListeningMax, .milliseconds(500))
         XCTAssertEqual(Backoff().timers, t)
     }
 

@@ -1,6 +1,7 @@
 /// The reconnect policy of a pull link (proto/README.md §4.6, §7): jittered exponential
-/// backoff from `backoffBase` doubling up to `backoffMax`, reset by progress; and no
-/// quick retry of a refusal that only a configuration change can cure. The randomness
+/// backoff from `backoffBase` doubling up to `backoffMax`, reset by progress; up to
+/// `notListeningMax` only while the peer's host refuses the connection (its node is
+/// starting); and no quick retry of a refusal that only a configuration change can cure. The randomness
 /// is passed in, so a seeded generator replays a schedule exactly.
 public struct Backoff: Sendable, Equatable {
     public var timers: SessionTimers
@@ -22,21 +23,23 @@ public struct Backoff: Sendable, Equatable {
                                using rng: inout some RandomNumberGenerator) -> Duration {
         if appliedAny { reset() }
         if Backoff.requiresConfigurationChange(reason) { return max(.zero, timers.backoffMax) }
+        if case .notListening = reason { return nextDelay(cap: min(timers.notListeningMax, timers.backoffMax), using: &rng) }
         return nextDelay(using: &rng)
     }
 
-    /// The next failure's delay: base × 2^attempt, capped at `backoffMax`, scaled by a
-    /// random factor in 1 ± jitter, and never above `backoffMax`.
-    public mutating func nextDelay(using rng: inout some RandomNumberGenerator) -> Duration {
+    /// The next failure's delay: base × 2^attempt, capped at `backoffMax` (or `cap`),
+    /// scaled by a random factor in 1 ± jitter, and never above the cap.
+    public mutating func nextDelay(cap: Duration? = nil, using rng: inout some RandomNumberGenerator) -> Duration {
+        let limit = cap ?? timers.backoffMax
         let base = max(0, Double(timers.backoffBase.wholeNanoseconds))
-        let cap = max(0, Double(timers.backoffMax.wholeNanoseconds))
+        let cap = max(0, Double(limit.wholeNanoseconds))
         // 2^attempt is capped before it can overflow; the cap is reached long before.
         let nominal = min(cap, base * Double(1 << UInt64(min(attempt, 62))))
         if attempt < Int.max { attempt += 1 }
         let j = min(max(timers.backoffJitter, 0), 1)
         let factor = j > 0 ? Double.random(in: (1 - j)...(1 + j), using: &rng) : 1
         let jittered = nominal * factor
-        return jittered < cap ? .nanoseconds(Int64(jittered)) : max(.zero, timers.backoffMax)
+        return jittered < cap ? .nanoseconds(Int64(jittered)) : max(.zero, limit)
     }
 
     /// §7: UNAUTHENTICATED, FORBIDDEN, BAD_REQUEST and a version mismatch are not cured

@@ -19,6 +19,9 @@ public enum PullCloseReason: Sendable, Equatable, CustomStringConvertible {
     case connectionClosed
     /// The channel reported an error (TLS, HTTP/2, connect).
     case transportFailed(String)
+    /// The peer's host refused the connection: nothing listens on its replication port
+    /// yet (a node starting or restarting), so it is tried again soon (`Backoff`).
+    case notListening(String)
     case mergeFailed(String)
     /// The shell fed an event that makes no sense in the session's state: a bug there,
     /// closed like any failure rather than trapping.
@@ -35,6 +38,7 @@ public enum PullCloseReason: Sendable, Equatable, CustomStringConvertible {
         case .streamEnded: "the stream ended without an error frame"
         case .connectionClosed: "the connection closed"
         case let .transportFailed(s): "transport failed: \(s)"
+        case let .notListening(s): "the peer is not listening: \(s)"
         case let .mergeFailed(s): "merge failed: \(s)"
         case let .unexpectedEvent(s): "unexpected event: \(s)"
         }

@@ -54,15 +54,21 @@ public struct SessionTimers: Sendable, Equatable {
     /// Each delay is scaled by a random factor in 1 ± this (0…1), so pullers that failed
     /// together do not reconnect together.
     public var backoffJitter: Double
+    /// The longest wait after the peer's host refused the connection (nothing listening
+    /// on the port: the node is starting or restarting). A refused connect costs a SYN
+    /// and a RST, so it is retried this often rather than after up to `backoffMax`: a
+    /// federation started together is linked within a second of its last node listening.
+    public var notListeningMax: Duration
 
     public init(heartbeatInterval: Duration = .seconds(5), idleTimeout: Duration = .seconds(15),
                 backoffBase: Duration = .milliseconds(100), backoffMax: Duration = .seconds(30),
-                backoffJitter: Double = 0.5) {
+                backoffJitter: Double = 0.5, notListeningMax: Duration = .milliseconds(500)) {
         self.heartbeatInterval = heartbeatInterval
         self.idleTimeout = idleTimeout
         self.backoffBase = backoffBase
         self.backoffMax = backoffMax
         self.backoffJitter = backoffJitter
+        self.notListeningMax = notListeningMax
     }
 
     /// 5 s heartbeat, 15 s idle timeout, reconnect after 100 ms doubling to 30 s, ±50 %.
