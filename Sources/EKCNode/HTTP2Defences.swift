@@ -18,6 +18,9 @@ enum HTTP2Defences {
     /// PING, SETTINGS, PRIORITY, ALTSVC and ORIGIN frames a peer may send per window: each
     /// costs work and PING and SETTINGS an answer.
     static let controlFrames = 200
+    /// PINGs the node itself sends a peer per window (`ReadReceipts`, after an early
+    /// response): the peer's acks count as its control frames, so at most half of them.
+    static let readReceiptPings = controlFrames / 2
     /// Control-frame answers (PING and SETTINGS acks) held for a peer that does not read.
     static let bufferedControlFrames = 10_000
     /// Empty DATA frames in a row (no END_STREAM, no HEADERS between them).

@@ -122,6 +122,8 @@ public final class HTTPServer: Sendable {
                 try sync.addHandler(HTTPHandler(api: api))
             }
         }
+        // Right after NIOHTTP2Handler: the PINGs that tell a StreamGuard when to reset an early response.
+        try sync.addHandler(ReadReceipts())
         // After a connection error NIOHTTP2 sends GOAWAY; the TCP connection must then close (RFC 9113 §5.4.1).
         try sync.addHandler(CloseOnError())
     }

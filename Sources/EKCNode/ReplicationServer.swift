@@ -106,6 +106,7 @@ public final class ReplicationServer: Sendable {
                             ])
                         }
                     }
+                    try sync.addHandler(ReadReceipts())  // as on the operator port: when a StreamGuard resets
                     try sync.addHandler(CloseOnError())
                 }
             }

@@ -1,6 +1,7 @@
 import NIOCore
 import NIOEmbedded
 import NIOHTTP1
+import NIOHTTP2
 import NIOTLS
 import Testing
 @testable import EKCNode
@@ -191,5 +192,89 @@ import Testing
         try channel.writeOutbound(HTTPServerResponsePart.end(nil))
         #expect(g.state.unanswered == 0)
         _ = try? channel.finish()
+    }
+
+    // --- ReadReceipts: the PINGs after which an early response's stream is reset ---
+
+    func receipts() throws -> (EmbeddedChannel, ReadReceipts) {
+        let channel = EmbeddedChannel()
+        let r = ReadReceipts()
+        try channel.pipeline.syncOperations.addHandler(r)
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        return (channel, r)
+    }
+
+    /// The PING the handler wrote, if any.
+    func sentPing(_ channel: EmbeddedChannel) throws -> HTTP2PingData? {
+        guard let frame = try channel.readOutbound(as: HTTP2Frame.self) else { return nil }
+        guard frame.streamID == .rootStream, case .ping(let data, ack: false) = frame.payload else {
+            Issue.record("not a PING: \(frame)")
+            return nil
+        }
+        return data
+    }
+
+    func ack(_ channel: EmbeddedChannel, _ data: HTTP2PingData) throws {
+        try channel.writeInbound(HTTP2Frame(streamID: .rootStream, payload: .ping(data, ack: true)))
+        // the ack goes on down the pipeline
+        let passed = try channel.readInbound(as: HTTP2Frame.self)
+        #expect(passed != nil)
+    }
+
+    @Test func aStreamIsToldOnceThePingAfterItsAnswerIsAcknowledged() throws {
+        let (channel, r) = try receipts()
+        var told = 0
+        #expect(r.whenRead { told += 1 })
+        let ping = try #require(try sentPing(channel))
+        // the client's own PING acks and an ack of other data tell nobody
+        try ack(channel, HTTP2PingData(withInteger: 42))
+        #expect(told == 0)
+        try ack(channel, ping)
+        #expect(told == 1)
+        try ack(channel, ping)  // a second ack of the same PING
+        #expect(told == 1)
+        #expect(try sentPing(channel) == nil)
+    }
+
+    @Test func whoAsksWhileAPingIsUnansweredWaitsForTheNextOne() throws {
+        let (channel, r) = try receipts()
+        var told: [String] = []
+        #expect(r.whenRead { told.append("a") })
+        let first = try #require(try sentPing(channel))
+        #expect(r.whenRead { told.append("b") })  // written after the first PING: its ack proves nothing for b
+        #expect(r.whenRead { told.append("c") })
+        #expect(try sentPing(channel) == nil)      // one PING at a time
+        try ack(channel, first)
+        #expect(told == ["a"])
+        let second = try #require(try sentPing(channel))  // for b and c together
+        #expect(second != first)
+        try ack(channel, second)
+        #expect(told == ["a", "b", "c"])
+    }
+
+    @Test func aClientThatLeavesAPingUnansweredIsNotAskedAgain() throws {
+        let (channel, r) = try receipts()
+        var told = 0
+        #expect(r.whenRead { told += 1 })
+        let ping = try #require(try sentPing(channel))
+        channel.embeddedEventLoop.advanceTime(by: StreamGuard.earlyResetGrace + .milliseconds(1))
+        #expect(!r.whenRead { told += 1 })
+        try ack(channel, ping)  // too late: its streams were reset at their grace's end
+        #expect(told == 0)
+        #expect(!r.whenRead { told += 1 })
+        #expect(try sentPing(channel) == nil)
+    }
+
+    @Test func pingsStayWithinHalfTheClientsControlFrameBudget() throws {
+        let (channel, r) = try receipts()
+        for _ in 0..<HTTP2Defences.readReceiptPings {
+            #expect(r.whenRead {})
+            try ack(channel, try #require(try sentPing(channel)))
+        }
+        #expect(!r.whenRead {})
+        #expect(try sentPing(channel) == nil)
+        channel.embeddedEventLoop.advanceTime(by: HTTP2Defences.rateWindow)
+        #expect(r.whenRead {})
+        #expect(try sentPing(channel) != nil)
     }
 }

@@ -202,8 +202,9 @@ class Transport:
 class Raw:
     """One HTTP/2 connection written frame by frame. `events` records what the server
     sent: (time, kind, stream id, detail) with kinds GOAWAY (error code, last stream id),
-    RST (error code), HEADERS (:status or None), DATA (bytes), WINDOW_UPDATE, PING_ACK,
-    SETTINGS, CLOSED."""
+    RST (error code), HEADERS (:status or None), DATA (bytes), END (END_STREAM), WINDOW_UPDATE,
+    PING (the server's own PING: its 8 bytes, which it expects back in an ack), PING_ACK,
+    SETTINGS, CLOSED. No PING is acknowledged unless a test sends the ack itself."""
 
     def __init__(self, port: int, tls: ssl.SSLContext = None, our_settings=(), read: bool = True,
                  authority: str = None):
@@ -300,6 +301,8 @@ class Raw:
         elif ftype == PING:
             if flags & ACK:
                 self._note("PING_ACK", 0, None)
+            else:
+                self._note("PING", 0, payload)
         elif ftype == SETTINGS:
             if not flags & ACK:
                 for i in range(0, len(payload) - 5, 6):

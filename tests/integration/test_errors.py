@@ -3,10 +3,12 @@ nothing in the store changes. One node serves the whole module, which also shows
 that the node keeps serving after every kind of bad request."""
 import json
 import socket
+import time
 
 import pytest
 
 from conftest import Node, curl
+from h2_raw import ACK, PING, Raw, error_name, frame
 
 BASE = {"channel": "phone", "topic": "child-benefits", "subject": "Единое пособие",
         "statement": "Когда будет решение по заявлению?"}
@@ -215,6 +217,85 @@ def test_oversized_body_http2(srv, unchanged, tmp_path):
     out, meta = r.stdout.rsplit("\n", 1)
     assert meta == "413 2", r.stdout[:300] + r.stderr
     check_error(413, json.loads(out), 413, "body_too_large", None)
+
+
+def _early_413(srv, declared: bool):
+    """A raw HTTP/2 client (h2_raw: it acknowledges no PING unless told to) POSTs a body
+    over 128 KiB: announced by content-length (refused at its HEADERS) or not (refused
+    once 128 KiB have come). Returns the connection once the answer has ended."""
+    c = Raw(srv.port)
+    extra = [("content-type", "application/json")] + ([("content-length", str(140 * 1024))] if declared else [])
+    c.send(c.headers(1, c.block(c.request_headers("POST", "/v1/tickets", extra))))
+    if not declared:
+        sent = 0
+        while sent <= 128 * 1024 and 1 not in c.status:
+            with c.cond:
+                window = min(65535 + c.window_credit.get(0, 0) - c.conn_data_sent,
+                             c.peer_initial_window + c.window_credit.get(1, 0) - c.stream_data_sent.get(1, 0))
+            if window <= 0:
+                c.wait(lambda c: 1 in c.status or 65535 + c.window_credit.get(0, 0) - c.conn_data_sent > 0, 1)
+                continue
+            n = min(16384, window)
+            c.send_data(1, b"x" * n)
+            sent += n
+    assert c.wait(lambda c: 1 in c.ended or 1 in c.resets, 5), c.events
+    return c
+
+
+def _frames(c, sid=1):
+    """What the node sent on stream `sid` and on the connection, in order: (time, kind, detail)."""
+    with c.cond:
+        return [(t, kind, detail) for t, kind, s, detail in c.events
+                if s == sid and kind in ("HEADERS", "DATA", "END", "RST") or kind == "PING"]
+
+
+@pytest.mark.parametrize("declared", [True, False], ids=["content-length", "no-length"])
+def test_oversized_body_http2_reset_only_after_the_client_read_the_answer(srv, unchanged, declared):
+    """RFC 9113 §8.1: a server that answers before the request's end may then stop the
+    body with RST_STREAM(NO_ERROR), after a complete response. On the wire the 413's
+    END_STREAM always came first, but the reset followed it at once, and a client busy
+    uploading read both in one go: curl 7.88.1 then took the closed stream for a failed
+    upload ("curl: (92) Stream error in the HTTP/2 framing layer", status 000) in 7 of
+    40 runs of the two curl tests here. The node now sends a PING after the answer's END_STREAM and resets only
+    when the client acknowledges it (the client has then read the whole answer), or
+    after a grace for a client that never does (below)."""
+    c = _early_413(srv, declared)
+    try:
+        assert c.status[1] == 413
+        c.wait(lambda c: any(kind in ("PING", "RST") for _, kind, _ in _frames(c)), 2)
+        frames = _frames(c)
+        kinds = [kind for _, kind, _ in frames]
+        assert "RST" not in kinds, f"reset before the client could have read the answer: {frames}"
+        assert "PING" in kinds, f"no PING after the answer: {frames}"
+        assert kinds[0] == "HEADERS" and "END" in kinds, frames
+        end, ping = kinds.index("END"), kinds.index("PING")
+        assert set(kinds[1:end]) <= {"DATA"} and end < ping, f"not HEADERS, DATA…, END_STREAM, PING: {frames}"
+        opaque = frames[ping][2]
+        acked_at = time.monotonic()
+        c.send(frame(PING, ACK, 0, opaque))
+        assert c.wait(lambda c: 1 in c.resets, 2), f"no RST_STREAM after the PING's ack: {_frames(c)}"
+        t, code = c.resets[1]
+        assert code == 0, f"RST_STREAM {error_name(code)}, not NO_ERROR"
+        assert t >= acked_at
+        # the connection still serves
+        c.send(c.headers(3, c.block(c.request_headers("GET", "/v1/health")), end_stream=True))
+        assert c.wait(lambda c: 3 in c.ended, 5) and c.status[3] == 200, _frames(c, 3)
+    finally:
+        c.close()
+
+
+def test_oversized_body_http2_reset_without_an_ack_comes_within_a_grace(srv, unchanged):
+    """A client that never acknowledges the PING (RFC 9113 §6.7 says it must) still gets
+    its stream reset, with NO_ERROR, soon after the answer: the node does not keep reading
+    a refused body for it (test_hostile_h2.py pushes DATA meanwhile)."""
+    c = _early_413(srv, True)
+    try:
+        ended_at = next(t for t, kind, _ in _frames(c) if kind == "END")
+        assert c.wait(lambda c: 1 in c.resets, 2), f"never reset: {_frames(c)}"
+        t, code = c.resets[1]
+        assert code == 0 and t - ended_at < 1.0, (error_name(code), round(t - ended_at, 3))
+    finally:
+        c.close()
 
 
 def _recv_all(sock, timeout=5.0):
