@@ -10,36 +10,24 @@ import NIOSSL
 import Replication
 import Wire
 
-/// What one comparison with a peer found and did.
+/// What one comparison with a peer found and did: the round's outcome as its session
+/// (`RepairSession`) counted it, the roots of both digests, and why it failed.
 public struct RepairRound: Sendable {
     public var peer: NodeID
     public var at: Date
     /// The scope compared: the peer's organisation (this node's own for a peer of it).
     public var scope: String
-    /// Both digests are built (a store from before digests builds them first).
-    public var ready = true
-    public var equal = false
-    public var ourRecords: UInt64 = 0
-    public var theirRecords: UInt64 = 0
+    public var outcome = RepairOutcome()
     public var ourRoot = ""
     public var theirRoot = ""
-    public var differingRanges = 0
-    public var differingBuckets = 0
-    /// Records the two hold differently (or one lacks).
-    public var differingRecords = 0
-    /// Records pulled from the peer, and how many of them changed something here.
-    public var pulled = 0
-    public var repaired = 0
-    /// Records (or parts) the merge refused, as a pull would.
-    public var refused = 0
-    /// Records found damaged here that the peer's copy replaced writes of.
-    public var damagedReplaced = 0
-    /// Calls made and bytes of answers received: what the round cost, within its budget.
-    public var calls = 0
-    public var bytes = 0
-    /// Why the peer's answer was refused (the round ended there); `error` says it too.
-    public var refusal: RepairRefusal?
+    /// Why the round failed or was refused (a refusal is `outcome.end` too).
     public var error: String?
+
+    /// Why the peer's answer was refused, if it was (the round ended there).
+    public var refusal: RepairRefusal? {
+        if case .refused(let r) = outcome.end { return r }
+        return nil
+    }
 }
 
 /// Anti-entropy (proto/README.md §13): every `interval`, with each peer whose pull is
@@ -125,16 +113,17 @@ public final class AntiEntropy: Sendable {
             replicator.refusedAnswer(refusal, from: node)
             logger.warning("anti-entropy round refused the peer's answer", metadata: [
                 "peer": "\(node)", "reason": "\(refusal.reason.rawValue)", "detail": "\(refusal.detail.prefix(300))",
-                "calls": "\(round.calls)"])
+                "calls": "\(round.outcome.calls)"])
         } else if let error = round.error {
             logger.warning("anti-entropy round failed", metadata: ["peer": "\(node)", "error": "\(error)"])
-        } else if !round.equal {
+        } else if !round.outcome.equal {
             logger.notice("anti-entropy: digests differed", metadata: [
-                "peer": "\(node)", "scope": "\(scope)", "ranges": "\(round.differingRanges)", "buckets": "\(round.differingBuckets)",
-                "records": "\(round.differingRecords)", "pulled": "\(round.pulled)", "repaired": "\(round.repaired)"])
+                "peer": "\(node)", "scope": "\(scope)", "ranges": "\(round.outcome.differingRanges)",
+                "buckets": "\(round.outcome.differingBuckets)", "records": "\(round.outcome.differingRecords)",
+                "pulled": "\(round.outcome.pulled)", "repaired": "\(round.outcome.repaired)"])
         }
         Counter(label: "ekc_anti_entropy_rounds_total", dimensions: [("result", round.result)]).increment()
-        Gauge(label: "ekc_anti_entropy_differing_records", dimensions: [("peer", node.value)]).record(round.differingRecords)
+        Gauge(label: "ekc_anti_entropy_differing_records", dimensions: [("peer", node.value)]).record(round.outcome.differingRecords)
         lastRounds.withLockedValue { $0[node] = round }
         return round
     }
@@ -278,34 +267,20 @@ public final class AntiEntropy: Sendable {
 }
 
 extension RepairRound {
-    /// What the session's outcome says, in the shape the API shows.
+    /// The session's outcome, with the roots the shell hashed.
     mutating func record(_ o: RepairOutcome, ourRoot: String, theirRoot: String) {
-        ready = o.ready
-        equal = o.equal
-        ourRecords = o.ourRecords
-        theirRecords = o.theirRecords
+        outcome = o
         self.ourRoot = ourRoot
         self.theirRoot = theirRoot
-        differingRanges = o.differingRanges
-        differingBuckets = o.differingBuckets
-        differingRecords = o.differingRecords
-        pulled = o.pulled
-        repaired = o.repaired
-        refused = o.refused
-        damagedReplaced = o.damagedReplaced
-        calls = o.calls
-        bytes = o.bytes
         switch o.end {
         case .complete, .notReady: break
         case .failed(let why): error = why
-        case .refused(let r):
-            refusal = r
-            error = "refused the peer's answer: \(r)"
+        case .refused(let r): error = "refused the peer's answer: \(r)"
         }
     }
 
     /// The result as the rounds metric counts it.
     var result: String {
-        refusal != nil ? "refused" : error != nil ? "failed" : !ready ? "not_ready" : equal ? "equal" : "repaired"
+        refusal != nil ? "refused" : error != nil ? "failed" : !outcome.ready ? "not_ready" : outcome.equal ? "equal" : "repaired"
     }
 }

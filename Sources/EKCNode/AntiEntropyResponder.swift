@@ -78,15 +78,6 @@ enum AntiEntropyResponder {
         reply.storeID = Data(store.storeIDBytes)
         reply.scope = partner
         reply.ready = store.digestsReady
-        func ranges(_ nodes: [DigestNode]) -> [WireDigestRange] {
-            nodes.map { n in
-                var r = WireDigestRange()
-                r.position = UInt32(n.position)
-                r.sum = Data(n.sum.bytes)
-                r.records = n.records
-                return r
-            }
-        }
         switch request.level {
         case 0:
             let summary = try store.digestSummary(scope: partner)
@@ -97,16 +88,32 @@ enum AntiEntropyResponder {
             reply.ranges = ranges(try store.digestBuckets(scope: partner, range: UInt8(request.position)))
         case 2:
             guard request.position <= 0xffff else { return .refused(400, "level 2: position is a bucket, 0-65535") }
-            reply.entries = try store.digestEntries(scope: partner, bucket: UInt16(request.position)).map { e in
-                var r = WireDigestRecord()
-                r.kind = .init(rawValue: Int(e.kind.rawValue)) ?? .unspecified
-                r.id = Data(e.id.bytes)
-                r.sum = Data(e.value.bytes)
-                return r
-            }
+            reply.entries = records(try store.digestEntries(scope: partner, bucket: UInt16(request.position)))
         default:
             return .refused(400, "level \(request.level): 0 (ranges), 1 (buckets of a range) or 2 (records of a bucket)")
         }
         return Reply(status: 200, contentType: ReplicationProtocol.requestContentType, body: try WireCoding.serialize(reply))
+    }
+
+    /// A level's ranges or buckets as a DigestReply lists them.
+    static func ranges(_ nodes: [DigestNode]) -> [WireDigestRange] {
+        nodes.map { n in
+            var r = WireDigestRange()
+            r.position = UInt32(n.position)
+            r.sum = Data(n.sum.bytes)
+            r.records = n.records
+            return r
+        }
+    }
+
+    /// A bucket's records as a DigestReply lists them.
+    static func records(_ entries: [DigestEntry]) -> [WireDigestRecord] {
+        entries.map { e in
+            var r = WireDigestRecord()
+            r.kind = .init(rawValue: Int(e.kind.rawValue)) ?? .unspecified
+            r.id = Data(e.id.bytes)
+            r.sum = Data(e.value.bytes)
+            return r
+        }
     }
 }

@@ -54,7 +54,9 @@ def wait_quiescent(fed, timeout=240.0, quiet=3.0):
             time.sleep(0.5)
             continue
         last = {nid: r["lastSequence"] for nid, r in reps.items()}
-        behind = [(nid, p["node"], p["connected"], p["appliedSequence"], last.get(p["node"]))
+        # Each link behind, with its last error and the answers it refused: why it is behind.
+        behind = [(nid, p["node"], p["connected"], p["appliedSequence"], last.get(p["node"]), p.get("lastError"),
+                   p.get("rejected", {}).get("byReason"))
                   for nid, r in reps.items() for p in r["peers"]
                   if not p["connected"] or p["appliedSequence"] < last.get(p["node"], 0)]
         # A partner keeps a ticket whose transfer ended until its home says it holds the

@@ -607,6 +607,14 @@ def test_peer_restored_from_a_backup_is_not_silently_skipped(federation):
         o2.create(subject=f"после копии {i}")
     converge_on_ids(fed, timeout=5)
     seq_before = o2.replication()["lastSequence"]
+    # The premise: both peers have checkpointed past the backup through their own links
+    # to irk-office-2. Converging on ids is not enough, since a peer may have received the
+    # tickets relayed through the other and still be reconnecting to irk-office-2.
+    for x in ("irk-main", "irk-office-1"):
+        deadline = time.time() + 40
+        while fed[x].link("irk-office-2")["appliedSequence"] < seq_before and time.time() < deadline:
+            time.sleep(0.1)
+        assert fed[x].link("irk-office-2")["appliedSequence"] == seq_before, fed[x].link("irk-office-2")
 
     fed.cut("irk-office-2")
     o2.stop()

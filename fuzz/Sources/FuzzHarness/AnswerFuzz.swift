@@ -61,29 +61,14 @@ public enum AnswerFuzz {
         r.storeID = Data(repeating: 9, count: 16)
         r.scope = "38"
         r.ready = true
-        func ranges(_ nodes: [DigestNode]) -> [WireDigestRange] {
-            nodes.map { n in
-                var w = WireDigestRange()
-                w.position = UInt32(n.position)
-                w.sum = Data(n.sum.bytes)
-                w.records = n.records
-                return w
-            }
-        }
         switch digest(of: entries, level) {
         case .summary(let records, let nodes, _):
             r.records = records
-            r.ranges = ranges(nodes)
+            r.ranges = AntiEntropyResponder.ranges(nodes)
         case .buckets(let nodes):
-            r.ranges = ranges(nodes)
+            r.ranges = AntiEntropyResponder.ranges(nodes)
         case .records(let list):
-            r.entries = list.map { e in
-                var w = WireDigestRecord()
-                w.kind = .init(rawValue: Int(e.kind.rawValue)) ?? .unspecified
-                w.id = Data(e.id.bytes)
-                w.sum = Data(e.value.bytes)
-                return w
-            }
+            r.entries = AntiEntropyResponder.records(list)
         }
         return r
     }
