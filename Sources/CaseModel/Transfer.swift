@@ -234,6 +234,8 @@ public struct TransferSteps: Hashable, Sendable {
 
     /// When the receiver accepted (the first acceptance).
     public var acceptedAt: Millis? { steps.first { $0.state == .accepted }?.at }
+    /// The receiver's node that accepted first: the node that took the ticket over.
+    public var acceptedBy: NodeID? { steps.first { $0.state == .accepted }?.node }
     public var deliveredAt: Millis? { steps.first { $0.state == .delivered }?.at }
 }
 

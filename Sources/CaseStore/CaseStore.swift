@@ -32,6 +32,10 @@ public struct StoreConfiguration: Sendable {
     /// The organisations of the nodes this node replicates with directly (PurgeHold.swift:
     /// a purge held for one of them waits for that organisation's own acknowledgement).
     public var linkedOrganisations: Set<String> = []
+    /// Checks the store's invariants (`StoreVerification.rules`) for what each commit
+    /// wrote, before it commits; a commit that breaks one fails. For tests: it costs a
+    /// read of every record a commit touched.
+    public var verifyEachCommit = false
 
     public init(node: NodeID, region: String, utcOffsetMinutes: Int = 180,
                 environment: Environment.Configuration = .init(), maxGroup: Int = 2048,
@@ -86,6 +90,7 @@ public final class CaseStore: @unchecked Sendable {
     let statistics = Locked(CommitStatistics())
     let commitObservers = Locked<[Int: @Sendable () -> Void]>([:])
     let servedMarks = ServedMarks()
+    let feedSkips = FeedSkips()
     let acknowledgements: Acknowledgements
     let nextObserver = Locked(0)
 

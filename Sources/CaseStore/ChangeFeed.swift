@@ -14,6 +14,17 @@ public struct Checkpoint: Sendable, Equatable {
 
 /// A page of the change feed as a sender ships it: each entry's RecordDelta, encoded.
 public struct FeedPage: Sendable {
+    /// A feed entry (or one child it names) that could not be encoded: a record or a
+    /// child gone that no purge accounts for, bytes that do not decode, a kind this build
+    /// does not know. It is left out and the page goes on, so that one damaged entry never
+    /// stops a link; the sender reports it for the link, and the peer's anti-entropy,
+    /// which reads records whole, brings what the entry would have carried.
+    public struct Skip: Sendable, Equatable {
+        public let sequence: UInt64
+        public let kind: RecordKindID
+        public let id: RecordID
+        public let reason: String
+    }
     public struct Entry: Sendable {
         public let sequence: UInt64
         /// A serialised RecordDelta: the registers that sit at this sequence (copied
@@ -27,6 +38,8 @@ public struct FeedPage: Sendable {
     /// sent everything up to here (past the last entry when the rest of the feed is
     /// gaps, or entries out of its scope).
     public let readThrough: UInt64
+    /// What the page left out (`Skip`).
+    public var skipped: [Skip] = []
 }
 
 extension CaseStore {
@@ -46,6 +59,7 @@ extension CaseStore {
         return try readTxn { txn in
             let last = try txn.u64(schema.meta, Schema.MetaKey.lastSequence) ?? 0
             var readThrough = since
+            var skipped: [FeedPage.Skip] = []
             let entries = try txn.withCursor(schema.feed) { c in
                 var out: [FeedPage.Entry] = []
                 var bytes = 0
@@ -56,8 +70,7 @@ extension CaseStore {
                     guard c.key.count == 8, let seq = UInt64(bigEndianBytes: c.key) else {
                         throw CorruptRecord(what: "change feed: a key of \(c.key.count) bytes")
                     }
-                    let entry = try FeedEntry.decode(c.value)
-                    if let delta = try encodeDelta(entry, txn, filter: .everything) {
+                    if let delta = try encodeEntry(c.value, at: seq, txn, skipped: &skipped, filter: { _ in .everything }) {
                         bytes += delta.count
                         out.append(FeedPage.Entry(sequence: seq, delta: delta))
                     }
@@ -66,13 +79,43 @@ extension CaseStore {
                 }
                 return out
             }
-            return FeedPage(entries: entries, lastSequence: last, readThrough: readThrough)
+            return FeedPage(entries: entries, lastSequence: last, readThrough: readThrough, skipped: skipped)
         }
+    }
+
+    /// One stored feed entry at `sequence` as a RecordDelta (`encodeDelta`), what
+    /// `filter` decides for its record letting through; nil when nothing is sent. An entry
+    /// that cannot be read or encoded is left out and noted in `skipped` (`FeedPage.Skip`);
+    /// only a failure to read the store itself ends the page.
+    func encodeEntry(_ stored: UnsafeRawBufferPointer, at sequence: UInt64, _ txn: ReadTransaction,
+                     skipped: inout [FeedPage.Skip], filter: (FeedEntry) throws -> DeltaFilter?) throws -> [UInt8]? {
+        let entry: FeedEntry
+        do {
+            entry = try FeedEntry.decode(stored)
+        } catch {
+            skipped.append(FeedPage.Skip(sequence: sequence, kind: RecordKindID(rawValue: 0), id: RecordID(high: 0, low: 0),
+                                         reason: error.what))
+            return nil
+        }
+        do {
+            guard let filter = try filter(entry) else { return nil }
+            return try encodeDelta(entry, at: sequence, txn, filter: filter, skipped: &skipped)
+        } catch let e as CorruptRecord {
+            skipped.append(FeedPage.Skip(sequence: sequence, kind: entry.kind, id: entry.id, reason: e.what))
+        } catch StoreError.corrupt(let what) {
+            skipped.append(FeedPage.Skip(sequence: sequence, kind: entry.kind, id: entry.id, reason: what))
+        }
+        return nil
     }
 
     /// The RecordDelta of one feed entry, written from the stored bytes, with the parts
     /// `filter` lets through; nil when nothing is left to send (a record purged here).
-    func encodeDelta(_ entry: FeedEntry, _ txn: ReadTransaction, filter: DeltaFilter) throws -> [UInt8]? {
+    /// A part the entry names that is gone is left out: silently when a purge of the
+    /// ticket at or after `sequence` took it (`Purge.swift`: the feed keeps naming the
+    /// children of a purged ticket, which may come back), noted in `skipped` otherwise.
+    /// `sequence` nil: not a feed entry (a repair's whole record), nothing is gone.
+    func encodeDelta(_ entry: FeedEntry, at sequence: UInt64?, _ txn: ReadTransaction, filter: DeltaFilter,
+                     skipped: inout [FeedPage.Skip]) throws -> [UInt8]? {
         guard let schema = kinds[entry.kind] else { throw StoreError.corrupt("feed names unknown kind \(entry.kind)") }
         var w = ProtoWriter(capacity: 512)
         w.uint64(1, UInt64(entry.kind.rawValue))
@@ -90,11 +133,15 @@ extension CaseStore {
             try StoredRecord.copyRegisters(b, schema, registers, field: 3, into: &w)
             return true
         }
-        // A ticket purged here (proto/README.md §9) leaves feed entries naming what is gone
-        // (asked only when something is missing).
-        func purged() throws -> Bool { entry.kind == TicketRecord.kind ? try txn.contains(self.schema.purged, key: entry.id.bytes) : false }
+        // A part gone because a purge took it (asked only when something is missing).
+        func purgedSince() throws -> Bool {
+            guard entry.kind == TicketRecord.kind else { return false }
+            if try txn.contains(self.schema.purged, key: entry.id.bytes) { return true }
+            guard let sequence, let through = try txn.u64(self.schema.purgedThrough, entry.id.bytes) else { return false }
+            return through >= sequence
+        }
         if found == nil && !registers.isEmpty {
-            if try purged() { return nil }
+            if try purgedSince() { return nil }
             throw StoreError.corrupt("feed names missing record \(entry.id)")
         }
         var parts = found != nil && ownRegisters ? 1 : 0
@@ -112,7 +159,10 @@ extension CaseStore {
                 parts += 1
                 return true
             }
-            guard try found == true || purged() else { throw StoreError.corrupt("feed names missing child \(k.id) of \(entry.id)") }
+            if found == nil, try !purgedSince(), let sequence {
+                skipped.append(FeedPage.Skip(sequence: sequence, kind: entry.kind, id: entry.id,
+                                             reason: "feed names missing child \(k.id) of \(entry.id)"))
+            }
         }
         return parts == 0 && !(filter.child == nil && found != nil) ? nil : w.bytes
     }

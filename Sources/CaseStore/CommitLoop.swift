@@ -139,6 +139,7 @@ extension CaseStore {
                     }
                     // Digests follow the records written, in the same transaction.
                     try updateDigests(txn)
+                    if configuration.verifyEachCommit { try verifyCommit(txn, startSequence: startSeq, through: seq) }
                     applied = DispatchTime.now().uptimeNanoseconds
                     // Marks of how far the feed was served ride along with this commit.
                     servedWritten = try servedMarks.write(txn, schema.served)
@@ -247,14 +248,7 @@ extension CaseStore {
                 if old != 0 { leaving[old, default: 0] |= 1 << UInt64(schema.registers[i].number) }
                 record.feedSequence[i] = at
             }
-            for (old, numbers) in leaving {
-                let key = Keys.sequence(old)
-                guard var entry = try txn.withValue(self.schema.feed, key: key, { try FeedEntry.decode($0) }) else { continue }
-                entry.registerNumbers &= ~numbers
-                if entry.isEmpty { _ = try txn.delete(self.schema.feed, key: key) } else {
-                    try txn.put(self.schema.feed, key: key, value: entry.encode())
-                }
-            }
+            try removeFromFeed(leaving, txn)
             let key = Keys.record(kind, id)
             if isNew {
                 try txn.put(self.schema.records, key: key, value: record.encode(schema), options: .noOverwrite)
@@ -285,6 +279,20 @@ extension CaseStore {
             written.append((seq, entry))
         }
         try indexForPartners(schema, record, written, arrivedFrom: arrivedFrom, txn)
+    }
+
+    /// Takes register numbers out of the feed entries at the given sequences (sequence →
+    /// register number bits): the registers moved to a later entry, or are gone. An entry
+    /// left with nothing is deleted.
+    func removeFromFeed(_ leaving: [UInt64: UInt64], _ txn: WriteTransaction) throws {
+        for (at, numbers) in leaving {
+            let key = Keys.sequence(at)
+            guard var entry = try txn.withValue(self.schema.feed, key: key, { try FeedEntry.decode($0) }) else { continue }
+            entry.registerNumbers &= ~numbers
+            if entry.isEmpty { _ = try txn.delete(self.schema.feed, key: key) } else {
+                try txn.put(self.schema.feed, key: key, value: entry.encode())
+            }
+        }
     }
 
     /// The next feed position. A stored last sequence already at the largest one a feed

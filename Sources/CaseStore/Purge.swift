@@ -69,8 +69,10 @@ extension CaseStore {
     /// with the transfer). Returns whether it purged. A ticket holding writes of this
     /// organisation that its home has not acknowledged yet (the feed through `through`)
     /// is kept until it has (PurgeHold.swift): not purged yet.
+    /// `feedAt`: the last sequence this transaction has written (every feed entry naming
+    /// the ticket is at or before it).
     func purgeIfOutOfScope(_ id: TicketID, because t: Transfer, _ txn: WriteTransaction, through: UInt64,
-                           now: Millis) throws -> Bool {
+                           feedAt: UInt64, now: Millis) throws -> Bool {
         let schema = TicketRecord.schema
         guard let record = try loadRecord(schema, id, txn) else { return false }
         let origin = TicketRecord.originOrganisation(record.state, configuration.directory)
@@ -87,6 +89,15 @@ extension CaseStore {
         // ticket back after this, and adding its children to the leaves of before the purge
         // would count the purged ones too (fault seed 6: a fund's leaf counted 18 of 13).
         digestWork.recompute.insert(RecordRef(kind: schema.kind, id: id))
+        // The feed forgets the registers (each sits in one entry, which the record names);
+        // the entries naming its children stay, passed over up to this point
+        // (`purgedThrough`), also once a transfer made live again brings the ticket back.
+        var leaving: [UInt64: UInt64] = [:]
+        for (i, at) in record.feedSequence.enumerated() where at != 0 {
+            leaving[at, default: 0] |= 1 << UInt64(schema.registers[i].number)
+        }
+        try removeFromFeed(leaving, txn)
+        try txn.put(self.schema.purgedThrough, key: id.bytes, value: feedAt.bigEndianBytes)
         _ = try txn.delete(self.schema.records, key: recordKey)
         _ = try txn.delete(self.schema.conflicted, key: recordKey)
         let childKeys = try txn.withCursor(self.schema.children) { c in
@@ -134,14 +145,7 @@ extension CaseStore {
             record.feedSequence[i] = 0
         }
         guard removed else { return false }
-        for (at, numbers) in leaving {
-            let key = Keys.sequence(at)
-            guard var entry = try txn.withValue(self.schema.feed, key: key, { try FeedEntry.decode($0) }) else { continue }
-            entry.registerNumbers &= ~numbers
-            if entry.isEmpty { _ = try txn.delete(self.schema.feed, key: key) } else {
-                try txn.put(self.schema.feed, key: key, value: entry.encode())
-            }
-        }
+        try removeFromFeed(leaving, txn)
         record.local.version += 1
         try txn.put(self.schema.records, key: Keys.record(schema.kind.rawValue, id), value: record.encode(schema))
         digestTouched(schema.kind, id)

@@ -242,7 +242,7 @@ extension CaseStore {
             // Through the point the hold waited for: this organisation writes nothing new
             // to a ticket no live transfer joins it to. A ticket a new transfer joined us to
             // meanwhile is kept, but only what the live transfers' scopes name.
-            if try !purgeIfOutOfScope(id, because: t, txn, through: h.through, now: now) {
+            if try !purgeIfOutOfScope(id, because: t, txn, through: h.through, feedAt: seq, now: now) {
                 try narrowToScope(id, txn)
             }
         }

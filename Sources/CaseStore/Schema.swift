@@ -65,6 +65,14 @@ struct Schema: Sendable {
     /// ticket id (16) → HeldPurge: purges waiting until the ticket's home organisation
     /// holds this node's writes of it (PurgeHold.swift)
     let purgeHeld: Database
+    /// ticket id (16) → the last sequence (u64 BE) at which the ticket was purged here. A
+    /// purge leaves the feed naming the ticket's children (finding their entries would
+    /// take a scan); an entry at or before it that names what is gone is passed over,
+    /// also after a transfer made live again brought the ticket back (Purge.swift).
+    let purgedThrough: Database
+    /// ticket id (16) + peer node id (utf8) → RecordDelta: parts of a ticket that peer sent
+    /// whose author a REDIRECT still awaiting acceptance may entitle (AdmissionHold.swift)
+    let admissionHeld: Database
 
     /// 2: generic records, children and a feed of parts (issue 7). Stored values are
     /// tagged (protobuf's wire format): fields are added without a new version.
@@ -96,12 +104,14 @@ struct Schema: Sendable {
         digestBuckets = try env.openDatabase("digest_buckets")
         digestDamaged = try env.openDatabase("digest_damaged")
         purgeHeld = try env.openDatabase("purge_held")
+        purgedThrough = try env.openDatabase("purged_through")
+        admissionHeld = try env.openDatabase("admission_held")
     }
 
     var all: [Database] {
         [meta, records, children, feed, conflicted, checkpoints, served, tickets, numbers, counters,
          byStatus, byAssignee, byUpdated, byDeadline, transfers, transfersByTicket, transferInbox, transferOutbox,
-         scopeFeed, purged, accessLog, digestLeaves, digestBuckets, digestDamaged, purgeHeld]
+         scopeFeed, purged, accessLog, digestLeaves, digestBuckets, digestDamaged, purgeHeld, purgedThrough, admissionHeld]
     }
 
     enum MetaKey {

@@ -27,7 +27,7 @@ extension CaseStore {
         let origin = try origin?() ?? originOrganisation(ofTicket: ticket, txn)
         return try ids.compactMap { id in
             guard let v = try transferView(id, txn), origin == nil || v.order.fromOrganisation == origin else { return nil }
-            return TicketScope.Link(order: v.order, state: v.state)
+            return TicketScope.Link(order: v.order, state: v.state, acceptedBy: v.acceptedBy)
         }
     }
 
@@ -49,7 +49,9 @@ extension CaseStore {
                        _ txn: some TransactionProtocol) throws {
         let schema = TicketRecord.schema
         let mine = organisation
-        let roles = schema.roles(record.state, configuration.directory)
+        var roles = schema.roles(record.state, configuration.directory)
+        // The owner is who handles it as its transfers decide, not the register's last write.
+        if let h = try handling(record, txn) { roles[TicketRecord.owner] = h.organisation }
         let ownerOrg = roles[TicketRecord.owner] ?? "unknown"
         // A ticket kept only until its home holds our writes (its transfer ended: PurgeHold)
         // takes no more of them: they would come after the point the purge waits for.
@@ -161,6 +163,7 @@ extension CaseStore {
             let last = try txn.u64(schema.meta, Schema.MetaKey.lastSequence) ?? 0
             let prefix = Array(partner.utf8) + [0]
             var readThrough = since
+            var skipped: [FeedPage.Skip] = []
             let entries = try txn.withCursor(schema.scopeFeed) { c in
                 var out: [FeedPage.Entry] = []
                 var bytes = 0
@@ -177,14 +180,14 @@ extension CaseStore {
                           let seq = UInt64(bigEndianBytes: UnsafeRawBufferPointer(rebasing: c.key[prefix.count...])) else {
                         throw CorruptRecord(what: "scope feed of \(partner): a key of \(c.key.count) bytes")
                     }
-                    let entry = try FeedEntry.decode(c.value)
-                    let key = RecordRef(kind: entry.kind, id: entry.id)
-                    let filter: DeltaFilter?
-                    if let known = filters[key] { filter = known } else {
-                        filter = try partnerFilter(entry.kind, entry.id, partner: partner, txn)
+                    let delta = try encodeEntry(c.value, at: seq, txn, skipped: &skipped) { entry in
+                        let key = RecordRef(kind: entry.kind, id: entry.id)
+                        if let known = filters[key] { return known }
+                        let filter = try partnerFilter(entry.kind, entry.id, partner: partner, txn)
                         filters[key] = filter
+                        return filter
                     }
-                    if let filter, let delta = try encodeDelta(entry, txn, filter: filter) {
+                    if let delta {
                         bytes += delta.count
                         out.append(FeedPage.Entry(sequence: seq, delta: delta))
                     }
@@ -193,7 +196,7 @@ extension CaseStore {
                 }
                 return out
             }
-            return FeedPage(entries: entries, lastSequence: last, readThrough: readThrough)
+            return FeedPage(entries: entries, lastSequence: last, readThrough: readThrough, skipped: skipped)
         }
     }
 }

@@ -31,7 +31,42 @@ final class ServedMarks: @unchecked Sendable {
     }
 }
 
+/// Feed entries left out of what was sent to each peer (`FeedPage.Skip`): counted, and
+/// the latest kept, for the replication endpoint. Memory only: a restart that serves
+/// the entries again notes them again.
+final class FeedSkips: @unchecked Sendable {
+    struct PerPeer: Sendable {
+        var count = 0
+        var recent: [FeedPage.Skip] = []
+    }
+    static let recentKept = 10
+    private let byPeer = Locked<[NodeID: PerPeer]>([:])
+
+    func note(_ peer: NodeID, _ skips: [FeedPage.Skip]) {
+        byPeer.withLock { m in
+            var p = m[peer] ?? PerPeer()
+            p.count += skips.count
+            p.recent = Array((p.recent + skips).suffix(FeedSkips.recentKept))
+            m[peer] = p
+        }
+    }
+
+    var all: [NodeID: PerPeer] { byPeer.withLock { $0 } }
+}
+
 extension CaseStore {
+    /// Notes feed entries left out of what was sent to `peer`.
+    public func noteSkipped(_ peer: NodeID, _ skips: [FeedPage.Skip]) {
+        guard !skips.isEmpty else { return }
+        feedSkips.note(peer, skips)
+    }
+
+    /// Per peer: how many feed entries (or children of one) were left out of what it was
+    /// sent, and the latest of them.
+    public var skippedFeedEntries: [NodeID: (count: Int, recent: [FeedPage.Skip])] {
+        feedSkips.all.mapValues { ($0.count, $0.recent) }
+    }
+
     /// Notes that this store's feed was sent to `peer` through `sequence`.
     public func noteServed(_ peer: NodeID, through sequence: UInt64) {
         servedMarks.note(peer, through: sequence)

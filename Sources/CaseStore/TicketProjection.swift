@@ -88,7 +88,13 @@ extension CaseStore {
         // (TRANSFER_PENDING, TRANSFERRED_OUT), and the receiver's as its handler status.
         var handler: TicketStatus?
         let p = TicketRecord.Register.progress.rawValue
-        if let shown = TicketScope.shownStatus(mine: organisation, links: try links(ofTicket: id, txn)),
+        let links = try links(ofTicket: id, txn)
+        // Who handles it and how far, as its transfers decide (Handling.swift).
+        if let h = try handling(record, links: links, txn) {
+            winners[TicketRecord.Register.owner.rawValue] = TicketValues.encode(owner: h.node)
+            if let progress = try handledProgress(record, h, txn) { winners[p] = progress }
+        }
+        if let shown = TicketScope.shownStatus(mine: organisation, links: links),
            let b = winners[p], var progress = try? TicketValues.progress(b, checked: false) {
             if shown == .transferredOut { handler = progress.status }
             progress.status = shown

@@ -48,27 +48,38 @@ public struct TransferStepRequest: Sendable {
     }
 }
 
-/// The stored projection of a transfer (`transfers`): its order and the state its
-/// steps add up to, for lists without reading every step.
-/// TransferView { bytes order = 1; uint64 state = 2; uint64 version = 3 }
+/// The stored projection of a transfer (`transfers`): its order, the state its steps
+/// add up to and the node of its first acceptance, for lists and for who handles its
+/// ticket (`TicketScope.handler`) without reading every step.
+/// TransferView { bytes order = 1; uint64 state = 2; uint64 version = 3; string accepted_by = 4 }
+/// (a view without field 4 is read as not accepted by a known node; every step writes the view again).
+struct TransferViewValue: Sendable {
+    let order: TransferOrder
+    let state: TransferState
+    let version: UInt64
+    let acceptedBy: NodeID?
+}
+
 enum TransferView {
     static func encode(_ t: Transfer) -> [UInt8] {
         var w = ProtoWriter(capacity: 128)
         w.bytesField(1, TransferValues.encode(t.order))
         w.uint64(2, UInt64(t.state.wireNumber))
         w.uint64(3, t.version)
+        if let node = t.steps.acceptedBy { w.string(4, node.value) }
         return w.bytes
     }
 
-    static func decode(_ b: UnsafeRawBufferPointer, id: RecordID) throws(CorruptRecord) -> (order: TransferOrder, state: TransferState, version: UInt64) {
+    static func decode(_ b: UnsafeRawBufferPointer, id: RecordID) throws(CorruptRecord) -> TransferViewValue {
         var r = ProtoReader(b)
-        var order: TransferOrder?, state: TransferState?, version: UInt64 = 0
+        var order: TransferOrder?, state: TransferState?, version: UInt64 = 0, acceptedBy: NodeID?
         do throws(ProtoError) {
             while let (n, t) = try r.field() {
                 switch (n, t) {
                 case (1, 2): order = try? TransferValues.order(UnsafeRawBufferPointer(rebasing: b[try r.body()]), checked: false)
                 case (2, 0): state = Int(exactly: try r.varint()).flatMap(TransferState.init(wireNumber:))
                 case (3, 0): version = try r.varint()
+                case (4, 2): acceptedBy = NodeID(try r.string())
                 default: try r.skip(t)
                 }
             }
@@ -76,7 +87,7 @@ enum TransferView {
             throw CorruptRecord(what: "transfer \(id): \(error)")
         }
         guard let order, let state else { throw CorruptRecord(what: "transfer \(id): incomplete view") }
-        return (order, state, version)
+        return TransferViewValue(order: order, state: state, version: version, acceptedBy: acceptedBy)
     }
 }
 
@@ -184,6 +195,10 @@ extension CaseStore {
         if step.state == .accepted && current.order.kind == .redirect && stepped.state == .accepted {
             try takeOwnership(of: current.order.ticket, actor, txn, &seq, now: now)
         }
+        // Writes held for this transfer's acceptance are judged again (a cancellation here
+        // refuses them; they are counted, there being no peer's batch to report them in).
+        var judged = MergeReport()
+        try readmitHeld(current.order.ticket, txn, &seq, now: now, &judged)
         try afterTransferChange(stepped, previous: current.state, txn, &seq, now: now)
         return .transfer(stepped)
     }
@@ -246,11 +261,18 @@ extension CaseStore {
             }
         }
         if t.order.toOrganisation == organisation && !TicketScope.isLive(t.state) {
-            if try purgeIfOutOfScope(id, because: t, txn, through: seq, now: now) { return }
+            if try purgeIfOutOfScope(id, because: t, txn, through: seq, feedAt: seq, now: now) { return }
             try narrowToScope(id, txn)
         } else if t.order.toOrganisation == organisation, try txn.contains(schema.purgeHeld, key: id.bytes) {
-            // A new transfer joins us to a ticket whose purge waits for its home: what we
-            // keep meanwhile is only what the live transfers' scopes name.
+            // A transfer joins us to a ticket whose purge waits for its home again (a new
+            // one, or this one live once more: a completion on the organisation's other
+            // node beat the return taken here): no purge is pending, so the hold goes and
+            // the ticket takes this organisation's writes again. What we keep is only what
+            // the live transfers' scopes name.
+            if try mayHold(id, origin: nil, txn) {
+                _ = try txn.delete(schema.purgeHeld, key: id.bytes)
+                try reloadWaitingPurges(txn)
+            }
             try narrowToScope(id, txn)
         }
         if let record = try loadRecord(TicketRecord.schema, id, txn) { _ = try projectTicket(record, txn) }
@@ -261,8 +283,14 @@ extension CaseStore {
     /// has acknowledged it yet; the ticket backfilled to the partner when the transfer
     /// is new here and did not come from the partner (a transfer sent from a region's
     /// office reaches the fund through the region's centre); and its consequences.
-    func mergedTransfer(_ id: RecordID, arrivedFrom: String?, _ txn: WriteTransaction, _ seq: inout UInt64, now: Millis) throws {
-        guard var t = try loadTransfer(id, txn) else { return }
+    ///
+    /// Returns the ticket when the transfer is live again for this node's organisation and
+    /// this node purged the ticket (`MergeReport.wanted`): its purge is undone (the
+    /// record of it dropped; the feed's entries before it stay passed over,
+    /// `purgedThrough`), and the ticket is to be fetched whole.
+    func mergedTransfer(_ id: RecordID, arrivedFrom: String?, _ txn: WriteTransaction, _ seq: inout UInt64,
+                        now: Millis) throws -> RecordRef? {
+        guard var t = try loadTransfer(id, txn) else { return nil }
         let previous = try transferView(id, txn)?.state
         if try deliverIfHeld(&t, txn, &seq, now: now) == false { try projectTransfer(t, txn) }
         if previous == nil, TicketScope.isLive(t.state), let side = t.side(of: organisation) {
@@ -274,6 +302,14 @@ extension CaseStore {
             try backfill(ticket: t.order.ticket, for: t.order.toOrganisation, txn, &seq)
         }
         try afterTransferChange(t, previous: previous, txn, &seq, now: now)
+        let ticket = t.order.ticket
+        guard t.order.toOrganisation == organisation, TicketScope.isLive(t.state),
+              try txn.contains(schema.purged, key: ticket.bytes) else { return nil }
+        _ = try txn.delete(schema.purged, key: ticket.bytes)
+        let whole = try loadRecord(TicketRecord.schema, ticket, txn).map {
+            TicketRecord.isComplete($0.state.registers.map(\.value))
+        } ?? false
+        return whole ? nil : RecordRef(kind: TicketRecord.kind, id: ticket)
     }
 
     /// The DELIVERED step, written by a node of the receiving organisation once it holds
@@ -300,7 +336,7 @@ extension CaseStore {
         if origin != organisation, try !mayHold(id, origin: origin, txn) {
             let ended = try transferIDs(ofTicket: id, txn).compactMap { try loadTransfer($0, txn) }
                 .last { $0.order.toOrganisation == organisation }
-            if let ended, try purgeIfOutOfScope(id, because: ended, txn, through: seq, now: now) { return }
+            if let ended, try purgeIfOutOfScope(id, because: ended, txn, through: seq, feedAt: seq, now: now) { return }
         }
         for tid in try transferIDs(ofTicket: id, txn) {
             guard let v = try transferView(tid, txn), v.state == .sent, v.order.toOrganisation == organisation,
@@ -334,7 +370,7 @@ extension CaseStore {
         for (db, key) in transferIndexEntries(id, t.order) { try txn.put(db, key: key, value: []) }
     }
 
-    private func transferIndexEntries(_ id: RecordID, _ o: TransferOrder) -> [(Database, [UInt8])] {
+    func transferIndexEntries(_ id: RecordID, _ o: TransferOrder) -> [(Database, [UInt8])] {
         [(schema.transfersByTicket, o.ticket.bytes + id.bytes),
          (schema.transferInbox, Keys.organisationTime(o.toOrganisation, o.dueAt, id)),
          (schema.transferOutbox, Keys.organisationTime(o.fromOrganisation, o.createdAt, id))]
@@ -350,7 +386,7 @@ extension CaseStore {
         return t
     }
 
-    func transferView(_ id: RecordID, _ txn: some TransactionProtocol) throws -> (order: TransferOrder, state: TransferState, version: UInt64)? {
+    func transferView(_ id: RecordID, _ txn: some TransactionProtocol) throws -> TransferViewValue? {
         try txn.withValue(schema.transfers, key: id.bytes) { try TransferView.decode($0, id: id) }
     }
 

@@ -79,6 +79,20 @@ public final class AntiEntropy: Sendable {
 
     public var rounds: [NodeID: RepairRound] { lastRounds.withLockedValue { $0 } }
 
+    /// Peers a repair was asked of (`repairSoon`) that has not finished.
+    let asked = NIOLockedValueBox<Set<NodeID>>([])
+
+    /// Compares with `node` now, outside the interval, unless a round asked this way is
+    /// running already: records this node must fetch whole (a ticket whose purge was
+    /// undone) are what differs.
+    public func repairSoon(with node: NodeID) {
+        guard asked.withLockedValue({ $0.insert(node).inserted }) else { return }
+        Task {
+            _ = await self.round(with: node)
+            self.asked.withLockedValue { _ = $0.remove(node) }
+        }
+    }
+
     private func loop(_ peer: PeerAddress, every interval: Duration) async {
         var rng = SystemRandomNumberGenerator()
         while !Task.isCancelled {

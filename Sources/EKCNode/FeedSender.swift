@@ -178,6 +178,7 @@ final class FeedSender: ChannelInboundHandler {
         } catch {
             return session.readFailed("\(error)")
         }
+        if !page.skipped.isEmpty { reportSkipped(page.skipped) }
         let entries = page.entries.map { (sequence: $0.sequence, delta: $0.delta) }
         var next = 0
         var firstFrame = 0
@@ -202,6 +203,20 @@ final class FeedSender: ChannelInboundHandler {
         if let through { sentThrough = max(sentThrough, through) }
         return session.pageSent(through: through, entriesRead: entries.count, firstFrameEntries: firstFrame,
                                 writable: context.channel.isWritable, now: SessionTimer.now())
+    }
+
+    /// Entries of the page that could not be encoded: left out so that the link goes on
+    /// (the peer's anti-entropy brings the records), and said in the log, the metrics
+    /// and the replication endpoint, since the store needs a look (`ekc store verify`).
+    private func reportSkipped(_ skipped: [FeedPage.Skip]) {
+        let who = peer ?? NodeID(trusted: "unidentified")
+        store.noteSkipped(who, skipped)
+        metrics.skipped(peer: who, count: skipped.count)
+        for s in skipped.prefix(3) {
+            logger.error("feed entry left out of a page: it cannot be encoded", metadata: [
+                "peer": "\(who.value)", "sequence": "\(s.sequence)", "kind": "\(s.kind.rawValue)", "id": "\(s.id)",
+                "reason": "\(s.reason)", "more": "\(skipped.count - 1)"])
+        }
     }
 
     /// Our last sequence and our clock (wall time as an HLC stamp), for the puller's

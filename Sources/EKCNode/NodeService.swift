@@ -37,6 +37,8 @@ public struct NodeService: Service {
                                                wallClock: settings.wallClock ?? CaseStore.systemMillis)
         configuration.numberSeries = settings.numberSeries
         configuration.linkedOrganisations = Set(settings.peers.compactMap { directory[$0.node] })
+        // Test federations hold every commit to the store's invariants (StoreVerify.swift).
+        configuration.verifyEachCommit = ProcessInfo.processInfo.environment["EKC_VERIFY_EACH_COMMIT"] == "1"
         try NodeService.restrictDataDirectory(settings.dataDirectory)
         NodeService.raiseFileLimit(want: settings.apiLimits.maxConnections, logger: logger)
         let store = try CaseStore(path: settings.dataDirectory, configuration: configuration)
@@ -76,8 +78,10 @@ public struct NodeService: Service {
                 let pulls = try Replicator(store: store, tls: nodeTLS, peers: settings.peers, group: replicationGroup,
                                            metrics: metrics, logger: logger)
                 replicator = pulls
-                antiEntropy = try AntiEntropy(store: store, tls: nodeTLS, peers: settings.peers, group: replicationGroup,
+                let repairs = try AntiEntropy(store: store, tls: nodeTLS, peers: settings.peers, group: replicationGroup,
                                               replicator: pulls, interval: settings.antiEntropyInterval, logger: logger)
+                antiEntropy = repairs
+                pulls.onWanted.withLockedValue { $0 = { [weak repairs] node in repairs?.repairSoon(with: node) } }
             } catch {
                 store.close()
                 try? await replicationGroup.shutdownGracefully()

@@ -48,6 +48,7 @@ extension OperatorAPI {
         w.field("overdueOutgoing", overdue.outgoing)
         // Tickets whose transfer ended, kept until their home holds this node's notes.
         w.field("purgesWaiting", (try? store.heldPurgeCount()) ?? 0)
+        w.field("writesAwaitingAcceptance", (try? store.heldAdmissionCount()) ?? 0)
         w.endObject()
         // Digests: built, and what the scrub found (records changed under the store).
         w.key("digests"); w.beginObject()
@@ -163,6 +164,25 @@ extension OperatorAPI {
             w.endObject()
         }
         w.endArray()
+        // What this node left out of its feed for each peer (entries it could not encode).
+        w.key("served"); w.beginArray()
+        for (peer, s) in store.skippedFeedEntries.sorted(by: { $0.key.value < $1.key.value }) {
+            w.beginObject()
+            w.field("node", peer.value)
+            w.field("skippedEntries", s.count)
+            w.key("recentSkips"); w.beginArray()
+            for k in s.recent {
+                w.beginObject()
+                w.field("sequence", k.sequence)
+                w.field("kind", Int(k.kind.rawValue))
+                w.field("id", k.id.description)
+                w.field("reason", k.reason)
+                w.endObject()
+            }
+            w.endArray()
+            w.endObject()
+        }
+        w.endArray()
         w.endObject()
         return .json(.ok, w)
     }
@@ -258,7 +278,14 @@ extension OperatorAPI {
         }
         try r.rejectUnknown()
         return submit(.resolve(conflictID: conflictID, keep: keep), try actor(req), loop) { outcome in
-            self.ticketResponse(outcome.ticket!)
+            if let ticket = outcome.ticket { return self.ticketResponse(ticket) }
+            // A record of another kind, or a ticket not shown here: what was resolved.
+            var w = JSONWriter()
+            w.beginObject()
+            w.field("resolved", conflictID)
+            if case .record(let id) = outcome { w.field("recordId", id.description) }
+            w.endObject()
+            return .json(.ok, w)
         }
     }
 }

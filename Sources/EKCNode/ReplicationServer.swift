@@ -42,6 +42,11 @@ public struct ReplicationMetrics: Sendable {
     let duplicateNumbers = Counter(label: "ekc_replication_duplicate_numbers_total")
     public init() {}
 
+    /// Feed entries left out of what `peer` was sent (`FeedPage.Skip`).
+    func skipped(peer: NodeID, count: Int) {
+        Counter(label: "ekc_replication_feed_skipped_total", dimensions: [("peer", peer.value)]).increment(by: count)
+    }
+
     /// A record (or part of one) refused from `peer`, by reason.
     func rejected(peer: NodeID, reason: String) {
         Counter(label: "ekc_replication_rejected_records_total", dimensions: [("peer", peer.value), ("reason", reason)]).increment()

@@ -25,6 +25,9 @@ public final class Replicator: Sendable {
     let logger: Logger
     let statuses: NIOLockedValueBox<[NodeID: LinkStatus]>
     let tasks = NIOLockedValueBox<[Task<Void, Never>]>([])
+    /// Called when a merge from a peer reported tickets to fetch whole
+    /// (`MergeReport.wanted`): the anti-entropy's repair with that peer.
+    let onWanted = NIOLockedValueBox<(@Sendable (NodeID) -> Void)?>(nil)
 
     public init(store: CaseStore, tls: NodeTLS, peers: [PeerAddress], group: EventLoopGroup,
                 metrics: ReplicationMetrics, logger: Logger) throws {
@@ -66,6 +69,15 @@ public final class Replicator: Sendable {
     /// Books what a merge reported: refused records (counted by reason, logged once,
     /// listed per link) and numbers that already named other tickets.
     func booked(_ report: MergeReport, from node: NodeID) {
+        if report.heldForEntitlement > 0 {
+            logger.info("held a partner's writes until the acceptance that entitles them arrives", metadata: [
+                "peer": "\(node)", "parts": "\(report.heldForEntitlement)"])
+        }
+        if !report.wanted.isEmpty {
+            logger.notice("a transfer is live again for tickets purged here: fetching them whole", metadata: [
+                "peer": "\(node)", "tickets": "\(report.wanted.prefix(20).map { $0.id.description }.joined(separator: ","))"])
+            onWanted.withLockedValue { $0 }?(node)
+        }
         for r in report.rejections {
             metrics.rejected(peer: node, reason: r.refusal.reason.rawValue)
             if r.refusal.reason == .stampTooFarAhead { metrics.quarantinedStamps.increment() }

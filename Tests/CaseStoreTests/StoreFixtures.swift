@@ -24,6 +24,8 @@ func configuration(_ clock: TestClock, node: NodeID = irk, maxGroup: Int = 2048,
                                wallClock: clock.function)
     c.numberSeries = series
     c.extraKinds = [Memo.schema]
+    // Every commit of every store test is held to the store's invariants.
+    c.verifyEachCommit = true
     return c
 }
 
@@ -237,7 +239,19 @@ final class StorePeers {
             total.unchangedRecords += r.unchangedRecords
             total.rejections += r.rejections
             total.duplicateNumbers += r.duplicateNumbers
+            total.wanted += r.wanted
         }
+    }
+
+    /// Whole records `refs` from `from` merged into `to` as a repair, as anti-entropy does.
+    @discardableResult
+    func repair(_ to: CaseStore, from: CaseStore, _ refs: [RecordRef]) async throws -> MergeReport {
+        let partner = from.configuration.directory.org(to.configuration.node) ?? ""
+        let records = try from.wholeRecords(refs, for: partner, maxBytes: 1 << 20).map { _, delta in
+            remoteRecord(FeedPage.Entry(sequence: 0, delta: delta))
+        }
+        return try await to.merge(RemoteBatch(peer: from.configuration.node, sourceStoreID: [], throughSequence: 0,
+                                              records: records, repair: true))
     }
 
     /// Every store pulls from every other, twice over.

@@ -23,6 +23,7 @@ Every node process and every proxy is stopped by `Federation.stop()`, which the 
 fixtures call in a `finally`, even when the test fails.
 """
 import json
+import os
 import select
 import socket
 import subprocess
@@ -203,7 +204,9 @@ class FedNode(Node):
         self.proc = subprocess.Popen(
             [str(EKC), "node", "start", "--config", str(self.config), "--node-id", self.node_id,
              "--log-level", "info", *self._idp_flags(), *self.spec.get("flags", [])],
-            stdout=self.log, stderr=subprocess.STDOUT, cwd=str(self.fed.root))
+            stdout=self.log, stderr=subprocess.STDOUT, cwd=str(self.fed.root),
+            # Every commit of a test federation is held to the store's invariants (StoreVerify.swift).
+            env=dict(os.environ, EKC_VERIFY_EACH_COMMIT="1"))
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:

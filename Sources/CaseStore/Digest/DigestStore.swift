@@ -285,7 +285,8 @@ extension CaseStore {
                 guard held || !children.isEmpty else { continue }
                 let entry = FeedEntry(kind: ref.kind, id: ref.id, registerNumbers: held ? schema.numbers(schema.allRegisters) : 0,
                                       children: children)
-                guard let delta = try encodeDelta(entry, txn, filter: filter) else { continue }
+                var skipped: [FeedPage.Skip] = []
+                guard let delta = try encodeDelta(entry, at: nil, txn, filter: filter, skipped: &skipped) else { continue }
                 if !out.isEmpty && bytes + delta.count > maxBytes { break }
                 bytes += delta.count
                 out.append((ref, delta))

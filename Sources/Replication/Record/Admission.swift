@@ -2,8 +2,18 @@ import CaseModel
 
 /// A part of a remote delta refused by admission, for the log and the metrics.
 public struct PartRefusal: Hashable, Sendable {
+    public enum Part: Hashable, Sendable {
+        case register(Int)
+        /// A child, by its index in the delta's children.
+        case child(Int)
+        /// The record as a whole (its authority refused: no part of it is judged).
+        case record
+    }
     public let recordID: RecordID
     public let refusal: Refusal
+    public var part: Part = .record
+    /// The organisation of the write's author, where the directory knows it.
+    public var authorOrganisation: String?
 }
 
 extension RecordSchema {
@@ -39,6 +49,7 @@ extension RecordSchema {
         // Most writes of a delta are one node's: its organisation is looked up once.
         var lastNode: NodeID?
         var lastOrg: String?
+        var part = PartRefusal.Part.record
 
         func allowed(_ dot: Dot, _ entitled: (String) -> Bool, namesHome: Bool = false, _ path: @autoclosure () -> String) -> Bool {
             if dot.node != lastNode {
@@ -74,7 +85,8 @@ extension RecordSchema {
                 && senderOrg != nil && senderOrg == localOrganisation
             guard ours || fromHome || sameOrganisationForeignHome || entitled(authorOrg) else {
                 refusals.append(PartRefusal(recordID: delta.id, refusal: Refusal(
-                    .notAuthorised, "\(path()): organisation \(authorOrg) of \(dot.node) does not write it")))
+                    .notAuthorised, "\(path()): organisation \(authorOrg) of \(dot.node) does not write it"),
+                    part: part, authorOrganisation: authorOrg))
                 return false
             }
             let ahead = dot.stamp.millis - now
@@ -107,6 +119,7 @@ extension RecordSchema {
             // already (every delta carries the authority registers, whoever relays it).
             if let local, local.registers[i].merged(r) == local.registers[i] { return drop(register: i) }
             let writers = registers[i].writers
+            part = .register(i)
             for v in r.versions where !allowed(v.dot, { grants.entitles($0, among: writers, roles: roles) },
                                                 namesHome: namesHome(i), "registers[\(registers[i].name)]") {
                 return drop(register: i)
@@ -120,7 +133,9 @@ extension RecordSchema {
         for i in authorityRegisters { admitRegister(i, before) }
         // A record not seen before whose authority was refused has no one entitled to
         // any part of it: it is refused for that reason alone, not part by part.
-        if local == nil && !refusals.isEmpty { return (RecordDelta(state: emptyState(delta.id)), refusals) }
+        if local == nil && !refusals.isEmpty {
+            return (RecordDelta(state: emptyState(delta.id)), refusals.map { r in var r = r; r.part = .record; return r })
+        }
         // Unchanged authority (a new record admitted whole, or an edit that touches
         // neither header nor owner) needs no second reading of it.
         let authorityChanged = authorityRegisters.contains { !out.state.registers[$0].isEmpty }
@@ -132,6 +147,7 @@ extension RecordSchema {
             var admitted = [Bool](repeating: true, count: delta.children.count)
             for (k, c) in delta.children.enumerated() {
                 guard let coll = collection(number: UInt64(c.collection)) else { admitted[k] = false; continue }
+                part = .child(k)
                 admitted[k] = allowed(c.dot, { grants.entitles($0, among: coll.writers, roles: after) },
                                       "children[\(coll.name)/\(c.id)]")
             }

@@ -10,10 +10,37 @@ public struct TicketScope: Sendable, Equatable {
     public struct Link: Sendable, Equatable {
         public var order: TransferOrder
         public var state: TransferState
-        public init(order: TransferOrder, state: TransferState) {
+        /// The receiver's node that accepted it first (nil: not accepted, or not known).
+        public var acceptedBy: NodeID?
+        public init(order: TransferOrder, state: TransferState, acceptedBy: NodeID? = nil) {
             self.order = order
             self.state = state
+            self.acceptedBy = acceptedBy
         }
+    }
+
+    /// Who handles a ticket, as its transfers decide it on every replica alike (issue 18):
+    /// the receiver of its REDIRECT that stands ACCEPTED or COMPLETED, else its origin.
+    /// A ticket is redirected only by its origin and only while it handles it, so at most
+    /// one redirect stands; should two (the origin's two nodes each sent one while apart,
+    /// and both were accepted), the one sent first stands, then the lesser organisation
+    /// id, so that every replica names the same. A rejected, cancelled or returned
+    /// redirect gives the ticket back to its origin whatever was written on the way.
+    public struct Handler: Sendable, Equatable {
+        public let organisation: String
+        /// The redirect that made `organisation` the handler (nil: the origin's own).
+        public let redirect: Link?
+    }
+
+    public static func handler(origin: String, links: [Link]) -> Handler {
+        let standing = links.filter { l in
+            l.order.kind == .redirect && l.order.fromOrganisation == origin && (l.state == .accepted || l.state == .completed)
+        }
+        guard let first = standing.min(by: { a, b in
+            a.order.createdAt != b.order.createdAt ? a.order.createdAt < b.order.createdAt
+                : a.order.toOrganisation < b.order.toOrganisation
+        }) else { return Handler(organisation: origin, redirect: nil) }
+        return Handler(organisation: first.order.toOrganisation, redirect: first)
     }
 
     /// The citizen fields the partner may hold (the reference always: without it the
