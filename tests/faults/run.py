@@ -26,7 +26,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from cluster import FaultFederation  # noqa: E402
+from cluster import SPLITTABLE, FaultFederation  # noqa: E402
 from nemesis import ALL_KINDS, Nemesis, heal_everything, make_schedule  # noqa: E402
 from workload import History, Monitor, Workload, get_json, http  # noqa: E402
 from checker import Checker  # noqa: E402
@@ -40,17 +40,27 @@ def say(*a):
     print(*a, flush=True)
 
 
-def wait_quiescent(fed, timeout=240.0, quiet=3.0):
+# A link behind with nothing moving for this long after every fault was healed has stopped
+# for good (a pull link's reconnect backoff is at most 30 s).
+STALL_SECONDS = 45.0
+
+
+def wait_quiescent(fed, timeout=240.0, quiet=3.0, stall=STALL_SECONDS):
     """Until every link is connected and has applied its peer's last sequence, with no
-    change for `quiet` seconds. Returns (ok, seconds, last status)."""
+    change for `quiet` seconds. Gives up early when links stay behind with nothing
+    moving for `stall` seconds (a link that stopped for good: `link-stalled`).
+    Returns (ok, seconds, detail, stalled links)."""
     t0 = time.time()
     stable_since, last_sig, detail = None, None, None
+    moved = {}   # (node, peer) -> (applied sequence, when it last changed)
+    behind = []
     while time.time() - t0 < timeout:
         try:
             reps = {n.node_id: get_json(n, "/v1/replication", timeout=5) for n in fed.all()}
         except Exception as e:
             detail = f"replication status unreadable: {e}"
             stable_since = last_sig = None
+            moved = {}   # a node restarting is not a stall
             time.sleep(0.5)
             continue
         last = {nid: r["lastSequence"] for nid, r in reps.items()}
@@ -59,24 +69,43 @@ def wait_quiescent(fed, timeout=240.0, quiet=3.0):
                    p.get("rejected", {}).get("byReason"))
                   for nid, r in reps.items() for p in r["peers"]
                   if not p["connected"] or p["appliedSequence"] < last.get(p["node"], 0)]
-        # A partner keeps a ticket whose transfer ended until its home says it holds the
-        # partner's writes (a held purge): quiet only once none waits.
-        try:
-            behind += [(n.node_id, "purgesWaiting", w) for n in fed.all()
-                       if (w := get_json(n, "/v1/health", timeout=5)["transfers"]["purgesWaiting"])]
-        except Exception as e:
-            behind.append(("health unreadable", str(e)))
         sig = json.dumps([last, {nid: [(p["node"], p["appliedSequence"]) for p in r["peers"]] for nid, r in reps.items()}],
                          sort_keys=True)
+        now = time.time()
+        for nid, r in reps.items():
+            for p in r["peers"]:
+                k = (nid, p["node"])
+                if k not in moved or moved[k][0] != p["appliedSequence"]:
+                    moved[k] = (p["appliedSequence"], now)
         detail = behind or "caught up"
         if behind:
             stable_since = last_sig = None
+            # Every link behind has applied nothing new for `stall` seconds: stopped for good.
+            if all(now - moved[(b[0], b[1])][1] >= stall for b in behind):
+                return False, time.time() - t0, detail, behind
         elif sig != last_sig:
             stable_since, last_sig = time.time(), sig
         elif time.time() - stable_since >= quiet:
-            return True, time.time() - t0, detail
+            return True, time.time() - t0, detail, []
         time.sleep(0.3)
-    return False, time.time() - t0, detail
+    return False, time.time() - t0, detail, behind
+
+
+def wait_purges(fed, timeout=30.0):
+    """Until no node holds a purge waiting for the ticket's home (GET /v1/health,
+    transfers.purgesWaiting). Returns {node: count} of those still waiting."""
+    t0 = time.time()
+    waiting = {}
+    while time.time() - t0 < timeout:
+        try:
+            waiting = {n.node_id: w for n in fed.all()
+                       if (w := get_json(n, "/v1/health", timeout=5)["transfers"]["purgesWaiting"])}
+        except Exception as e:
+            waiting = {"health unreadable": str(e)}
+        if not waiting:
+            return {}
+        time.sleep(0.5)
+    return waiting
 
 
 def anti_entropy(fed, rounds=4):
@@ -104,7 +133,7 @@ def anti_entropy(fed, rounds=4):
                     say(f"  anti-entropy {n.node_id} <- {peer}: {r['differingRecords']} differed, {r['repaired']} repaired, "
                         f"{r['refused']} refused")
         total["repaired"] += repaired
-        wait_quiescent(fed, timeout=60)
+        wait_quiescent(fed, timeout=60, stall=20)
         if repaired == 0:
             break
     say(f"  anti-entropy: {total['repaired']} records repaired in {total['rounds']} round(s)")
@@ -136,12 +165,14 @@ class Watcher:
                         say(f"  !!! {n.node_id} did not start again: {e}"[:1000])
 
 
-def pin_binary():
-    """A copy of .build/debug/ekc for this run: a build in the shared tree may relink
-    the binary while nodes are restarted, and one run must not mix two builds."""
+def pin_binary(src=None):
+    """A copy of the node binary for this run (`--bin PATH`, else $EKC_BIN, else
+    .build/debug/ekc): a build in the shared tree may relink the binary while nodes are
+    restarted, and one run must not mix two builds."""
     import federation
     import hashlib
-    src = Path(federation.EKC)
+    import tokens
+    src = Path(src or federation.EKC)
     data = src.read_bytes()
     digest = hashlib.sha256(data).hexdigest()[:12]
     pinned = RUNS / ".bin" / f"ekc-{digest}-{os.getpid()}"
@@ -152,6 +183,7 @@ def pin_binary():
         tmp.chmod(0o755)
         tmp.rename(pinned)
     federation.EKC = pinned
+    tokens.EKC = pinned   # `ekc login` makes the organisations' signing keys
     say(f"node binary: {src} (sha256 {digest}..., built {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(src.stat().st_mtime))}),"
         f" pinned as {pinned}")
     return pinned
@@ -166,7 +198,7 @@ def run_seed(seed: int, seconds: float, threads: int, keep: bool, clock_ms: int 
     fed = FaultFederation(root / "fed")
     links = sorted(fed.proxies)
     schedule = make_schedule(seed, seconds, sorted(fed.nodes), [list(l) for l in links],
-                             disk_node=fed.tmpfs[0] if fed.tmpfs else None, clock_ms=clock_ms)
+                             disk_node=fed.tmpfs[0] if fed.tmpfs else None, clock_ms=clock_ms, splits=SPLITTABLE)
     (root / "schedule.json").write_text(json.dumps(schedule, indent=1))
     history = History(root / "history.jsonl")
     result = {"seed": seed, "violations": [], "faults": {}, "ops": {}, "seconds": 0}
@@ -194,10 +226,12 @@ def run_seed(seed: int, seconds: float, threads: int, keep: bool, clock_ms: int 
         result["seconds"] = round(time.time() - t_start, 1)
         totals = workload.totals()
         say(f"  workload: {sum(totals.values())} operations: {totals['ok']} acknowledged, {totals['info']} indeterminate, "
-            f"{totals['fail']} refused" + (f", {totals['harness-error']} HARNESS ERRORS" if totals.get("harness-error") else ""))
+            f"{totals['fail']} refused" + (f", {totals['harness-error']} HARNESS ERRORS" if totals.get("harness-error") else "")
+            + f"; steps {workload.step_totals()}; races {workload.races()}; retries {workload.retries()}")
         heal_everything(fed, log=say)
-        ok, waited, detail = wait_quiescent(fed)
-        say(f"  quiescence: {'reached' if ok else 'NOT reached'} after {waited:.1f} s")
+        ok, waited, detail, stalled = wait_quiescent(fed)
+        say(f"  quiescence: {'reached' if ok else 'NOT reached'} after {waited:.1f} s"
+            + (f" (gave up: {len(stalled)} link(s) behind with nothing moving for {STALL_SECONDS:.0f} s)" if stalled and not ok else ""))
         if ok:
             # The feed delivers each change once; what it could not (a part refused because
             # the transfer entitling it had not arrived, a stamp beyond the skew bound then)
@@ -205,15 +239,26 @@ def run_seed(seed: int, seconds: float, threads: int, keep: bool, clock_ms: int 
             # differs, until a round repairs nothing. What it repaired is printed: each is a
             # gap the feed left.
             result["antiEntropy"] = anti_entropy(fed)
-            ok, waited2, detail = wait_quiescent(fed)
+            ok, waited2, detail, stalled = wait_quiescent(fed)
             waited += waited2
+        purges = wait_purges(fed) if ok else {}
+        if purges:
+            say(f"  purges still waiting 30 s after quiescence: {purges}")
         monitor.stop()
         monitor.sample_once()
         (root / "transfer-samples.json").write_text(json.dumps(
             [[nid, trid, seq] for (nid, trid), seq in monitor.samples.items()]))
         watcher.stop_event.set()
         violations = []
-        if not ok:
+        if not ok and stalled:
+            for nid, peer, connected, applied, peer_last, err, rejected in stalled:
+                violations.append({"check": "link-stalled", "node": nid, "ops": [],
+                                   "message": f"{nid} pulling from {peer} stopped: applied {applied} of the peer's "
+                                   f"{peer_last}, connected={connected}, lastError {err!r}"
+                                   + (f", refused by reason {rejected}" if rejected else "")
+                                   + f" (nothing moved for {STALL_SECONDS:.0f} s after every fault was healed; the other "
+                                     "violations were read without quiescence)"})
+        elif not ok:
             violations.append({"check": "quiescence", "message": f"links not caught up within {waited:.0f} s: {detail}",
                                "ops": []})
         checker = Checker(fed, seed, history.ops, monitor.samples, log=say)
@@ -367,10 +412,12 @@ def main():
     ap.add_argument("--seeds", type=int, default=None, help="run this many seeds")
     ap.add_argument("--base", default="1", help="first seed of --seeds (a number, or 'random')")
     ap.add_argument("--seconds", type=float, default=float(os.environ.get("FAULT_SECONDS", 120)))
-    ap.add_argument("--threads", type=int, default=10)
+    ap.add_argument("--threads", type=int, default=8)
     ap.add_argument("--keep", action="store_true", default=bool(os.environ.get("KEEP")))
     ap.add_argument("--clock-jump-ms", type=int, default=600_000,
                     help="size of the wall-clock jumps (default ±10 min; larger ones probe the skew bound)")
+    ap.add_argument("--bin", metavar="PATH", default=os.environ.get("EKC_BIN"),
+                    help="the node binary to pin (default $EKC_BIN, else .build/debug/ekc)")
     ap.add_argument("--recheck", metavar="DIR", help="check a kept run's files again (no nodes)")
     a = ap.parse_args()
     if a.recheck:
@@ -381,7 +428,7 @@ def main():
         base = int.from_bytes(os.urandom(2), "big") if a.base == "random" else int(a.base)
         seeds = list(range(base, base + (a.seeds or 20)))
     say(f"fault runs: seeds {seeds[0]}..{seeds[-1]} ({len(seeds)}), {a.seconds:.0f} s each, {a.threads} client threads")
-    pinned = pin_binary()
+    pinned = pin_binary(a.bin)
     results = []
     for s in seeds:
         results.append(run_seed(s, a.seconds, a.threads, a.keep, a.clock_jump_ms))
