@@ -165,14 +165,21 @@ class Checker:
         return [o["op"] for o in self.ops if o.get("ticket") == tid and o.get("kind") in kinds
                 and o.get("result") in ("ok", "info")]
 
-    @staticmethod
-    def describe_redirects(reds):
+    def describe_redirects(self, reds):
+        """Each REDIRECT with its final state, every node's view when they differ, and the
+        steps that decided it (state by node; a step that lost to a later one is marked)."""
         if not reds:
             return "no REDIRECT"
         parts = []
         for tr, final, views in reds:
             differ = len(set(views.values())) > 1
+            full = max((s.transfers.get(tr["id"]) for s in self.snap.values() if tr["id"] in s.transfers),
+                       key=lambda x: len(x["steps"]), default=tr)
+            lost = {c["id"] for c in full.get("conflicts", [])}
+            steps = [f"{st['state']} by {st['node']}" + (" (lost)" if st["id"] in lost else "")
+                     for st in full.get("steps", []) if st["state"] != "DELIVERED"]
             parts.append(f"REDIRECT {tr['id']} {tr['from']}->{tr['to']} {final}"
+                         + (f" [steps: {', '.join(steps)}]" if steps else "")
                          + (f" (views: {', '.join(f'{n} {st}' for n, st in sorted(views.items()))})" if differ else ""))
         return "; ".join(parts)
 

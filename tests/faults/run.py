@@ -140,6 +140,19 @@ def anti_entropy(fed, rounds=4):
     return total
 
 
+def crash_summary(log: str) -> str:
+    """The fatal error line and the first frames of the crashed thread in a node's log."""
+    lines = log.splitlines()
+    fatal = next((l for l in reversed(lines) if "Fatal error" in l), None)
+    out = [fatal.strip()] if fatal else []
+    for i in range(len(lines) - 1, -1, -1):
+        if lines[i].rstrip().endswith("crashed:"):
+            frames = [l.strip() for l in lines[i + 1:i + 12] if " in " in l and "libswiftCore" not in l][:4]
+            out += [lines[i].strip()] + frames
+            break
+    return " | ".join(out)[:2500]
+
+
 class Watcher:
     """Every node's process: an exit the nemesis did not cause is a crash (recorded, and
     the node started again so that the run goes on)."""
@@ -157,7 +170,8 @@ class Watcher:
                     r = n.poll_exit()
                     if r is None or r[1]:
                         continue
-                    self.crashes.append({"node": n.node_id, "exit": r[0], "at": time.time(), "log": n.tail(3000)})
+                    self.crashes.append({"node": n.node_id, "exit": r[0], "at": time.time(), "log": n.tail(3000),
+                                         "why": crash_summary(n.tail(200_000))})
                     say(f"  !!! {n.node_id} exited by itself with {r[0]}; starting it again")
                     try:
                         n.start(timeout=60)
@@ -270,7 +284,7 @@ def run_seed(seed: int, seconds: float, threads: int, keep: bool, clock_ms: int 
         say(f"  digests: {checker.digest_status}")
         for c in watcher.crashes:
             violations.append({"check": "crash", "node": c["node"], "message": f"exited with {c['exit']} though not killed: "
-                               f"...{c['log'][-1500:]}", "ops": []})
+                               + (c["why"] or f"...{c['log'][-1500:]}"), "ops": []})
         for e in nemesis.errors:
             violations.append({"check": "nemesis", "message": e, "ops": []})
         result["faults"] = nemesis.counts()
@@ -361,26 +375,39 @@ def rerun_command(seed, seconds=None):
     return f"make faults SEED={seed}{extra_make}   (or: python3 tests/faults/run.py --seed {seed}{extra_py})"
 
 
+# The order violations are printed in: what stops or skews everything else first.
+CHECK_ORDER = ["harness", "crash", "nemesis", "quiescence", "link-stalled", "link", "held-purge", "owner",
+               "sender-status", "transfer-diverged", "lost-step", "lost-transfer", "presence", "lost-write",
+               "lost-note", "lost-after-transfer-ended", "conflict-hides-value", "field-value", "replica-diverged",
+               "transfer-backwards", "out-of-scope", "unknown-ticket", "digest"]
+PER_CHECK = 6
+
+
 def report(result, history, root, seed, seconds=None):
     v = result["violations"]
     if not v:
         say(f"  seed {seed}: PASS")
         return
     import collections
-    say(f"  seed {seed}: FAIL, {len(v)} violation(s): {dict(collections.Counter(x['check'] for x in v))}")
+    by_check = collections.OrderedDict()
+    for x in sorted(v, key=lambda x: CHECK_ORDER.index(x["check"]) if x["check"] in CHECK_ORDER else len(CHECK_ORDER)):
+        by_check.setdefault(x["check"], []).append(x)
+    say(f"  seed {seed}: FAIL, {len(v)} violation(s): {dict((k, len(xs)) for k, xs in by_check.items())}")
     by_num = {o.get("op"): o for o in history.ops}
-    for x in v[:60]:
-        say(f"   - [{x['check']}] {x.get('node') or ''} {x.get('ticket') or ''}: {x['message']}"[:3000])
-        if x.get("refusals"):
-            say(f"       {x['refusals']['count']} refusal(s) of this ticket in the logs, first: {x['refusals']['first'][0][:400]}")
-        for n in x.get("ops", [])[:6]:
-            o = by_num.get(n)
-            if o:
-                brief = {k: o.get(k) for k in ("op", "kind", "node", "ticket", "field", "value", "state", "transfer",
-                                               "visibility", "result", "status", "t0", "t1", "seen", "competing") if k in o}
-                say(f"       op {json.dumps(brief, ensure_ascii=False, default=str)[:600]}")
-    if len(v) > 60:
-        say(f"   ... and {len(v) - 60} more in {root / 'violations.json'}")
+    for check, xs in by_check.items():
+        say(f"  [{check}] {len(xs)}" + (f", the first {PER_CHECK}:" if len(xs) > PER_CHECK else ":"))
+        for x in xs[:PER_CHECK]:
+            say(f"   - [{x['check']}] {x.get('node') or ''} {x.get('ticket') or ''}: {x['message']}"[:3000])
+            if x.get("refusals"):
+                say(f"       {x['refusals']['count']} refusal(s) of this ticket in the logs, first: {x['refusals']['first'][0][:400]}")
+            for n in x.get("ops", [])[:6]:
+                o = by_num.get(n)
+                if o:
+                    brief = {k: o.get(k) for k in ("op", "kind", "node", "ticket", "field", "value", "action", "state",
+                                                   "transfer", "visibility", "result", "status", "race", "t0", "t1",
+                                                   "seen", "competing") if k in o}
+                    say(f"       op {json.dumps(brief, ensure_ascii=False, default=str)[:600]}")
+    say(f"  every violation: {root / 'violations.json'}")
     say(f"  rerun alone: {rerun_command(seed, seconds)}")
     say(f"  kept: {root}/schedule.json, history.jsonl, violations.json, <node>.log")
 
@@ -406,6 +433,21 @@ def recheck(root: Path):
     return 1 if v else 0
 
 
+REGRESSIONS = HERE / "regressions.txt"
+
+
+def read_regressions(path: Path):
+    """[(seed, seconds or None, what it found)] from lines `SEED [SECONDS] # what it found`."""
+    out = []
+    for line in path.read_text().splitlines():
+        body, _, note = line.partition("#")
+        parts = body.split()
+        if not parts:
+            continue
+        out.append((int(parts[0]), float(parts[1]) if len(parts) > 1 else None, note.strip()))
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seed", type=int, help="run this one seed")
@@ -418,20 +460,35 @@ def main():
                     help="size of the wall-clock jumps (default ±10 min; larger ones probe the skew bound)")
     ap.add_argument("--bin", metavar="PATH", default=os.environ.get("EKC_BIN"),
                     help="the node binary to pin (default $EKC_BIN, else .build/debug/ekc)")
+    ap.add_argument("--regressions", metavar="FILE", nargs="?", const=str(REGRESSIONS),
+                    help=f"run the seeds a file lists (default {REGRESSIONS.relative_to(HERE.parent.parent)}), "
+                         "each for the seconds it names")
     ap.add_argument("--recheck", metavar="DIR", help="check a kept run's files again (no nodes)")
     a = ap.parse_args()
     if a.recheck:
         return recheck(Path(a.recheck))
-    if a.seed is not None:
+    notes = {}
+    if a.regressions:
+        listed = read_regressions(Path(a.regressions))
+        seeds = [seed for seed, _, _ in listed]
+        seconds = {seed: secs or a.seconds for seed, secs, _ in listed}
+        notes = {seed: note for seed, _, note in listed}
+        say(f"regression seeds from {a.regressions}: {len(seeds)}")
+    elif a.seed is not None:
         seeds = [a.seed]
     else:
         base = int.from_bytes(os.urandom(2), "big") if a.base == "random" else int(a.base)
         seeds = list(range(base, base + (a.seeds or 20)))
+    if not a.regressions:
+        seconds = {seed: a.seconds for seed in seeds}
     say(f"fault runs: seeds {seeds[0]}..{seeds[-1]} ({len(seeds)}), {a.seconds:.0f} s each, {a.threads} client threads")
     pinned = pin_binary(a.bin)
     results = []
+    t_all = time.time()
     for s in seeds:
-        results.append(run_seed(s, a.seconds, a.threads, a.keep, a.clock_jump_ms))
+        if notes.get(s):
+            say(f"--- seed {s} is listed for: {notes[s]}")
+        results.append(run_seed(s, seconds[s], a.threads, a.keep, a.clock_jump_ms))
     say("\n seed | seconds |   ops | acked | indet. | refused | " + " ".join(f"{k[:9]:>9}" for k in ALL_KINDS) + " | result")
     for r in results:
         ops = r.get("ops") or {}
@@ -443,9 +500,10 @@ def main():
         pinned.unlink()
     except OSError:
         pass
+    say(f"\n{len(results)} seed(s) in {time.time() - t_all:.0f} s")
     failed = [r["seed"] for r in results if not r["passed"]]
     if failed:
-        say(f"\nFAILED seeds: {failed}; rerun one alone: {rerun_command(failed[0], a.seconds)}")
+        say(f"\nFAILED seeds: {failed}; rerun one alone: {rerun_command(failed[0], seconds[failed[0]])}")
         return 1
     say(f"\nall {len(results)} seeds passed")
     return 0
