@@ -481,7 +481,8 @@ def main():
         seeds = list(range(base, base + (a.seeds or 20)))
     if not a.regressions:
         seconds = {seed: a.seconds for seed in seeds}
-    say(f"fault runs: seeds {seeds[0]}..{seeds[-1]} ({len(seeds)}), {a.seconds:.0f} s each, {a.threads} client threads")
+    say(f"fault runs: seeds {seeds[0]}..{seeds[-1]} ({len(seeds)}), "
+        + ("the seconds listed" if a.regressions else f"{a.seconds:.0f} s each") + f", {a.threads} client threads")
     pinned = pin_binary(a.bin)
     results = []
     t_all = time.time()
