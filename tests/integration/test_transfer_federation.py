@@ -274,8 +274,10 @@ def test_an_overdue_transfer_is_flagged_in_lists_health_metrics_and_cluster_heal
     assert fund.get("/v1/transfers?direction=in&overdue=true")["items"] == []
     time.sleep(3.0)
     assert [x["id"] for x in fund.get("/v1/transfers?direction=in&overdue=true")["items"]] == [tr["id"]]
-    assert fund.get("/v1/health")["transfers"] == {"overdueIncoming": 1, "overdueOutgoing": 0, "purgesWaiting": 0}
-    assert region.get("/v1/health")["transfers"] == {"overdueIncoming": 0, "overdueOutgoing": 1, "purgesWaiting": 0}
+    assert fund.get("/v1/health")["transfers"] == {"overdueIncoming": 1, "overdueOutgoing": 0, "purgesWaiting": 0,
+                                                "writesAwaitingAcceptance": 0}
+    assert region.get("/v1/health")["transfers"] == {"overdueIncoming": 0, "overdueOutgoing": 1, "purgesWaiting": 0,
+                                                  "writesAwaitingAcceptance": 0}
     status, _, metrics = fund.request("GET", "/metrics")
     metrics = metrics.decode() if isinstance(metrics, bytes) else metrics
     assert status == 200 and 'ekc_transfers_overdue{direction="in"} 1' in metrics, metrics[-2000:]
