@@ -134,12 +134,7 @@ extension CaseStore {
             return true
         }
         // A part gone because a purge took it (asked only when something is missing).
-        func purgedSince() throws -> Bool {
-            guard entry.kind == TicketRecord.kind else { return false }
-            if try txn.contains(self.schema.purged, key: entry.id.bytes) { return true }
-            guard let sequence, let through = try txn.u64(self.schema.purgedThrough, entry.id.bytes) else { return false }
-            return through >= sequence
-        }
+        func purgedSince() throws -> Bool { try partGoneByPurge(entry.kind, entry.id, since: sequence, txn) }
         if found == nil && !registers.isEmpty {
             if try purgedSince() { return nil }
             throw StoreError.corrupt("feed names missing record \(entry.id)")

@@ -63,7 +63,7 @@ extension CaseStore {
                             new: "created \(ticket.number) as \(ticket.status.rawValue)", now: now)
         try faults.hit("create.beforeFeed")
         try commitRecord(TicketRecord.schema, &record, changed: written, children: [created], txn, &seq, isNew: true)
-        _ = try projectTicket(record, txn)
+        try projectTicket(record, txn)
         return .ticket(asRead(ticket, record), changed: true)
     }
 
@@ -109,10 +109,9 @@ extension CaseStore {
         try faults.hit("patch.afterTicket")
         let events = changes.map { event(old.id, actor, ctx, field: $0.field, old: $0.old, new: $0.new, now: now) }
         try commitRecord(TicketRecord.schema, &record, changed: written, children: events, txn, &seq, isNew: false)
-        _ = try projectTicket(record, txn)
         // A ticket with transfers is shown as they decide who handles it (Handling.swift):
         // read back from its view; one without is what the edit wrote.
-        if try !transferIDs(ofTicket: old.id, txn).isEmpty, let view = try loadTicket(old.id, txn) {
+        if try projectTicket(record, txn).derived, let view = try loadTicket(old.id, txn) {
             return .ticket(view, changed: true)
         }
         return .ticket(asRead(edited, record), changed: true)
@@ -170,7 +169,7 @@ extension CaseStore {
         }
         try commitRecord(schema, &settled, changed: changed, children: children, txn, &seq, isNew: false)
         if schema.kind == TicketRecord.kind {
-            _ = try projectTicket(settled, txn)
+            try projectTicket(settled, txn)
             // The ticket as the view shows it (what a partner holds of it need not
             // materialise whole: its citizen details outside the scope are absent).
             if let view = try loadTicket(settled.state.id, txn) { return .ticket(view, changed: true) }

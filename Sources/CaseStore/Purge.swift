@@ -149,7 +149,7 @@ extension CaseStore {
         record.local.version += 1
         try txn.put(self.schema.records, key: Keys.record(schema.kind.rawValue, id), value: record.encode(schema))
         digestTouched(schema.kind, id)
-        _ = try projectTicket(record, txn)
+        try projectTicket(record, txn)
         return true
     }
 
@@ -159,6 +159,18 @@ extension CaseStore {
     func isPurgedAndOutOfScope(_ id: TicketID, _ txn: some TransactionProtocol) throws -> Bool {
         guard try txn.contains(schema.purged, key: id.bytes) else { return false }
         return try !mayHold(id, origin: nil, txn)
+    }
+
+    /// Whether a part of a record that a feed entry at `sequence` names may be gone because
+    /// a purge took it: the ticket is purged here, or was purged at or after that entry
+    /// (`purgedThrough`; a transfer live again brought it back). `sequence` nil: not a feed
+    /// entry, so only a purge in force counts.
+    func partGoneByPurge(_ kind: RecordKindID, _ id: RecordID, since sequence: UInt64?,
+                         _ txn: some TransactionProtocol) throws -> Bool {
+        guard kind == TicketRecord.kind else { return false }
+        if try txn.contains(schema.purged, key: id.bytes) { return true }
+        guard let sequence, let through = try txn.u64(schema.purgedThrough, id.bytes) else { return false }
+        return through >= sequence
     }
 
     /// The purge of a ticket's personal data at this node, if there was one.

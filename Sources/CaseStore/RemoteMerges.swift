@@ -196,7 +196,7 @@ extension CaseStore {
         try commitRecord(schema, &record, changed: changed, children: newChildren, txn, &seq,
                          isNew: local == nil && !changed.isEmpty, arrivedFrom: peerOrg)
         if !changed.isEmpty && isTicket {
-            let (_, duplicate) = try projectTicket(record, txn)
+            let duplicate = try projectTicket(record, txn).duplicateNumber
             if let duplicate { report.duplicateNumbers.append(duplicate) }
             if let retaken, let t = try loadTransfer(retaken.transfer, txn) {
                 _ = try purgeIfOutOfScope(record.state.id, because: t, txn, through: seq, feedAt: seq, now: now)

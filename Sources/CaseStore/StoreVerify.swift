@@ -197,13 +197,6 @@ extension CaseStore {
         }
     }
 
-    /// A part gone from a ticket because a purge at or after `sequence` took it.
-    private func purgedSince(_ kind: RecordKindID, _ id: RecordID, _ sequence: UInt64, _ txn: some TransactionProtocol) throws -> Bool {
-        guard kind == TicketRecord.kind else { return false }
-        if try txn.contains(schema.purged, key: id.bytes) { return true }
-        return (try txn.u64(schema.purgedThrough, id.bytes)).map { $0 >= sequence } ?? false
-    }
-
     private func verifyFeedEntry(_ key: UnsafeRawBufferPointer, _ value: UnsafeRawBufferPointer, _ txn: some TransactionProtocol,
                                  _ v: inout Verifier) throws {
         guard key.count == 8, let seq = UInt64(bigEndianBytes: key) else { return v.add("feed.entry", "a key of \(key.count) bytes") }
@@ -215,7 +208,7 @@ extension CaseStore {
         let record = try loadRecord(schema, entry.id, txn)
         for i in schema.indexes(numbers: entry.registerNumbers) {
             guard let record, !record.state.registers[i].isEmpty else {
-                if try !purgedSince(entry.kind, entry.id, seq, txn) {
+                if try !partGoneByPurge(entry.kind, entry.id, since: seq, txn) {
                     v.add("feed.register", "entry \(seq) names register \(schema.registers[i].name) of \(entry.id), which is not held")
                 }
                 continue
@@ -225,7 +218,7 @@ extension CaseStore {
             }
         }
         for k in entry.children where try !txn.contains(self.schema.children, key: Keys.child(entry.kind.rawValue, entry.id, k.collection, k.id)) {
-            if try !purgedSince(entry.kind, entry.id, seq, txn) {
+            if try !partGoneByPurge(entry.kind, entry.id, since: seq, txn) {
                 v.add("feed.child", "entry \(seq) names child \(k.id) of \(entry.id), which is not held")
             }
         }

@@ -80,10 +80,13 @@ extension CaseStore {
     /// is incomplete: a ticket whose opening write has not arrived is not shown), and
     /// the readable number if another ticket already had it here. Only the values the
     /// number and the indexes need are decoded.
-    func projectTicket(_ record: StoredRecord, _ txn: WriteTransaction) throws -> (shown: Bool, duplicateNumber: String?) {
+    /// `derived`: the view differs from the registers' winners (the ticket's transfers
+    /// decide its owner or status here), so a local edit's result is read back from it.
+    @discardableResult
+    func projectTicket(_ record: StoredRecord, _ txn: WriteTransaction) throws -> (shown: Bool, duplicateNumber: String?, derived: Bool) {
         let id = record.state.id
         var winners = record.state.registers.map(\.value)
-        guard TicketRecord.isComplete(winners) else { return (false, nil) }
+        guard TicketRecord.isComplete(winners) else { return (false, nil, false) }
         // A ticket this organisation redirected shows the transfer's status here
         // (TRANSFER_PENDING, TRANSFERRED_OUT), and the receiver's as its handler status.
         var handler: TicketStatus?
@@ -101,7 +104,7 @@ extension CaseStore {
             winners[p] = TicketValues.encode(progress)
         }
         let stamp = record.state.latestStamp
-        guard let new = TicketIndexFacts(id: id, winners: winners, stamp: stamp) else { return (false, nil) }
+        guard let new = TicketIndexFacts(id: id, winners: winners, stamp: stamp) else { return (false, nil, false) }
         let old = try txn.withValue(schema.tickets, key: id.bytes) { TicketIndexFacts(view: $0, id: id) } ?? nil
         try txn.put(schema.tickets, key: id.bytes, value: TicketView.encode(winners, version: record.local.version, stamp: stamp,
                                                                            handlerStatus: handler))
@@ -124,7 +127,7 @@ extension CaseStore {
         for (db, key) in after where !before.contains(where: { $0.0 == db && $0.1 == key }) {
             try txn.putAppending(db, key: key, value: [])
         }
-        return (true, duplicate)
+        return (true, duplicate, !links.isEmpty)
     }
 
     func resolve(_ ref: TicketRef, _ txn: some TransactionProtocol) throws -> TicketID? {

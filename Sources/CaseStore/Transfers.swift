@@ -236,7 +236,7 @@ extension CaseStore {
         event("owner", old.ownerNode.value, edited.ownerNode.value)
         event("status", old.status.rawValue, edited.status.rawValue)
         try commitRecord(TicketRecord.schema, &record, changed: written, children: events, txn, &seq, isNew: false)
-        _ = try projectTicket(record, txn)
+        try projectTicket(record, txn)
     }
 
     /// What follows a transfer's change on the ticket at this node: the node that sent a
@@ -275,7 +275,7 @@ extension CaseStore {
             }
             try narrowToScope(id, txn)
         }
-        if let record = try loadRecord(TicketRecord.schema, id, txn) { _ = try projectTicket(record, txn) }
+        if let record = try loadRecord(TicketRecord.schema, id, txn) { try projectTicket(record, txn) }
     }
 
     /// After a merge changed a transfer: its projection; the transport acknowledgement

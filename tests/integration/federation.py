@@ -444,3 +444,20 @@ def running(root, specs):
         raise
     finally:
         f.stop()
+
+
+# --- operator steps shared by the transfer tests ---------------------------------------------
+
+CITIZEN_SNILS, CITIZEN_PHONE = "11223344595", "+79001234567"   # synthetic; the SNILS checksum holds
+CITIZEN_NAME = "Иванова Мария Петровна"
+
+
+def post(node, path, body=None, actor="op-test"):
+    return node.request("POST", path, body if body is not None else {}, headers=node.auth(actor))
+
+
+def citizen_ticket(node, subject="Перерасчёт пенсии"):
+    """A REGISTERED ticket with every citizen detail, ready to hand over."""
+    t = node.create(subject=subject, citizen={"ref": "CIT-7F3K2", "name": CITIZEN_NAME, "snils": CITIZEN_SNILS,
+                                              "phone": CITIZEN_PHONE})
+    return node.patch(t["id"], {"status": "REGISTERED"})

@@ -28,7 +28,8 @@ import time
 
 import pytest
 
-from federation import identical_everywhere, running, wait_until
+from federation import (CITIZEN_NAME, CITIZEN_PHONE, CITIZEN_SNILS, citizen_ticket, identical_everywhere, post, running,
+                        wait_until)
 
 FEDERATION = [
     {"id": "irk-main", "region": "38", "peers": ["irk-office-1", "nn-main", "pension-1", "pension-2"]},
@@ -43,8 +44,7 @@ REGION = ["irk-main", "irk-office-1"]
 FUND = ["pension-1", "pension-2"]
 HOLDERS = REGION + FUND        # the nodes that may hold region 38's ticket
 SETTLE = 30.0   # seconds: replication after a heal, on a shared and loaded 2-core machine
-SNILS, PHONE = "11223344595", "+79001234567"
-NAME = "Иванова Мария Петровна"
+SNILS, PHONE, NAME = CITIZEN_SNILS, CITIZEN_PHONE, CITIZEN_NAME
 REJECT = {"reason": {"code": "not-competent", "text": "Вопрос не относится к фонду"}}
 RETURN = {"reason": {"code": "wrong-fund", "text": "Возвращаем: вопрос ведёт региональный центр"}}
 ANSWER = {"answer": "Перерасчёт выполнен, ответ направлен заявителю"}
@@ -56,15 +56,6 @@ def fed(tmp_path):
 
 
 # --- steps through the operator API ------------------------------------------------------------
-
-def post(node, path, body=None, actor="op-test"):
-    return node.request("POST", path, body if body is not None else {}, headers=node.auth(actor))
-
-
-def citizen_ticket(node, subject="Перерасчёт пенсии"):
-    t = node.create(subject=subject, citizen={"ref": "CIT-7F3K2", "name": NAME, "snils": SNILS, "phone": PHONE})
-    return node.patch(t["id"], {"status": "REGISTERED"})
-
 
 def send(node, ticket_id):
     status, _, tr = post(node, f"/v1/tickets/{ticket_id}/transfers",

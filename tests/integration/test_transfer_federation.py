@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from federation import running, wait_until
+from federation import CITIZEN_NAME, CITIZEN_PHONE, CITIZEN_SNILS, citizen_ticket, post, running, wait_until
 from test_replication import complete_frames, curl_pull
 
 FEDERATION = [
@@ -23,8 +23,7 @@ FEDERATION = [
     {"id": "employment-1", "region": "employ", "peers": ["irk-main", "nn-main"]},
 ]
 STEP = 3.0   # seconds: the issue asks for a second on a quiet machine; CI machines are shared
-SNILS, PHONE = "11223344595", "+79001234567"
-NAME = "Иванова Мария Петровна"
+SNILS, PHONE, NAME = CITIZEN_SNILS, CITIZEN_PHONE, CITIZEN_NAME
 INTERNAL = "INTERNAL-NOTE-7731 звонила дважды"
 OTHER = "OTHER-TICKET-5521 другое обращение"
 
@@ -32,15 +31,6 @@ OTHER = "OTHER-TICKET-5521 другое обращение"
 @pytest.fixture
 def fed(tmp_path):
     yield from running(tmp_path / "fed", FEDERATION)
-
-
-def post(node, path, body=None, actor="op-test"):
-    return node.request("POST", path, body if body is not None else {}, headers=node.auth(actor))
-
-
-def citizen_ticket(node, subject="Перерасчёт пенсии"):
-    t = node.create(subject=subject, citizen={"ref": "CIT-7F3K2", "name": NAME, "snils": SNILS, "phone": PHONE})
-    return node.patch(t["id"], {"status": "REGISTERED"})
 
 
 def send(node, ticket_id, to="pension", kind="REDIRECT", scope=("ref", "name"), **extra):
