@@ -140,3 +140,58 @@ struct StoreVerifyTests {
         #expect(rules == ["ticket.index", "ticket.view", "transfer.view"])
     }
 }
+
+/// Admission that does not depend on arrival order (AdmissionHold.swift).
+@Suite("Case store: writes held for the acceptance that entitles them")
+struct AdmissionHoldTests {
+    @Test("the fund's status written after accepting reaches the region before the acceptance: held, not refused, then admitted with it")
+    func heldUntilTheAcceptanceArrives() async throws {
+        let p = try StorePeers([irk, fundNode])
+        defer { p.close() }
+        let (region, fund) = (p.a, p.b)
+        let ticket = try await region.registered()
+        let sent = try await region.send(TransferRequest(ticket: TicketRef(ticket), to: "sfr", kind: .redirect, reasonCode: "pension-recalc",
+                                                          reasonText: "Вопрос фонда", scope: [.ref]))
+        try await p.pull(fund, from: region)
+        try await p.pull(region, from: fund)                      // the region holds the delivery
+        p.clock.advance(1_000)
+        _ = try await fund.step(sent.id, .accepted)
+        _ = try await fund.patch(TicketRef(ticket), TicketPatch(status: .inWork, assignee: "fund-op"))
+        // The fund's ticket, whole, before its acceptance (as a repair or a relay can bring it).
+        let early = try await p.repair(region, from: fund, [RecordRef(kind: TicketRecord.kind, id: ticket.id)])
+        #expect(early.rejections.isEmpty, "\(early.rejections)")
+        #expect(early.heldForEntitlement >= 2)
+        #expect(try region.heldAdmissionCount() == 1)
+        #expect(try region.ticket(TicketRef(ticket))?.assignee != "fund-op", "not admitted before the acceptance")
+        // The acceptance arrives: the held writes are judged again and admitted.
+        let report = try await p.pull(region, from: fund)
+        #expect(report.rejections.isEmpty, "\(report.rejections)")
+        #expect(try region.heldAdmissionCount() == 0)
+        let shown = try #require(try region.ticket(TicketRef(ticket)))
+        #expect(shown.status == .transferredOut && shown.handlerStatus == .inWork && shown.assignee == "fund-op")
+        #expect(try region.verify().isClean)
+    }
+
+    @Test("held writes the transfer's end does not entitle are refused then, and reported like any refusal")
+    func refusedWhenTheTransferEndsOtherwise() async throws {
+        let p = try StorePeers([irk, fundNode])
+        defer { p.close() }
+        let (region, fund) = (p.a, p.b)
+        let ticket = try await region.registered()
+        let sent = try await region.send(TransferRequest(ticket: TicketRef(ticket), to: "sfr", kind: .redirect, reasonCode: "pension-recalc",
+                                                          reasonText: "Вопрос фонда", scope: [.ref]))
+        try await p.pull(fund, from: region)
+        try await p.pull(region, from: fund)
+        p.clock.advance(1_000)
+        _ = try await fund.step(sent.id, .accepted)
+        _ = try await fund.patch(TicketRef(ticket), TicketPatch(assignee: "fund-op"))
+        _ = try await p.repair(region, from: fund, [RecordRef(kind: TicketRecord.kind, id: ticket.id)])
+        #expect(try region.heldAdmissionCount() == 1)
+        // The region cancels before the acceptance reaches it: what was held is refused now
+        // (should the acceptance win after all, anti-entropy brings the fund's writes, §13).
+        _ = try await region.step(sent.id, .cancelled, reason: ("no-longer-needed", "Уже не нужно"))
+        #expect(try region.heldAdmissionCount() == 0)
+        #expect(try region.ticket(TicketRef(ticket))?.assignee != "fund-op")
+        #expect(try region.verify().isClean)
+    }
+}
