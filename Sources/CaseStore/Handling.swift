@@ -30,9 +30,10 @@ extension CaseStore {
         guard let headerBytes = record.state.registers[TicketRecord.Register.header.rawValue].value,
               let header = try? TicketValues.header(headerBytes, checked: false) else { return nil }
         let origin = directory.org(header.originNode) ?? organisation
-        let handler = TicketScope.handler(origin: origin, links: links)
         let registered = record.state.registers[TicketRecord.Register.owner.rawValue].value
             .flatMap { try? TicketValues.owner($0, checked: false) }
+        let handler = TicketScope.handler(origin: origin, links: links, mine: organisation,
+                                          registered: registered.flatMap { directory.org($0) })
         let node: NodeID
         if let registered, directory.org(registered) == handler.organisation {
             node = registered                                         // the register agrees

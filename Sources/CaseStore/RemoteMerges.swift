@@ -203,6 +203,11 @@ extension CaseStore {
             } else if local == nil {
                 try mergedTicket(record.state.id, txn, &seq, now: now)
             }
+            // An owner written after the step that ended its redirect arrived here (the
+            // step and the register travel as two records) is brought back to the handler.
+            if changed.contains(TicketRecord.Register.owner.rawValue) {
+                try keepOwnerRegister(record.state.id, txn, &seq, now: now)
+            }
             // A citizen detail a lagging node still sent (it had not seen the end of the
             // transfer that named it) is not kept past the live transfers' scopes.
             if TicketRecord.citizenRegisters.contains(where: { changed.contains($0.rawValue) }) {

@@ -260,6 +260,7 @@ extension CaseStore {
             default: break
             }
         }
+        if t.order.kind == .redirect, t.order.fromOrganisation == organisation { try keepOwnerRegister(id, txn, &seq, now: now) }
         if t.order.toOrganisation == organisation && !TicketScope.isLive(t.state) {
             if try purgeIfOutOfScope(id, because: t, txn, through: seq, feedAt: seq, now: now) { return }
             try narrowToScope(id, txn)
@@ -276,6 +277,27 @@ extension CaseStore {
             try narrowToScope(id, txn)
         }
         if let record = try loadRecord(TicketRecord.schema, id, txn) { try projectTicket(record, txn) }
+    }
+
+    /// At the origin, which holds every redirect of the ticket: the owner register is
+    /// brought to the handler the redirects decide (`TicketScope.handler`) when the two
+    /// disagree. An organisation that holds the ticket by a COPY or an INFO_REQUEST sees
+    /// no redirect and reads the register (a completion that beat a return taken on the
+    /// fund's other node left it naming the origin); the register's history says who took
+    /// it over as before. Written by one node, the one that sent the deciding redirect (or,
+    /// back with the origin, the one that gets it back), so that the origin's nodes do not
+    /// write rival values of it. Also run when a merge changed the register: the step that
+    /// ended a redirect and the receiver's owner write travel as two records, and the
+    /// write may come second.
+    func keepOwnerRegister(_ id: TicketID, _ txn: WriteTransaction, _ seq: inout UInt64, now: Millis) throws {
+        guard let record = try loadRecord(TicketRecord.schema, id, txn),
+              TicketRecord.originOrganisation(record.state, configuration.directory) == organisation,
+              let h = try handling(record, txn) else { return }
+        let registered = record.state.registers[TicketRecord.Register.owner.rawValue].value
+            .flatMap { try? TicketValues.owner($0, checked: false) }
+        guard registered.flatMap({ configuration.directory.org($0) }) != h.organisation,
+              (h.redirect?.order.fromNode ?? h.node) == configuration.node else { return }
+        try rewriteTicket(id, Actor(user: "system", role: "system"), txn, &seq, now: now) { $0.ownerNode = h.node }
     }
 
     /// After a merge changed a transfer: its projection; the transport acknowledgement

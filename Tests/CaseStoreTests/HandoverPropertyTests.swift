@@ -16,12 +16,13 @@ import Testing
 /// else by its origin; its owner shown the same everywhere; the region's status the
 /// transfer's (TRANSFER_PENDING, TRANSFERRED_OUT, or its own again); the handler's
 /// operators can edit it; the fund holds it exactly while the transfer joins it; and
-/// every store's invariants hold.
+/// every store's invariants hold. Region 52 holds a COPY of the ticket and sees none of
+/// the REDIRECT's steps: it shows the owner the origin keeps in the register.
 @Suite("Case store: handovers between two-node organisations")
 struct HandoverPropertyTests {
-    static let nodes = [irk, office, fundNode, fundBackupNode]
+    static let nodes = [irk, office, fundNode, fundBackupNode, novgorodNode]
     /// The links of the deployed shape: the office talks to its centre only.
-    static let links: [(Int, Int)] = [(0, 1), (1, 0), (0, 2), (2, 0), (0, 3), (3, 0), (2, 3), (3, 2)]
+    static let links: [(Int, Int)] = [(0, 1), (1, 0), (0, 2), (2, 0), (0, 3), (3, 0), (2, 3), (3, 2), (0, 4), (4, 0)]
 
     @Test("every interleaving of two nodes per side ends with one state, one owner who can edit, and a whole store", arguments: 0..<6)
     func interleavings(batch: Int) async throws {
@@ -34,8 +35,15 @@ struct HandoverPropertyTests {
         defer { p.close() }
         let s = p.stores
         let ticket = try await s[0].registered()
-        let sent = try await s[0].send(TransferRequest(ticket: TicketRef(ticket), to: "sfr", kind: .redirect, reasonCode: "pension-recalc",
+        // The centre or its office sends it (the office's writes reach everyone through
+        // the centre, in the order the centre merged them).
+        let sender = Int.random(in: 0...1, using: &rng)
+        if sender == 1 { try await p.pull(s[1], from: s[0]) }
+        let sent = try await s[sender].send(TransferRequest(ticket: TicketRef(ticket), to: "sfr", kind: .redirect, reasonCode: "pension-recalc",
                                                         reasonText: "Вопрос фонда", scope: [.ref, .name]))
+        if sender == 1 { try await p.pull(s[0], from: s[1]) }
+        _ = try await s[0].send(TransferRequest(ticket: TicketRef(ticket), to: "52", kind: .copy, reasonCode: "for-information",
+                                                reasonText: "Для сведения", scope: [.ref]))
         var log: [String] = []
         let reasons = ("why", "Причина")
         for _ in 0..<Int.random(in: 6...16, using: &rng) {
@@ -43,8 +51,15 @@ struct HandoverPropertyTests {
             switch Int.random(in: 0..<10, using: &rng) {
             case 0...3:
                 let (to, from) = HandoverPropertyTests.links.randomElement(using: &rng)!
-                try await p.pull(s[to], from: s[from])
-                log.append("pull \(to)<-\(from)")
+                // What the merge wants fetched whole is, as the node's anti-entropy does
+                // (`Replicator.onWanted`), at once: a node left without it would wait for a
+                // digest round this test does not run.
+                // Now and then a short page: a transfer's step may arrive before the
+                // ticket's writes that went with it, or after.
+                let limit = Int.random(in: 0..<3, using: &rng) == 0 ? Int.random(in: 1...3, using: &rng) : 10_000
+                let r = try await p.pull(s[to], from: s[from], limit: limit, pages: 1)
+                if !r.wanted.isEmpty { _ = try await p.repair(s[to], from: s[from], r.wanted) }
+                log.append("pull \(to)<-\(from)\(limit < 10_000 ? "/\(limit)" : "")")
             case 4...6:
                 let at = Int.random(in: 2...3, using: &rng)
                 let step = [TransferState.accepted, .rejected, .returned, .completed].randomElement(using: &rng)!
@@ -61,7 +76,7 @@ struct HandoverPropertyTests {
             }
         }
         try await catchUp(p)
-        let trail = "seed \(seed): \(log.joined(separator: ", "))"
+        let trail = "seed \(seed), sent by node \(sender): \(log.joined(separator: ", "))"
 
         // One state.
         let states = try s.compactMap { try $0.transfer(sent.id)?.state }
@@ -73,7 +88,7 @@ struct HandoverPropertyTests {
         var owners: [NodeID] = []
         for (i, store) in s.enumerated() {
             guard let t = try store.ticket(TicketRef(ticket)) else {
-                #expect(i >= 2 && !fundHandles && ![.sent, .delivered].contains(state), "\(trail): node \(i) lost the ticket in \(state)")
+                #expect(i >= 2 && i <= 3 && !fundHandles && ![.sent, .delivered].contains(state), "\(trail): node \(i) lost the ticket in \(state)")
                 continue
             }
             owners.append(t.ownerNode)
@@ -85,7 +100,7 @@ struct HandoverPropertyTests {
                 } else {
                     #expect(![.transferPending, .transferredOut].contains(t.status), "\(trail): region node \(i) shows \(t.status) in \(state)")
                 }
-            } else if fundHandles {
+            } else if fundHandles && i <= 3 {
                 #expect(![.transferPending, .transferredOut].contains(t.status), "\(trail): fund node \(i) shows \(t.status)")
             }
         }

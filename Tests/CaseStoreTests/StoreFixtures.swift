@@ -220,13 +220,13 @@ final class StorePeers {
     /// as a node does from its peer's certificate: everything for its own organisation's
     /// nodes, the scope of their transfers for others. `unscoped`: the whole feed, as a
     /// hostile or misconfigured sender could send it (admission is the receiver's own
-    /// defence).
+    /// defence). `pages`: stop after that many pages of `limit` entries (a pull cut short).
     @discardableResult
     func pull(_ to: CaseStore, from: CaseStore, limit: Int = 10_000, maxBytes: Int = 1 << 20,
-              unscoped: Bool = false) async throws -> MergeReport {
+              unscoped: Bool = false, pages: Int = .max) async throws -> MergeReport {
         var total = MergeReport()
         let partner = unscoped ? nil : from.configuration.directory.org(to.configuration.node) ?? ""
-        while true {
+        for _ in 0..<pages {
             let after = try resumePoint(to, from: from)
             let page = try from.feedPage(after: after, limit: limit, maxBytes: maxBytes, partner: partner)
             guard !page.entries.isEmpty else {
@@ -241,6 +241,7 @@ final class StorePeers {
             total.duplicateNumbers += r.duplicateNumbers
             total.wanted += r.wanted
         }
+        return total
     }
 
     /// Whole records `refs` from `from` merged into `to` as a repair, as anti-entropy does.

@@ -172,4 +172,27 @@ import Testing
         #expect(header2.state.registers[TicketRecord.Register.header.rawValue].isEmpty)
         #expect(judged.map(\.refusal.reason) == [.notAuthorised])
     }
+
+    /// The origin holds every redirect and derives the handler; a COPY's receiver sees
+    /// none and reads the register; a receiver whose redirect no longer stands reads the
+    /// register unless it still names the receiver itself (issue 18: a fund holding a
+    /// COPY showed the origin as owner of a ticket another region had taken over).
+    @Test func whoHandlesATicketAsEachOrganisationCanTellIt() {
+        let toFund = link(.accepted), copy = link(.delivered, kind: .copy, to: "52")
+        // The origin derives, whatever the register says.
+        #expect(TicketScope.handler(origin: "38", links: [toFund, copy], mine: "38", registered: "38").organisation == "sfr")
+        #expect(TicketScope.handler(origin: "38", links: [link(.returned), copy], mine: "38", registered: "sfr").organisation == "38")
+        // The redirect's receiver knows it handles it.
+        #expect(TicketScope.handler(origin: "38", links: [toFund], mine: "sfr", registered: "38").redirect == toFund)
+        // A COPY's receiver takes the register's word.
+        for registered in ["sfr", "38"] {
+            #expect(TicketScope.handler(origin: "38", links: [copy], mine: "52", registered: registered).organisation == registered)
+        }
+        #expect(TicketScope.handler(origin: "38", links: [copy], mine: "52", registered: nil).organisation == "38")
+        // A returned redirect's receiver: the register, but never itself.
+        for state in [TransferState.returned, .rejected, .cancelled] {
+            #expect(TicketScope.handler(origin: "38", links: [link(state)], mine: "sfr", registered: "sfr").organisation == "38")
+            #expect(TicketScope.handler(origin: "38", links: [link(state)], mine: "sfr", registered: "52").organisation == "52")
+        }
+    }
 }

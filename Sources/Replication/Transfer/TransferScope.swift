@@ -43,6 +43,20 @@ public struct TicketScope: Sendable, Equatable {
         return Handler(organisation: first.order.toOrganisation, redirect: first)
     }
 
+    /// Who handles a ticket as a node of `mine` can tell. The origin holds every redirect
+    /// of the ticket and derives it (`handler(origin:links:)`). Any other organisation
+    /// holds only the transfers to itself (a fund with a COPY of a ticket another
+    /// organisation took over sees no REDIRECT at all), so its transfers tell it only
+    /// whether it handles the ticket itself; when they do not, the owner register names
+    /// who does (the origin keeps it to what it derived, `CaseStore.keepOwnerRegister`),
+    /// unless the register still names `mine`, whose redirect no longer stands.
+    public static func handler(origin: String, links: [Link], mine: String, registered: String?) -> Handler {
+        let derived = handler(origin: origin, links: links)
+        guard mine != origin, derived.organisation != mine else { return derived }
+        if let registered, registered != mine { return Handler(organisation: registered, redirect: nil) }
+        return Handler(organisation: origin, redirect: nil)
+    }
+
     /// The citizen fields the partner may hold (the reference always: without it the
     /// receiver cannot tell whom the request is about, and it is no document number).
     public let fields: Set<CitizenField>
