@@ -7,7 +7,7 @@ EKC := .build/debug/ekc
 DEB_PACKAGES := liblmdb-dev lmdb-utils nghttp2-client curl openssl pkg-config python3 protobuf-compiler
 PY_MODULES := pytest jsonschema openapi_spec_validator yaml schemathesis google.protobuf h2 cryptography lmdb
 
-.PHONY: all deps build build-tests run single cluster demo test test-swift test-integration faults faults-short bench clean
+.PHONY: all deps build build-tests run single cluster demo test test-swift test-integration faults faults-short faults-regressions bench clean
 
 all: build
 
@@ -66,16 +66,23 @@ test-integration: build
 # check that nothing acknowledged is lost. SEEDS=n runs seeds 1..n (BASE=k starts at k,
 # BASE=random picks one), SEED=n one seed, FAULT_SECONDS per seed (120), KEEP=1 keeps
 # every seed's files in tests/faults/runs/ (a failing seed's are always kept).
+# EKC_BIN=PATH runs that node binary instead of building one.
 FAULT_SECONDS ?= 120
-faults: build
+FAULTS_BUILD = $(if $(EKC_BIN),,build)
+faults: $(FAULTS_BUILD)
 	python3 tests/faults/run.py $(if $(SEED),--seed $(SEED),--seeds $(or $(SEEDS),20) $(if $(BASE),--base $(BASE))) \
 	  --seconds $(FAULT_SECONDS) $(if $(KEEP),--keep)
 
 # The short version `make test` runs: seeds 1001 and 1002, 70 s each (fewer operations than
 # the full runs; a failing one is rerun with make faults SEED=1001 FAULT_SECONDS=70).
-faults-short: build
+faults-short: $(FAULTS_BUILD)
 	@echo "fault runs, short version: 2 seeds x 70 s (make faults SEEDS=20 for the full runs)"
 	python3 tests/faults/run.py --seeds 2 --base 1001 --seconds 70 $(if $(KEEP),--keep)
+
+# The seeds that once found a bug (tests/faults/regressions.txt: seed, seconds, the rule it
+# broke), each run as it was listed.
+faults-regressions: $(FAULTS_BUILD)
+	python3 tests/faults/run.py --regressions $(if $(KEEP),--keep)
 
 # kill -9 at random moments of a steady load (tests/faults/kill9.py): a region's two nodes
 # and the pension fund; after every kill mdb_stat reads the killed node's store; at the end

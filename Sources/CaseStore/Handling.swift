@@ -30,10 +30,11 @@ extension CaseStore {
         guard let headerBytes = record.state.registers[TicketRecord.Register.header.rawValue].value,
               let header = try? TicketValues.header(headerBytes, checked: false) else { return nil }
         let origin = directory.org(header.originNode) ?? organisation
-        let registered = record.state.registers[TicketRecord.Register.owner.rawValue].value
-            .flatMap { try? TicketValues.owner($0, checked: false) }
+        let owner = record.state.registers[TicketRecord.Register.owner.rawValue]
+        let registered = owner.value.flatMap { try? TicketValues.owner($0, checked: false) }
         let handler = TicketScope.handler(origin: origin, links: links, mine: organisation,
-                                          registered: registered.flatMap { directory.org($0) })
+                                          registered: registered.flatMap { directory.org($0) },
+                                          registeredByOrigin: owner.winner.map { directory.org($0.dot.node) == origin } ?? false)
         let node: NodeID
         if let registered, directory.org(registered) == handler.organisation {
             node = registered                                         // the register agrees
@@ -50,8 +51,9 @@ extension CaseStore {
 
     /// The progress (status, registration, deadlines) the handler's organisation wrote:
     /// the register's winner when the handler wrote it, else its latest value the register
-    /// still holds, else what taking over means (REGISTERED at the acceptance, its 59-FZ
-    /// clock from then; IN_WORK for an origin that got it back).
+    /// still holds, else the origin's write made after the acceptance (its return's, which
+    /// kept the receiver's deadlines), else what taking over means (REGISTERED at the
+    /// acceptance, its 59-FZ clock from then; IN_WORK for an origin that got it back).
     func handledProgress(_ record: StoredRecord, _ h: TicketHandling, _ txn: some TransactionProtocol) throws -> ValueBytes? {
         let register = record.state.registers[TicketRecord.Register.progress.rawValue]
         let directory = configuration.directory
@@ -64,6 +66,11 @@ extension CaseStore {
             let at = transfers.first { $0.order == redirect.order }?.steps.acceptedAt
             let regime = record.state.registers[TicketRecord.Register.header.rawValue].value
                 .flatMap { try? TicketValues.header($0, checked: false).legalRegime } ?? .consultation
+            // The origin wrote it after the acceptance: it took the ticket back on a return
+            // that a completion on the receiver's other node then overruled, keeping the
+            // receiver's registration and deadlines (an extension among them) as it saw
+            // them. Those stand, with the status the origin gave (one the receiver can act on).
+            if let at, winner.dot.stamp.millis >= at { return winner.value }
             progress.status = .registered
             if let at {
                 progress.registeredAt = at

@@ -216,15 +216,21 @@ extension CaseStore {
 
     /// A write of the node's own to a ticket's registers, outside an operator's patch
     /// (the transfer workflow's consequences), with history events for what changed.
+    /// `rewriting`: registers written even when their value does not change.
     private func rewriteTicket(_ id: TicketID, _ actor: Actor, _ txn: WriteTransaction, _ seq: inout UInt64, now: Millis,
-                               _ change: (inout Ticket) -> Void) throws {
+                               rewriting: RegisterSet = .none, _ change: (inout Ticket) -> Void) throws {
         guard var record = try loadRecord(TicketRecord.schema, id, txn),
               let old = Ticket.materialise(record.state, local: record.local) else { return }
         var edited = old
         change(&edited)
-        guard edited != old else { return }
+        guard edited != old || !rewriting.isEmpty else { return }
         let dot = Dot(node: configuration.node, stamp: writer.clock.tick(wall: now))
-        let written = record.state.record(edited, from: old, dot: dot)
+        var written = record.state.record(edited, from: old, dot: dot)
+        let values = edited.registerValues
+        for i in rewriting where !written.contains(i) {
+            record.state.registers[i].write(values[i], dot: dot)
+            written.insert(i)
+        }
         guard !written.isEmpty else { return }
         record.local.version += 1
         var events: [Child] = []
@@ -293,11 +299,18 @@ extension CaseStore {
         guard let record = try loadRecord(TicketRecord.schema, id, txn),
               TicketRecord.originOrganisation(record.state, configuration.directory) == organisation,
               let h = try handling(record, txn) else { return }
-        let registered = record.state.registers[TicketRecord.Register.owner.rawValue].value
-            .flatMap { try? TicketValues.owner($0, checked: false) }
-        guard registered.flatMap({ configuration.directory.org($0) }) != h.organisation,
-              (h.redirect?.order.fromNode ?? h.node) == configuration.node else { return }
-        try rewriteTicket(id, Actor(user: "system", role: "system"), txn, &seq, now: now) { $0.ownerNode = h.node }
+        let owner = record.state.registers[TicketRecord.Register.owner.rawValue]
+        let directory = configuration.directory
+        let registered = owner.value.flatMap { try? TicketValues.owner($0, checked: false) }
+        let disagrees = registered.flatMap { directory.org($0) } != h.organisation
+        // Two redirects stand (the origin's nodes each sent one while apart): the overruled
+        // receiver learns it only from the origin's own word in the register.
+        let overrules = try owner.winner.map { directory.org($0.dot.node) != organisation } ?? true
+            && TicketScope.standingRedirects(origin: organisation, links: links(ofTicket: id, txn)) > 1
+        guard disagrees || overrules, (h.redirect?.order.fromNode ?? h.node) == configuration.node else { return }
+        // When the value stands already, the origin's node writes it again as its own word.
+        try rewriteTicket(id, Actor(user: "system", role: "system"), txn, &seq, now: now,
+                          rewriting: RegisterSet(bits: 1 << UInt64(TicketRecord.Register.owner.rawValue))) { $0.ownerNode = h.node }
     }
 
     /// After a merge changed a transfer: its projection; the transport acknowledgement

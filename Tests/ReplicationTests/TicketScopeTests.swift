@@ -195,4 +195,39 @@ import Testing
             #expect(TicketScope.handler(origin: "38", links: [link(state)], mine: "sfr", registered: "52").organisation == "52")
         }
     }
+
+    /// Issue 18: a fund that holds the origin's owner write beside its own concurrent one
+    /// sends both back; the origin has seen its own (it superseded it since) and judges only
+    /// the fund's, which the accepted redirect entitles. A forged variant of a version the
+    /// origin holds (its dot, another value) is judged, and refused.
+    @Test func onlyTheVersionsAReplicaHasNotSeenAreJudged() throws {
+        let id = RecordID(high: 9, low: 7)
+        var replica = TicketReplica(node: irk, id: id)
+        replica.open(openedTicket(id: id, at: irk, now: testNow), now: testNow)
+        let base = replica.record.state
+        let o = TicketRecord.Register.owner.rawValue
+        let officeWrite = Dot(node: irkutskNodes[1], stamp: Stamp(millis: testNow + 1, logical: 0))
+        var officeSaw = base
+        officeSaw.registers[o].write(TicketValues.encode(owner: irkutskNodes[1]), dot: officeWrite)
+        var fundSaw = base
+        fundSaw.registers[o].write(TicketValues.encode(owner: fundNode), dot: Dot(node: fundNode, stamp: Stamp(millis: testNow + 2, logical: 0)))
+        var sentBack = officeSaw
+        sentBack.registers[o].merge(fundSaw.registers[o])
+        #expect(sentBack.registers[o].versions.count == 2)
+        var local = officeSaw
+        local.registers[o].write(TicketValues.encode(owner: irk), dot: Dot(node: irk, stamp: Stamp(millis: testNow + 3, logical: 0)))
+        let grants = TicketScope.grants([link(.accepted)])
+        func admit(_ state: RecordState, over local: RecordState) -> (RecordDelta, [PartRefusal]) {
+            TicketRecord.schema.admit(RecordDelta(state: state), from: fundBackupNode, local: local, directory: testDirectory,
+                                      now: testNow + 10, maxSkew: 60_000, grants: grants, localOrganisation: "38")
+        }
+        let (taken, none) = admit(sentBack, over: local)
+        #expect(none.isEmpty)
+        #expect(local.registers[o].merged(taken.state.registers[o]).versions.map(\.dot.node) == [fundNode, irk])
+        // The office's version with another value, over a replica that holds it: judged.
+        var forged = base
+        forged.registers[o].write(TicketValues.encode(owner: fundNode), dot: officeWrite)
+        let (dropped, refused) = admit(forged, over: officeSaw)
+        #expect(dropped.state.registers[o].isEmpty && refused.map(\.refusal.reason) == [.cannotSpeakFor])
+    }
 }

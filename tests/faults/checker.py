@@ -26,10 +26,14 @@ def tags(text, seed):
 
 
 class Snapshot:
-    """Everything a node shows, read once after quiescence."""
+    """Everything a node shows, read once after quiescence; its replication status
+    before and after the rest (a link error in both is one that persists) and its
+    health (held purges)."""
 
     def __init__(self, node):
         self.node = node
+        self.replication = [get_json(node, "/v1/replication", timeout=30)]
+        self.health = get_json(node, "/v1/health", timeout=30)
         self.tickets = {t["id"]: t for t in list_all(node, "/v1/tickets", timeout=30)}
         self.notes = {}
         for tid in self.tickets:
@@ -44,6 +48,8 @@ class Snapshot:
                 self.transfers.setdefault(tr["id"], tr)
         self.conflicts = get_json(node, "/v1/conflicts?limit=500", timeout=30)["items"]
         self.conflicts_truncated = len(self.conflicts) >= 500
+        time.sleep(1.0)
+        self.replication.append(get_json(node, "/v1/replication", timeout=30))
 
 
 class Checker:
@@ -79,7 +85,8 @@ class Checker:
                 self.snap[n.node_id] = snap
         self.log(f"  checker: read every node in {time.time() - t0:.1f} s")
         self.final_state = {nid: {"tickets": s.tickets, "notes": s.notes, "transfers": s.transfers,
-                                  "conflicts": s.conflicts} for nid, s in self.snap.items()}
+                                  "conflicts": s.conflicts, "replication": getattr(s, "replication", []),
+                                  "health": getattr(s, "health", {})} for nid, s in self.snap.items()}
         self.build_model()
         self.check_creates_and_presence()
         self.check_fields()
@@ -88,6 +95,9 @@ class Checker:
         self.check_monotonic()
         self.check_replicas_agree()
         self.check_scope()
+        self.check_owner()
+        self.check_sender_status()
+        self.check_links_and_purges()
         if final_state is None:
             self.check_digests()
         else:
@@ -128,6 +138,157 @@ class Checker:
                 if tr["state"] in LIVE:
                     live.setdefault(tr["to"], {"ref"}).update(tr["scope"])
             self.live[tid] = live
+
+    # --- ownership, as the transfers' outcomes say ---
+    def transfer_state(self, trid):
+        """The state a transfer's steps add up to: the furthest any node shows (steps
+        only add; `transfer-diverged` reports nodes that disagree), and every node's view."""
+        views = {nid: s.transfers[trid]["state"] for nid, s in self.snap.items() if trid in s.transfers}
+        for nid, s in self.snap.items():
+            for t in s.tickets.values():
+                for tr in t.get("transfers", []):
+                    if tr["id"] == trid:
+                        views.setdefault(nid, tr["state"])
+        final = max(views.values(), key=lambda st: TRANSFER_RANK[st]) if views else None
+        return final, views
+
+    def redirects(self, tid):
+        """[(transfer, final state, {node: state})] of the ticket's REDIRECTs."""
+        out = []
+        for trid, tr in sorted(self.ticket_transfers.get(tid, {}).items()):
+            if tr["kind"] == "REDIRECT":
+                final, views = self.transfer_state(trid)
+                out.append((tr, final or tr["state"], views))
+        return out
+
+    def ticket_ops(self, tid, kinds=("transfer", "step")):
+        return [o["op"] for o in self.ops if o.get("ticket") == tid and o.get("kind") in kinds
+                and o.get("result") in ("ok", "info")]
+
+    def describe_redirects(self, reds):
+        """Each REDIRECT with its final state, every node's view when they differ, and the
+        steps that decided it (state by node; a step that lost to a later one is marked)."""
+        if not reds:
+            return "no REDIRECT"
+        parts = []
+        for tr, final, views in reds:
+            differ = len(set(views.values())) > 1
+            full = max((s.transfers.get(tr["id"]) for s in self.snap.values() if tr["id"] in s.transfers),
+                       key=lambda x: len(x["steps"]), default=tr)
+            lost = {c["id"] for c in full.get("conflicts", [])}
+            steps = [f"{st['state']} by {st['node']}" + (" (lost)" if st["id"] in lost else "")
+                     for st in full.get("steps", []) if st["state"] != "DELIVERED"]
+            parts.append(f"REDIRECT {tr['id']} {tr['from']}->{tr['to']} {final}"
+                         + (f" [steps: {', '.join(steps)}]" if steps else "")
+                         + (f" (views: {', '.join(f'{n} {st}' for n, st in sorted(views.items()))})" if differ else ""))
+        return "; ".join(parts)
+
+    def check_owner(self):
+        """One editable owner per ticket: every node holding it names as owner a node of
+        the receiver of its ACCEPTED/COMPLETED REDIRECT, else of its origin; and the
+        owner's nodes can act on it (not TRANSFER_PENDING / TRANSFERRED_OUT)."""
+        for tid, create in sorted(self.creates.items()):
+            origin = create["org"]
+            reds = self.redirects(tid)
+            accepted = [(tr, st) for tr, st, _ in reds if st in ("ACCEPTED", "COMPLETED")]
+            why = self.describe_redirects(reds)
+            # Two REDIRECTs standing at once (the origin's two nodes each sent one while
+            # apart, and both were accepted): the one sent first handles it, then the lesser
+            # organisation id (TicketScope.handler), on every node alike.
+            accepted.sort(key=lambda a: (a[0].get("createdAt", ""), a[0]["to"]))
+            expected = accepted[0][0]["to"] if accepted else origin
+            holders = {nid: s.tickets[tid] for nid, s in self.snap.items() if tid in s.tickets}
+            if not holders:
+                continue
+            number = next(iter(holders.values())).get("number")
+            wrong = []
+            for nid, t in sorted(holders.items()):
+                owner = t.get("ownerNode")
+                org = self.fed.org_of(owner) if owner in {n.node_id for n in self.fed.all()} else f"unknown node {owner}"
+                if org != expected:
+                    wrong.append(f"{nid} says owner {owner} ({org}), status {t['status']}")
+            if wrong:
+                self.violation("owner", f"ticket {tid} ({number}, of {origin}): the owner should be a node of {expected} "
+                               f"({why}), but " + "; ".join(wrong), wrong[0].split()[0], tid, self.ticket_ops(tid))
+            # While a REDIRECT waits for the receiver the origin shows TRANSFER_PENDING (read-only
+            # by design, `sender-status` checks it); otherwise the owner's nodes can act on it.
+            pending = any(st in ("SENT", "DELIVERED") for _, st, _ in reds)
+            stuck = [f"{nid} shows {t['status']}" for nid, t in sorted(holders.items()) if not pending
+                     and self.fed.org_of(nid) == expected and t["status"] in ("TRANSFER_PENDING", "TRANSFERRED_OUT")]
+            if stuck:
+                self.violation("owner", f"ticket {tid} ({number}, of {origin}): its owner {expected} cannot act on it "
+                               f"({why}): " + "; ".join(stuck), stuck[0].split()[0], tid, self.ticket_ops(tid))
+
+    def check_sender_status(self):
+        """At the origin region, the ticket's status follows its REDIRECTs: TRANSFER_PENDING
+        while one is SENT/DELIVERED, TRANSFERRED_OUT once one is ACCEPTED/COMPLETED, and
+        back in the region's own statuses (and ownership) when every one ended CANCELLED,
+        REJECTED or RETURNED."""
+        for tid, create in sorted(self.creates.items()):
+            origin = create["org"]
+            reds = self.redirects(tid)
+            if not reds:
+                continue
+            states = [st for _, st, _ in reds]
+            if any(st in ("SENT", "DELIVERED") for st in states):
+                expect, rule = "TRANSFER_PENDING", "a REDIRECT waits for the receiver"
+            elif any(st in ("ACCEPTED", "COMPLETED") for st in states):
+                expect, rule = "TRANSFERRED_OUT", "a REDIRECT was accepted"
+            else:
+                expect, rule = None, "every REDIRECT ended (CANCELLED/REJECTED/RETURNED)"
+            why = self.describe_redirects(reds)
+            wrong = []
+            for nid in self.org_nodes(origin):
+                t = self.snap[nid].tickets.get(tid)
+                if t is None:
+                    continue   # `presence` reports it
+                own_view = {tr["id"]: tr["state"] for tr in t.get("transfers", []) if tr["kind"] == "REDIRECT"}
+                mine = ", ".join(f"{k} {v}" for k, v in sorted(own_view.items()))
+                owner = t.get("ownerNode")
+                owner_org = self.fed.org_of(owner) if owner in {n.node_id for n in self.fed.all()} else owner
+                if expect and t["status"] != expect:
+                    wrong.append(f"{nid} shows {t['status']}, not {expect} (its own view of the REDIRECTs: {mine})")
+                elif not expect and (t["status"] in ("TRANSFER_PENDING", "TRANSFERRED_OUT") or owner_org != origin):
+                    wrong.append(f"{nid} shows {t['status']} owned by {owner} ({owner_org}), not back in {origin}'s "
+                                 f"own statuses and ownership (its own view of the REDIRECTs: {mine})")
+            if wrong:
+                number = (self.snap[wrong[0].split()[0]].tickets[tid]).get("number")
+                self.violation("sender-status", f"ticket {tid} ({number}): {rule} ({why}), but " + "; ".join(wrong),
+                               wrong[0].split()[0], tid, self.ticket_ops(tid))
+
+    def check_links_and_purges(self):
+        """After quiescence no purge still waits for its home, and every link is connected
+        without an error in both of the node's replication readings (before and after the
+        checker read it)."""
+        for nid, s in sorted(self.snap.items()):
+            reps = getattr(s, "replication", None) or []
+            if len(reps) >= 2:
+                first = {p["node"]: p for p in reps[0]["peers"]}
+                for p in reps[-1]["peers"]:
+                    q = first.get(p["node"], p)
+                    if (not p["connected"] or p.get("lastError")) and (not q["connected"] or q.get("lastError")):
+                        rej = (p.get("rejected") or {}).get("byReason")
+                        self.violation("link", f"{nid} pulling from {p['node']}: connected={p['connected']}, lastError "
+                                       f"{p.get('lastError')!r} (before the checker read {nid}: connected={q['connected']}, "
+                                       f"lastError {q.get('lastError')!r}), applied "
+                                       f"{p.get('appliedSequence')} of the peer's {p.get('peerSequence')}"
+                                       + (f", refused by reason {rej}" if rej else ""), nid)
+            health = getattr(s, "health", None) or {}
+            waiting = (health.get("transfers") or {}).get("purgesWaiting") or 0
+            if waiting:
+                org = self.fed.org_of(nid)
+                # The tickets it keeps though no live transfer joins it to them: the held ones.
+                held = []
+                for tid, t in s.tickets.items():
+                    create = self.creates.get(tid)
+                    if create and create["org"] != org and org not in self.live.get(tid, {}):
+                        trs = [f"{tr['kind']} {tr['id']} {tr['to']} {tr['state']}"
+                               for tr in self.ticket_transfers.get(tid, {}).values() if tr["to"] == org]
+                        held.append(f"{tid} ({'; '.join(trs)})")
+                self.violation("held-purge", f"{nid} still holds {waiting} purge(s) waiting for the ticket's home after "
+                               f"quiescence; tickets it keeps without a live transfer: {held[:6] or 'none listed'}"
+                               f"{' ...' if len(held) > 6 else ''}", nid,
+                               held[0].split()[0] if held else None)
 
     def register_nodes(self, tid):
         o = self.creates[tid]

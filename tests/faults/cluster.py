@@ -30,16 +30,30 @@ sys.path.insert(0, str(HERE.parent / "integration"))
 from federation import FedNode, Federation, make_certs, _abort  # noqa: E402
 
 # Regions 38 (a centre and a remote office) and 52, the pension fund and the social
-# insurance fund. The office reaches other organisations only through its centre.
+# insurance fund, each fund on two nodes. The office reaches other organisations only
+# through its centre; the two nodes of a fund peer with each other and with the regions'
+# centres (as a fund's two data centres would).
 SPECS = [
-    {"id": "irk-main", "region": "38", "peers": ["irk-office-1", "nn-main", "pension-1", "fss-1"]},
+    {"id": "irk-main", "region": "38",
+     "peers": ["irk-office-1", "nn-main", "pension-1", "pension-2", "fss-1", "fss-2"]},
     {"id": "irk-office-1", "region": "38", "peers": ["irk-main"]},
-    {"id": "nn-main", "region": "52", "peers": ["irk-main", "pension-1", "fss-1"]},
-    {"id": "pension-1", "region": "pension", "peers": ["irk-main", "nn-main"]},
-    {"id": "fss-1", "region": "fss", "peers": ["irk-main", "nn-main"]},
+    {"id": "nn-main", "region": "52", "peers": ["irk-main", "pension-1", "pension-2", "fss-1", "fss-2"]},
+    {"id": "pension-1", "region": "pension", "peers": ["pension-2", "irk-main", "nn-main"]},
+    {"id": "pension-2", "region": "pension", "peers": ["pension-1", "irk-main", "nn-main"]},
+    {"id": "fss-1", "region": "fss", "peers": ["fss-2", "irk-main", "nn-main"]},
+    {"id": "fss-2", "region": "fss", "peers": ["fss-1", "irk-main", "nn-main"]},
 ]
 REGIONS = ("38", "52")
 FUNDS = ("pension", "fss")
+ORGS = REGIONS + FUNDS
+
+
+def org_nodes_of(org: str):
+    return [s["id"] for s in SPECS if s["region"] == org]
+
+
+# The organisations with two nodes, and the pair the `split-org` fault separates.
+SPLITTABLE = {org: org_nodes_of(org) for org in ORGS if len(org_nodes_of(org)) == 2}
 TMPFS_NODE = "pension-1"
 TMPFS_SIZE = "64m"
 

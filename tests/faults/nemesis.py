@@ -2,9 +2,12 @@
 
 * lane `net`: partitions of links (any set, both directions), one-way cuts (only the
   proxy X->Y: X cannot pull from Y, Y still pulls from X), blackholes (connections
-  accepted and held, nothing forwarded: noticed only by timeouts);
-* lane `proc`: kill -9 (any node; the receiver or sender of a transfer just sent; a
-  node catching up right after a partition), SIGSTOP longer than the idle timeouts,
+  accepted and held, nothing forwarded: noticed only by timeouts), a split of one
+  organisation's own two nodes from each other (`split-org`: pension-1 / pension-2,
+  fss-1 / fss-2, irk-main / irk-office-1; each still reaches the other organisations);
+* lane `proc`: kill -9 (any node; the receiver or sender of a transfer just sent, or
+  the node that just acknowledged a transfer's step, a fund's node first; a node
+  catching up right after a partition), SIGSTOP longer than the idle timeouts,
   a wall-clock jump of ±10 minutes, a full disk on the tmpfs node, SIGTERM + start.
 
 Every fault ends by itself (the lane heals what it did), and `heal_everything` undoes
@@ -17,15 +20,20 @@ import random
 import threading
 import time
 
+from cluster import FUNDS
+
 LONGER_THAN_IDLE = (17.0, 21.0)   # the replication idle timeout is 15 s, the API's here 3 s
-NET_KINDS = ["partition", "oneway", "blackhole"]
+NET_KINDS = ["partition", "oneway", "blackhole", "split-org"]
 PROC_KINDS = ["kill9", "kill9-inflight", "kill9-catchup", "sigstop", "clock", "disk", "restart"]
 ALL_KINDS = NET_KINDS + PROC_KINDS
 
 
-def make_schedule(seed: int, seconds: float, node_ids, links, disk_node=None, clock_ms: int = 600_000):
-    """[{lane, at, kind, ...}] for a run of `seconds`; every kind at least once."""
+def make_schedule(seed: int, seconds: float, node_ids, links, disk_node=None, clock_ms: int = 600_000, splits=None):
+    """[{lane, at, kind, ...}] for a run of `seconds`; every kind at least once.
+    `splits`: {organisation: [node, node]}, the pairs `split-org` separates."""
     rng = random.Random(seed * 7919 + 1)
+    splits = splits or {}
+    inflight_seen = []
     undirected = sorted({tuple(sorted(l)) for l in links})
     plan = []
 
@@ -50,11 +58,21 @@ def make_schedule(seed: int, seconds: float, node_ids, links, disk_node=None, cl
             else:
                 f["links"] = [list(l) for l in rng.sample(links, rng.randint(1, 3))]
             f["hold"] = round(rng.uniform(*LONGER_THAN_IDLE), 2)
+        elif kind == "split-org":
+            org = rng.choice(sorted(splits))
+            a, b = splits[org]
+            f["org"] = org
+            f["links"] = [[a, b], [b, a]]
+            f["hold"] = round(rng.uniform(4, 12), 2)
         elif kind == "kill9":
             f["node"] = rng.choice(node_ids)
             f["down"] = round(rng.uniform(0.5, 4), 2)
         elif kind == "kill9-inflight":
-            f["side"] = rng.choice(["receiver", "sender"])
+            # The first one of a seed follows a step a fund's node acknowledged.
+            f["after"] = "step" if not inflight_seen else rng.choice(["send", "step"])
+            inflight_seen.append(1)
+            if f["after"] == "send":
+                f["side"] = rng.choice(["receiver", "sender"])
             f["down"] = round(rng.uniform(0.5, 3), 2)
         elif kind == "kill9-catchup":
             f["node"] = rng.choice(node_ids)
@@ -78,12 +96,15 @@ def make_schedule(seed: int, seconds: float, node_ids, links, disk_node=None, cl
     def length(f):
         return f.get("hold", 0) + f.get("down", 0) + f.get("isolated", 0) + f.get("after_heal", 0) + 2.0
 
-    for lane, kinds in (("net", NET_KINDS), ("proc", [k for k in PROC_KINDS if k != "disk" or disk_node])):
+    net_kinds = [k for k in NET_KINDS if k != "split-org" or splits]
+    for lane, kinds in (("net", net_kinds), ("proc", [k for k in PROC_KINDS if k != "disk" or disk_node])):
         t = round(rng.uniform(2, 5), 2)   # let the workload create something first
         must = list(kinds)
         rng.shuffle(must)
+        # Splits of an organisation's own nodes twice as often as the other network faults.
+        fill = kinds + (["split-org"] if "split-org" in kinds else [])
         while must or t < seconds - 12:
-            kind = must.pop() if must else rng.choice(kinds)
+            kind = must.pop() if must else rng.choice(fill)
             f = fault(kind)
             f.update({"lane": lane, "at": t})
             plan.append(f)
@@ -146,7 +167,7 @@ class Nemesis:
         t0 = time.time()
         kind = f["kind"]
         nodes = self.fed.nodes
-        if kind in ("partition", "oneway"):
+        if kind in ("partition", "oneway", "split-org"):
             ps = self._proxies(f["links"])
             for p in ps:
                 p.cut()
@@ -168,6 +189,26 @@ class Nemesis:
             self._sleep(f["down"])
             self._restart(n, kind)
             self._record(f, t0)
+        elif kind == "kill9-inflight" and f.get("after") == "step":
+            # The node that acknowledged a transfer's step, right after the answer (before it
+            # could have replicated it), a fund's node: the receiving side of most steps.
+            last, waited = None, time.time()
+            while time.time() - waited < 15:
+                last = self.workload.last_step
+                if last and time.time() - last[0] < 1.0 and self.fed.org_of(last[2]) in FUNDS:
+                    break
+                time.sleep(0.02)
+            else:
+                last = None
+            if not last:
+                self._record(f, t0, skipped="no step acknowledged by a fund's node within 15 s")
+                return
+            at, trid, nid, frm, to, action = last
+            n = nodes[nid]
+            n.kill9()
+            self._sleep(f["down"])
+            self._restart(n, kind)
+            self._record(f, t0, node=nid, transfer=trid, step=action, age=round(t0 - at, 2))
         elif kind == "kill9-inflight":
             # The node of one side of the transfer sent last, right after its send.
             last, waited = None, time.time()

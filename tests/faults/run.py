@@ -26,7 +26,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from cluster import FaultFederation  # noqa: E402
+from cluster import SPLITTABLE, FaultFederation  # noqa: E402
 from nemesis import ALL_KINDS, Nemesis, heal_everything, make_schedule  # noqa: E402
 from workload import History, Monitor, Workload, get_json, http  # noqa: E402
 from checker import Checker  # noqa: E402
@@ -40,17 +40,27 @@ def say(*a):
     print(*a, flush=True)
 
 
-def wait_quiescent(fed, timeout=240.0, quiet=3.0):
+# A link behind with nothing moving for this long after every fault was healed has stopped
+# for good (a pull link's reconnect backoff is at most 30 s).
+STALL_SECONDS = 45.0
+
+
+def wait_quiescent(fed, timeout=240.0, quiet=3.0, stall=STALL_SECONDS):
     """Until every link is connected and has applied its peer's last sequence, with no
-    change for `quiet` seconds. Returns (ok, seconds, last status)."""
+    change for `quiet` seconds. Gives up early when links stay behind with nothing
+    moving for `stall` seconds (a link that stopped for good: `link-stalled`).
+    Returns (ok, seconds, detail, stalled links)."""
     t0 = time.time()
     stable_since, last_sig, detail = None, None, None
+    moved = {}   # (node, peer) -> (applied sequence, when it last changed)
+    behind = []
     while time.time() - t0 < timeout:
         try:
             reps = {n.node_id: get_json(n, "/v1/replication", timeout=5) for n in fed.all()}
         except Exception as e:
             detail = f"replication status unreadable: {e}"
             stable_since = last_sig = None
+            moved = {}   # a node restarting is not a stall
             time.sleep(0.5)
             continue
         last = {nid: r["lastSequence"] for nid, r in reps.items()}
@@ -59,24 +69,43 @@ def wait_quiescent(fed, timeout=240.0, quiet=3.0):
                    p.get("rejected", {}).get("byReason"))
                   for nid, r in reps.items() for p in r["peers"]
                   if not p["connected"] or p["appliedSequence"] < last.get(p["node"], 0)]
-        # A partner keeps a ticket whose transfer ended until its home says it holds the
-        # partner's writes (a held purge): quiet only once none waits.
-        try:
-            behind += [(n.node_id, "purgesWaiting", w) for n in fed.all()
-                       if (w := get_json(n, "/v1/health", timeout=5)["transfers"]["purgesWaiting"])]
-        except Exception as e:
-            behind.append(("health unreadable", str(e)))
         sig = json.dumps([last, {nid: [(p["node"], p["appliedSequence"]) for p in r["peers"]] for nid, r in reps.items()}],
                          sort_keys=True)
+        now = time.time()
+        for nid, r in reps.items():
+            for p in r["peers"]:
+                k = (nid, p["node"])
+                if k not in moved or moved[k][0] != p["appliedSequence"]:
+                    moved[k] = (p["appliedSequence"], now)
         detail = behind or "caught up"
         if behind:
             stable_since = last_sig = None
+            # Every link behind has applied nothing new for `stall` seconds: stopped for good.
+            if all(now - moved[(b[0], b[1])][1] >= stall for b in behind):
+                return False, time.time() - t0, detail, behind
         elif sig != last_sig:
             stable_since, last_sig = time.time(), sig
         elif time.time() - stable_since >= quiet:
-            return True, time.time() - t0, detail
+            return True, time.time() - t0, detail, []
         time.sleep(0.3)
-    return False, time.time() - t0, detail
+    return False, time.time() - t0, detail, behind
+
+
+def wait_purges(fed, timeout=30.0):
+    """Until no node holds a purge waiting for the ticket's home (GET /v1/health,
+    transfers.purgesWaiting). Returns {node: count} of those still waiting."""
+    t0 = time.time()
+    waiting = {}
+    while time.time() - t0 < timeout:
+        try:
+            waiting = {n.node_id: w for n in fed.all()
+                       if (w := get_json(n, "/v1/health", timeout=5)["transfers"]["purgesWaiting"])}
+        except Exception as e:
+            waiting = {"health unreadable": str(e)}
+        if not waiting:
+            return {}
+        time.sleep(0.5)
+    return waiting
 
 
 def anti_entropy(fed, rounds=4):
@@ -104,11 +133,24 @@ def anti_entropy(fed, rounds=4):
                     say(f"  anti-entropy {n.node_id} <- {peer}: {r['differingRecords']} differed, {r['repaired']} repaired, "
                         f"{r['refused']} refused")
         total["repaired"] += repaired
-        wait_quiescent(fed, timeout=60)
+        wait_quiescent(fed, timeout=60, stall=20)
         if repaired == 0:
             break
     say(f"  anti-entropy: {total['repaired']} records repaired in {total['rounds']} round(s)")
     return total
+
+
+def crash_summary(log: str) -> str:
+    """The fatal error line and the first frames of the crashed thread in a node's log."""
+    lines = log.splitlines()
+    fatal = next((l for l in reversed(lines) if "Fatal error" in l), None)
+    out = [fatal.strip()] if fatal else []
+    for i in range(len(lines) - 1, -1, -1):
+        if lines[i].rstrip().endswith("crashed:"):
+            frames = [l.strip() for l in lines[i + 1:i + 12] if " in " in l and "libswiftCore" not in l][:4]
+            out += [lines[i].strip()] + frames
+            break
+    return " | ".join(out)[:2500]
 
 
 class Watcher:
@@ -128,7 +170,8 @@ class Watcher:
                     r = n.poll_exit()
                     if r is None or r[1]:
                         continue
-                    self.crashes.append({"node": n.node_id, "exit": r[0], "at": time.time(), "log": n.tail(3000)})
+                    self.crashes.append({"node": n.node_id, "exit": r[0], "at": time.time(), "log": n.tail(3000),
+                                         "why": crash_summary(n.tail(200_000))})
                     say(f"  !!! {n.node_id} exited by itself with {r[0]}; starting it again")
                     try:
                         n.start(timeout=60)
@@ -136,12 +179,14 @@ class Watcher:
                         say(f"  !!! {n.node_id} did not start again: {e}"[:1000])
 
 
-def pin_binary():
-    """A copy of .build/debug/ekc for this run: a build in the shared tree may relink
-    the binary while nodes are restarted, and one run must not mix two builds."""
+def pin_binary(src=None):
+    """A copy of the node binary for this run (`--bin PATH`, else $EKC_BIN, else
+    .build/debug/ekc): a build in the shared tree may relink the binary while nodes are
+    restarted, and one run must not mix two builds."""
     import federation
     import hashlib
-    src = Path(federation.EKC)
+    import tokens
+    src = Path(src or federation.EKC)
     data = src.read_bytes()
     digest = hashlib.sha256(data).hexdigest()[:12]
     pinned = RUNS / ".bin" / f"ekc-{digest}-{os.getpid()}"
@@ -152,6 +197,7 @@ def pin_binary():
         tmp.chmod(0o755)
         tmp.rename(pinned)
     federation.EKC = pinned
+    tokens.EKC = pinned   # `ekc login` makes the organisations' signing keys
     say(f"node binary: {src} (sha256 {digest}..., built {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(src.stat().st_mtime))}),"
         f" pinned as {pinned}")
     return pinned
@@ -166,7 +212,7 @@ def run_seed(seed: int, seconds: float, threads: int, keep: bool, clock_ms: int 
     fed = FaultFederation(root / "fed")
     links = sorted(fed.proxies)
     schedule = make_schedule(seed, seconds, sorted(fed.nodes), [list(l) for l in links],
-                             disk_node=fed.tmpfs[0] if fed.tmpfs else None, clock_ms=clock_ms)
+                             disk_node=fed.tmpfs[0] if fed.tmpfs else None, clock_ms=clock_ms, splits=SPLITTABLE)
     (root / "schedule.json").write_text(json.dumps(schedule, indent=1))
     history = History(root / "history.jsonl")
     result = {"seed": seed, "violations": [], "faults": {}, "ops": {}, "seconds": 0}
@@ -194,10 +240,12 @@ def run_seed(seed: int, seconds: float, threads: int, keep: bool, clock_ms: int 
         result["seconds"] = round(time.time() - t_start, 1)
         totals = workload.totals()
         say(f"  workload: {sum(totals.values())} operations: {totals['ok']} acknowledged, {totals['info']} indeterminate, "
-            f"{totals['fail']} refused" + (f", {totals['harness-error']} HARNESS ERRORS" if totals.get("harness-error") else ""))
+            f"{totals['fail']} refused" + (f", {totals['harness-error']} HARNESS ERRORS" if totals.get("harness-error") else "")
+            + f"; steps {workload.step_totals()}; races {workload.races()}; retries {workload.retries()}")
         heal_everything(fed, log=say)
-        ok, waited, detail = wait_quiescent(fed)
-        say(f"  quiescence: {'reached' if ok else 'NOT reached'} after {waited:.1f} s")
+        ok, waited, detail, stalled = wait_quiescent(fed)
+        say(f"  quiescence: {'reached' if ok else 'NOT reached'} after {waited:.1f} s"
+            + (f" (gave up: {len(stalled)} link(s) behind with nothing moving for {STALL_SECONDS:.0f} s)" if stalled and not ok else ""))
         if ok:
             # The feed delivers each change once; what it could not (a part refused because
             # the transfer entitling it had not arrived, a stamp beyond the skew bound then)
@@ -205,15 +253,26 @@ def run_seed(seed: int, seconds: float, threads: int, keep: bool, clock_ms: int 
             # differs, until a round repairs nothing. What it repaired is printed: each is a
             # gap the feed left.
             result["antiEntropy"] = anti_entropy(fed)
-            ok, waited2, detail = wait_quiescent(fed)
+            ok, waited2, detail, stalled = wait_quiescent(fed)
             waited += waited2
+        purges = wait_purges(fed) if ok else {}
+        if purges:
+            say(f"  purges still waiting 30 s after quiescence: {purges}")
         monitor.stop()
         monitor.sample_once()
         (root / "transfer-samples.json").write_text(json.dumps(
             [[nid, trid, seq] for (nid, trid), seq in monitor.samples.items()]))
         watcher.stop_event.set()
         violations = []
-        if not ok:
+        if not ok and stalled:
+            for nid, peer, connected, applied, peer_last, err, rejected in stalled:
+                violations.append({"check": "link-stalled", "node": nid, "ops": [],
+                                   "message": f"{nid} pulling from {peer} stopped: applied {applied} of the peer's "
+                                   f"{peer_last}, connected={connected}, lastError {err!r}"
+                                   + (f", refused by reason {rejected}" if rejected else "")
+                                   + f" (nothing moved for {STALL_SECONDS:.0f} s after every fault was healed; the other "
+                                     "violations were read without quiescence)"})
+        elif not ok:
             violations.append({"check": "quiescence", "message": f"links not caught up within {waited:.0f} s: {detail}",
                                "ops": []})
         checker = Checker(fed, seed, history.ops, monitor.samples, log=say)
@@ -225,7 +284,7 @@ def run_seed(seed: int, seconds: float, threads: int, keep: bool, clock_ms: int 
         say(f"  digests: {checker.digest_status}")
         for c in watcher.crashes:
             violations.append({"check": "crash", "node": c["node"], "message": f"exited with {c['exit']} though not killed: "
-                               f"...{c['log'][-1500:]}", "ops": []})
+                               + (c["why"] or f"...{c['log'][-1500:]}"), "ops": []})
         for e in nemesis.errors:
             violations.append({"check": "nemesis", "message": e, "ops": []})
         result["faults"] = nemesis.counts()
@@ -316,26 +375,39 @@ def rerun_command(seed, seconds=None):
     return f"make faults SEED={seed}{extra_make}   (or: python3 tests/faults/run.py --seed {seed}{extra_py})"
 
 
+# The order violations are printed in: what stops or skews everything else first.
+CHECK_ORDER = ["harness", "crash", "nemesis", "quiescence", "link-stalled", "link", "held-purge", "owner",
+               "sender-status", "transfer-diverged", "lost-step", "lost-transfer", "presence", "lost-write",
+               "lost-note", "lost-after-transfer-ended", "conflict-hides-value", "field-value", "replica-diverged",
+               "transfer-backwards", "out-of-scope", "unknown-ticket", "digest"]
+PER_CHECK = 6
+
+
 def report(result, history, root, seed, seconds=None):
     v = result["violations"]
     if not v:
         say(f"  seed {seed}: PASS")
         return
     import collections
-    say(f"  seed {seed}: FAIL, {len(v)} violation(s): {dict(collections.Counter(x['check'] for x in v))}")
+    by_check = collections.OrderedDict()
+    for x in sorted(v, key=lambda x: CHECK_ORDER.index(x["check"]) if x["check"] in CHECK_ORDER else len(CHECK_ORDER)):
+        by_check.setdefault(x["check"], []).append(x)
+    say(f"  seed {seed}: FAIL, {len(v)} violation(s): {dict((k, len(xs)) for k, xs in by_check.items())}")
     by_num = {o.get("op"): o for o in history.ops}
-    for x in v[:60]:
-        say(f"   - [{x['check']}] {x.get('node') or ''} {x.get('ticket') or ''}: {x['message']}"[:3000])
-        if x.get("refusals"):
-            say(f"       {x['refusals']['count']} refusal(s) of this ticket in the logs, first: {x['refusals']['first'][0][:400]}")
-        for n in x.get("ops", [])[:6]:
-            o = by_num.get(n)
-            if o:
-                brief = {k: o.get(k) for k in ("op", "kind", "node", "ticket", "field", "value", "state", "transfer",
-                                               "visibility", "result", "status", "t0", "t1", "seen", "competing") if k in o}
-                say(f"       op {json.dumps(brief, ensure_ascii=False, default=str)[:600]}")
-    if len(v) > 60:
-        say(f"   ... and {len(v) - 60} more in {root / 'violations.json'}")
+    for check, xs in by_check.items():
+        say(f"  [{check}] {len(xs)}" + (f", the first {PER_CHECK}:" if len(xs) > PER_CHECK else ":"))
+        for x in xs[:PER_CHECK]:
+            say(f"   - [{x['check']}] {x.get('node') or ''} {x.get('ticket') or ''}: {x['message']}"[:3000])
+            if x.get("refusals"):
+                say(f"       {x['refusals']['count']} refusal(s) of this ticket in the logs, first: {x['refusals']['first'][0][:400]}")
+            for n in x.get("ops", [])[:6]:
+                o = by_num.get(n)
+                if o:
+                    brief = {k: o.get(k) for k in ("op", "kind", "node", "ticket", "field", "value", "action", "state",
+                                                   "transfer", "visibility", "result", "status", "race", "t0", "t1",
+                                                   "seen", "competing") if k in o}
+                    say(f"       op {json.dumps(brief, ensure_ascii=False, default=str)[:600]}")
+    say(f"  every violation: {root / 'violations.json'}")
     say(f"  rerun alone: {rerun_command(seed, seconds)}")
     say(f"  kept: {root}/schedule.json, history.jsonl, violations.json, <node>.log")
 
@@ -361,30 +433,63 @@ def recheck(root: Path):
     return 1 if v else 0
 
 
+REGRESSIONS = HERE / "regressions.txt"
+
+
+def read_regressions(path: Path):
+    """[(seed, seconds or None, what it found)] from lines `SEED [SECONDS] # what it found`."""
+    out = []
+    for line in path.read_text().splitlines():
+        body, _, note = line.partition("#")
+        parts = body.split()
+        if not parts:
+            continue
+        out.append((int(parts[0]), float(parts[1]) if len(parts) > 1 else None, note.strip()))
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seed", type=int, help="run this one seed")
     ap.add_argument("--seeds", type=int, default=None, help="run this many seeds")
     ap.add_argument("--base", default="1", help="first seed of --seeds (a number, or 'random')")
     ap.add_argument("--seconds", type=float, default=float(os.environ.get("FAULT_SECONDS", 120)))
-    ap.add_argument("--threads", type=int, default=10)
+    ap.add_argument("--threads", type=int, default=8)
     ap.add_argument("--keep", action="store_true", default=bool(os.environ.get("KEEP")))
     ap.add_argument("--clock-jump-ms", type=int, default=600_000,
                     help="size of the wall-clock jumps (default ±10 min; larger ones probe the skew bound)")
+    ap.add_argument("--bin", metavar="PATH", default=os.environ.get("EKC_BIN"),
+                    help="the node binary to pin (default $EKC_BIN, else .build/debug/ekc)")
+    ap.add_argument("--regressions", metavar="FILE", nargs="?", const=str(REGRESSIONS),
+                    help=f"run the seeds a file lists (default {REGRESSIONS.relative_to(HERE.parent.parent)}), "
+                         "each for the seconds it names")
     ap.add_argument("--recheck", metavar="DIR", help="check a kept run's files again (no nodes)")
     a = ap.parse_args()
     if a.recheck:
         return recheck(Path(a.recheck))
-    if a.seed is not None:
+    notes = {}
+    if a.regressions:
+        listed = read_regressions(Path(a.regressions))
+        seeds = [seed for seed, _, _ in listed]
+        seconds = {seed: secs or a.seconds for seed, secs, _ in listed}
+        notes = {seed: note for seed, _, note in listed}
+        say(f"regression seeds from {a.regressions}: {len(seeds)}")
+    elif a.seed is not None:
         seeds = [a.seed]
     else:
         base = int.from_bytes(os.urandom(2), "big") if a.base == "random" else int(a.base)
         seeds = list(range(base, base + (a.seeds or 20)))
-    say(f"fault runs: seeds {seeds[0]}..{seeds[-1]} ({len(seeds)}), {a.seconds:.0f} s each, {a.threads} client threads")
-    pinned = pin_binary()
+    if not a.regressions:
+        seconds = {seed: a.seconds for seed in seeds}
+    say(f"fault runs: seeds {seeds[0]}..{seeds[-1]} ({len(seeds)}), "
+        + ("the seconds listed" if a.regressions else f"{a.seconds:.0f} s each") + f", {a.threads} client threads")
+    pinned = pin_binary(a.bin)
     results = []
+    t_all = time.time()
     for s in seeds:
-        results.append(run_seed(s, a.seconds, a.threads, a.keep, a.clock_jump_ms))
+        if notes.get(s):
+            say(f"--- seed {s} is listed for: {notes[s]}")
+        results.append(run_seed(s, seconds[s], a.threads, a.keep, a.clock_jump_ms))
     say("\n seed | seconds |   ops | acked | indet. | refused | " + " ".join(f"{k[:9]:>9}" for k in ALL_KINDS) + " | result")
     for r in results:
         ops = r.get("ops") or {}
@@ -396,9 +501,10 @@ def main():
         pinned.unlink()
     except OSError:
         pass
+    say(f"\n{len(results)} seed(s) in {time.time() - t_all:.0f} s")
     failed = [r["seed"] for r in results if not r["passed"]]
     if failed:
-        say(f"\nFAILED seeds: {failed}; rerun one alone: {rerun_command(failed[0], a.seconds)}")
+        say(f"\nFAILED seeds: {failed}; rerun one alone: {rerun_command(failed[0], seconds[failed[0]])}")
         return 1
     say(f"\nall {len(results)} seeds passed")
     return 0

@@ -168,12 +168,40 @@ def trim(body, n: int = 400):
 
 # --- the workload --------------------------------------------------------------------------
 
+# Client i acts for CLIENT_ORGS[i % len]: an operator of that organisation, who may use
+# any node of it (the seed picks one per operation) and tries another node of it when a
+# call gets no answer. Regions create, edit, transfer and cancel; funds take the steps.
+CLIENT_ORGS = ("38", "pension", "fss", "52", "38", "pension", "fss", "38")
+RECEIVER_STEPS = {"DELIVERED": ["accept", "accept", "accept", "reject"], "ACCEPTED": ["complete", "complete", "return"]}
+ALL_STEPS = ["accept", "accept", "accept", "complete", "complete", "reject", "return"]
+STATE_OF = {"accept": "ACCEPTED", "complete": "COMPLETED", "reject": "REJECTED", "return": "RETURNED",
+            "cancel": "CANCELLED"}
+# Steps raced on the two nodes of the receiving organisation, by the state read first:
+# each pair is (on node A, on node B); "cancel" is the sender's, on a node of the sender.
+RACES = {"DELIVERED": [("accept", "reject"), ("reject", "accept"), ("accept", "accept"), ("accept", "cancel"),
+                       ("accept", "reject", "cancel")],
+         "ACCEPTED": [("complete", "return"), ("return", "complete"), ("complete", "complete"), ("return", "return")]}
+FINAL = {"CANCELLED", "REJECTED", "RETURNED", "COMPLETED"}
+
+
+class Unreachable(Exception):
+    """A read before a write got no answer from the node: the client tries another node."""
+
+
+def unanswered(op) -> bool:
+    """The call got no answer (never sent, or sent and then a timeout / reset)."""
+    return bool(op) and op.get("result") in ("fail", "info") and op.get("status") is None
+
+
 class Workload:
-    """`threads` clients, each with its own Random(seed * 1000 + i)."""
+    """`threads` clients, each with its own Random(seed * 1000 + i), acting for an
+    organisation (CLIENT_ORGS)."""
 
-    WEIGHTS = [("create", 12), ("edit", 42), ("note", 18), ("transfer", 8), ("step", 16), ("resolve", 4)]
+    REGION_WEIGHTS = [("create", 14), ("edit", 36), ("note", 16), ("transfer", 16), ("step", 8), ("race", 3),
+                      ("resolve", 4)]
+    FUND_WEIGHTS = [("step", 28), ("race", 14), ("edit", 34), ("note", 18), ("resolve", 6)]
 
-    def __init__(self, fed, seed: int, history: History, threads: int = 10):
+    def __init__(self, fed, seed: int, history: History, threads: int = 8):
         self.fed = fed
         self.seed = seed
         self.history = history
@@ -182,11 +210,14 @@ class Workload:
         self.lock = threading.Lock()
         self.tickets = {}      # id -> {"org", "node", "legal"}
         self.ticket_order = []
-        self.transfers = {}    # id -> {"ticket", "from", "to", "kind", "scope"}
+        self.org_tickets = {}  # org -> [ticket id]: its own, and those transferred to it
+        self.transfers = {}    # id -> {"ticket", "from", "to", "kind", "scope", "state"}
         self.transfer_order = []
         self.last_transfer = None   # (time, transfer id, from org, to org)
+        self.last_step = None       # (time, transfer id, node id that acknowledged it, from org, to org, action)
         self.counts = {}
         self._threads = []
+        self._tl = threading.local()   # the retry a client thread is making, if any
 
     # --- bookkeeping ---
     def count(self, kind, result):
@@ -196,33 +227,55 @@ class Workload:
     def nodes_of(self, org):
         return [n for n in self.fed.org_nodes(org)]
 
-    def available(self, nodes):
-        return [n for n in nodes if n.available()] or list(nodes)
+    def owned(self, org):
+        """The tickets `org` should own as far as the acknowledged steps tell: a fund's
+        accepted REDIRECTs, a region's own tickets that no REDIRECT took away. (Call
+        with the lock held.)"""
+        taken, out = {}, []
+        for t in self.transfers.values():
+            if t["kind"] == "REDIRECT" and t["state"] not in ("CANCELLED", "REJECTED", "RETURNED"):
+                taken[t["ticket"]] = t
+        for tid in self.org_tickets.get(org) or []:
+            t = taken.get(tid)
+            if (t is None and self.tickets[tid]["org"] == org) or (t and t["to"] == org and t["state"] in ("ACCEPTED", "COMPLETED")):
+                out.append(tid)
+        return out
 
-    def pick_ticket(self, rng):
+    def pick_ticket(self, rng, org, edit=False):
+        """A ticket an operator of `org` may handle: its own, or one transferred to it; for
+        an edit mostly one it should own (partners may not write the owner's registers)."""
         with self.lock:
-            if not self.ticket_order:
+            ids = self.org_tickets.get(org) or []
+            if edit and rng.random() < 0.85:
+                ids = self.owned(org) or ids
+            if not ids:
                 return None
             # Mostly recent tickets: edits meet each other (and the faults) more often.
-            if rng.random() < 0.7:
-                tid = rng.choice(self.ticket_order[-60:])
-            else:
-                tid = rng.choice(self.ticket_order)
+            tid = rng.choice(ids[-60:]) if rng.random() < 0.7 else rng.choice(ids)
             return tid, dict(self.tickets[tid])
 
-    def pick_transfer(self, rng):
+    def pick_transfer(self, rng, org, receiving=True, redirect_first=False):
+        """A transfer to `org` (from it, with receiving=False), mostly one not known to
+        have ended."""
         with self.lock:
-            if not self.transfer_order:
+            ids = [t for t in self.transfer_order
+                   if (self.transfers[t]["to"] if receiving else self.transfers[t]["from"]) == org]
+            if not ids:
                 return None
-            tid = rng.choice(self.transfer_order[-40:]) if rng.random() < 0.8 else rng.choice(self.transfer_order)
-            return tid, dict(self.transfers[tid])
-
-    def partners_of(self, ticket_id):
-        with self.lock:
-            return sorted({t["to"] for t in self.transfers.values() if t["ticket"] == ticket_id})
+            if rng.random() < 0.85:
+                ids = [t for t in ids if self.transfers[t]["state"] not in FINAL] or ids
+            if redirect_first and rng.random() < 0.8:
+                live = [t for t in ids[-60:] if self.transfers[t]["kind"] == "REDIRECT"
+                        and self.transfers[t]["state"] not in FINAL]
+                if live:
+                    ids = live
+            trid = rng.choice(ids[-40:]) if rng.random() < 0.8 else rng.choice(ids)
+            return trid, dict(self.transfers[trid])
 
     # --- one write, recorded ---
     def write(self, op: dict, node, method, path, body, token, headers=None):
+        if getattr(self._tl, "retry", None):
+            op.update(self._tl.retry)
         op.update({"node": node.node_id, "org": node.org, "method": method, "path": path, "t0": time.time()})
         try:
             status, h, b = http(node, method, path, body=body, token=token, headers=headers)
@@ -245,10 +298,15 @@ class Workload:
         self.count(op["kind"], op["result"])
         return status, b
 
-    # --- operations ---
-    def op_create(self, rng, n):
-        org = rng.choice(REGIONS)
-        node = rng.choice(self.available(self.nodes_of(org)))
+    def read(self, node, path):
+        """(status, headers, body) of a read before a write; Unreachable without an answer."""
+        try:
+            return http(node, "GET", path)
+        except (NotSent, OSError, httpclient.HTTPException) as e:
+            raise Unreachable(f"{node.node_id} GET {path}: {e}")
+
+    # --- operations: op_KIND(rng, n, org, node) ---
+    def op_create(self, rng, n, org, node):
         tag = f"{self.seed}x{n}z"
         assisted = rng.random() < 0.6
         legal = "appeal-59fz" if rng.random() < 0.4 else "consultation"
@@ -266,24 +324,22 @@ class Workload:
             with self.lock:
                 self.tickets[b["id"]] = {"org": node.org, "node": node.node_id, "legal": legal}
                 self.ticket_order.append(b["id"])
+                self.org_tickets.setdefault(node.org, []).append(b["id"])
         return op
 
-    def op_edit(self, rng, n):
-        picked = self.pick_ticket(rng)
+    def op_edit(self, rng, n, org, node):
+        picked = self.pick_ticket(rng, org, edit=True)
         if not picked:
             return None
         tid, info = picked
-        partners = self.partners_of(tid)
-        org = info["org"] if (not partners or rng.random() < 0.7) else rng.choice(partners)
-        node = rng.choice(self.available(self.nodes_of(org)))
         tag = f"{self.seed}x{n}z"
-        try:
-            s, h, t = http(node, "GET", f"/v1/tickets/{tid}")
-            if s != 200:
-                return None
-            conflicts = get_json(node, "/v1/conflicts?limit=500")["items"]
-        except (NotSent, OSError, httpclient.HTTPException, RuntimeError):
+        s, h, t = self.read(node, f"/v1/tickets/{tid}")
+        if s != 200:
             return None
+        s, _, c = self.read(node, "/v1/conflicts?limit=500")
+        if s != 200:
+            return None
+        conflicts = c["items"]
         fields = ["assignee", "priority", "topic", "supportMeasure", "status", "status"]
         if t["status"] == "NEW":
             fields += ["subject", "statement"]
@@ -315,19 +371,17 @@ class Workload:
             if c["ticketId"] == tid and c["field"] == register:
                 competing += shown(c["winner"]) + shown(c["loser"])
         op = {"op": n, "kind": "edit", "ticket": tid, "field": field, "register": register, "value": value,
-              "seen": seen, "competing": competing, "version": t["version"], "actor": f"u{tag}"}
+              "seen": seen, "competing": competing, "version": t["version"], "actor": f"u{tag}",
+              "sawStatus": t["status"], "sawOwner": t.get("ownerNode")}
         self.write(op, node, "PATCH", f"/v1/tickets/{tid}", {field: value}, op_token(node.org, f"u{tag}"),
                    headers={"If-Match": h.get("etag", f'"{t["version"]}"')})
         return op
 
-    def op_note(self, rng, n):
-        picked = self.pick_ticket(rng)
+    def op_note(self, rng, n, org, node):
+        picked = self.pick_ticket(rng, org)
         if not picked:
             return None
         tid, info = picked
-        partners = self.partners_of(tid)
-        org = info["org"] if (not partners or rng.random() < 0.6) else rng.choice(partners)
-        node = rng.choice(self.available(self.nodes_of(org)))
         tag = f"{self.seed}x{n}z"
         visibility = rng.choice(["shared", "internal"])
         text = f"N{tag} {'общая' if visibility == 'shared' else 'внутренняя'} заметка"
@@ -338,57 +392,117 @@ class Workload:
             op["note"] = b["id"]
         return op
 
-    def op_transfer(self, rng, n):
-        picked = self.pick_ticket(rng)
-        if not picked:
+    def op_transfer(self, rng, n, org, node):
+        with self.lock:
+            own = [t for t in (self.org_tickets.get(org) or []) if self.tickets[t]["org"] == org]
+        if not own:
             return None
-        tid, info = picked
-        node = rng.choice(self.available(self.nodes_of(info["org"])))
-        to = rng.choice([o for o in REGIONS + FUNDS if o != info["org"]] + list(FUNDS))
-        kind = rng.choice(["REDIRECT", "REDIRECT", "INFO_REQUEST", "COPY"])
+        tid = rng.choice(own[-60:]) if rng.random() < 0.7 else rng.choice(own)
+        to = rng.choice([o for o in REGIONS + FUNDS if o != org] + list(FUNDS))
+        kind = rng.choice(["REDIRECT", "REDIRECT", "REDIRECT", "INFO_REQUEST", "COPY"])
         scope = sorted(rng.sample(["ref", "name", "snils", "phone"], rng.randint(0, 3)))
         tag = f"{self.seed}x{n}z"
         body = {"to": to, "kind": kind, "reason": {"code": "fault-test", "text": f"R{tag} вопрос компетенции"},
                 "scope": scope}
         op = {"op": n, "kind": "transfer", "ticket": tid, "to": to, "transferKind": kind, "scope": scope,
-              "from": info["org"], "actor": f"u{tag}"}
+              "from": org, "actor": f"u{tag}"}
         status, b = self.write(op, node, "POST", f"/v1/tickets/{tid}/transfers", body, op_token(node.org, f"u{tag}"))
         if status == 201:
             op["transfer"] = b["id"]
             with self.lock:
-                self.transfers[b["id"]] = {"ticket": tid, "from": info["org"], "to": to, "kind": kind, "scope": scope}
+                self.transfers[b["id"]] = {"ticket": tid, "from": org, "to": to, "kind": kind, "scope": scope,
+                                           "state": "SENT"}
                 self.transfer_order.append(b["id"])
-                self.last_transfer = (time.time(), b["id"], info["org"], to)
+                self.org_tickets.setdefault(to, []).append(tid)
+                self.last_transfer = (time.time(), b["id"], org, to)
         return op
 
-    def op_step(self, rng, n):
-        picked = self.pick_transfer(rng)
-        if not picked:
-            return None
-        trid, info = picked
-        action = rng.choice(["accept", "accept", "accept", "complete", "complete", "reject", "return", "cancel"])
-        org = info["from"] if action == "cancel" else info["to"]
-        node = rng.choice(self.available(self.nodes_of(org)))
+    def step(self, n, node, trid, info, action, race=None):
+        """One step of a transfer on `node`, recorded (a race's steps name the race)."""
         tag = f"{self.seed}x{n}z"
         body = {}
         if action in ("reject", "return"):
             body["reason"] = {"code": "fault-test", "text": f"R{tag} не наш вопрос"}
         if action == "complete":
             body["answer"] = f"A{tag} ответ дан"
-        state = {"accept": "ACCEPTED", "complete": "COMPLETED", "reject": "REJECTED", "return": "RETURNED",
-                 "cancel": "CANCELLED"}[action]
-        op = {"op": n, "kind": "step", "transfer": trid, "ticket": info["ticket"], "action": action, "state": state,
-              "from": info["from"], "to": info["to"], "actor": f"u{tag}"}
-        self.write(op, node, "POST", f"/v1/transfers/{trid}/{action}", body, op_token(node.org, f"u{tag}"))
+        op = {"op": n, "kind": "step", "transfer": trid, "ticket": info["ticket"], "action": action,
+              "state": STATE_OF[action], "from": info["from"], "to": info["to"], "transferKind": info["kind"],
+              "actor": f"u{tag}"}
+        if race:
+            op.update(race)
+        status, _ = self.write(op, node, "POST", f"/v1/transfers/{trid}/{action}", body, op_token(node.org, f"u{tag}"))
+        if status and 200 <= status < 300:
+            with self.lock:
+                self.transfers[trid]["state"] = STATE_OF[action]
+                self.last_step = (time.time(), trid, node.node_id, info["from"], info["to"], action)
         return op
 
-    def op_resolve(self, rng, n):
-        org = rng.choice(REGIONS + FUNDS)
-        node = rng.choice(self.available(self.nodes_of(org)))
-        try:
-            items = get_json(node, "/v1/conflicts?limit=500")["items"]
-        except (NotSent, OSError, httpclient.HTTPException, RuntimeError):
+    def op_step(self, rng, n, org, node):
+        receiving = rng.random() < 0.9 or org in FUNDS
+        picked = self.pick_transfer(rng, org, receiving=receiving)
+        if not picked:
             return None
+        trid, info = picked
+        s, _, tr = self.read(node, f"/v1/transfers/{trid}")
+        seen = tr.get("state") if s == 200 and isinstance(tr, dict) else None
+        if not receiving:
+            action = "cancel"
+        elif rng.random() < 0.8 and seen in RECEIVER_STEPS:
+            action = rng.choice(RECEIVER_STEPS[seen])   # what an operator would do, seeing the state
+        else:
+            action = rng.choice(ALL_STEPS)             # and now and then what the node must refuse
+        op = self.step(n, node, trid, info, action)
+        op["sawState"] = seen
+        return op
+
+    def op_race(self, rng, n, org, node):
+        """Two (or three) steps of one transfer at nearly the same time on different nodes:
+        on node A and on the other node B of the receiving organisation (and the sender's
+        cancellation on a node of the sender), from threads released together or back to
+        back, before either can have replicated to the other."""
+        nodes = self.nodes_of(org)
+        if len(nodes) < 2:
+            return self.op_step(rng, n, org, node)
+        picked = self.pick_transfer(rng, org, receiving=True, redirect_first=True)
+        if not picked:
+            return None
+        trid, info = picked
+        s, _, tr = self.read(node, f"/v1/transfers/{trid}")
+        if s != 200 or tr.get("state") not in RACES:
+            return None
+        other = rng.choice([x for x in nodes if x is not node])
+        actions = rng.choice(RACES[tr["state"]])
+        where = [node, other]
+        if "cancel" in actions:
+            where = where[:len(actions) - 1] + [rng.choice(self.nodes_of(info["from"]))]
+        mode = "threads" if rng.random() < 0.7 else "back-to-back"
+        race = {"race": n, "raceMode": mode, "sawState": tr["state"],
+                "raceNodes": [x.node_id for x in where], "raceActions": list(actions)}
+        nums = [n] + [self.history.next_op() for _ in actions[1:]]
+        if mode == "back-to-back":
+            for m, x, a in zip(nums, where, actions):
+                self.step(m, x, trid, info, a, race)
+            return None
+        gate = threading.Barrier(len(actions))
+
+        def go(m, x, a):
+            try:
+                gate.wait(2)
+            except threading.BrokenBarrierError:
+                pass
+            self.step(m, x, trid, info, a, race)
+        ts = [threading.Thread(target=go, args=(m, x, a), daemon=True) for m, x, a in zip(nums, where, actions)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(REQUEST_TIMEOUT * 3)
+        return None
+
+    def op_resolve(self, rng, n, org, node):
+        s, _, c = self.read(node, "/v1/conflicts?limit=500")
+        if s != 200:
+            return None
+        items = c["items"]
         if not items:
             return None
         c = rng.choice(items)
@@ -402,19 +516,51 @@ class Workload:
         return op
 
     # --- threads ---
+    def run_op(self, kind, rng, org):
+        """One operation on a node of `org` the seed picks; when it gets no answer, once
+        more on another node of `org` (a new op with its own history line: `retryOf` the
+        op number, `retryAfter` whether the write or the read before it went unanswered)."""
+        nodes = self.nodes_of(org)
+        node = rng.choice(nodes)
+        self._tl.retry = None
+        try:
+            for _ in range(2):
+                n = self.history.next_op()
+                try:
+                    op = getattr(self, f"op_{kind}")(rng, n, org, node)
+                except Unreachable as e:
+                    op = {"unreachable": str(e)}
+                if not op or not (op.get("unreachable") or unanswered(op)):
+                    return
+                others = [x for x in nodes if x is not node]
+                if not others or self.stop_event.is_set():
+                    return
+                self._tl.retry = {"retryOf": n, "retryAfter": f"no answer from {node.node_id} to the "
+                                  + ("read before the write" if op.get("unreachable") else "write")}
+                node = rng.choice(others)
+        finally:
+            self._tl.retry = None
+
     def _client(self, i):
         rng = random.Random(self.seed * 1000 + i)
-        kinds = [k for k, w in self.WEIGHTS for _ in range(w)]
-        # Seed every client with a ticket of its own first.
+        org = CLIENT_ORGS[i % len(CLIENT_ORGS)]
+        weights = self.REGION_WEIGHTS if org in REGIONS else self.FUND_WEIGHTS
+        kinds = [k for k, w in weights for _ in range(w)]
         while not self.stop_event.is_set():
-            kind = "create" if len(self.ticket_order) < 10 else rng.choice(kinds)
-            if kind == "transfer" and len(self.transfer_order) < 3:
-                kind = "transfer"
-            n = self.history.next_op()
+            if org in REGIONS and len(self.org_tickets.get(org) or []) < 5:
+                kind = "create"   # every region starts with tickets of its own
+            elif org in FUNDS and not any(t["to"] == org for t in list(self.transfers.values())):
+                time.sleep(0.1)   # nothing sent to this fund yet
+                continue
+            else:
+                kind = rng.choice(kinds)
             try:
-                getattr(self, f"op_{kind}")(rng, n)
+                self.run_op(kind, rng, org)
             except Exception as e:  # a bug of the harness: say so, keep going
-                self.history.record({"op": n, "kind": kind, "result": "harness-error", "error": repr(e)})
+                import traceback
+                n = self.history.next_op()
+                self.history.record({"op": n, "kind": kind, "result": "harness-error", "error": repr(e),
+                                     "trace": traceback.format_exc()[-1500:]})
                 self.count(kind, "harness-error")
                 time.sleep(0.05)
 
@@ -433,6 +579,26 @@ class Workload:
         out = {"ok": 0, "info": 0, "fail": 0, "harness-error": 0}
         for (k, r), c in self.counts.items():
             out[r] = out.get(r, 0) + c
+        return out
+
+    def step_totals(self):
+        """{"action result": n} of the steps."""
+        out = {}
+        for o in list(self.history.ops):
+            if o.get("kind") == "step":
+                k = f"{o['action']} {o['result']}"
+                out[k] = out.get(k, 0) + 1
+        return dict(sorted(out.items()))
+
+    def retries(self):
+        return sum(1 for o in list(self.history.ops) if o.get("retryOf"))
+
+    def races(self):
+        """{mode: number of races} from the history."""
+        out = {}
+        for o in list(self.history.ops):
+            if o.get("race") == o.get("op"):
+                out[o["raceMode"]] = out.get(o["raceMode"], 0) + 1
         return out
 
 

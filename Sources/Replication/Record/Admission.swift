@@ -120,8 +120,25 @@ extension RecordSchema {
             if let local, local.registers[i].merged(r) == local.registers[i] { return drop(register: i) }
             let writers = registers[i].writers
             part = .register(i)
-            for v in r.versions where !allowed(v.dot, { grants.entitles($0, among: writers, roles: roles) },
-                                                namesHome: namesHome(i), "registers[\(registers[i].name)]") {
+            // The versions this replica has seen (held, or superseded by a write it holds)
+            // were judged when they came, and the merge keeps nothing of them that is not
+            // here already: only the new ones are judged. A partner that took the origin's
+            // owner write from the origin and sends the register back with its own write
+            // is not refused for relaying the origin's (issue 18: the origin then never had
+            // the partner's write, and their digests differed for good). A register that
+            // brings no new version but would change this replica (a context that claims
+            // to supersede what is here) is judged whole, as before.
+            // (A version of a dot held here with another value, a forged variant, is judged.)
+            var judged = r.versions
+            if let here = local?.registers[i] {
+                judged = r.versions.filter { v in
+                    guard here.seen.contains(v.dot) else { return true }
+                    return here.versions.contains { $0.dot == v.dot && $0.value != v.value }
+                }
+            }
+            if judged.isEmpty { judged = r.versions }
+            for v in judged where !allowed(v.dot, { grants.entitles($0, among: writers, roles: roles) },
+                                           namesHome: namesHome(i), "registers[\(registers[i].name)]") {
                 return drop(register: i)
             }
         }

@@ -50,11 +50,28 @@ public struct TicketScope: Sendable, Equatable {
     /// whether it handles the ticket itself; when they do not, the owner register names
     /// who does (the origin keeps it to what it derived, `CaseStore.keepOwnerRegister`),
     /// unless the register still names `mine`, whose redirect no longer stands.
-    public static func handler(origin: String, links: [Link], mine: String, registered: String?) -> Handler {
+    ///
+    /// A receiver whose redirect stands cannot see a rival one: the origin's two nodes may
+    /// each have sent one while apart, and both been accepted. The origin, which sees
+    /// both, names the handler in the register (`registeredByOrigin`: the register's
+    /// value was written by a node of the origin); a receiver it does not name there has
+    /// been overruled, and handles the ticket no more.
+    public static func handler(origin: String, links: [Link], mine: String, registered: String?,
+                               registeredByOrigin: Bool = false) -> Handler {
         let derived = handler(origin: origin, links: links)
-        guard mine != origin, derived.organisation != mine else { return derived }
+        guard mine != origin else { return derived }
+        if derived.organisation == mine {
+            guard registeredByOrigin, let registered, registered != mine else { return derived }
+            return Handler(organisation: registered, redirect: nil)
+        }
         if let registered, registered != mine { return Handler(organisation: registered, redirect: nil) }
         return Handler(organisation: origin, redirect: nil)
+    }
+
+    /// The REDIRECTs that stand (ACCEPTED or COMPLETED) among `links`: more than one only
+    /// when the origin's nodes each sent one while apart.
+    public static func standingRedirects(origin: String, links: [Link]) -> Int {
+        links.filter { $0.order.kind == .redirect && $0.order.fromOrganisation == origin && ($0.state == .accepted || $0.state == .completed) }.count
     }
 
     /// The citizen fields the partner may hold (the reference always: without it the
