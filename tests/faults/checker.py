@@ -76,6 +76,7 @@ class Checker:
         """Reads every node, or takes `final_state` (a kept run's final-state.json:
         `run.py --recheck DIR` checks it again without the nodes, digests excepted)."""
         t0 = time.time()
+        self.live = final_state is None
         for n in self.fed.all():
             if final_state is None:
                 self.snap[n.node_id] = Snapshot(n)
@@ -209,7 +210,8 @@ class Checker:
                     wrong.append(f"{nid} says owner {owner} ({org}), status {t['status']}")
             if wrong:
                 self.violation("owner", f"ticket {tid} ({number}, of {origin}): the owner should be a node of {expected} "
-                               f"({why}), but " + "; ".join(wrong), wrong[0].split()[0], tid, self.ticket_ops(tid))
+                               f"({why}), but " + "; ".join(wrong) + self.owner_trail(tid, origin, wrong),
+                               wrong[0].split()[0], tid, self.ticket_ops(tid))
             # While a REDIRECT waits for the receiver the origin shows TRANSFER_PENDING (read-only
             # by design, `sender-status` checks it); otherwise the owner's nodes can act on it.
             pending = any(st in ("SENT", "DELIVERED") for _, st, _ in reds)
@@ -218,6 +220,24 @@ class Checker:
             if stuck:
                 self.violation("owner", f"ticket {tid} ({number}, of {origin}): its owner {expected} cannot act on it "
                                f"({why}): " + "; ".join(stuck), stuck[0].split()[0], tid, self.ticket_ops(tid))
+
+    def owner_trail(self, tid, origin, wrong):
+        """The owner register's history on the origin's nodes and the first node that shows
+        it wrongly (who wrote which owner, when): the views derive the owner, the history
+        says what the register holds. Read live; a kept run rechecked has none."""
+        if not getattr(self, "live", False):
+            return ""
+        out = []
+        for nid in self.org_nodes(origin) + [wrong[0].split()[0]]:
+            try:
+                events = get_json(self.fed.nodes[nid], f"/v1/tickets/{tid}/history", timeout=30).get("items", [])
+            except Exception as e:  # noqa: BLE001 - a diagnostic only
+                out.append(f"{nid}: history not read ({str(e)[:80]})")
+                continue
+            owners = [f"{e.get('old')}->{e.get('new')} by {e.get('node')} at {e.get('at')}"
+                      for e in events if e.get("field") == "owner"]
+            out.append(f"{nid}: " + (", ".join(owners) or "no owner change"))
+        return "; owner history: " + " | ".join(out)
 
     def check_sender_status(self):
         """At the origin region, the ticket's status follows its REDIRECTs: TRANSFER_PENDING
