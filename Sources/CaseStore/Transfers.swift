@@ -266,7 +266,11 @@ extension CaseStore {
             default: break
             }
         }
-        if t.order.kind == .redirect, t.order.fromOrganisation == organisation { try keepOwnerRegister(id, txn, &seq, now: now) }
+        // A redirect still awaiting acceptance changes nobody's handling: no owner to keep
+        // (a bulk of sent redirects replicated to the origin's office reads nothing more).
+        if t.order.kind == .redirect, t.order.fromOrganisation == organisation, !t.state.awaitsAcceptance {
+            try keepOwnerRegister(id, txn, &seq, now: now)
+        }
         if t.order.toOrganisation == organisation && !TicketScope.isLive(t.state) {
             if try purgeIfOutOfScope(id, because: t, txn, through: seq, feedAt: seq, now: now) { return }
             try narrowToScope(id, txn)
