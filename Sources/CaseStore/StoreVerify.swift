@@ -107,19 +107,10 @@ extension CaseStore {
         for ref in refs { try verifyRecord(ref, txn, &v) }
         // Views without records, index entries without views.
         var views = Set<RecordID>()
-        try txn.withCursor(schema.tickets) { c in
-            var ok = try c.first()
-            while ok {
-                guard let id = RecordID(bytes: c.key) else {
-                    v.add("ticket.view", "a view key of \(c.key.count) bytes")
-                    ok = try c.next()
-                    continue
-                }
-                views.insert(id)
-                if try !txn.contains(schema.records, key: Keys.record(TicketRecord.kind.rawValue, id)) {
-                    v.add("ticket.view", "a view of ticket \(id), whose record is not held")
-                }
-                ok = try c.next()
+        try forEachID(in: schema.tickets, rule: "ticket.view", keyName: "a view key", txn, &v) { id, v in
+            views.insert(id)
+            if try !txn.contains(schema.records, key: Keys.record(TicketRecord.kind.rawValue, id)) {
+                v.add("ticket.view", "a view of ticket \(id), whose record is not held")
             }
         }
         v.result.tickets = views.count
@@ -145,23 +136,11 @@ extension CaseStore {
                 ok = try c.next()
             }
         }
-        var transferViews = 0
-        try txn.withCursor(schema.transfers) { c in
-            var ok = try c.first()
-            while ok {
-                transferViews += 1
-                guard let id = RecordID(bytes: c.key) else {
-                    v.add("transfer.view", "a view key of \(c.key.count) bytes")
-                    ok = try c.next()
-                    continue
-                }
-                if try !txn.contains(schema.records, key: Keys.record(TransferRecord.kind.rawValue, id)) {
-                    v.add("transfer.view", "a view of transfer \(id), whose record is not held")
-                }
-                ok = try c.next()
+        v.result.transfers = try forEachID(in: schema.transfers, rule: "transfer.view", keyName: "a view key", txn, &v) { id, v in
+            if try !txn.contains(schema.records, key: Keys.record(TransferRecord.kind.rawValue, id)) {
+                v.add("transfer.view", "a view of transfer \(id), whose record is not held")
             }
         }
-        v.result.transfers = transferViews
         try txn.withCursor(schema.transfersByTicket) { c in
             var ok = try c.first()
             while ok {
@@ -173,27 +152,38 @@ extension CaseStore {
                 ok = try c.next()
             }
         }
-        try txn.withCursor(schema.purged) { c in
-            var ok = try c.first()
-            while ok {
-                guard let id = RecordID(bytes: c.key) else {
-                    v.add("purge", "a purge key of \(c.key.count) bytes")
-                    ok = try c.next()
-                    continue
-                }
-                if try !mayHold(id, origin: nil, txn), try !txn.contains(schema.purgeHeld, key: id.bytes) {
-                    let key = Keys.record(TicketRecord.kind.rawValue, id)
-                    if try txn.contains(schema.records, key: key) { v.add("purge", "ticket \(id) is purged and out of scope, yet its record is held") }
-                    if try txn.contains(schema.tickets, key: id.bytes) { v.add("purge", "ticket \(id) is purged and out of scope, yet it has a view") }
-                    if try !everyChild(TicketRecord.schema, id, txn).isEmpty {
-                        v.add("purge", "ticket \(id) is purged and out of scope, yet children of it are held")
-                    }
-                }
-                ok = try c.next()
+        try forEachID(in: schema.purged, rule: "purge", keyName: "a purge key", txn, &v) { id, v in
+            guard try !mayHold(id, origin: nil, txn), try !txn.contains(schema.purgeHeld, key: id.bytes) else { return }
+            let key = Keys.record(TicketRecord.kind.rawValue, id)
+            if try txn.contains(schema.records, key: key) { v.add("purge", "ticket \(id) is purged and out of scope, yet its record is held") }
+            if try txn.contains(schema.tickets, key: id.bytes) { v.add("purge", "ticket \(id) is purged and out of scope, yet it has a view") }
+            if try !everyChild(TicketRecord.schema, id, txn).isEmpty {
+                v.add("purge", "ticket \(id) is purged and out of scope, yet children of it are held")
             }
         }
         for (id, _) in try heldPurges(txn) where try !txn.contains(schema.records, key: Keys.record(TicketRecord.kind.rawValue, id)) {
             v.add("purge.held", "a purge of \(id) is held, but the ticket is not")
+        }
+    }
+
+    /// Walks a table keyed by record id, reporting a key that is no id under `rule`.
+    /// Returns the entries walked.
+    @discardableResult
+    private func forEachID(in db: Database, rule: String, keyName: String, _ txn: some TransactionProtocol,
+                           _ v: inout Verifier, _ body: (RecordID, inout Verifier) throws -> Void) throws -> Int {
+        try txn.withCursor(db) { c in
+            var count = 0
+            var ok = try c.first()
+            while ok {
+                count += 1
+                if let id = RecordID(bytes: c.key) {
+                    try body(id, &v)
+                } else {
+                    v.add(rule, "\(keyName) of \(c.key.count) bytes")
+                }
+                ok = try c.next()
+            }
+            return count
         }
     }
 

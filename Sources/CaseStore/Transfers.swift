@@ -301,16 +301,17 @@ extension CaseStore {
     /// write may come second.
     func keepOwnerRegister(_ id: TicketID, _ txn: WriteTransaction, _ seq: inout UInt64, now: Millis) throws {
         guard let record = try loadRecord(TicketRecord.schema, id, txn),
-              TicketRecord.originOrganisation(record.state, configuration.directory) == organisation,
-              let h = try handling(record, txn) else { return }
+              TicketRecord.originOrganisation(record.state, configuration.directory) == organisation else { return }
+        let links = try links(ofTicket: id, txn)
+        guard let h = try handling(record, links: links, txn) else { return }
         let owner = record.state.registers[TicketRecord.Register.owner.rawValue]
         let directory = configuration.directory
         let registered = owner.value.flatMap { try? TicketValues.owner($0, checked: false) }
         let disagrees = registered.flatMap { directory.org($0) } != h.organisation
         // Two redirects stand (the origin's nodes each sent one while apart): the overruled
         // receiver learns it only from the origin's own word in the register.
-        let overrules = try owner.winner.map { directory.org($0.dot.node) != organisation } ?? true
-            && TicketScope.standingRedirects(origin: organisation, links: links(ofTicket: id, txn)) > 1
+        let overrules = owner.winner.map { directory.org($0.dot.node) != organisation } ?? true
+            && TicketScope.standingRedirects(origin: organisation, links: links) > 1
         guard disagrees || overrules, (h.redirect?.order.fromNode ?? h.node) == configuration.node else { return }
         // When the value stands already, the origin's node writes it again as its own word.
         try rewriteTicket(id, Actor(user: "system", role: "system"), txn, &seq, now: now,

@@ -144,10 +144,9 @@ struct StoreVerifyTests {
 /// Admission that does not depend on arrival order (AdmissionHold.swift).
 @Suite("Case store: writes held for the acceptance that entitles them")
 struct AdmissionHoldTests {
-    @Test("the fund's status written after accepting reaches the region before the acceptance: held, not refused, then admitted with it")
-    func heldUntilTheAcceptanceArrives() async throws {
-        let p = try StorePeers([irk, fundNode])
-        defer { p.close() }
+    /// The region redirects a ticket to the fund, and holds the delivery; the fund accepts
+    /// and edits it (`patch`). Nothing of the acceptance has reached the region yet.
+    func acceptedAndEdited(_ p: StorePeers, _ patch: TicketPatch) async throws -> (Ticket, Transfer) {
         let (region, fund) = (p.a, p.b)
         let ticket = try await region.registered()
         let sent = try await region.send(TransferRequest(ticket: TicketRef(ticket), to: "sfr", kind: .redirect, reasonCode: "pension-recalc",
@@ -156,7 +155,16 @@ struct AdmissionHoldTests {
         try await p.pull(region, from: fund)                      // the region holds the delivery
         p.clock.advance(1_000)
         _ = try await fund.step(sent.id, .accepted)
-        _ = try await fund.patch(TicketRef(ticket), TicketPatch(status: .inWork, assignee: "fund-op"))
+        _ = try await fund.patch(TicketRef(ticket), patch)
+        return (ticket, sent)
+    }
+
+    @Test("the fund's status written after accepting reaches the region before the acceptance: held, not refused, then admitted with it")
+    func heldUntilTheAcceptanceArrives() async throws {
+        let p = try StorePeers([irk, fundNode])
+        defer { p.close() }
+        let (region, fund) = (p.a, p.b)
+        let (ticket, _) = try await acceptedAndEdited(p, TicketPatch(status: .inWork, assignee: "fund-op"))
         // The fund's ticket, whole, before its acceptance (as a repair or a relay can bring it).
         let early = try await p.repair(region, from: fund, [RecordRef(kind: TicketRecord.kind, id: ticket.id)])
         #expect(early.rejections.isEmpty, "\(early.rejections)")
@@ -177,14 +185,7 @@ struct AdmissionHoldTests {
         let p = try StorePeers([irk, fundNode])
         defer { p.close() }
         let (region, fund) = (p.a, p.b)
-        let ticket = try await region.registered()
-        let sent = try await region.send(TransferRequest(ticket: TicketRef(ticket), to: "sfr", kind: .redirect, reasonCode: "pension-recalc",
-                                                          reasonText: "Вопрос фонда", scope: [.ref]))
-        try await p.pull(fund, from: region)
-        try await p.pull(region, from: fund)
-        p.clock.advance(1_000)
-        _ = try await fund.step(sent.id, .accepted)
-        _ = try await fund.patch(TicketRef(ticket), TicketPatch(assignee: "fund-op"))
+        let (ticket, sent) = try await acceptedAndEdited(p, TicketPatch(assignee: "fund-op"))
         _ = try await p.repair(region, from: fund, [RecordRef(kind: TicketRecord.kind, id: ticket.id)])
         #expect(try region.heldAdmissionCount() == 1)
         // The region cancels before the acceptance reaches it: what was held is refused now
