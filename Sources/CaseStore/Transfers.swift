@@ -300,9 +300,12 @@ extension CaseStore {
     /// ended a redirect and the receiver's owner write travel as two records, and the
     /// write may come second.
     func keepOwnerRegister(_ id: TicketID, _ txn: WriteTransaction, _ seq: inout UInt64, now: Millis) throws {
-        guard let record = try loadRecord(TicketRecord.schema, id, txn),
+        // Most tickets a merge brings have no transfer: one cursor seek, no record read.
+        guard try !transferIDs(ofTicket: id, txn).isEmpty,
+              let record = try loadRecord(TicketRecord.schema, id, txn),
               TicketRecord.originOrganisation(record.state, configuration.directory) == organisation else { return }
-        let links = try links(ofTicket: id, txn)
+        let mine = organisation
+        let links = try links(ofTicket: id, txn, origin: { mine })
         guard let h = try handling(record, links: links, txn) else { return }
         let owner = record.state.registers[TicketRecord.Register.owner.rawValue]
         let directory = configuration.directory
