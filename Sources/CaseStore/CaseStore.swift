@@ -111,6 +111,9 @@ public final class CaseStore: @unchecked Sendable {
     var writer: WriterState
     private var queue: CommitQueue<PendingEdit>!
 
+    /// The store format this build reads and writes (the meta table's schema_version).
+    public static var storeFormat: UInt32 { Schema.version }
+
     public static let systemMillis: @Sendable () -> Millis = {
         var ts = timespec()
         clock_gettime(CLOCK_REALTIME, &ts)

@@ -28,6 +28,8 @@ public struct LinkStatus: Sendable {
     public var behindSince: Date?
     public var ourSequence: UInt64 = 0
     public var recordsReceived = 0
+    /// The replication protocol version the link last spoke (nil before its first stream).
+    public var protocolVersion: UInt32?
     /// Records, or parts of records, refused from this peer: by reason, and the latest.
     public var rejected = Rejected()
 

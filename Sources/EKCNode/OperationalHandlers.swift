@@ -28,6 +28,14 @@ extension OperatorAPI {
         }
         let s = try store.stats()
         w.field("region", region)
+        w.key("release"); w.beginObject()
+        w.field("name", Release.name)
+        w.field("storeFormat", Int(Release.storeFormat))
+        w.key("protocolVersions"); w.beginObject()
+        w.field("min", Int(Release.protocolVersions.lowerBound))
+        w.field("max", Int(Release.protocolVersions.upperBound))
+        w.endObject()
+        w.endObject()
         w.field("uptimeSeconds", Int(Date().timeIntervalSince(startedAt)))
         w.key("store"); w.beginObject()
         w.field("storeId", s.storeID)
@@ -125,6 +133,8 @@ extension OperatorAPI {
             w.field("lagRecords", l.lagRecords)
             w.key("lagSeconds"); w.double(l.lagSeconds(now: now))
             w.field("recordsReceived", l.recordsReceived)
+            w.key("protocolVersion")
+            if let v = l.protocolVersion { w.int(Int(v)) } else { w.null() }
             w.key("rejected"); w.beginObject()
             w.field("records", l.rejected.records)
             w.key("byReason"); w.beginObject()

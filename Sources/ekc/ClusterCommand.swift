@@ -32,7 +32,7 @@ struct ClusterCommand: AsyncParsableCommand {
                     _ = try await api.anonymous("GET", "/v1/health")
                 } catch {
                     down += 1
-                    nodeRows.append([n.id, "DOWN", url, "-", "-", "-", "-"])
+                    nodeRows.append([n.id, "DOWN", url, "-", "-", "-", "-", "-"])
                     report.append(["node": n.id, "up": false, "error": "\(error)"])
                     continue
                 }
@@ -47,7 +47,9 @@ struct ClusterCommand: AsyncParsableCommand {
                     // The counts are the node's answer: not added (2^63 − 1 and 1 trapped the CLI).
                     let overdue = overdueIn > 0 || overdueOut > 0
                     if overdue { overdueNodes += 1 }
-                    nodeRows.append([n.id, "up", url, text(store["tickets"]), text(store["lastSequence"]), String(conflicts),
+                    let release = (health as? [String: Any])?["release"] as? [String: Any]
+                    nodeRows.append([n.id, "up", url, release.map { text($0["name"]) } ?? "-", text(store["tickets"]),
+                                     text(store["lastSequence"]), String(conflicts),
                                      overdue ? "OVERDUE \(overdueIn) in, \(overdueOut) out" : "-"])
                     for p in peers {
                         let resync = (p["resync"] as? [String: Any]).map { "\(text($0["reason"])) \(text($0["checkpointSequence"]))→\(text($0["resumedAfter"]))" }
@@ -57,6 +59,7 @@ struct ClusterCommand: AsyncParsableCommand {
                             return "\(n): " + reasons.joined(separator: ", ")
                         }
                         linkRows.append([n.id, text(p["node"]), (p["connected"] as? Bool) == true ? "connected" : "down",
+                                         (p["protocolVersion"] as? Int).map { "v\($0)" } ?? "-",
                                          "\(text(p["appliedSequence"]))/\(text(p["peerSequence"]))", text(p["lagRecords"]),
                                          text(p["lagSeconds"]), (p["clockOffsetMillis"] as? Int).map { "\($0) ms" } ?? "-",
                                          resync ?? "-", refused ?? "-", shorten(text(p["lastError"]), 50)])
@@ -66,7 +69,7 @@ struct ClusterCommand: AsyncParsableCommand {
                 } catch {
                     // Up, but its details need an ops token of its organisation.
                     refused += 1
-                    nodeRows.append([n.id, "up, NO DETAILS", url, "-", "-", "-", "-"])
+                    nodeRows.append([n.id, "up, NO DETAILS", url, "-", "-", "-", "-", "-"])
                     report.append(["node": n.id, "up": true, "error": "\(error)"])
                     problems.append("\(n.id): \(error)")
                 }
@@ -75,13 +78,13 @@ struct ClusterCommand: AsyncParsableCommand {
             if json {
                 printJSON(try JSONSerialization.data(withJSONObject: ["nodes": report, "digests": digests.map(\.json)] as [String: Any]))
             } else {
-                printTable(["NODE", "STATE", "API", "TICKETS", "SEQUENCE", "CONFLICTS", "TRANSFERS"], nodeRows)
+                printTable(["NODE", "STATE", "API", "RELEASE", "TICKETS", "SEQUENCE", "CONFLICTS", "TRANSFERS"], nodeRows)
                 for p in problems { print(p) }
                 if overdueNodes > 0 {
                     print("\n\(overdueNodes) node(s) hold unaccepted transfers past their due time: `ekc transfer inbox --overdue` on the receiving side")
                 }
                 print("")
-                printTable(["NODE", "PULLS FROM", "LINK", "APPLIED/PEER", "LAG RECORDS", "LAG S", "CLOCK OFFSET", "LAST RESYNC",
+                printTable(["NODE", "PULLS FROM", "LINK", "PROTOCOL", "APPLIED/PEER", "LAG RECORDS", "LAG S", "CLOCK OFFSET", "LAST RESYNC",
                             "REFUSED", "LAST ERROR"],
                            linkRows)
                 print("")

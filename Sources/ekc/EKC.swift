@@ -6,5 +6,5 @@ struct EKC: AsyncParsableCommand {
         commandName: "ekc",
         abstract: "Federation node for unified social-support contact centres (ЕКЦ).",
         subcommands: [NodeCommand.self, LoginCommand.self, AccessCommand.self, AuditCommand.self, TicketCommand.self, TransferCommand.self, ConflictCommand.self, ClusterCommand.self,
-                      StoreCommand.self, DemoCommand.self])
+                      StoreCommand.self, DemoCommand.self, VersionCommand.self])
 }

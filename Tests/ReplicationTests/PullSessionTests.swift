@@ -209,7 +209,7 @@ final class PullSessionTests: XCTestCase {
                 .start: unexpected("start in awaitingHeader"),
                 .head200: violation("a second response head (200)"),
                 .head503: violation("a second response head (503)"),
-                .header: ([.linkEvent(.header(resumeAfter: 50, lastSequence: 100, checkpointReset: false, resync: nil))],
+                .header: ([.linkEvent(.header(resumeAfter: 50, lastSequence: 100, checkpointReset: false, resync: nil, protocolVersion: 2))],
                           "streaming"),
                 .headerOtherNode: violation("stream header names irk-office-1, expected irk-main"),
                 .batch: violation("a batch before the stream header"),
@@ -312,10 +312,11 @@ final class PullSessionTests: XCTestCase {
             var m = Session(configuration: Self.config)
             _ = m.start(checkpoint: checkpoint, now: Self.t0)
             _ = m.responseHead(status: 200, now: Self.t0)
-            guard case .linkEvent(.header(let after, _, let r, let resync))? = Self.header(&m, resumeAfter: resumeAfter, reset: reset).first
+            guard case .linkEvent(.header(let after, _, let r, let resync, let version))? = Self.header(&m, resumeAfter: resumeAfter, reset: reset).first
             else { XCTFail("no header event"); return nil }
             XCTAssertEqual(after, resumeAfter)
             XCTAssertEqual(r, reset)
+            XCTAssertEqual(version, Self.config.protocolVersion, "the link reports the version it speaks")
             return resync
         }
         XCTAssertEqual(resync(Self.checkpoint, resumeAfter: 0, reset: true),

@@ -84,8 +84,10 @@ public enum PullLinkEvent: Sendable, Equatable {
     /// 200: the peer accepted the pull; clear the last error.
     case connected
     /// The stream header: the peer's last sequence; with `checkpointReset` the applied
-    /// sequence is 0 again; `resync` (to log and show) when our checkpoint was not honoured.
-    case header(resumeAfter: UInt64, lastSequence: UInt64, checkpointReset: Bool, resync: PullResync?)
+    /// sequence is 0 again; `resync` (to log and show) when our checkpoint was not honoured;
+    /// `protocolVersion`, the version the link speaks (asked for and answered).
+    case header(resumeAfter: UInt64, lastSequence: UInt64, checkpointReset: Bool, resync: PullResync?,
+                protocolVersion: UInt32)
     /// A heartbeat: the peer's last sequence, and its clock minus ours (network delay
     /// included; nil if it sent no stamp).
     case heartbeat(peerSequence: UInt64, clockOffsetMillis: Int64?)
@@ -316,7 +318,7 @@ public struct PullSession<Payload: Sendable>: Sendable {
                                          lastHeard: max(w.lastHeard, now)))
             let resync = PullResync(checkpoint: w.checkpoint, resumeAfter: resumeAfter, checkpointReset: checkpointReset)
             return [.linkEvent(.header(resumeAfter: resumeAfter, lastSequence: lastSequence,
-                                       checkpointReset: checkpointReset, resync: resync))]
+                                       checkpointReset: checkpointReset, resync: resync, protocolVersion: protocolVersion))]
         case .streaming: return close(.protocolViolation("a second stream header"))
         default: return frameOutOfPlace("a header frame")
         }
