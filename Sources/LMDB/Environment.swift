@@ -61,6 +61,11 @@ public final class Environment: @unchecked Sendable {
         public var initialMapSize: Int = 256 << 20
         public var maxMapSize: Int = 1 << 40
         public var readOnly = false
+        /// `path` is the data file itself (a copy, `copy(toFileDescriptor:)`), not a directory.
+        public var singleFile = false
+        /// No lock file and no reader table: for a file nothing else has open (a backup
+        /// being checked), so that reading it creates nothing beside it.
+        public var noLock = false
         public init() {}
     }
 
@@ -86,11 +91,13 @@ public final class Environment: @unchecked Sendable {
             try check(mdb_env_set_maxdbs(env, MDB_dbi(configuration.maxDatabases)))
             try check(mdb_env_set_maxreaders(env, UInt32(configuration.maxReaders)))
             try check(mdb_env_set_mapsize(env, configuration.initialMapSize))
-            if !configuration.readOnly {
+            if !configuration.readOnly && !configuration.singleFile {
                 mkdir(path, 0o700)
             }
             var flags = UInt32(MDB_NOTLS)
             if configuration.readOnly { flags |= UInt32(MDB_RDONLY) }
+            if configuration.singleFile { flags |= UInt32(MDB_NOSUBDIR) }
+            if configuration.noLock { flags |= UInt32(MDB_NOLOCK) }
             try check(mdb_env_open(env, path, flags, 0o600))
             // An existing file may be larger than the configured initial size.
             var info = MDB_envinfo()
@@ -210,6 +217,14 @@ public final class Environment: @unchecked Sendable {
             mapSize = next
             growCount += 1
         }
+    }
+
+    /// A consistent copy of the whole environment into `fd` (an open, empty file), taken
+    /// from one read transaction while writers go on; `compact` leaves free pages out
+    /// and renumbers the rest (LMDB's `mdb_env_copyfd2` with `MDB_CP_COMPACT`, what
+    /// `mdb_copy -c` does). The copy is a store of its own: one file, no lock file.
+    public func copy(toFileDescriptor fd: Int32, compact: Bool) throws(LMDBError) {
+        try check(mdb_env_copyfd2(env, fd, compact ? UInt32(MDB_CP_COMPACT) : 0))
     }
 
     public func info() -> EnvironmentInfo {

@@ -7,7 +7,7 @@ import Foundation
 
 struct StoreCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "store", abstract: "Inspect a node's LMDB store directly.", subcommands: [Stats.self, Verify.self])
+        commandName: "store", abstract: "Inspect a node's LMDB store directly.", subcommands: [Stats.self, Verify.self, Backup.self])
 
     struct Stats: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Sizes and entry counts of every database in a store.")
@@ -52,6 +52,7 @@ struct StoreCommand: AsyncParsableCommand {
             store records, and rules that need organisations assume none is known.
             """)
         @Option(help: "The node's data directory (default: the topology's, with --config).") var data: String?
+        @Option(help: "A backup file (ekc store backup): checked against its manifest, then by the same rules.") var backup: String?
         @Option(help: "Topology file (cluster/*.json).") var config: String?
         @Option(help: "The node's id in the topology.") var nodeId: String?
         @Option(help: "Violations listed at most.") var limit: Int = 100
@@ -67,12 +68,48 @@ struct StoreCommand: AsyncParsableCommand {
                 do { entry = try topology.node(nodeId) } catch let e as ConfigurationError { throw CLIError(e.description) }
                 directory = topology.directory
             }
-            guard let path = data ?? entry?.data else { throw CLIError("say which store: --data DIR, or --config FILE --node-id ID") }
             guard (1...10_000).contains(limit) else { throw CLIError("--limit must be 1 to 10000, not \(limit)") }
+            if let backup {
+                guard data == nil else { throw CLIError("--backup and --data name two stores: give one") }
+                return try verifyBackup(backup, directory: directory)
+            }
+            guard let path = data ?? entry?.data else { throw CLIError("say which store: --data DIR, or --config FILE --node-id ID") }
+            try verifyStore(path, directory: directory)
+        }
+
+        /// The manifest's word first (size, SHA-256, the store's meta); then the store's
+        /// rules, on a copy in a temporary directory, since opening a store may write to it.
+        func verifyBackup(_ file: String, directory: [NodeID: String]) throws {
+            let checked: (manifest: BackupManifest, problems: [String])
+            do { checked = try CaseStore.checkBackup(file) } catch { throw CLIError("ekc store verify: \(error)") }
+            guard checked.problems.isEmpty else {
+                if json {
+                    printJSON(try JSONSerialization.data(withJSONObject: [
+                        "backup": file, "clean": false, "violations": checked.problems.map { ["rule": "manifest", "detail": $0] }]))
+                } else {
+                    print("backup \(file): it is not the copy its manifest describes")
+                    for p in checked.problems { print("  manifest: \(p)") }
+                }
+                throw ExitCode(1)
+            }
+            if !json { print("backup \(file): \(checked.manifest.bytes) bytes, SHA-256 and meta as its manifest says (node \(checked.manifest.node), sequence \(checked.manifest.lastSequence))") }
+            let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("ekc-verify-\(UUID().uuidString)").path
+            defer { try? FileManager.default.removeItem(atPath: scratch) }
+            do {
+                try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: false,
+                                                        attributes: [.posixPermissions: 0o700])
+                try FileManager.default.copyItem(atPath: file, toPath: scratch + "/data.mdb")
+            } catch { throw CLIError("ekc store verify: copying \(file) to \(scratch): \(error)") }
+            try verifyStore(scratch, directory: directory, label: file)
+        }
+
+        func verifyStore(_ path: String, directory known: [NodeID: String], label: String? = nil) throws {
+            var directory = known
             guard FileManager.default.fileExists(atPath: path + "/data.mdb") else {
                 throw CLIError("\(path) holds no store (no data.mdb); pass --data DIR of a node")
             }
             let result: StoreVerification
+            let shown = label ?? path
             do {
                 guard let owner = try CaseStore.owningNode(path: path), let node = NodeID(owner) else {
                     throw CLIError("\(path) is not a case store (no node id in its meta table)")
@@ -88,23 +125,55 @@ struct StoreCommand: AsyncParsableCommand {
             } catch let e as CLIError {
                 throw e
             } catch {
-                FileHandle.standardError.write(Data("ekc store verify: \(path): \(error)\n".utf8))
+                FileHandle.standardError.write(Data("ekc store verify: \(shown): \(error)\n".utf8))
                 throw ExitCode(2)
             }
             if json {
                 let obj: [String: Any] = [
-                    "path": path, "clean": result.isClean, "feedEntries": result.feedEntries, "records": result.records,
+                    "path": shown, "clean": result.isClean, "feedEntries": result.feedEntries, "records": result.records,
                     "tickets": result.tickets, "transfers": result.transfers, "more": result.more,
                     "violations": result.violations.map { ["rule": $0.rule, "detail": $0.detail] },
                 ]
                 printJSON(try JSONSerialization.data(withJSONObject: obj))
             } else {
-                print("store \(path): \(result.feedEntries) feed entries, \(result.records) records, \(result.tickets) tickets, \(result.transfers) transfers")
+                print("store \(shown): \(result.feedEntries) feed entries, \(result.records) records, \(result.tickets) tickets, \(result.transfers) transfers")
                 for v in result.violations { print("  \(v.rule): \(v.detail)") }
                 if result.more > 0 { print("  … and \(result.more) more") }
                 print(result.isClean ? "every rule holds" : "\(result.violations.count + result.more) violations")
             }
             if !result.isClean { throw ExitCode(1) }
+        }
+    }
+
+    struct Backup: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Copy a store while its node serves: LMDB's compacting copy into FILE, and FILE.manifest.json beside it.",
+            discussion: """
+            The copy is taken from one read transaction (the node goes on writing) and is a
+            store of its own, one file (mdb_stat -n FILE reads it). The manifest names the
+            node, the store, its format and last sequence, and the file's size and SHA-256;
+            `ekc store verify --backup FILE` checks both. Never overwrites: FILE and its
+            manifest must not exist. Exit status 0 done, 1 refused or failed (nothing left
+            under FILE's name).
+            """)
+        @Option(help: "The node's data directory.") var data: String
+        @Option(help: "The backup file to write (must not exist).") var to: String
+        @Flag var json = false
+
+        func run() throws {
+            let started = Date()
+            let m: BackupManifest
+            do {
+                m = try CaseStore.backup(path: data, to: to, release: Release.name,
+                                         now: Int64(started.timeIntervalSince1970 * 1000))
+            } catch { throw CLIError("ekc store backup: \(error)") }
+            let seconds = Date().timeIntervalSince(started)
+            if json {
+                printJSON(try JSONEncoder().encode(m))
+            } else {
+                print("backup of \(m.node) (store \(m.storeId), format \(m.storeFormat)) through sequence \(m.lastSequence): "
+                      + "\(to), \(m.bytes) bytes in \(String(format: "%.2f", seconds)) s; manifest \(to)\(BackupManifest.suffix)")
+            }
         }
     }
 }
