@@ -115,7 +115,7 @@ enum AccessChain {
         return Array(h.finalize())
     }
 
-    static func hex(_ b: [UInt8]) -> String { b.map { String($0, radix: 16).leftPadded(2) }.joined() }
+    static func hex(_ b: [UInt8]) -> String { hexString(b) }
 
     /// Walks the whole chain in one snapshot; the first problem found, else intact.
     /// `log` is nil when the store has no `access_log` database yet.

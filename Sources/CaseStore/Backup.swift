@@ -160,7 +160,7 @@ extension CaseStore {
                       let format = try u64(Schema.MetaKey.schemaVersion), format <= UInt64(UInt32.max) else {
                     throw BackupError.storage("\(file) is not a case store (its meta table names no node, store id or format)")
                 }
-                return StoreCopyMeta(node: node, storeId: id.map { String($0, radix: 16).leftPadded(2) }.joined(),
+                return StoreCopyMeta(node: node, storeId: hexString(id),
                                      storeFormat: UInt32(format), lastSequence: try u64(Schema.MetaKey.lastSequence) ?? 0)
             }
         } catch let e as BackupError {
@@ -183,7 +183,7 @@ extension CaseStore {
             hasher.update(data: chunk)
             total += UInt64(chunk.count)
         }
-        return (total, hasher.finalize().map { String($0, radix: 16).leftPadded(2) }.joined())
+        return (total, hexString(hasher.finalize()))
     }
 
     private static func durablyRename(_ from: String, to: String) throws(BackupError) {

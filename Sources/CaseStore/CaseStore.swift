@@ -156,7 +156,7 @@ public final class CaseStore: @unchecked Sendable {
             guard let sidBytes = try txn.get(schema.meta, key: Schema.MetaKey.storeID) else {
                 throw StoreError.corrupt("store at \(path) records a schema but no store id: its meta table was damaged")
             }
-            let sid = sidBytes.map { String($0, radix: 16).leftPadded(2) }.joined()
+            let sid = hexString(sidBytes)
             let stamp = try txn.u64(schema.meta, Schema.MetaKey.lastStamp)
             let lastID = try txn.get(schema.meta, key: Schema.MetaKey.lastRecordID).flatMap { TicketID(bytes: $0) }
             return (sid, Stamp(raw: stamp ?? 0), lastID ?? TicketID(high: 0, low: 0))
@@ -285,3 +285,6 @@ struct WriterState {
 extension String {
     func leftPadded(_ n: Int) -> String { count >= n ? self : String(repeating: "0", count: n - count) + self }
 }
+
+/// Bytes as lowercase hex, two digits each (store ids, hashes).
+func hexString(_ bytes: some Sequence<UInt8>) -> String { bytes.map { String($0, radix: 16).leftPadded(2) }.joined() }

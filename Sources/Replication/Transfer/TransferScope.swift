@@ -33,10 +33,7 @@ public struct TicketScope: Sendable, Equatable {
     }
 
     public static func handler(origin: String, links: [Link]) -> Handler {
-        let standing = links.filter { l in
-            l.order.kind == .redirect && l.order.fromOrganisation == origin && (l.state == .accepted || l.state == .completed)
-        }
-        guard let first = standing.min(by: { a, b in
+        guard let first = standing(origin: origin, links: links).min(by: { a, b in
             a.order.createdAt != b.order.createdAt ? a.order.createdAt < b.order.createdAt
                 : a.order.toOrganisation < b.order.toOrganisation
         }) else { return Handler(organisation: origin, redirect: nil) }
@@ -68,10 +65,16 @@ public struct TicketScope: Sendable, Equatable {
         return Handler(organisation: origin, redirect: nil)
     }
 
-    /// The REDIRECTs that stand (ACCEPTED or COMPLETED) among `links`: more than one only
+    /// How many REDIRECTs stand (ACCEPTED or COMPLETED) among `links`: more than one only
     /// when the origin's nodes each sent one while apart.
     public static func standingRedirects(origin: String, links: [Link]) -> Int {
-        links.filter { $0.order.kind == .redirect && $0.order.fromOrganisation == origin && ($0.state == .accepted || $0.state == .completed) }.count
+        standing(origin: origin, links: links).count
+    }
+
+    private static func standing(origin: String, links: [Link]) -> [Link] {
+        links.filter { l in
+            l.order.kind == .redirect && l.order.fromOrganisation == origin && (l.state == .accepted || l.state == .completed)
+        }
     }
 
     /// The citizen fields the partner may hold (the reference always: without it the
