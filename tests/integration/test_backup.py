@@ -124,6 +124,9 @@ def test_a_backup_never_overwrites_and_a_wrong_one_is_named(node, tmp_path):
     verify("is not a backup manifest")
     manifest_path.unlink()
     verify("is missing")
+    # Two stores named at once: refused before either is read.
+    r = ekc("store", "verify", "--backup", str(to), "--data", str(node.data_dir))
+    assert r.returncode != 0 and "name two stores" in r.stderr, r.stdout + r.stderr
     # Put right, it verifies again.
     manifest_path.write_text(json.dumps(manifest))
     verify("every rule holds", rc=0)
