@@ -27,7 +27,8 @@ final class FeedSender: ChannelInboundHandler {
     private var session = FeedSession(configuration: .init(
         pullPath: ReplicationProtocol.pullPath, supportedVersions: ReplicationProtocol.supportedVersions,
         defaultBatch: Int(ReplicationProtocol.defaultBatchChanges), maxBatch: Int(ReplicationProtocol.maxBatchChanges),
-        maxRequestBytes: ReplicationProtocol.maxRequestBytes))
+        maxRequestBytes: ReplicationProtocol.maxRequestBytes, capabilities: ReplicationProtocol.capabilities,
+        release: Release.name, firstReleases: ReplicationProtocol.firstReleases))
     private var head: HTTPRequestHead?
     private var body: [UInt8] = []
     private var bodyRefused = false
@@ -86,7 +87,8 @@ final class FeedSender: ChannelInboundHandler {
             let r = try WireCoding.parse(WirePullRequest.self, from: body)
             let checkpoint = r.hasCheckpoint && !(r.checkpoint.sourceStoreID.isEmpty && r.checkpoint.sequence == 0)
                 ? FeedCheckpoint(sourceStoreID: Array(r.checkpoint.sourceStoreID), sequence: r.checkpoint.sequence) : nil
-            parsed = .pull(.init(protocolVersion: r.protocolVersion, checkpoint: checkpoint, maxBatch: r.maxBatch))
+            parsed = .pull(.init(protocolVersion: r.protocolVersion, checkpoint: checkpoint, maxBatch: r.maxBatch,
+                                 capabilities: r.capabilities))
         } catch {
             parsed = .undecodable("\(error)")
         }
@@ -109,7 +111,7 @@ final class FeedSender: ChannelInboundHandler {
             switch action {
             case .refuse(let e):
                 refuse(context, e)
-            case .beginStream(let resume, let last, let version):
+            case .beginStream(let resume, let last, let version, _):
                 if resume.checkpointReset { logger.notice("checkpoint reset", metadata: ["peer": "\(peer?.value ?? "?")"]) }
                 // The puller resumes after its checkpoint: it holds the feed that far.
                 acknowledgedThrough = resume.checkpointReset ? 0 : resume.resumeAfter

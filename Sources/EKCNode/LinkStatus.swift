@@ -1,5 +1,6 @@
 import CaseModel
 import Foundation
+import Replication
 
 /// A peer to pull from: its node id and replication address.
 public struct PeerAddress: Sendable, Hashable {
@@ -30,6 +31,8 @@ public struct LinkStatus: Sendable {
     public var recordsReceived = 0
     /// The replication protocol version the link last spoke (nil before its first stream).
     public var protocolVersion: UInt32?
+    /// What the link last spoke beyond the base protocol: both ends' capabilities in common.
+    public var capabilities: Capabilities?
     /// Records, or parts of records, refused from this peer: by reason, and the latest.
     public var rejected = Rejected()
 

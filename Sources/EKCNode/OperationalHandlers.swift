@@ -35,6 +35,9 @@ extension OperatorAPI {
         w.field("min", Int(Release.protocolVersions.lowerBound))
         w.field("max", Int(Release.protocolVersions.upperBound))
         w.endObject()
+        w.key("capabilities"); w.beginArray()
+        for n in Release.capabilities.names { w.string(n) }
+        w.endArray()
         w.endObject()
         w.field("uptimeSeconds", Int(Date().timeIntervalSince(startedAt)))
         w.key("store"); w.beginObject()
@@ -135,6 +138,12 @@ extension OperatorAPI {
             w.field("recordsReceived", l.recordsReceived)
             w.key("protocolVersion")
             if let v = l.protocolVersion { w.int(Int(v)) } else { w.null() }
+            w.key("capabilities")
+            if let c = l.capabilities {
+                w.beginArray()
+                for n in c.names { w.string(n) }
+                w.endArray()
+            } else { w.null() }
             w.key("rejected"); w.beginObject()
             w.field("records", l.rejected.records)
             w.key("byReason"); w.beginObject()

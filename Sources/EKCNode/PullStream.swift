@@ -45,8 +45,10 @@ final class PullStream: ChannelInboundHandler {
         self.peer = peer
         self.checkpoint = checkpoint
         self.done = done
-        session = PullSession(configuration: .init(peer: peer.node, protocolVersion: ReplicationProtocol.version,
-                                                   mergeLimit: PullStream.mergeRecords))
+        var configuration = PullSession<RemoteRecord>.Configuration(peer: peer.node, protocolVersion: ReplicationProtocol.version,
+                                                                    mergeLimit: PullStream.mergeRecords)
+        configuration.capabilities = ReplicationProtocol.capabilities
+        session = PullSession(configuration: configuration)
         let store = replicator.store
         decoder = FrameDecoder(reading: RecordReading(kinds: store.kinds,
                                                       check: CheckContext(directory: store.configuration.directory)))
@@ -93,7 +95,7 @@ final class PullStream: ChannelInboundHandler {
             case .header(let h):
                 run(session.header(node: h.node, storeID: Array(h.storeID), resumeAfter: h.resumeAfter,
                                    checkpointReset: h.checkpointReset, lastSequence: h.lastSequence,
-                                   protocolVersion: h.protocolVersion, now: now))
+                                   protocolVersion: h.protocolVersion, capabilities: h.capabilities, now: now))
             case .batch(let b):
                 run(session.batch(sequences: b.sequences, through: b.throughSequence, sourceLast: b.sourceLastSequence,
                                   payloads: b.records, now: now))
@@ -141,6 +143,7 @@ final class PullStream: ChannelInboundHandler {
         var request = WirePullRequest()
         request.protocolVersion = version
         request.maxBatch = maxBatch
+        request.capabilities = session.configuration.capabilities.names
         if let checkpoint {
             var c = WireCheckpoint()
             c.sourceStoreID = Data(checkpoint.sourceStoreID)

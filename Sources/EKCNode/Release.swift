@@ -1,4 +1,5 @@
 import CaseStore
+import Replication
 import Wire
 
 /// What this build is, for the people who run it and for its peers: the release it was
@@ -10,4 +11,5 @@ public enum Release {
     public static let name = "0.19.0-dev"
     public static var storeFormat: UInt32 { CaseStore.storeFormat }
     public static var protocolVersions: ClosedRange<UInt32> { ReplicationProtocol.supportedVersions }
+    public static var capabilities: Capabilities { ReplicationProtocol.capabilities }
 }

@@ -132,7 +132,7 @@ public final class Replicator: Sendable {
         switch event {
         case .connected:
             update(node) { $0.connected = true; $0.lastError = nil }
-        case .header(let resumeAfter, let last, let reset, let resync, let version):
+        case .header(let resumeAfter, let last, let reset, let resync, let version, let capabilities):
             if let resync {
                 logger.notice("peer cannot resume from our checkpoint", metadata: [
                     "peer": "\(node)", "reason": "\(resync.reason.rawValue)",
@@ -145,6 +145,7 @@ public final class Replicator: Sendable {
                 }
                 s.peerSequence = last
                 s.protocolVersion = version
+                s.capabilities = capabilities
                 if reset { s.appliedSequence = 0 }
                 if last > resumeAfter { s.behindSince = s.behindSince ?? now } else { s.behindSince = nil; s.lastSuccess = now }
             }

@@ -24,6 +24,14 @@ public enum ReplicationProtocol {
     /// The versions this build can serve and pull. Version 1 shipped whole tickets;
     /// a v1 peer is answered PROTOCOL_VERSION_MISMATCH (proto/README.md §8).
     public static let supportedVersions: ClosedRange<UInt32> = 2...2
+    /// Per protocol version, the first tagged release that speaks it (CHANGELOG.md): what a
+    /// version mismatch tells a node's operators to install. Version 2 came untagged with
+    /// issue 7; 0.18.0 is the first release that names it.
+    public static let firstReleases: [UInt32: String] = [2: "0.18.0"]
+    /// The capabilities (proto/README.md §8.1) this build supports beyond the base protocol.
+    /// None yet: the first arrives with the first register, collection or kind added after
+    /// release 0.18.0, which is then sent only over links whose two ends support it.
+    public static let capabilities = Capabilities(known: [])
 
     public static let pullPath = "/replication/v2/pull"
     /// Paths of other versions, answered with a version mismatch rather than 404.
@@ -77,8 +85,10 @@ extension Ekc_Replication_V2_StreamError {
 
 extension Ekc_Replication_V2_Frame {
     public static func header(node: NodeID, storeID: [UInt8], resumeAfter: UInt64, checkpointReset: Bool,
-                              lastSequence: UInt64, protocolVersion: UInt32 = ReplicationProtocol.version) -> Self {
+                              lastSequence: UInt64, protocolVersion: UInt32 = ReplicationProtocol.version,
+                              capabilities: Capabilities = ReplicationProtocol.capabilities) -> Self {
         var h = Ekc_Replication_V2_StreamHeader()
+        h.capabilities = capabilities.names
         h.protocolVersion = protocolVersion
         h.node = node.value
         h.storeID = Data(storeID)

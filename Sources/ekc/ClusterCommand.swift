@@ -59,7 +59,7 @@ struct ClusterCommand: AsyncParsableCommand {
                             return "\(n): " + reasons.joined(separator: ", ")
                         }
                         linkRows.append([n.id, text(p["node"]), (p["connected"] as? Bool) == true ? "connected" : "down",
-                                         (p["protocolVersion"] as? Int).map { "v\($0)" } ?? "-",
+                                         protocolShown(p),
                                          "\(text(p["appliedSequence"]))/\(text(p["peerSequence"]))", text(p["lagRecords"]),
                                          text(p["lagSeconds"]), (p["clockOffsetMillis"] as? Int).map { "\($0) ms" } ?? "-",
                                          resync ?? "-", refused ?? "-", shorten(text(p["lastError"]), 50)])
@@ -143,4 +143,13 @@ struct ClusterCommand: AsyncParsableCommand {
             if !json { print("ok") }
         }
     }
+}
+
+/// A link's protocol as the health table shows it: the version, and what it speaks beyond
+/// the base protocol ("v2", "v2 +retention"); "-" before its first stream. A node of a
+/// release before capabilities does not report them: its links speak the base protocol.
+func protocolShown(_ link: [String: Any]) -> String {
+    guard let v = link["protocolVersion"] as? Int else { return "-" }
+    let capabilities = link["capabilities"] as? [String] ?? []
+    return capabilities.isEmpty ? "v\(v)" : "v\(v) +" + capabilities.joined(separator: ",")
 }

@@ -6,7 +6,7 @@ import Foundation
 struct VersionCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "version",
-        abstract: "This build's release, the store format it reads and writes, and the replication protocol versions it speaks.")
+        abstract: "This build's release, the store format it reads and writes, and the replication protocol versions and capabilities it speaks.")
     @Flag var json = false
 
     func run() throws {
@@ -15,12 +15,14 @@ struct VersionCommand: ParsableCommand {
             let out: [String: Any] = [
                 "release": Release.name, "storeFormat": Int(Release.storeFormat),
                 "protocolVersions": ["min": Int(p.lowerBound), "max": Int(p.upperBound)],
+                "capabilities": Release.capabilities.names,
             ]
             printJSON(try JSONSerialization.data(withJSONObject: out))
         } else {
             print("ekc \(Release.name)")
             print("store format      \(Release.storeFormat)")
             print("protocol versions \(p.lowerBound == p.upperBound ? "\(p.lowerBound)" : "\(p.lowerBound)-\(p.upperBound)")")
+            print("capabilities      \(Release.capabilities.isEmpty ? "none beyond the base protocol" : Release.capabilities.names.joined(separator: ", "))")
         }
     }
 }

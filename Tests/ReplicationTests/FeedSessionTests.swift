@@ -105,7 +105,7 @@ final class FeedSessionTests: XCTestCase {
 
     func testEveryEventInEveryState() {
         let begin: Action = .beginStream(resume: .init(resumeAfter: 100, checkpointReset: false, rewound: false),
-                                         lastSequence: 500, protocolVersion: 2)
+                                         lastSequence: 500, protocolVersion: 2, link: .none)
         let routeError = SessionError(.badRequest, "GET \(Self.path): the replication endpoint is POST \(Self.path)")
         let tooLarge = SessionError(.badRequest, "the PullRequest exceeds 65536 bytes")
         let readError = SessionError(.internal, "reading the feed failed: disk")
@@ -226,7 +226,7 @@ final class FeedSessionTests: XCTestCase {
         XCTAssertEqual(refusal(garbled), SessionError(.badRequest, "the body is not a PullRequest: truncated varint"))
         let mismatch = refusal(Self.request(version: 1))
         XCTAssertEqual(mismatch, SessionError(.protocolVersionMismatch,
-                                              "protocol version 1 is not supported; this node speaks 2–2",
+                                              "protocol version 1 is not supported; this node speaks v2: upgrade the pulling node to a release that speaks v2",
                                               supportedVersions: 2...2))
         XCTAssertEqual(mismatch?.httpStatus, 400)
         let long = FeedCheckpoint(sourceStoreID: Array(repeating: 1, count: 65), sequence: 3)
@@ -244,15 +244,67 @@ final class FeedSessionTests: XCTestCase {
     func testSupportedVersionsAreAParameter() {
         var v1 = FeedSession(configuration: .init(pullPath: "/replication/v1/pull", supportedVersions: 1...2))
         var r = Self.request(version: 1, path: "/replication/v1/pull")
-        guard case .beginStream(_, _, let version)? = v1.requestReceived(r, store: Self.store, now: Self.t0).first else {
+        guard case .beginStream(_, _, let version, _)? = v1.requestReceived(r, store: Self.store, now: Self.t0).first else {
             return XCTFail("version 1 of 1...2 not served")
         }
         XCTAssertEqual(version, 1, "the stream is in the requested version")
         var v2 = FeedSession(configuration: Self.config)
         r = Self.request(version: 3)
         XCTAssertEqual(v2.requestReceived(r, store: Self.store, now: Self.t0).first,
-                       .refuse(.init(.protocolVersionMismatch, "protocol version 3 is not supported; this node speaks 2–2",
+                       .refuse(.init(.protocolVersionMismatch, "protocol version 3 is not supported; this node speaks v2: the puller retries in a version both speak, or this node needs a release that speaks v3",
                                      supportedVersions: 2...2)))
+    }
+
+    /// A puller two majors behind learns what to install; one ahead, that it retries lower.
+    func testVersionMismatchNamesTheReleaseToInstall() {
+        var c = FeedSession.Configuration(pullPath: Self.path, supportedVersions: 3...4, release: "0.30.0",
+                                          firstReleases: [2: "0.18.0", 3: "0.25.0"])
+        c.timers = .protocolDefaults
+        var m = FeedSession(configuration: c)
+        XCTAssertEqual(m.requestReceived(Self.request(version: 2), store: Self.store, now: Self.t0),
+                       [.refuse(.init(.protocolVersionMismatch,
+                                      "protocol version 2 is not supported; this node (release 0.30.0) speaks v3–v4: upgrade the pulling node to release 0.25.0 or later",
+                                      supportedVersions: 3...4))])
+        m = FeedSession(configuration: c)
+        guard case .refuse(let e)? = m.requestReceived(Self.request(version: 5), store: Self.store, now: Self.t0).first else {
+            return XCTFail("version 5 served")
+        }
+        XCTAssertEqual(e.supportedVersions, 3...4, "the range lets a newer puller retry in a version both speak")
+        XCTAssertTrue(e.message.contains("retries in a version both speak"), e.message)
+    }
+
+    /// A link speaks what both ends support; a set that breaks a rule is refused naming it.
+    func testCapabilitiesAreCheckedAndIntersected() {
+        var c = Self.config
+        c.capabilities = Capabilities(known: ["retention", "callbacks"])
+        func begin(_ advertised: [String]) -> [Action] {
+            var m = FeedSession(configuration: c)
+            let r = FeedSession.Request(method: "POST", path: Self.path, peer: Self.peer, peerAllowed: true,
+                                        body: .pull(.init(protocolVersion: 2, checkpoint: nil, capabilities: advertised)))
+            return m.requestReceived(r, store: Self.store, now: Self.t0)
+        }
+        func link(_ advertised: [String]) -> [String]? {
+            guard case .beginStream(_, _, _, let link)? = begin(advertised).first else { return nil }
+            return link.names
+        }
+        XCTAssertEqual(link([]), [], "a puller of a release before capabilities: the base protocol")
+        XCTAssertEqual(link(["retention"]), ["retention"])
+        XCTAssertEqual(link(["zzz-future", "callbacks", "retention"]), ["callbacks", "retention"],
+                       "a name this build does not know is left out, not refused")
+        let refusals: [([String], String)] = [
+            (["retention", "retention"], "capabilities[1]: retention is advertised twice"),
+            ([""], "capabilities[0]: a capability name has 1–48 bytes, not 0"),
+            ([String(repeating: "a", count: 49)], "capabilities[0]: a capability name has 1–48 bytes, not 49"),
+            (["Retention"], "capabilities[0]: a capability name is lower-case ASCII letters, digits, '-' and '.', starting with a letter"),
+            (["1x"], "capabilities[0]: a capability name is lower-case ASCII letters, digits, '-' and '.', starting with a letter"),
+            (["a b"], "capabilities[0]: a capability name is lower-case ASCII letters, digits, '-' and '.', starting with a letter"),
+            (["ретеншн"], "capabilities[0]: a capability name is lower-case ASCII letters, digits, '-' and '.', starting with a letter"),
+            ((0..<65).map { "c\($0)" }, "capabilities: at most 64 capabilities, not 65"),
+        ]
+        for (advertised, why) in refusals {
+            XCTAssertEqual(begin(advertised), [.refuse(.init(.badRequest, why))], "\(advertised.prefix(2))")
+        }
+        XCTAssertNotNil(link((0..<64).map { "c\($0)" }), "64 names are within the limit")
     }
 
     func testStreamBeginsAtTheResumePoint() {
@@ -264,14 +316,14 @@ final class FeedSessionTests: XCTestCase {
         let other = FeedCheckpoint(sourceStoreID: [9], sequence: 300)
         XCTAssertEqual(begin(other, served: 500),
                        [.beginStream(resume: .init(resumeAfter: 0, checkpointReset: true, rewound: false),
-                                     lastSequence: 500, protocolVersion: 2), .sendPage(after: 0, limit: 512)])
+                                     lastSequence: 500, protocolVersion: 2, link: .none), .sendPage(after: 0, limit: 512)])
         let ours = FeedCheckpoint(sourceStoreID: Self.storeID, sequence: 300)
         XCTAssertEqual(begin(ours, served: 120),
                        [.beginStream(resume: .init(resumeAfter: 120, checkpointReset: false, rewound: true),
-                                     lastSequence: 500, protocolVersion: 2), .sendPage(after: 120, limit: 512)])
+                                     lastSequence: 500, protocolVersion: 2, link: .none), .sendPage(after: 120, limit: 512)])
         XCTAssertEqual(begin(nil, served: nil).first,
                        .beginStream(resume: .init(resumeAfter: 0, checkpointReset: false, rewound: false),
-                                    lastSequence: 500, protocolVersion: 2))
+                                    lastSequence: 500, protocolVersion: 2, link: .none))
     }
 
     func testBatchLimitFollowsTheRequest() {
@@ -464,7 +516,7 @@ final class FeedSessionTests: XCTestCase {
             }
             for a in actions {
                 switch a {
-                case .beginStream(let resume, _, _):
+                case .beginStream(let resume, _, _, _):
                     w.position = resume.resumeAfter
                     w.lastSent = w.now
                 case .sendPage(let after, let limit):

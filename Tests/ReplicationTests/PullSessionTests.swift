@@ -209,7 +209,7 @@ final class PullSessionTests: XCTestCase {
                 .start: unexpected("start in awaitingHeader"),
                 .head200: violation("a second response head (200)"),
                 .head503: violation("a second response head (503)"),
-                .header: ([.linkEvent(.header(resumeAfter: 50, lastSequence: 100, checkpointReset: false, resync: nil, protocolVersion: 2))],
+                .header: ([.linkEvent(.header(resumeAfter: 50, lastSequence: 100, checkpointReset: false, resync: nil, protocolVersion: 2, capabilities: .none))],
                           "streaming"),
                 .headerOtherNode: violation("stream header names irk-office-1, expected irk-main"),
                 .batch: violation("a batch before the stream header"),
@@ -307,12 +307,36 @@ final class PullSessionTests: XCTestCase {
         XCTAssertNil(closeReason { Self.header(&$0, storeID: Array(repeating: 0, count: 64)) })
     }
 
+    /// The source's capabilities get the check the source gives ours; the link event
+    /// carries what both ends support.
+    func testHeaderCapabilitiesAreCheckedAndIntersected() {
+        func run(_ advertised: [String]) -> [Action] {
+            var c = Self.config
+            c.capabilities = Capabilities(known: ["callbacks", "retention"])
+            var m = Session(configuration: c)
+            _ = m.start(checkpoint: Self.checkpoint, now: Self.t0)
+            _ = m.responseHead(status: 200, now: Self.t0)
+            return m.header(node: "irk-main", storeID: Self.storeID, resumeAfter: 50, checkpointReset: false, lastSequence: 100,
+                            protocolVersion: 2, capabilities: advertised, now: Self.t0)
+        }
+        func link(_ advertised: [String]) -> [String]? {
+            guard case .linkEvent(.header(_, _, _, _, _, let c))? = run(advertised).first else { return nil }
+            return c.names
+        }
+        XCTAssertEqual(link([]), [], "a source of a release before capabilities")
+        XCTAssertEqual(link(["retention", "newer-thing"]), ["retention"])
+        for bad in [["retention", "retention"], ["Bad"], [String(repeating: "x", count: 49)], (0..<65).map { "c\($0)" }] {
+            guard case .close(.protocolViolation(let why), _)? = run(bad).last else { return XCTFail("\(bad.prefix(2)) accepted") }
+            XCTAssertTrue(why.hasPrefix("stream header capabilities"), why)
+        }
+    }
+
     func testHeaderReportsWhyTheCheckpointWasNotHonoured() {
         func resync(_ checkpoint: FeedCheckpoint?, resumeAfter: UInt64, reset: Bool) -> PullResync? {
             var m = Session(configuration: Self.config)
             _ = m.start(checkpoint: checkpoint, now: Self.t0)
             _ = m.responseHead(status: 200, now: Self.t0)
-            guard case .linkEvent(.header(let after, _, let r, let resync, let version))? = Self.header(&m, resumeAfter: resumeAfter, reset: reset).first
+            guard case .linkEvent(.header(let after, _, let r, let resync, let version, _))? = Self.header(&m, resumeAfter: resumeAfter, reset: reset).first
             else { XCTFail("no header event"); return nil }
             XCTAssertEqual(after, resumeAfter)
             XCTAssertEqual(r, reset)

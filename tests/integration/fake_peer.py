@@ -251,6 +251,7 @@ class FakePeer:
         self.connections = 0
         self.errors = []              # unexpected exceptions in connection threads
         self.heartbeat_last = None    # a heartbeat's source_last_sequence (None: the last batch's through)
+        self.header_capabilities = []  # the StreamHeader's capabilities (proto/README.md §8.1)
         self.answer = None            # answer(path, request) -> (status, content_type, body): anti-entropy calls
         self.pull_status = "200"      # the pull's :status as sent (a test may script one that is no status)
         self.calls = []               # [(path, parsed request)] of the anti-entropy calls answered
@@ -548,7 +549,8 @@ class _Connection:
         self.streams[sid] = s
         self.h2.send_headers(sid, [(":status", str(peer.pull_status)), ("content-type", FRAMES_TYPE)])
         header = pb2.StreamHeader(protocol_version=2, node=peer.node_id, store_id=peer.store_id,
-                                  resume_after=resume, checkpoint_reset=reset, last_sequence=last)
+                                  resume_after=resume, checkpoint_reset=reset, last_sequence=last,
+                                  capabilities=peer.header_capabilities)
         self.queue(s, peer._frame(header=header), "header")
         self.queue(s, peer.heartbeat_frame(), "heartbeat")
         s.last_heartbeat = time.monotonic()

@@ -69,7 +69,7 @@ def test_health_links_and_cluster_health_show_the_release_and_the_protocol_spoke
         assert store_format(node.data_dir) == v["storeFormat"]
         health = node.get("/v1/health")
         assert health["release"] == {"name": v["release"], "storeFormat": v["storeFormat"],
-                                     "protocolVersions": v["protocolVersions"]}, health
+                                     "protocolVersions": v["protocolVersions"], "capabilities": v["capabilities"]}, health
         # Without a token: liveness only, no release (what is running is ops' to know).
         status, _, anonymous = node.request("GET", "/v1/health", authorize=False)
         assert status == 200 and "release" not in anonymous, anonymous

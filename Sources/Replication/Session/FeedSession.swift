@@ -79,12 +79,22 @@ public struct FeedSession: Sendable {
         public var maxRequestBytes: Int
         /// The longest `checkpoint.source_store_id` accepted (§7).
         public var maxStoreIDBytes: Int
+        /// What this build supports (§8.1); a link speaks its intersection with the puller's.
+        public var capabilities: Capabilities
+        /// This build's release and, per protocol version, the first release that speaks
+        /// it: a version mismatch tells the people who run the puller what to install.
+        public var release: String
+        public var firstReleases: [UInt32: String]
 
         public init(pullPath: String, supportedVersions: ClosedRange<UInt32>, timers: SessionTimers = .protocolDefaults,
                     defaultBatch: Int = BatchSequence.defaultLimit, maxBatch: Int = BatchSequence.maximumLimit,
-                    maxRequestBytes: Int = 64 << 10, maxStoreIDBytes: Int = 64) {
+                    maxRequestBytes: Int = 64 << 10, maxStoreIDBytes: Int = 64, capabilities: Capabilities = .none,
+                    release: String = "", firstReleases: [UInt32: String] = [:]) {
             self.pullPath = pullPath
             self.supportedVersions = supportedVersions
+            self.capabilities = capabilities
+            self.release = release
+            self.firstReleases = firstReleases
             self.timers = timers
             self.maxBatch = max(1, maxBatch)
             self.defaultBatch = min(max(1, defaultBatch), self.maxBatch)
@@ -123,11 +133,14 @@ public struct FeedSession: Sendable {
         public var protocolVersion: UInt32
         public var checkpoint: FeedCheckpoint?
         public var maxBatch: UInt32
+        /// The capabilities the puller advertised, as the wire had them (checked here).
+        public var capabilities: [String]
 
-        public init(protocolVersion: UInt32, checkpoint: FeedCheckpoint?, maxBatch: UInt32 = 0) {
+        public init(protocolVersion: UInt32, checkpoint: FeedCheckpoint?, maxBatch: UInt32 = 0, capabilities: [String] = []) {
             self.protocolVersion = protocolVersion
             self.checkpoint = checkpoint
             self.maxBatch = maxBatch
+            self.capabilities = capabilities
         }
     }
 
@@ -150,10 +163,11 @@ public struct FeedSession: Sendable {
         /// frame, and END_STREAM. Nothing else is ever sent on this stream.
         case refuse(SessionError)
         /// Write the 200 response head, the StreamHeader (`protocolVersion`, this node,
-        /// the store id, `resume`, `lastSequence`) and a first heartbeat, so the puller
-        /// learns our clock before any idle period; flush; start observing commits
-        /// (each one is reported back as `feedCommitted`). Log a reset or a rewind.
-        case beginStream(resume: ResumePoint, lastSequence: UInt64, protocolVersion: UInt32)
+        /// the store id, `resume`, `lastSequence`, this build's capabilities) and a first
+        /// heartbeat, so the puller learns our clock before any idle period; flush; start
+        /// observing commits (each one is reported back as `feedCommitted`). Log a reset
+        /// or a rewind. `link`: what the stream speaks (§8.1), shown per link.
+        case beginStream(resume: ResumePoint, lastSequence: UInt64, protocolVersion: UInt32, link: Capabilities)
         /// Read up to `limit` feed entries after `after`, write them as batch frames of
         /// about 1 MiB while the stream stays writable, flush, and report how far it got
         /// with `pageSent` (or `readFailed`). Never asked for while another is out, nor
@@ -232,12 +246,13 @@ public struct FeedSession: Sendable {
         switch state {
         case .awaitingRequest(let waiting):
             let pull: PullRequest
+            let advertised: Capabilities
             switch check(request) {
             case .failure(let error):
                 state = .finished
                 return [.refuse(error)]
             case .success(let p):
-                pull = p
+                (pull, advertised) = p
             }
             let resume = ResumePoint(checkpoint: pull.checkpoint, storeID: store.storeID,
                                      lastSequence: store.lastSequence, served: store.served)
@@ -247,7 +262,8 @@ public struct FeedSession: Sendable {
                               writable: waiting.writable, pump: .idle(drained: false), lastSent: now)
             let page = s.pumpIfPossible()
             state = .streaming(s)
-            return [.beginStream(resume: resume, lastSequence: store.lastSequence, protocolVersion: pull.protocolVersion)]
+            return [.beginStream(resume: resume, lastSequence: store.lastSequence, protocolVersion: pull.protocolVersion,
+                                 link: configuration.capabilities.intersection(advertised))]
                 + page
         case .streaming:
             // HTTP/2 carries one request per stream; a second one is a broken shell or peer.
@@ -403,7 +419,7 @@ public struct FeedSession: Sendable {
     // MARK: - Rules
 
     /// The request checks of §3 and §7, in the order the reference handler made them.
-    private func check(_ r: Request) -> Result<PullRequest, SessionError> {
+    private func check(_ r: Request) -> Result<(PullRequest, Capabilities), SessionError> {
         guard r.method == "POST", r.path == configuration.pullPath else {
             return .failure(.init(.badRequest, "\(r.method) \(r.path): the replication endpoint is POST \(configuration.pullPath)"))
         }
@@ -418,10 +434,7 @@ public struct FeedSession: Sendable {
         }
         let versions = configuration.supportedVersions
         guard versions.contains(pull.protocolVersion) else {
-            return .failure(.init(
-                .protocolVersionMismatch,
-                "protocol version \(pull.protocolVersion) is not supported; this node speaks \(versions.lowerBound)–\(versions.upperBound)",
-                supportedVersions: versions))
+            return .failure(.init(.protocolVersionMismatch, mismatch(pull.protocolVersion), supportedVersions: versions))
         }
         if let c = pull.checkpoint, c.sourceStoreID.count > configuration.maxStoreIDBytes {
             return .failure(.init(.badRequest, "checkpoint.source_store_id is longer than \(configuration.maxStoreIDBytes) bytes"))
@@ -430,7 +443,29 @@ public struct FeedSession: Sendable {
         if let c = pull.checkpoint, let why = FeedPosition.check(c.sequence, "checkpoint.sequence") {
             return .failure(.init(.badRequest, why))
         }
-        return .success(pull)
+        let advertised: Capabilities
+        do {
+            advertised = try Capabilities(advertised: pull.capabilities, field: "capabilities")
+        } catch {
+            return .failure(.init(.badRequest, error.description))
+        }
+        return .success((pull, advertised))
+    }
+
+    /// A version mismatch as the people who run the puller read it: what this node
+    /// speaks, and what to install (§8: a peer two majors behind is refused).
+    private func mismatch(_ asked: UInt32) -> String {
+        let v = configuration.supportedVersions
+        let speaks = v.lowerBound == v.upperBound ? "v\(v.lowerBound)" : "v\(v.lowerBound)–v\(v.upperBound)"
+        let this = configuration.release.isEmpty ? "this node" : "this node (release \(configuration.release))"
+        var message = "protocol version \(asked) is not supported; \(this) speaks \(speaks)"
+        if asked < v.lowerBound {
+            let first = configuration.firstReleases[v.lowerBound].map { "release \($0) or later" } ?? "a release that speaks v\(v.lowerBound)"
+            message += ": upgrade the pulling node to \(first)"
+        } else {
+            message += ": the puller retries in a version both speak, or this node needs a release that speaks v\(asked)"
+        }
+        return message
     }
 
     /// Ends a begun stream with a final error frame.

@@ -85,9 +85,10 @@ public enum PullLinkEvent: Sendable, Equatable {
     case connected
     /// The stream header: the peer's last sequence; with `checkpointReset` the applied
     /// sequence is 0 again; `resync` (to log and show) when our checkpoint was not honoured;
-    /// `protocolVersion`, the version the link speaks (asked for and answered).
+    /// `protocolVersion`, the version the link speaks (asked for and answered), and
+    /// `capabilities`, what it speaks beyond the base protocol (§8.1).
     case header(resumeAfter: UInt64, lastSequence: UInt64, checkpointReset: Bool, resync: PullResync?,
-                protocolVersion: UInt32)
+                protocolVersion: UInt32, capabilities: Capabilities)
     /// A heartbeat: the peer's last sequence, and its clock minus ours (network delay
     /// included; nil if it sent no stamp).
     case heartbeat(peerSequence: UInt64, clockOffsetMillis: Int64?)
@@ -124,6 +125,8 @@ public struct PullSession<Payload: Sendable>: Sendable {
         public let senderDefaultBatch: Int
         /// The longest store id a header may carry (§4.1).
         public var maxStoreIDBytes: Int
+        /// What this build supports (§8.1); the link speaks its intersection with the source's.
+        public var capabilities: Capabilities = .none
 
         public init(peer: NodeID, protocolVersion: UInt32, maxBatch: UInt32 = 0, mergeLimit: Int = 4096,
                     timers: SessionTimers = .protocolDefaults, senderDefaultBatch: Int = BatchSequence.defaultLimit, maxStoreIDBytes: Int = 64) {
@@ -296,7 +299,8 @@ public struct PullSession<Payload: Sendable>: Sendable {
 
     /// The StreamHeader frame; `node` as the wire has it (checked against the peer).
     public mutating func header(node: String, storeID: [UInt8], resumeAfter: UInt64, checkpointReset: Bool,
-                                lastSequence: UInt64, protocolVersion: UInt32, now: MonotonicInstant) -> [Action] {
+                                lastSequence: UInt64, protocolVersion: UInt32, capabilities: [String] = [],
+                                now: MonotonicInstant) -> [Action] {
         switch state {
         case .awaitingHeader(let w):
             guard node == configuration.peer.value else {
@@ -314,11 +318,19 @@ public struct PullSession<Payload: Sendable>: Sendable {
                 return close(.protocolViolation(
                     "stream header resume_after \(resumeAfter) is past its last_sequence \(lastSequence): a feed resumes within itself"))
             }
+            // The same rule as the source applies to ours.
+            let advertised: Capabilities
+            do {
+                advertised = try Capabilities(advertised: capabilities, field: "stream header capabilities")
+            } catch {
+                return close(.protocolViolation(error.description))
+            }
             state = .streaming(Streaming(sourceStoreID: storeID, position: resumeAfter, sourceLast: lastSequence,
                                          lastHeard: max(w.lastHeard, now)))
             let resync = PullResync(checkpoint: w.checkpoint, resumeAfter: resumeAfter, checkpointReset: checkpointReset)
             return [.linkEvent(.header(resumeAfter: resumeAfter, lastSequence: lastSequence,
-                                       checkpointReset: checkpointReset, resync: resync, protocolVersion: protocolVersion))]
+                                       checkpointReset: checkpointReset, resync: resync, protocolVersion: protocolVersion,
+                                       capabilities: configuration.capabilities.intersection(advertised)))]
         case .streaming: return close(.protocolViolation("a second stream header"))
         default: return frameOutOfPlace("a header frame")
         }

@@ -282,6 +282,9 @@ public nonisolated struct Ekc_Replication_V2_PullRequest: Sendable {
   /// most changes per batch the puller wants; 0: the sender's default
   public var maxBatch: UInt32 = 0
 
+  /// what the puller's build supports (README §8.1)
+  public var capabilities: [String] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -361,6 +364,9 @@ public nonisolated struct Ekc_Replication_V2_StreamHeader: Sendable {
 
   /// the source's last sequence when the stream began
   public var lastSequence: UInt64 = 0
+
+  /// what the source's build supports (README §8.1)
+  public var capabilities: [String] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -936,7 +942,7 @@ nonisolated extension Ekc_Replication_V2_Checkpoint: SwiftProtobuf.Message, Swif
 
 nonisolated extension Ekc_Replication_V2_PullRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".PullRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}protocol_version\0\u{1}checkpoint\0\u{3}max_batch\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}protocol_version\0\u{1}checkpoint\0\u{3}max_batch\0\u{1}capabilities\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -947,6 +953,7 @@ nonisolated extension Ekc_Replication_V2_PullRequest: SwiftProtobuf.Message, Swi
       case 1: try { try decoder.decodeSingularUInt32Field(value: &self.protocolVersion) }()
       case 2: try { try decoder.decodeSingularMessageField(value: &self._checkpoint) }()
       case 3: try { try decoder.decodeSingularUInt32Field(value: &self.maxBatch) }()
+      case 4: try { try decoder.decodeRepeatedStringField(value: &self.capabilities) }()
       default: break
       }
     }
@@ -966,6 +973,9 @@ nonisolated extension Ekc_Replication_V2_PullRequest: SwiftProtobuf.Message, Swi
     if self.maxBatch != 0 {
       try visitor.visitSingularUInt32Field(value: self.maxBatch, fieldNumber: 3)
     }
+    if !self.capabilities.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.capabilities, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -973,6 +983,7 @@ nonisolated extension Ekc_Replication_V2_PullRequest: SwiftProtobuf.Message, Swi
     if lhs.protocolVersion != rhs.protocolVersion {return false}
     if lhs._checkpoint != rhs._checkpoint {return false}
     if lhs.maxBatch != rhs.maxBatch {return false}
+    if lhs.capabilities != rhs.capabilities {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1081,7 +1092,7 @@ nonisolated extension Ekc_Replication_V2_Frame: SwiftProtobuf.Message, SwiftProt
 
 nonisolated extension Ekc_Replication_V2_StreamHeader: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".StreamHeader"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}protocol_version\0\u{1}node\0\u{3}store_id\0\u{3}resume_after\0\u{3}checkpoint_reset\0\u{3}last_sequence\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}protocol_version\0\u{1}node\0\u{3}store_id\0\u{3}resume_after\0\u{3}checkpoint_reset\0\u{3}last_sequence\0\u{1}capabilities\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1095,6 +1106,7 @@ nonisolated extension Ekc_Replication_V2_StreamHeader: SwiftProtobuf.Message, Sw
       case 4: try { try decoder.decodeSingularUInt64Field(value: &self.resumeAfter) }()
       case 5: try { try decoder.decodeSingularBoolField(value: &self.checkpointReset) }()
       case 6: try { try decoder.decodeSingularUInt64Field(value: &self.lastSequence) }()
+      case 7: try { try decoder.decodeRepeatedStringField(value: &self.capabilities) }()
       default: break
       }
     }
@@ -1119,6 +1131,9 @@ nonisolated extension Ekc_Replication_V2_StreamHeader: SwiftProtobuf.Message, Sw
     if self.lastSequence != 0 {
       try visitor.visitSingularUInt64Field(value: self.lastSequence, fieldNumber: 6)
     }
+    if !self.capabilities.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.capabilities, fieldNumber: 7)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1129,6 +1144,7 @@ nonisolated extension Ekc_Replication_V2_StreamHeader: SwiftProtobuf.Message, Sw
     if lhs.resumeAfter != rhs.resumeAfter {return false}
     if lhs.checkpointReset != rhs.checkpointReset {return false}
     if lhs.lastSequence != rhs.lastSequence {return false}
+    if lhs.capabilities != rhs.capabilities {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
