@@ -7,7 +7,7 @@ EKC := .build/debug/ekc
 DEB_PACKAGES := liblmdb-dev lmdb-utils nghttp2-client curl openssl pkg-config python3 protobuf-compiler
 PY_MODULES := pytest jsonschema openapi_spec_validator yaml schemathesis google.protobuf h2 cryptography lmdb
 
-.PHONY: all deps build build-tests run single cluster demo test test-swift test-integration faults faults-short faults-regressions bench clean
+.PHONY: all deps build build-tests run single cluster demo test test-swift test-integration faults faults-short faults-regressions upgrade-test bench clean
 
 all: build
 
@@ -54,6 +54,7 @@ test: build-tests
 	$(SWIFT) build --product ekc
 	python3 -m pytest -q -p no:cacheprovider tests/integration
 	$(MAKE) faults-short
+	$(MAKE) upgrade-test
 
 test-swift: build-tests
 	$(SWIFT) test --skip-build
@@ -72,6 +73,19 @@ FAULTS_BUILD = $(if $(EKC_BIN),,build)
 faults: $(FAULTS_BUILD)
 	python3 tests/faults/run.py $(if $(SEED),--seed $(SEED),--seeds $(or $(SEEDS),20) $(if $(BASE),--base $(BASE))) \
 	  --seconds $(FAULT_SECONDS) $(if $(KEEP),--keep)
+
+# A rolling upgrade under load (issue 19): the previous release (tests/upgrade/releases.txt)
+# is built once from its commit into .build-upgrade/ (a few minutes, cold); a fault run then
+# starts four nodes on it (one of each fund's two, region 38's office, all of region 52)
+# and the rest on this build, with 30 paced creates/s beside the workload's mix and the
+# network faults, upgrades them one at a time (SIGTERM, start this build on the same
+# store), and checks as every fault run does, and that every node ends on this build.
+UPGRADE_SEED ?= 2001
+UPGRADE_SECONDS ?= 150
+upgrade-test: $(FAULTS_BUILD)
+	previous=$$(tests/upgrade/build-release.sh) && \
+	python3 tests/faults/run.py --seed $(UPGRADE_SEED) --seconds $(UPGRADE_SECONDS) --creates-per-second 30 \
+	  --upgrade-from "$$previous" $(if $(EKC_BIN),--bin $(EKC_BIN)) $(if $(KEEP),--keep)
 
 # The short version `make test` runs: seeds 1001 and 1002, 70 s each (fewer operations than
 # the full runs; a failing one is rerun with make faults SEED=1001 FAULT_SECONDS=70).

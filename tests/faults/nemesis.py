@@ -25,7 +25,21 @@ from cluster import FUNDS
 LONGER_THAN_IDLE = (17.0, 21.0)   # the replication idle timeout is 15 s, the API's here 3 s
 NET_KINDS = ["partition", "oneway", "blackhole", "split-org"]
 PROC_KINDS = ["kill9", "kill9-inflight", "kill9-catchup", "sigstop", "clock", "disk", "restart"]
-ALL_KINDS = NET_KINDS + PROC_KINDS
+# A node of the previous release stopped (SIGTERM), and started on this build's binary
+# on the same store: the rolling upgrade, one node at a time (run.py --upgrade-from).
+UPGRADE_KIND = "upgrade"
+ALL_KINDS = NET_KINDS + PROC_KINDS + [UPGRADE_KIND]
+
+
+def upgrade_schedule(seconds: float, nodes):
+    """The proc lane of an upgrade run: the nodes of the previous release upgraded one at a
+    time, evenly from a quarter to three quarters of the run, so that the federation runs
+    mixed before, during and after."""
+    if not nodes:
+        return []
+    step = seconds * 0.5 / max(1, len(nodes) - 1) if len(nodes) > 1 else 0
+    return [{"lane": "proc", "kind": UPGRADE_KIND, "node": n, "at": round(seconds * 0.25 + i * step, 2)}
+            for i, n in enumerate(nodes)]
 
 
 def make_schedule(seed: int, seconds: float, node_ids, links, disk_node=None, clock_ms: int = 600_000, splits=None):
@@ -113,7 +127,8 @@ def make_schedule(seed: int, seconds: float, node_ids, links, disk_node=None, cl
 
 
 class Nemesis:
-    def __init__(self, fed, workload, schedule, seed: int, log=print):
+    def __init__(self, fed, workload, schedule, seed: int, log=print, new_binary=None):
+        self.new_binary = new_binary   # what an upgrade switches a node to
         self.fed = fed
         self.workload = workload
         self.schedule = schedule
@@ -167,7 +182,14 @@ class Nemesis:
         t0 = time.time()
         kind = f["kind"]
         nodes = self.fed.nodes
-        if kind in ("partition", "oneway", "split-org"):
+        if kind == UPGRADE_KIND:
+            n = nodes[f["node"]]
+            was = n.binary
+            rc = n.terminate()
+            n.binary = self.new_binary
+            self._restart(n, kind)
+            self._record(f, t0, exit_code=rc, was=str(was))
+        elif kind in ("partition", "oneway", "split-org"):
             ps = self._proxies(f["links"])
             for p in ps:
                 p.cut()

@@ -27,11 +27,15 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from cluster import SPLITTABLE, FaultFederation  # noqa: E402
-from nemesis import ALL_KINDS, Nemesis, heal_everything, make_schedule  # noqa: E402
+from nemesis import ALL_KINDS, UPGRADE_KIND, Nemesis, heal_everything, make_schedule, upgrade_schedule  # noqa: E402
 from workload import History, Monitor, Workload, get_json, http  # noqa: E402
 from checker import Checker  # noqa: E402
 
 RUNS = HERE / "runs"
+# An upgrade run (--upgrade-from) starts these nodes on the previous release, in the order
+# they are upgraded: one of each fund's two nodes, the region centre's office, and the
+# whole of region 52, so that every organisation runs mixed or old for a while.
+UPGRADED = ["pension-2", "irk-office-1", "fss-1", "nn-main"]
 CRASH_MARKERS = ("Fatal error", "Segmentation", "*** Signal", "Backtracing from", "SIGSEGV", "SIGILL", "SIGBUS",
                  "Illegal instruction")
 
@@ -179,6 +183,15 @@ class Watcher:
                         say(f"  !!! {n.node_id} did not start again: {e}"[:1000])
 
 
+def release_of(binary) -> str:
+    """What `ekc version` says the binary is."""
+    import subprocess
+    r = subprocess.run([str(binary), "version", "--json"], capture_output=True, text=True, timeout=30)
+    if r.returncode != 0:
+        raise RuntimeError(f"{binary} version: {r.stderr.strip() or r.returncode}")
+    return json.loads(r.stdout)["release"]
+
+
 def pin_binary(src=None):
     """A copy of the node binary for this run (`--bin PATH`, else $EKC_BIN, else
     .build/debug/ekc): a build in the shared tree may relink the binary while nodes are
@@ -203,7 +216,8 @@ def pin_binary(src=None):
     return pinned
 
 
-def run_seed(seed: int, seconds: float, threads: int, keep: bool, clock_ms: int = 600_000):
+def run_seed(seed: int, seconds: float, threads: int, keep: bool, clock_ms: int = 600_000, previous=None,
+             creates_per_second: float = 0):
     root = RUNS / f"seed-{seed}"
     if root.exists():
         _remove(root)
@@ -213,6 +227,13 @@ def run_seed(seed: int, seconds: float, threads: int, keep: bool, clock_ms: int 
     links = sorted(fed.proxies)
     schedule = make_schedule(seed, seconds, sorted(fed.nodes), [list(l) for l in links],
                              disk_node=fed.tmpfs[0] if fed.tmpfs else None, clock_ms=clock_ms, splits=SPLITTABLE)
+    if previous:
+        # A rolling upgrade: the network faults as drawn, and instead of the process faults
+        # the previous release's nodes upgraded one at a time under the workload.
+        for nid in UPGRADED:
+            fed.nodes[nid].binary = previous
+        schedule = sorted([f for f in schedule if f["lane"] == "net"] + upgrade_schedule(seconds, UPGRADED),
+                          key=lambda f: f["at"])
     (root / "schedule.json").write_text(json.dumps(schedule, indent=1))
     history = History(root / "history.jsonl")
     result = {"seed": seed, "violations": [], "faults": {}, "ops": {}, "seconds": 0}
@@ -222,9 +243,10 @@ def run_seed(seed: int, seconds: float, threads: int, keep: bool, clock_ms: int 
     try:
         fed.start()
         fed.wait_connected(timeout=60)
-        workload = Workload(fed, seed, history, threads=threads)
+        workload = Workload(fed, seed, history, threads=threads, creates_per_second=creates_per_second)
         monitor = Monitor(fed)
-        nemesis = Nemesis(fed, workload, schedule, seed, log=say)
+        import federation
+        nemesis = Nemesis(fed, workload, schedule, seed, log=say, new_binary=federation.EKC)
         watcher.thread.start()
         t_start = time.time()
         workload.start()
@@ -242,6 +264,8 @@ def run_seed(seed: int, seconds: float, threads: int, keep: bool, clock_ms: int 
         say(f"  workload: {sum(totals.values())} operations: {totals['ok']} acknowledged, {totals['info']} indeterminate, "
             f"{totals['fail']} refused" + (f", {totals['harness-error']} HARNESS ERRORS" if totals.get("harness-error") else "")
             + f"; steps {workload.step_totals()}; races {workload.races()}; retries {workload.retries()}")
+        creates = workload.counts.get(("create", "ok"), 0)
+        say(f"  creates acknowledged: {creates} ({creates / max(1.0, result['seconds']):.1f}/s)")
         heal_everything(fed, log=say)
         ok, waited, detail, stalled = wait_quiescent(fed)
         say(f"  quiescence: {'reached' if ok else 'NOT reached'} after {waited:.1f} s"
@@ -282,6 +306,8 @@ def run_seed(seed: int, seconds: float, threads: int, keep: bool, clock_ms: int 
             if getattr(checker, "final_state", None):
                 (root / "final-state.json").write_text(json.dumps(checker.final_state, ensure_ascii=False, indent=0))
         say(f"  digests: {checker.digest_status}")
+        if previous:
+            violations += upgrade_checks(fed)
         for c in watcher.crashes:
             violations.append({"check": "crash", "node": c["node"], "message": f"exited with {c['exit']} though not killed: "
                                + (c["why"] or f"...{c['log'][-1500:]}"), "ops": []})
@@ -332,7 +358,9 @@ def run_seed(seed: int, seconds: float, threads: int, keep: bool, clock_ms: int 
                 break
         shutil.copy(n.log_path, root / f"{n.node_id}.log")
     if result.get("faults"):
-        missing = [k for k, c in result["faults"].items() if c == 0 and not (k == "disk" and fed.tmpfs_error)]
+        drawn = {f["kind"] for f in schedule}   # an upgrade run draws no process faults; a fault run no upgrades
+        missing = [k for k, c in result["faults"].items()
+                   if c == 0 and (k in drawn or k == UPGRADE_KIND and previous) and not (k == "disk" and fed.tmpfs_error)]
         if missing and seconds >= 60:
             say(f"  note: fault kinds that did not occur: {missing}")
     if fed.tmpfs_error:
@@ -344,6 +372,32 @@ def run_seed(seed: int, seconds: float, threads: int, keep: bool, clock_ms: int 
     if result["passed"] and not keep:
         _remove(root)
     return result
+
+
+def upgrade_checks(fed):
+    """After an upgrade run: every node runs this build and every link speaks one protocol
+    version, whatever it spoke while mixed."""
+    import federation
+    want = release_of(federation.EKC)
+    out = []
+    for n in fed.all():
+        try:
+            health = get_json(n, "/v1/health")
+            links = get_json(n, "/v1/replication")["peers"]
+        except Exception as e:
+            out.append({"check": "upgrade", "node": n.node_id, "message": f"no health after the upgrades: {e!r}", "ops": []})
+            continue
+        got = (health.get("release") or {}).get("name")
+        if got != want:
+            out.append({"check": "upgrade", "node": n.node_id, "ops": [],
+                        "message": f"runs release {got} after the upgrades, not {want}"})
+        for link in links:
+            if link.get("protocolVersion") != 2 or link.get("capabilities") is None:
+                out.append({"check": "upgrade", "node": n.node_id, "ops": [],
+                            "message": f"link to {link['node']}: protocol {link.get('protocolVersion')}, "
+                                       f"capabilities {link.get('capabilities')} after the upgrades"})
+    say(f"  upgrade: every node runs {want}" if not out else f"  upgrade: {len(out)} problem(s)")
+    return out
 
 
 def attach_evidence(violations, root: Path):
@@ -464,6 +518,11 @@ def main():
                     help=f"run the seeds a file lists (default {REGRESSIONS.relative_to(HERE.parent.parent)}), "
                          "each for the seconds it names")
     ap.add_argument("--recheck", metavar="DIR", help="check a kept run's files again (no nodes)")
+    ap.add_argument("--upgrade-from", metavar="PATH",
+                    help="a rolling upgrade: start " + ", ".join(UPGRADED) + " on this binary (a previous release, "
+                         "tests/upgrade/build-release.sh) and upgrade them one at a time to --bin under the workload")
+    ap.add_argument("--creates-per-second", type=float, default=0,
+                    help="paced creates beside the workload's mix, spread over both regions (0: none)")
     a = ap.parse_args()
     if a.recheck:
         return recheck(Path(a.recheck))
@@ -484,12 +543,26 @@ def main():
     say(f"fault runs: seeds {seeds[0]}..{seeds[-1]} ({len(seeds)}), "
         + ("the seconds listed" if a.regressions else f"{a.seconds:.0f} s each") + f", {a.threads} client threads")
     pinned = pin_binary(a.bin)
+    previous = None
+    if a.upgrade_from is not None:
+        if not a.upgrade_from or not Path(a.upgrade_from).is_file():
+            say(f"--upgrade-from {a.upgrade_from!r}: no such binary (tests/upgrade/build-release.sh builds the previous release)")
+            return 2
+        import federation
+        new = federation.EKC
+        previous = pin_binary(a.upgrade_from)
+        federation.EKC = new   # the binary of every other node, and what an upgrade switches to
+        import tokens
+        tokens.EKC = new
+        say(f"rolling upgrade: {', '.join(UPGRADED)} start on release {release_of(previous)}, "
+            f"upgraded one at a time to {release_of(new)}")
     results = []
     t_all = time.time()
     for s in seeds:
         if notes.get(s):
             say(f"--- seed {s} is listed for: {notes[s]}")
-        results.append(run_seed(s, seconds[s], a.threads, a.keep, a.clock_jump_ms))
+        results.append(run_seed(s, seconds[s], a.threads, a.keep, a.clock_jump_ms, previous=previous,
+                                creates_per_second=a.creates_per_second))
     say("\n seed | seconds |   ops | acked | indet. | refused | " + " ".join(f"{k[:9]:>9}" for k in ALL_KINDS) + " | result")
     for r in results:
         ops = r.get("ops") or {}
@@ -497,10 +570,12 @@ def main():
         say(f" {r['seed']:>4} | {r['seconds']:>7} | {sum(ops.values()):>5} | {ops.get('ok', 0):>5} | {ops.get('info', 0):>6} | "
             f"{ops.get('fail', 0):>7} | " + " ".join(f"{f.get(k, 0):>9}" for k in ALL_KINDS)
             + f" | {'PASS' if r['passed'] else 'FAIL (' + str(len(r['violations'])) + ')'}")
-    try:
-        pinned.unlink()
-    except OSError:
-        pass
+    for p in (pinned, previous):
+        try:
+            if p:
+                p.unlink()
+        except OSError:
+            pass
     say(f"\n{len(results)} seed(s) in {time.time() - t_all:.0f} s")
     failed = [r["seed"] for r in results if not r["passed"]]
     if failed:

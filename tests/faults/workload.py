@@ -201,7 +201,8 @@ class Workload:
                       ("resolve", 4)]
     FUND_WEIGHTS = [("step", 28), ("race", 14), ("edit", 34), ("note", 18), ("resolve", 6)]
 
-    def __init__(self, fed, seed: int, history: History, threads: int = 8):
+    def __init__(self, fed, seed: int, history: History, threads: int = 8, creates_per_second: float = 0):
+        self.creates_per_second = creates_per_second
         self.fed = fed
         self.seed = seed
         self.history = history
@@ -564,11 +565,38 @@ class Workload:
                 self.count(kind, "harness-error")
                 time.sleep(0.05)
 
+    CREATORS_PER_REGION = 2
+
+    def _creator(self, i):
+        """Creates at a steady pace on the nodes of one region, beside the mix (the upgrade
+        runs' load): each of the creators takes its share of `creates_per_second`."""
+        rng = random.Random(self.seed * 1000 + 500 + i)
+        org = REGIONS[i % len(REGIONS)]
+        interval = len(REGIONS) * self.CREATORS_PER_REGION / self.creates_per_second
+        due = time.monotonic()
+        while not self.stop_event.is_set():
+            try:
+                self.run_op("create", rng, org)
+            except Exception as e:
+                import traceback
+                n = self.history.next_op()
+                self.history.record({"op": n, "kind": "create", "result": "harness-error", "error": repr(e),
+                                     "trace": traceback.format_exc()[-1500:]})
+                self.count("create", "harness-error")
+            due += interval
+            self.stop_event.wait(max(0.0, due - time.monotonic()))
+            due = max(due, time.monotonic() - 1.0)   # behind after an outage: no burst to catch up
+
     def start(self):
         for i in range(self.threads):
             t = threading.Thread(target=self._client, args=(i,), name=f"client-{i}", daemon=True)
             t.start()
             self._threads.append(t)
+        if self.creates_per_second > 0:
+            for i in range(len(REGIONS) * self.CREATORS_PER_REGION):
+                t = threading.Thread(target=self._creator, args=(i,), name=f"creator-{i}", daemon=True)
+                t.start()
+                self._threads.append(t)
 
     def stop(self):
         self.stop_event.set()

@@ -191,6 +191,9 @@ class FedNode(Node):
         self.config = fed.root / f"topology-{self.node_id}.json"
         self.log_path = fed.root / f"{self.node_id}.log"
         self.starts = 0
+        # The binary this node runs: None for this build's (EKC); the upgrade runs start some
+        # nodes on a previous release's and switch them one at a time (tests/faults/run.py).
+        self.binary = spec.get("bin")
 
     @property
     def peers(self):
@@ -202,7 +205,7 @@ class FedNode(Node):
         self.log.write(f"\n===== start #{self.starts} at {time.time():.3f} =====\n".encode())
         self.log.flush()
         self.proc = subprocess.Popen(
-            [str(EKC), "node", "start", "--config", str(self.config), "--node-id", self.node_id,
+            [str(self.binary or EKC), "node", "start", "--config", str(self.config), "--node-id", self.node_id,
              "--log-level", "info", *self._idp_flags(), *self.spec.get("flags", [])],
             stdout=self.log, stderr=subprocess.STDOUT, cwd=str(self.fed.root),
             # Every commit of a test federation is held to the store's invariants (StoreVerify.swift).
