@@ -204,6 +204,31 @@ extension CaseStore {
         try durablyRename(partial, to: path)
     }
 
+    /// Copies `file` to `path` (which must not exist) through `path.partial`: written in
+    /// 1 MiB chunks, synced, renamed, the directory synced.
+    static func copyDurably(_ file: String, to path: String) throws(BackupError) {
+        let partial = path + ".partial"
+        unlink(partial)
+        let src = Glibc.open(file, O_RDONLY | O_CLOEXEC)
+        guard src >= 0 else { throw .io(file, String(cString: strerror(errno))) }
+        defer { Glibc.close(src) }
+        let dst = Glibc.open(partial, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        guard dst >= 0 else { throw .io(partial, String(cString: strerror(errno))) }
+        var buffer = [UInt8](repeating: 0, count: 1 << 20)
+        var failure: String?
+        while failure == nil {
+            let n = buffer.withUnsafeMutableBytes { Glibc.read(src, $0.baseAddress, $0.count) }
+            if n == 0 { break }
+            if n < 0 { failure = "reading \(file): \(String(cString: strerror(errno)))"; break }
+            let w = buffer.withUnsafeBytes { Glibc.write(dst, $0.baseAddress, n) }
+            if w != n { failure = "writing \(partial): \(w < 0 ? String(cString: strerror(errno)) : "short write")" }
+        }
+        if failure == nil, fsync(dst) != 0 { failure = "fsync \(partial): \(String(cString: strerror(errno)))" }
+        Glibc.close(dst)
+        if let failure { unlink(partial); throw .io(path, failure) }
+        try durablyRename(partial, to: path)
+    }
+
     private static func syncDirectory(of path: String) {
         let dir = (path as NSString).deletingLastPathComponent
         let fd = Glibc.open(dir.isEmpty ? "." : dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)

@@ -92,6 +92,8 @@ public final class CaseStore: @unchecked Sendable {
     let servedMarks = ServedMarks()
     let feedSkips = FeedSkips()
     let acknowledgements: Acknowledgements
+    /// True while a restored store waits to catch up with its peers (Restore.swift).
+    let restoreGate = Locked(false)
     let nextObserver = Locked(0)
 
     /// Calls `body` (on the commit thread; keep it short) after every commit that
@@ -162,6 +164,8 @@ public final class CaseStore: @unchecked Sendable {
             return (sid, Stamp(raw: stamp ?? 0), lastID ?? TicketID(high: 0, low: 0))
         }
         self.storeID = storeID
+        let pending = try env.read { txn in try txn.get(schema.meta, key: RestoreMeta.pending) != nil }
+        restoreGate.withLock { $0 = pending }
         // The clock resumes after the last stamp ever committed, so stamps never repeat across restarts.
         // The clock and the id generator resume after the last committed stamp and id, so
         // stamps never repeat and new note and event ids sort after the stored ones, even

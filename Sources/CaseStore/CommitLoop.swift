@@ -30,6 +30,19 @@ public enum Edit: Sendable {
     case scrubDigests(limit: Int)
     /// Carries out the purges held for a home organisation's acknowledgement that it now gave.
     case releaseHeldPurges
+    /// Records a restore from a backup on the placed copy (Restore.swift).
+    case markRestored(RestoreRequest)
+    /// Ends a restored store's wait for its peers: local writes are taken again.
+    case finishRestore
+
+    /// A write an operator or a tool makes here, which a restored store holds back until
+    /// it has caught up with its peers (Restore.swift).
+    var isLocalWrite: Bool {
+        switch self {
+        case .create, .patch, .addNote, .resolve, .write, .sendTransfer, .transferStep: true
+        case .merge, .persistServed, .recordAccess, .scrubDigests, .releaseHeldPurges, .markRestored, .finishRestore: false
+        }
+    }
 }
 
 public enum ConflictChoice: String, Sendable, CaseIterable {
@@ -65,6 +78,7 @@ public enum EditOutcome: Sendable {
     /// The access log sequences given to the entries, in order.
     case accessRecorded([UInt64])
     case scrubbed(ScrubReport)
+    case restored(RestoreRecord)
 
     public var ticket: Ticket? {
         if case .ticket(let t, _) = self { return t }
@@ -92,6 +106,11 @@ private let editsFailed = Counter(label: "ekc_store_edits_total", dimensions: [(
 extension CaseStore {
     /// Queues `edit`; `completion` runs on the commit thread after the group's commit returned.
     public func submit(_ edit: Edit, actor: Actor, completion: @escaping @Sendable (Result<EditOutcome, StoreError>) -> Void) {
+        if edit.isLocalWrite && restorePending {
+            completion(.failure(.restoring("this store was restored from a backup and takes writes once it has caught up with "
+                                           + "every peer (GET /v1/replication shows each link); the write was not made")))
+            return
+        }
         submitPending(PendingEdit(edit: edit, actor: actor, completion: completion))
     }
 
@@ -213,6 +232,8 @@ extension CaseStore {
         case .recordAccess(let entries): return try applyRecordAccess(entries, txn)
         case .scrubDigests(let limit): return try applyScrub(limit: limit, txn)
         case .releaseHeldPurges: return try applyReleaseHeldPurges(txn, &seq, now: now)
+        case .markRestored(let request): return try applyMarkRestored(request, txn, now: now)
+        case .finishRestore: return try applyFinishRestore(txn)
         }
     }
 

@@ -38,7 +38,8 @@ extension CaseStore {
                 }
                 return base + n
             }
-            let stored = try txn.u64(schema.counters, counterKey) ?? 0
+            // After a restore, numbering goes on past the next million (Restore.swift).
+            let stored = try counterFloor(txn.u64(schema.counters, counterKey) ?? 0, year: year, txn)
             guard stored < maxSequence else {
                 throw StoreError.corrupt("ticket counter \(configuration.region)-\(year) is at \(stored): the next number would pass 10^12")
             }

@@ -22,6 +22,9 @@ public enum StoreError: Error, Sendable, Equatable {
     /// The access log's end disagrees with its recorded head: nothing more is appended
     /// (and so nothing disclosed) until it has been verified and examined.
     case accessLogBroken(String)
+    /// A store restored from a backup takes no local write until it has caught up with
+    /// its peers (Restore.swift).
+    case restoring(String)
 
     public static func == (a: StoreError, b: StoreError) -> Bool { "\(a)" == "\(b)" }
 }

@@ -33,6 +33,7 @@ public struct StoreVerification: Sendable {
         ("transfer.view", "a transfer record has a view, whose state is what its steps add up to; its indexes name it"),
         ("purge", "a ticket purged here and out of scope holds no record, children or view (unless its purge is held)"),
         ("purge.held", "a held purge names a ticket this store holds"),
+        ("access_log", "the access log runs from entry #1 to its recorded head, each entry unaltered and chained to the one before"),
     ]
 }
 
@@ -55,6 +56,10 @@ extension CaseStore {
         try readTxn { txn in
             var v = Verifier(limit: limit)
             try verifyAll(txn, &v)
+            // The same walk `ekc audit verify` makes, in the same snapshot.
+            if case .tampered(let p) = try AccessChain.verify(txn, log: schema.accessLog, meta: schema.meta) {
+                v.add("access_log", "entry #\(p.sequence) (\(p.kind.rawValue)): \(p.message)")
+            }
             return v.result
         }
     }

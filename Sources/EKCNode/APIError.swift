@@ -112,6 +112,9 @@ public struct APIError: Error, Sendable {
             self.init(t)
         case .closed:
             self.init(status: .serviceUnavailable, code: "shutting_down", message: "the node is shutting down", field: nil)
+        case .restoring(let why):
+            self.init(status: .serviceUnavailable, code: "restoring", message: why, field: nil)
+            headers = [("retry-after", "5")]
         case .storage(let l) where l.isOutOfSpace:
             // A full disk is the operator's to fix, not a server fault: the write was not
             // made (its transaction aborted), and the client may retry.

@@ -40,6 +40,17 @@ extension OperatorAPI {
         w.endArray()
         w.endObject()
         w.field("uptimeSeconds", Int(Date().timeIntervalSince(startedAt)))
+        if let r = store.restoreRecord {
+            w.key("restore"); w.beginObject()
+            w.key("pending"); w.bool(store.restorePending)
+            w.field("fromStoreId", r.fromStoreId)
+            w.field("backupSequence", r.backupSequence)
+            w.field("backupTakenAt", Int(r.backupTakenAt))
+            w.field("restoredAt", Int(r.restoredAt))
+            w.field("numbersFrom", r.numbersFrom)
+            w.field("numbersYear", r.numbersYear)
+            w.endObject()
+        }
         w.key("store"); w.beginObject()
         w.field("storeId", s.storeID)
         w.field("tickets", s.tickets)

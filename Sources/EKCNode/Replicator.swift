@@ -47,6 +47,11 @@ public final class Replicator: Sendable {
     }
 
     public func start() {
+        if store.restorePending {
+            logger.notice("this store was restored from a backup: it takes local writes once it has caught up with every peer",
+                          metadata: ["peers": "\(peers.map(\.node.value).joined(separator: ","))"])
+            finishRestoreIfCaughtUp()
+        }
         let started = peers.map { peer in Task { await self.pullLoop(peer) } }
         tasks.withLockedValue { $0 = started }
     }
@@ -126,8 +131,31 @@ public final class Replicator: Sendable {
         refusedAnswer(refusal.reason.rawValue, "anti-entropy: \(refusal.detail)", from: node)
     }
 
+    let finishingRestore = NIOLockedValueBox(false)
+
+    /// A restored store waits until a stream from every peer has begun since this node
+    /// started and has applied all the peer had (Restore.swift): then its clock has seen
+    /// every stamp of its own a peer holds, and its numbers index every number they hold.
+    func finishRestoreIfCaughtUp() {
+        guard store.restorePending else { return }
+        let behind = links.filter { $0.protocolVersion == nil || $0.behindSince != nil || !$0.connected }
+        guard behind.isEmpty else { return }
+        guard finishingRestore.withLockedValue({ f in defer { f = true }; return !f }) else { return }
+        Task {
+            do {
+                try await store.finishRestore()
+                logger.notice("restored store caught up with every peer: taking local writes again",
+                              metadata: ["peers": "\(peers.count)"])
+            } catch {
+                logger.error("could not end the wait after a restore", metadata: ["error": "\(error)"])
+            }
+            finishingRestore.withLockedValue { $0 = false }
+        }
+    }
+
     /// What the session says of the link, in its status.
     func record(_ event: PullLinkEvent, from node: NodeID) {
+        defer { if store.restorePending { finishRestoreIfCaughtUp() } }
         let now = Date()
         switch event {
         case .connected:

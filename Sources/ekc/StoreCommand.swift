@@ -7,7 +7,7 @@ import Foundation
 
 struct StoreCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "store", abstract: "Inspect a node's LMDB store directly.", subcommands: [Stats.self, Verify.self, Backup.self])
+        commandName: "store", abstract: "Inspect a node's LMDB store directly.", subcommands: [Stats.self, Verify.self, Backup.self, Restore.self])
 
     struct Stats: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Sizes and entry counts of every database in a store.")
@@ -93,48 +93,57 @@ struct StoreCommand: AsyncParsableCommand {
                 throw ExitCode(1)
             }
             if !json { print("backup \(file): \(checked.manifest.bytes) bytes, SHA-256 and meta as its manifest says (node \(checked.manifest.node), sequence \(checked.manifest.lastSequence))") }
+            let result = try Verify.rulesOfBackup(file, directory: directory, limit: limit)
+            try report(result, shown: file)
+        }
+
+        /// The store's rules on a copy of the backup `file` in a temporary directory (opening
+        /// a store may write to it, and a backup is only read).
+        static func rulesOfBackup(_ file: String, directory: [NodeID: String], limit: Int) throws -> StoreVerification {
             let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("ekc-verify-\(UUID().uuidString)").path
             defer { try? FileManager.default.removeItem(atPath: scratch) }
             do {
                 try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: false,
                                                         attributes: [.posixPermissions: 0o700])
                 try FileManager.default.copyItem(atPath: file, toPath: scratch + "/data.mdb")
-            } catch { throw CLIError("ekc store verify: copying \(file) to \(scratch): \(error)") }
-            try verifyStore(scratch, directory: directory, label: file)
+            } catch { throw CLIError("copying \(file) to \(scratch): \(error)") }
+            return try rules(scratch, directory: directory, nodeId: nil, limit: limit, shown: file)
         }
 
-        func verifyStore(_ path: String, directory known: [NodeID: String], label: String? = nil) throws {
+        func verifyStore(_ path: String, directory: [NodeID: String]) throws {
+            try report(try Verify.rules(path, directory: directory, nodeId: nodeId, limit: limit, shown: path), shown: path)
+        }
+
+        /// The store's rules on the store at `path`; `shown` names it in messages.
+        static func rules(_ path: String, directory known: [NodeID: String], nodeId: String?, limit: Int,
+                          shown: String) throws -> StoreVerification {
             var directory = known
             guard FileManager.default.fileExists(atPath: path + "/data.mdb") else {
                 throw CLIError("\(path) holds no store (no data.mdb); pass --data DIR of a node")
             }
-            let result: StoreVerification
-            let shown = label ?? path
             do {
                 guard let owner = try CaseStore.owningNode(path: path), let node = NodeID(owner) else {
-                    throw CLIError("\(path) is not a case store (no node id in its meta table)")
+                    throw CLIError("\(shown) is not a case store (no node id in its meta table)")
                 }
-                if let nodeId, nodeId != owner { throw CLIError("\(path) is the store of node \(owner), not \(nodeId)") }
+                if let nodeId, nodeId != owner { throw CLIError("\(shown) is the store of node \(owner), not \(nodeId)") }
                 let region = directory[node] ?? "unknown"
                 if directory[node] == nil { directory[node] = region }
                 var c = StoreConfiguration(node: node, region: region, directory: Directory(directory))
                 c.environment.initialMapSize = 0
                 let store = try CaseStore(path: path, configuration: c)
                 defer { store.close() }
-                result = try store.verify(limit: limit)
+                return try store.verify(limit: limit)
             } catch let e as CLIError {
                 throw e
             } catch {
                 FileHandle.standardError.write(Data("ekc store verify: \(shown): \(error)\n".utf8))
                 throw ExitCode(2)
             }
+        }
+
+        func report(_ result: StoreVerification, shown: String) throws {
             if json {
-                let obj: [String: Any] = [
-                    "path": shown, "clean": result.isClean, "feedEntries": result.feedEntries, "records": result.records,
-                    "tickets": result.tickets, "transfers": result.transfers, "more": result.more,
-                    "violations": result.violations.map { ["rule": $0.rule, "detail": $0.detail] },
-                ]
-                printJSON(try JSONSerialization.data(withJSONObject: obj))
+                printJSON(try JSONSerialization.data(withJSONObject: Verify.json(result, shown: shown)))
             } else {
                 print("store \(shown): \(result.feedEntries) feed entries, \(result.records) records, \(result.tickets) tickets, \(result.transfers) transfers")
                 for v in result.violations { print("  \(v.rule): \(v.detail)") }
@@ -142,6 +151,14 @@ struct StoreCommand: AsyncParsableCommand {
                 print(result.isClean ? "every rule holds" : "\(result.violations.count + result.more) violations")
             }
             if !result.isClean { throw ExitCode(1) }
+        }
+
+        static func json(_ result: StoreVerification, shown: String) -> [String: Any] {
+            [
+                "path": shown, "clean": result.isClean, "feedEntries": result.feedEntries, "records": result.records,
+                "tickets": result.tickets, "transfers": result.transfers, "more": result.more,
+                "violations": result.violations.map { ["rule": $0.rule, "detail": $0.detail] },
+            ]
         }
     }
 
@@ -173,6 +190,116 @@ struct StoreCommand: AsyncParsableCommand {
             } else {
                 print("backup of \(m.node) (store \(m.storeId), format \(m.storeFormat)) through sequence \(m.lastSequence): "
                       + "\(to), \(m.bytes) bytes in \(String(format: "%.2f", seconds)) s; manifest \(to)\(BackupManifest.suffix)")
+            }
+        }
+    }
+
+    struct Restore: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Make a backup the node's store again: a store of its own, in an empty data directory.",
+            discussion: """
+            Checks the backup (ekc store verify --backup: its manifest, then the store's
+            rules) and copies it into DIR, which must be empty or missing. The restored
+            store gets a new store id, so every peer resends what the backup lacks (the
+            node's own writes since the backup included); readable numbers go on from the
+            next million of each year's counter, so none issued since the backup is issued
+            again; the node takes no local write (503 `restoring`) until it has caught up
+            with every peer once, so that its clock is past every stamp of its own a peer
+            holds; the access log goes on with an entry recording the restore.
+            The copy is prepared beside DIR and renamed into place: a restore cut short
+            leaves DIR as it was. Exit status 0 restored, 1 refused (nothing written to DIR).
+            """)
+        @Option(help: "The backup file (ekc store backup), with FILE.manifest.json beside it.") var backup: String
+        @Option(help: "The data directory to restore into (empty or missing; default: the topology's, with --config).") var data: String?
+        @Option(help: "Topology file (cluster/*.json): the node's organisation and data directory.") var config: String?
+        @Option(help: "The node's id in the topology.") var nodeId: String?
+        @Option(help: "Why the store is restored, for the access log (1-500 characters).") var reason: String
+        @Option(help: "Who restores it, for the access log (default: the user running the command).") var by: String?
+        @Flag var json = false
+
+        func run() async throws {
+            let why = reason.trimmingCharacters(in: .whitespacesAndNewlines)
+            guard (1...500).contains(why.count) else { throw CLIError("--reason must be 1 to 500 characters: why the store is restored") }
+            let subject = by ?? ProcessInfo.processInfo.environment["USER"] ?? "ops"
+            guard (try? Actor.validate(user: subject, role: "ops", field: "by")) != nil else {
+                throw CLIError("--by \(subject): a user name is 1 to 64 letters, digits, '.', '_', '-' or '@'")
+            }
+            var entry: Topology.NodeEntry?
+            var directory: [NodeID: String] = [:]
+            if let config {
+                let topology: Topology
+                do { topology = try Topology.load(config) } catch let e as ConfigurationError { throw CLIError(e.description) }
+                guard let nodeId else { throw CLIError("--config needs --node-id: one of \(topology.nodes.map(\.id).joined(separator: ", "))") }
+                do { entry = try topology.node(nodeId) } catch let e as ConfigurationError { throw CLIError(e.description) }
+                directory = topology.directory
+            }
+            guard let target = data ?? entry?.data else { throw CLIError("say where to: --data DIR, or --config FILE --node-id ID") }
+            // The backup as its manifest describes it, and sound by the store's rules.
+            let manifest: BackupManifest
+            do {
+                let checked = try CaseStore.checkBackup(backup)
+                guard checked.problems.isEmpty else {
+                    throw CLIError("ekc store restore: \(backup) is not the copy its manifest describes: "
+                                   + checked.problems.joined(separator: "; "))
+                }
+                manifest = checked.manifest
+            } catch let e as BackupError { throw CLIError("ekc store restore: \(e)") }
+            guard let node = NodeID(manifest.node) else { throw CLIError("ekc store restore: the backup names node \(manifest.node)") }
+            if let nodeId, nodeId != manifest.node {
+                throw CLIError("ekc store restore: \(backup) is a backup of node \(manifest.node), not \(nodeId)")
+            }
+            guard manifest.storeFormat == CaseStore.storeFormat else {
+                throw CLIError("ekc store restore: the backup is store format \(manifest.storeFormat); this build restores format "
+                               + "\(CaseStore.storeFormat) (CHANGELOG.md names the release for each format)")
+            }
+            let rules = try Verify.rulesOfBackup(backup, directory: directory, limit: 20)
+            guard rules.isClean else {
+                throw CLIError("ekc store restore: \(backup) breaks the store's rules (ekc store verify --backup lists them): "
+                               + rules.violations.prefix(3).map(\.description).joined(separator: "; "))
+            }
+            // Prepared beside the target, then renamed into place.
+            let fm = FileManager.default
+            let parent = ((target as NSString).standardizingPath as NSString).deletingLastPathComponent
+            let staging = (parent.isEmpty ? "." : parent) + "/." + ((target as NSString).lastPathComponent) + ".restoring-\(UUID().uuidString.prefix(8))"
+            var isDir: ObjCBool = false
+            if fm.fileExists(atPath: target, isDirectory: &isDir) {
+                guard isDir.boolValue else { throw CLIError("ekc store restore: \(target) is a file, not a data directory") }
+                let held = (try? fm.contentsOfDirectory(atPath: target)) ?? []
+                guard held.isEmpty else {
+                    throw CLIError("ekc store restore: \(target) holds \(held.sorted().prefix(3).joined(separator: ", ")); a restore goes "
+                                   + "into an empty directory: move the old one aside (it may be evidence of what was lost)")
+                }
+            }
+            let record: RestoreRecord
+            do {
+                try CaseStore.placeBackup(backup, into: staging)
+                let organisation = directory[node] ?? entry?.organisationID ?? "unknown"
+                if directory[node] == nil { directory[node] = organisation }
+                var c = StoreConfiguration(node: node, region: organisation, utcOffsetMinutes: entry?.utcOffsetMinutes ?? 180,
+                                           directory: Directory(directory))
+                c.environment.initialMapSize = 0
+                let store = try CaseStore(path: staging, configuration: c)
+                defer { store.close() }
+                record = try await store.markRestored(RestoreRequest(manifest: manifest, subject: subject, reason: why,
+                                                                     organisation: organisation))
+            } catch {
+                try? fm.removeItem(atPath: staging)
+                throw CLIError("ekc store restore: \(error)")
+            }
+            do {
+                if fm.fileExists(atPath: target) { try fm.removeItem(atPath: target) }  // empty, checked above
+                try fm.moveItem(atPath: staging, toPath: target)
+            } catch {
+                throw CLIError("ekc store restore: moving the restored store from \(staging) to \(target): \(error); "
+                               + "it is complete in \(staging): move it there by hand")
+            }
+            if json {
+                printJSON(try JSONEncoder().encode(record))
+            } else {
+                print("backup \(backup): as its manifest says, and every rule holds (\(rules.records) records, \(rules.tickets) tickets)")
+                print("restored \(node.value) into \(target): store \(record.storeId) (was \(record.fromStoreId), backup through "
+                      + "sequence \(record.backupSequence)); numbers of \(record.numbersYear) and before go on after \(record.numbersFrom); "
+                      + "the node takes local writes once it has caught up with every peer")
             }
         }
     }

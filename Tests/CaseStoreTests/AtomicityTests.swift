@@ -78,7 +78,7 @@ struct AtomicityTests {
             #expect(t.updatedStamp > stampBefore)
         case .note(let n):
             #expect(try store.notes(of: .id(a.id)) == before.notes! + [n])
-        case .merged, .record, .transfer, .accessRecorded, .scrubbed:
+        case .merged, .record, .transfer, .accessRecorded, .scrubbed, .restored:
             Issue.record("a local edit reported \(out)")
         }
         try auditFeed(store)
