@@ -36,6 +36,11 @@ public struct StoreConfiguration: Sendable {
     /// wrote, before it commits; a commit that breaks one fails. For tests: it costs a
     /// read of every record a commit touched.
     public var verifyEachCommit = false
+    /// Opening a store of an older format migrates it (Migrations.swift); false refuses
+    /// it instead, naming `ekc store migrate`.
+    public var migrateOnOpen = true
+    /// Told after every chunk of a migration (the node logs it, `ekc store migrate` prints it).
+    public var migrationProgress: (@Sendable (MigrationProgress) -> Void)?
 
     public init(node: NodeID, region: String, utcOffsetMinutes: Int = 180,
                 environment: Environment.Configuration = .init(), maxGroup: Int = 2048,
@@ -128,7 +133,19 @@ public final class CaseStore: @unchecked Sendable {
         kinds = RecordKinds([TicketRecord.schema, TransferRecord.schema] + configuration.extraKinds)
         do {
             env = try Environment(path: path, configuration: configuration.environment)
+            // The format first: a store newer than this build is refused before anything
+            // of it is touched; an older one is migrated, step by step (Migrations.swift).
+            let meta = try env.openDatabase("meta")
+            switch try env.read({ txn in try Migrations.state(txn, meta, path: path) }) {
+            case .refused(let why): throw StoreError.identityMismatch(why)
+            case .migratable(let format, _, _) where !configuration.migrateOnOpen:
+                throw StoreError.identityMismatch(
+                    "store at \(path) has format \(format); this build writes format \(Schema.version): migrate it with "
+                    + "`ekc store migrate --data \(path)` (a node migrates its store when it starts)")
+            default: break
+            }
             schema = try Schema(env: env)
+            try Migrations.run(env, schema, path: path, progress: configuration.migrationProgress)
         } catch let e as LMDBError {
             throw StoreError.storage(e)
         }
@@ -137,10 +154,9 @@ public final class CaseStore: @unchecked Sendable {
         let (storeID, lastStamp, lastID) = try env.write { txn -> (String, Stamp, TicketID) in
             if let v = try txn.get(schema.meta, key: Schema.MetaKey.schemaVersion) {
                 let version = v.withUnsafeBytes { UInt64(bigEndianBytes: $0) } ?? 0
+                // Migrated above; anything else is a store changed under this open.
                 guard version == UInt64(Schema.version) else {
-                    throw StoreError.identityMismatch(
-                        "store at \(path) has schema \(version); this build reads schema \(Schema.version) only. "
-                        + "A schema-1 store holds whole-ticket replicas: move it aside and let the node catch up from its peers")
+                    throw StoreError.identityMismatch("store at \(path) has format \(version) after its migration to \(Schema.version)")
                 }
                 let owner = try txn.get(schema.meta, key: Schema.MetaKey.nodeID).map { String(decoding: $0, as: UTF8.self) }
                 guard owner == node.value else {
@@ -153,6 +169,10 @@ public final class CaseStore: @unchecked Sendable {
                 try txn.put(schema.meta, key: Schema.MetaKey.schemaVersion, value: UInt64(Schema.version).bigEndianBytes)
                 try txn.put(schema.meta, key: Schema.MetaKey.nodeID, value: Array(node.value.utf8))
                 try txn.put(schema.meta, key: Schema.MetaKey.lastSequence, value: UInt64(0).bigEndianBytes)
+            }
+            // The release that last opened it: a build older than its format names it.
+            if try txn.get(schema.meta, key: Migrations.metaRelease) != Array(StoreFormats.release.utf8) {
+                try txn.put(schema.meta, key: Migrations.metaRelease, value: Array(StoreFormats.release.utf8))
             }
             // Meta is stored bytes too: a store with a schema but no id is damaged, not a trap.
             guard let sidBytes = try txn.get(schema.meta, key: Schema.MetaKey.storeID) else {

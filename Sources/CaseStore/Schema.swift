@@ -76,7 +76,8 @@ struct Schema: Sendable {
 
     /// 2: generic records, children and a feed of parts (issue 7). Stored values are
     /// tagged (protobuf's wire format): fields are added without a new version.
-    static let version: UInt32 = 2
+    /// 3 (0.19): a restore's marks in meta (Restore.swift); Migrations.swift steps to it.
+    static let version: UInt32 = 3
 
     init(env: Environment) throws {
         meta = try env.openDatabase("meta")

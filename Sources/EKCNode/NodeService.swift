@@ -40,7 +40,21 @@ public struct NodeService: Service {
         // Test federations hold every commit to the store's invariants (StoreVerify.swift).
         configuration.verifyEachCommit = ProcessInfo.processInfo.environment["EKC_VERIFY_EACH_COMMIT"] == "1"
         try NodeService.restrictDataDirectory(settings.dataDirectory)
+        // One writer per store: a second node on this directory, or `ekc store migrate`
+        // while the node runs, is refused here (DataDirectoryLock.swift).
+        let directoryLock: DataDirectoryLock
+        do { directoryLock = try DataDirectoryLock(directory: settings.dataDirectory, holder: "ekc node \(settings.node.value)") } catch {
+            throw ConfigurationError("data directory \(error)")
+        }
+        defer { directoryLock.release() }
         NodeService.raiseFileLimit(want: settings.apiLimits.maxConnections, logger: logger)
+        let migrationLogger = logger
+        configuration.migrationProgress = { p in
+            if p.finished || p.chunks % 20 == 0 {
+                migrationLogger.notice("store migration", metadata: [
+                    "step": "\(p.from)→\(p.to)", "what": "\(p.summary)", "chunks": "\(p.chunks)", "finished": "\(p.finished)"])
+            }
+        }
         let store = try CaseStore(path: settings.dataDirectory, configuration: configuration)
         logger.info("store open", metadata: ["path": "\(settings.dataDirectory)", "store_id": "\(store.storeID)",
                                              "last_sequence": "\(store.lastSequence)"])

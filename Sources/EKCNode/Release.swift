@@ -8,7 +8,7 @@ import Wire
 /// `GET /v1/health` gives it to ops, `ekc cluster health` shows it per node.
 public enum Release {
     /// The release; "-dev" while its changes are being made after the last tag.
-    public static let name = "0.19.0-dev"
+    public static var name: String { StoreFormats.release }
     public static var storeFormat: UInt32 { CaseStore.storeFormat }
     public static var protocolVersions: ClosedRange<UInt32> { ReplicationProtocol.supportedVersions }
     public static var capabilities: Capabilities { ReplicationProtocol.capabilities }

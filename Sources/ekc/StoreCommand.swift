@@ -7,7 +7,7 @@ import Foundation
 
 struct StoreCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "store", abstract: "Inspect a node's LMDB store directly.", subcommands: [Stats.self, Verify.self, Backup.self, Restore.self])
+        commandName: "store", abstract: "Inspect a node's LMDB store directly.", subcommands: [Stats.self, Verify.self, Backup.self, Restore.self, Migrate.self])
 
     struct Stats: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Sizes and entry counts of every database in a store.")
@@ -248,9 +248,12 @@ struct StoreCommand: AsyncParsableCommand {
             if let nodeId, nodeId != manifest.node {
                 throw CLIError("ekc store restore: \(backup) is a backup of node \(manifest.node), not \(nodeId)")
             }
-            guard manifest.storeFormat == CaseStore.storeFormat else {
-                throw CLIError("ekc store restore: the backup is store format \(manifest.storeFormat); this build restores format "
-                               + "\(CaseStore.storeFormat) (CHANGELOG.md names the release for each format)")
+            // An older backup is migrated when the restored store is opened; a newer one is
+            // refused before anything is copied.
+            guard manifest.storeFormat <= CaseStore.storeFormat else {
+                throw CLIError("ekc store restore: the backup is store format \(manifest.storeFormat), written by release "
+                               + "\(manifest.release); this build (release \(StoreFormats.release)) writes format \(CaseStore.storeFormat): "
+                               + "restore it with release \(manifest.release) or later")
             }
             let rules = try Verify.rulesOfBackup(backup, directory: directory, limit: 20)
             guard rules.isClean else {
@@ -300,6 +303,84 @@ struct StoreCommand: AsyncParsableCommand {
                 print("restored \(node.value) into \(target): store \(record.storeId) (was \(record.fromStoreId), backup through "
                       + "sequence \(record.backupSequence)); numbers of \(record.numbersYear) and before go on after \(record.numbersFrom); "
                       + "the node takes local writes once it has caught up with every peer")
+            }
+        }
+    }
+
+    struct Migrate: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Bring a store of an older format to this build's, step by step; --dry-run says what would run.",
+            discussion: """
+            Each step is idempotent and commits in chunks, recording where it stands: a run
+            killed at any point (kill -9 included) resumes where it stopped when run again,
+            or when the node starts (a node migrates its store as it opens it). A store of a
+            newer format than this build's is refused with the release that wrote it. The
+            node must be stopped: the data directory's lock (ekc.lock) is taken while the
+            migration runs. Exit status 0 done (or nothing to do), 1 refused.
+            """)
+        @Option(help: "The node's data directory.") var data: String
+        @Flag(help: "Say what would run; write nothing.") var dryRun = false
+        @Flag var json = false
+
+        func run() throws {
+            guard FileManager.default.fileExists(atPath: data + "/data.mdb") else {
+                throw CLIError("\(data) holds no store (no data.mdb); pass --data DIR of a node")
+            }
+            let state: StoreFormatState
+            do { state = try CaseStore.formatState(path: data) } catch { throw CLIError("ekc store migrate: \(data): \(error)") }
+            var report: [String: Any] = ["path": data, "targetFormat": Int(CaseStore.storeFormat), "release": StoreFormats.release]
+            switch state {
+            case .refused(let why):
+                throw CLIError("ekc store migrate: \(why)")
+            case .new, .current:
+                report["format"] = Int(CaseStore.storeFormat)
+                report["steps"] = [String]()
+                if json { printJSON(try JSONSerialization.data(withJSONObject: report)) } else {
+                    print("store \(data): format \(CaseStore.storeFormat), this build's; nothing to migrate")
+                }
+                return
+            case .migratable(let format, let steps, let resuming):
+                report["format"] = Int(format)
+                report["steps"] = steps
+                report["resuming"] = resuming.map { Int($0) } as Any
+                if !json {
+                    print("store \(data): format \(format); this build (release \(StoreFormats.release)) writes format \(CaseStore.storeFormat)"
+                          + (resuming.map { ": an interrupted migration resumes at step \($0) → \($0 + 1)" } ?? ""))
+                    for s in steps { print("  step \(s)") }
+                }
+                if dryRun {
+                    report["dryRun"] = true
+                    if json { printJSON(try JSONSerialization.data(withJSONObject: report)) } else { print("dry run: nothing written") }
+                    return
+                }
+            }
+            let lock: DataDirectoryLock
+            do { lock = try DataDirectoryLock(directory: data, holder: "ekc store migrate") } catch {
+                throw CLIError("ekc store migrate: \(error)")
+            }
+            defer { lock.release() }
+            let started = Date()
+            do {
+                guard let owner = try CaseStore.owningNode(path: data), let node = NodeID(owner) else {
+                    throw CLIError("\(data) is not a case store (no node id in its meta table)")
+                }
+                var c = StoreConfiguration(node: node, region: "unknown", directory: Directory([node: "unknown"]))
+                c.environment.initialMapSize = 0
+                let quiet = json
+                c.migrationProgress = { p in
+                    if !quiet { print("  \(p.from) → \(p.to): \(p.finished ? "done" : "chunk \(p.chunks)")") }
+                }
+                let store = try CaseStore(path: data, configuration: c)
+                store.close()
+            } catch let e as CLIError {
+                throw e
+            } catch {
+                throw CLIError("ekc store migrate: \(data): \(error) (run it again: the migration resumes where it stopped)")
+            }
+            let seconds = Date().timeIntervalSince(started)
+            report["seconds"] = seconds
+            if json { printJSON(try JSONSerialization.data(withJSONObject: report)) } else {
+                print("store \(data): format \(CaseStore.storeFormat) in \(String(format: "%.2f", seconds)) s")
             }
         }
     }

@@ -200,7 +200,7 @@ struct GroupCommitDurabilityTests {
             return
         }
         #expect(message.contains(dir.path()))
-        #expect(message.contains("schema 1") && message.contains("schema 2"))
+        #expect(message.contains("format 1") && message.contains("whole-ticket replicas"))
         #expect(message.contains("move it aside") && message.contains("catch up from its peers"))
         // Nothing of the old store was changed by the attempt.
         let env = try Environment(path: dir.path())

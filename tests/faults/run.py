@@ -307,7 +307,7 @@ def run_seed(seed: int, seconds: float, threads: int, keep: bool, clock_ms: int 
                 (root / "final-state.json").write_text(json.dumps(checker.final_state, ensure_ascii=False, indent=0))
         say(f"  digests: {checker.digest_status}")
         if previous:
-            violations += upgrade_checks(fed)
+            violations += upgrade_checks(fed, previous)
         for c in watcher.crashes:
             violations.append({"check": "crash", "node": c["node"], "message": f"exited with {c['exit']} though not killed: "
                                + (c["why"] or f"...{c['log'][-1500:]}"), "ops": []})
@@ -374,9 +374,10 @@ def run_seed(seed: int, seconds: float, threads: int, keep: bool, clock_ms: int 
     return result
 
 
-def upgrade_checks(fed):
+def upgrade_checks(fed, previous):
     """After an upgrade run: every node runs this build and every link speaks one protocol
-    version, whatever it spoke while mixed."""
+    version, whatever it spoke while mixed; the previous release, started again on an
+    upgraded store, is refused (a store never goes back to an older format)."""
     import federation
     want = release_of(federation.EKC)
     out = []
@@ -396,6 +397,22 @@ def upgrade_checks(fed):
                 out.append({"check": "upgrade", "node": n.node_id, "ops": [],
                             "message": f"link to {link['node']}: protocol {link.get('protocolVersion')}, "
                                        f"capabilities {link.get('capabilities')} after the upgrades"})
+    import subprocess
+    n = fed.nodes[UPGRADED[0]]
+    n.terminate()
+    try:
+        old = subprocess.run([str(previous), "node", "start", "--config", str(n.config), "--node-id", n.node_id,
+                              *n._idp_flags()], capture_output=True, text=True, timeout=60, cwd=str(fed.root))
+        said = (old.stdout + old.stderr).strip()
+        if old.returncode == 0 or "schema" not in said:
+            out.append({"check": "upgrade", "node": n.node_id, "ops": [],
+                        "message": f"the previous release on the upgraded store exited {old.returncode}: {said[-600:]}"})
+        else:
+            say(f"  upgrade: the previous release refuses {n.node_id}'s upgraded store: {said.splitlines()[-1][:200]}")
+    except subprocess.TimeoutExpired:
+        out.append({"check": "upgrade", "node": n.node_id, "ops": [],
+                    "message": "the previous release started on the upgraded store and ran for 60 s"})
+    n.start()
     say(f"  upgrade: every node runs {want}" if not out else f"  upgrade: {len(out)} problem(s)")
     return out
 
