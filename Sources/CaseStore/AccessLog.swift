@@ -352,11 +352,8 @@ extension CaseStore {
     /// Walks the access log of the store at `path` without opening it as a case store:
     /// read-only, so it works on a running node's data, a stopped one's, or a copy.
     public static func verifyAccessLog(path: String) throws(StoreError) -> AccessLogVerification {
-        var cfg = Environment.Configuration()
-        cfg.readOnly = true
-        cfg.initialMapSize = 0
         do {
-            let env = try Environment(path: path, configuration: cfg)
+            let env = try readOnlyEnvironment(path)
             let meta = try env.openDatabase("meta", options: [])
             var log: Database?
             do throws(LMDBError) {

@@ -153,15 +153,22 @@ extension CaseStore {
     /// What the store at `path` would need from this build, read without opening it as a
     /// case store and without writing (`ekc store migrate --dry-run`).
     public static func formatState(path: String) throws(StoreError) -> StoreFormatState {
-        var cfg = Environment.Configuration()
-        cfg.readOnly = true
-        cfg.initialMapSize = 0
         do {
-            let env = try Environment(path: path, configuration: cfg)
+            let env = try readOnlyEnvironment(path)
             let meta = try env.openDatabase("meta", options: [])
             return try env.read { txn in try Migrations.state(txn, meta, path: path) }
         } catch {
             throw storeError(error)
         }
+    }
+}
+
+extension CaseStore {
+    /// The store at `path` opened to be read only: no lock file is written, no map grown.
+    static func readOnlyEnvironment(_ path: String) throws -> Environment {
+        var cfg = Environment.Configuration()
+        cfg.readOnly = true
+        cfg.initialMapSize = 0
+        return try Environment(path: path, configuration: cfg)
     }
 }

@@ -59,15 +59,7 @@ struct StoreCommand: AsyncParsableCommand {
         @Flag var json = false
 
         func run() throws {
-            var directory: [NodeID: String] = [:]
-            var entry: Topology.NodeEntry?
-            if let config {
-                let topology: Topology
-                do { topology = try Topology.load(config) } catch let e as ConfigurationError { throw CLIError(e.description) }
-                guard let nodeId else { throw CLIError("--config needs --node-id: one of \(topology.nodes.map(\.id).joined(separator: ", "))") }
-                do { entry = try topology.node(nodeId) } catch let e as ConfigurationError { throw CLIError(e.description) }
-                directory = topology.directory
-            }
+            var (entry, directory) = try topologyEntry(config: config, nodeId: nodeId)
             guard (1...10_000).contains(limit) else { throw CLIError("--limit must be 1 to 10000, not \(limit)") }
             if let backup {
                 guard data == nil else { throw CLIError("--backup and --data name two stores: give one") }
@@ -224,15 +216,7 @@ struct StoreCommand: AsyncParsableCommand {
             guard (try? Actor.validate(user: subject, role: "ops", field: "by")) != nil else {
                 throw CLIError("--by \(subject): a user name is 1 to 64 letters, digits, '.', '_', '-' or '@'")
             }
-            var entry: Topology.NodeEntry?
-            var directory: [NodeID: String] = [:]
-            if let config {
-                let topology: Topology
-                do { topology = try Topology.load(config) } catch let e as ConfigurationError { throw CLIError(e.description) }
-                guard let nodeId else { throw CLIError("--config needs --node-id: one of \(topology.nodes.map(\.id).joined(separator: ", "))") }
-                do { entry = try topology.node(nodeId) } catch let e as ConfigurationError { throw CLIError(e.description) }
-                directory = topology.directory
-            }
+            var (entry, directory) = try topologyEntry(config: config, nodeId: nodeId)
             guard let target = data ?? entry?.data else { throw CLIError("say where to: --data DIR, or --config FILE --node-id ID") }
             // The backup as its manifest describes it, and sound by the store's rules.
             let manifest: BackupManifest
@@ -384,4 +368,14 @@ struct StoreCommand: AsyncParsableCommand {
             }
         }
     }
+}
+
+/// With `--config FILE --node-id ID`: the node's entry and every node's organisation;
+/// without `--config`, neither.
+func topologyEntry(config: String?, nodeId: String?) throws -> (Topology.NodeEntry?, [NodeID: String]) {
+    guard let config else { return (nil, [:]) }
+    let topology: Topology
+    do { topology = try Topology.load(config) } catch let e as ConfigurationError { throw CLIError(e.description) }
+    guard let nodeId else { throw CLIError("--config needs --node-id: one of \(topology.nodes.map(\.id).joined(separator: ", "))") }
+    do { return (try topology.node(nodeId), topology.directory) } catch let e as ConfigurationError { throw CLIError(e.description) }
 }

@@ -26,7 +26,7 @@ import lmdb
 import pytest
 
 from conftest import ekc, list_all
-from federation import Federation, wait_until
+from federation import running, wait_until
 
 MAIN, OFFICE = "irk-main", "irk-office-1"
 BODY = {"channel": "phone", "topic": "child-benefits", "subject": "Восстановление",
@@ -36,16 +36,7 @@ WRITERS = 12
 
 @pytest.fixture
 def fed(tmp_path):
-    f = Federation(tmp_path / "fed", [{"id": MAIN, "numberSeries": 3}, {"id": OFFICE, "numberSeries": 4}])
-    try:
-        f.start()
-        f.wait_connected()
-        yield f
-    except BaseException:
-        print(f.logs())
-        raise
-    finally:
-        f.stop()
+    yield from running(tmp_path / "fed", [{"id": MAIN, "numberSeries": 3}, {"id": OFFICE, "numberSeries": 4}])
 
 
 def create_loop(node, stop: threading.Event, made: list, lock: threading.Lock):

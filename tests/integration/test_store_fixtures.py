@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from conftest import EKC, REPO, Node, ekc
+from test_version import store_format
 
 sys.path.insert(0, str(REPO / "tests" / "upgrade"))
 from fixture_dump import dump, missing  # noqa: E402
@@ -25,15 +26,6 @@ from fixture_dump import dump, missing  # noqa: E402
 FIXTURES = REPO / "tests" / "fixtures" / "stores"
 STORES = sorted((rel.name, n["id"], n["region"]) for rel in FIXTURES.iterdir() if rel.is_dir()
                 for n in json.loads((rel / "nodes.json").read_text()))
-
-
-def store_format(data_dir: Path) -> int:
-    r = subprocess.run(["mdb_dump", "-p", "-s", "meta", str(data_dir)], capture_output=True, text=True, timeout=30)
-    assert r.returncode == 0, r.stderr
-    lines = [ln.strip() for ln in r.stdout.splitlines()]
-    value = lines[lines.index("schema_version") + 1]
-    raw = bytes(int(h, 16) for h in re.findall(r"\\([0-9a-f]{2})", value)) if "\\" in value else value.encode()
-    return int.from_bytes(raw, "big")
 
 
 def this_format() -> int:
