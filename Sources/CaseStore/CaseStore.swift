@@ -96,6 +96,7 @@ public final class CaseStore: @unchecked Sendable {
     let commitObservers = Locked<[Int: @Sendable () -> Void]>([:])
     let servedMarks = ServedMarks()
     let feedSkips = FeedSkips()
+    let peerLinks = PeerLinks()
     let acknowledgements: Acknowledgements
     /// True while a restored store waits to catch up with its peers (Restore.swift).
     let restoreGate = Locked(false)

@@ -6,9 +6,39 @@ import Replication
 public struct Checkpoint: Sendable, Equatable {
     public let sourceStoreID: [UInt8]
     public let sequence: UInt64
-    public init(sourceStoreID: [UInt8], sequence: UInt64) {
+    /// The capabilities of the streams that reached `sequence` (proto/README §8.1).
+    public let capabilities: [String]
+    public init(sourceStoreID: [UInt8], sequence: UInt64, capabilities: [String] = []) {
         self.sourceStoreID = sourceStoreID
         self.sequence = sequence
+        self.capabilities = capabilities
+    }
+
+    /// Stored: the source store id (16), the sequence (u64 BE), then each capability as
+    /// a length byte and its name (format 3; a format-2 value ends after the sequence).
+    func encode() -> [UInt8] {
+        var out = sourceStoreID + sequence.bigEndianBytes
+        for c in capabilities.prefix(255) {
+            let u = Array(c.utf8.prefix(255))
+            out.append(UInt8(u.count))
+            out += u
+        }
+        return out
+    }
+
+    /// A value that does not parse past the sequence reads as reached without
+    /// capabilities: at worst a source resends, it never skips a part.
+    static func decode(_ b: UnsafeRawBufferPointer) -> Checkpoint? {
+        guard b.count >= 24, let seq = UInt64(bigEndianBytes: UnsafeRawBufferPointer(rebasing: b[16..<24])) else { return nil }
+        var names: [String] = []
+        var i = 24
+        while i < b.count {
+            let n = Int(b[i])
+            guard i + 1 + n <= b.count else { names = []; break }
+            names.append(String(decoding: UnsafeRawBufferPointer(rebasing: b[(i + 1)..<(i + 1 + n)]), as: UTF8.self))
+            i += 1 + n
+        }
+        return Checkpoint(sourceStoreID: Array(b[0..<16]), sequence: seq, capabilities: names)
     }
 }
 
@@ -51,9 +81,14 @@ extension CaseStore {
     ///
     /// `partner`: the organisation of a peer outside this node's own, which receives only
     /// what is in its scope (`scopedFeedPage`); nil for a peer of this organisation.
-    public func feedPage(after since: UInt64, limit: Int, maxBytes: Int = 1 << 20, partner: String? = nil) throws -> FeedPage {
+    ///
+    /// `link`: the capabilities the link speaks (proto/README §8.1); parts of others are
+    /// left out (an entry with nothing else is not sent, its position still passes). nil:
+    /// every part.
+    public func feedPage(after since: UInt64, limit: Int, maxBytes: Int = 1 << 20, partner: String? = nil,
+                         link: Capabilities? = nil) throws -> FeedPage {
         if let partner, partner != organisation {
-            return try scopedFeedPage(after: since, limit: limit, maxBytes: maxBytes, partner: partner)
+            return try scopedFeedPage(after: since, limit: limit, maxBytes: maxBytes, partner: partner, link: link)
         }
         let limit = min(max(limit, 1), 10_000)
         return try readTxn { txn in
@@ -70,7 +105,8 @@ extension CaseStore {
                     guard c.key.count == 8, let seq = UInt64(bigEndianBytes: c.key) else {
                         throw CorruptRecord(what: "change feed: a key of \(c.key.count) bytes")
                     }
-                    if let delta = try encodeEntry(c.value, at: seq, txn, skipped: &skipped, filter: { _ in .everything }) {
+                    if let delta = try encodeEntry(c.value, at: seq, txn, skipped: &skipped,
+                                                   filter: { narrowed(.everything, $0.kind, link: link) }) {
                         bytes += delta.count
                         out.append(FeedPage.Entry(sequence: seq, delta: delta))
                     }
@@ -162,13 +198,21 @@ extension CaseStore {
         return parts == 0 && !(filter.child == nil && found != nil) ? nil : w.bytes
     }
 
+    /// `filter` narrowed to the parts a link speaking `link` may carry.
+    func narrowed(_ filter: DeltaFilter?, _ kind: RecordKindID, link: Capabilities?) -> DeltaFilter? {
+        guard let filter, let link, let schema = kinds[kind], let parts = schema.parts(for: link) else { return filter }
+        guard parts.kind else { return nil }
+        let left = parts.collectionsLeftOut
+        let child = filter.child
+        guard !left.isEmpty else { return DeltaFilter(registers: RegisterSet(bits: filter.registers.bits & parts.registers.bits), child: child) }
+        let admits: @Sendable (Child) -> Bool = { c in !left.contains(c.collection) && (child?(c) ?? true) }
+        return DeltaFilter(registers: RegisterSet(bits: filter.registers.bits & parts.registers.bits), child: admits)
+    }
+
     /// What this store has applied of `peer`'s feed.
     public func checkpoint(for peer: NodeID) throws -> Checkpoint? {
         try readTxn { txn in
-            try txn.withValue(schema.checkpoints, key: Keys.peer(peer)) { b -> Checkpoint? in
-                guard b.count == 24 else { return nil }
-                return Checkpoint(sourceStoreID: Array(b[0..<16]), sequence: UInt64(bigEndianBytes: UnsafeRawBufferPointer(rebasing: b[16...]))!)
-            } ?? nil
+            try txn.withValue(schema.checkpoints, key: Keys.peer(peer)) { Checkpoint.decode($0) } ?? nil
         }
     }
 
@@ -188,6 +232,32 @@ extension CaseStore {
                 }
                 return Array(out.prefix(limit))
             }
+        }
+    }
+}
+
+/// Meta keys of the capabilities (proto/README §8.1).
+enum CapabilityMeta {
+    /// u64 BE: the first feed sequence at which a part of capability `name` was written.
+    static func since(_ name: String) -> [UInt8] { Array("capability_since:\(name)".utf8) }
+}
+
+extension CaseStore {
+    /// Per capability of this store's kinds: the first feed sequence holding a part of it
+    /// (absent: no part of it was ever written here).
+    /// Every capability of this store's kinds at sequence 1: the safe answer when the
+    /// store cannot be read.
+    public var capabilitiesFromTheStart: [String: UInt64] {
+        Dictionary(uniqueKeysWithValues: Set(kinds.schemas.flatMap(\.capabilities)).map { ($0, 1) })
+    }
+
+    public func capabilitySince() throws -> [String: UInt64] {
+        let names = Set(kinds.schemas.flatMap(\.capabilities))
+        guard !names.isEmpty else { return [:] }
+        return try readTxn { txn in
+            var out: [String: UInt64] = [:]
+            for n in names { if let s = try txn.u64(schema.meta, CapabilityMeta.since(n)) { out[n] = s } }
+            return out
         }
     }
 }

@@ -262,6 +262,14 @@ extension CaseStore {
         let id = record.state.id
         try advance(&seq)
         let at = seq
+        // The first sequence of a part of each capability: a link that gains it resumes
+        // from there (proto/README §8.1). Only kinds with marked parts pay for the check.
+        if !schema.capabilities.isEmpty {
+            for c in schema.capabilities(registers: changed, collections: children.map(\.collection)) {
+                let key = CapabilityMeta.since(c)
+                if try !txn.contains(self.schema.meta, key: key) { try txn.put(self.schema.meta, key: key, value: at.bigEndianBytes) }
+            }
+        }
         if !changed.isEmpty {
             var leaving: [UInt64: UInt64] = [:]
             for i in changed {

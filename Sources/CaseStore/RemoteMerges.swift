@@ -14,8 +14,12 @@ public struct RemoteBatch: Sendable {
     /// feed), and a record found damaged here takes the peer's content for the writes
     /// the two hold differently.
     public let repair: Bool
+    /// The capabilities to store with the checkpoint (`Checkpoint.capabilities`).
+    public let capabilities: [String]
 
-    public init(peer: NodeID, sourceStoreID: [UInt8], throughSequence: UInt64, records: [RemoteRecord], repair: Bool = false) {
+    public init(peer: NodeID, sourceStoreID: [UInt8], throughSequence: UInt64, records: [RemoteRecord], repair: Bool = false,
+                capabilities: [String] = []) {
+        self.capabilities = capabilities
         self.peer = peer
         self.sourceStoreID = sourceStoreID
         self.throughSequence = throughSequence
@@ -97,9 +101,9 @@ extension CaseStore {
             }
         }
         if !batch.repair {
-            var checkpoint = batch.sourceStoreID
-            checkpoint += batch.throughSequence.bigEndianBytes
-            try txn.put(schema.checkpoints, key: Keys.peer(batch.peer), value: checkpoint)
+            let checkpoint = Checkpoint(sourceStoreID: batch.sourceStoreID, sequence: batch.throughSequence,
+                                        capabilities: batch.capabilities)
+            try txn.put(schema.checkpoints, key: Keys.peer(batch.peer), value: checkpoint.encode())
         }
         return .merged(report)
     }

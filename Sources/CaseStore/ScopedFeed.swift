@@ -157,7 +157,7 @@ extension CaseStore {
     }
 
     /// Entries of `partner`'s scope after `since`, as `feedPage` reads the full feed.
-    func scopedFeedPage(after since: UInt64, limit: Int, maxBytes: Int, partner: String) throws -> FeedPage {
+    func scopedFeedPage(after since: UInt64, limit: Int, maxBytes: Int, partner: String, link: Capabilities? = nil) throws -> FeedPage {
         let limit = min(max(limit, 1), 10_000)
         return try readTxn { txn in
             let last = try txn.u64(schema.meta, Schema.MetaKey.lastSequence) ?? 0
@@ -183,7 +183,7 @@ extension CaseStore {
                     let delta = try encodeEntry(c.value, at: seq, txn, skipped: &skipped) { entry in
                         let key = RecordRef(kind: entry.kind, id: entry.id)
                         if let known = filters[key] { return known }
-                        let filter = try partnerFilter(entry.kind, entry.id, partner: partner, txn)
+                        let filter = narrowed(try partnerFilter(entry.kind, entry.id, partner: partner, txn), entry.kind, link: link)
                         filters[key] = filter
                         return filter
                     }

@@ -1,5 +1,6 @@
 import CaseModel
 import LMDB
+import Replication
 
 /// How far this store's feed has been sent to each peer (the sender's half of
 /// checkpoints on both ends). Marks are kept in memory and written with the next
@@ -83,4 +84,20 @@ extension CaseStore {
         guard servedMarks.hasPending else { return }
         _ = try? await perform(.persistServed, actor: .system)
     }
+}
+
+/// What each peer's last pull stream spoke (proto/README §8.1), for the anti-entropy
+/// answers to that peer. Memory only: until a peer pulls again after a restart, its
+/// repairs carry the base protocol's parts alone.
+final class PeerLinks: @unchecked Sendable {
+    private let byPeer = Locked<[NodeID: Capabilities]>([:])
+    func note(_ peer: NodeID, _ link: Capabilities) { byPeer.withLock { $0[peer] = link } }
+    func link(_ peer: NodeID) -> Capabilities? { byPeer.withLock { $0[peer] } }
+}
+
+extension CaseStore {
+    /// Notes what `peer`'s pull stream speaks.
+    public func noteLink(_ peer: NodeID, speaks link: Capabilities) { peerLinks.note(peer, link) }
+    /// What `peer`'s last pull stream spoke, if it pulled since this store opened.
+    public func linkSpoken(by peer: NodeID) -> Capabilities? { peerLinks.link(peer) }
 }

@@ -31,7 +31,10 @@ enum AntiEntropyResponder {
     }
 
     /// `partner`: the caller's organisation ("" for a peer the topology does not name).
-    static func answer(method: String, path: String, body: [UInt8], allowed: Bool, partner: String, store: CaseStore) -> Reply {
+    /// `link`: what the caller's pull stream last spoke (proto/README §8.1); none known
+    /// yet is the base protocol, so that a repair never carries what the caller cannot hold.
+    static func answer(method: String, path: String, body: [UInt8], allowed: Bool, partner: String, store: CaseStore,
+                       link: Capabilities = .base) -> Reply {
         guard allowed, !partner.isEmpty else { return .refused(403, "not a peer of this node") }
         guard method == "POST" else { return .refused(405, "POST only") }
         do {
@@ -63,7 +66,7 @@ enum AntiEntropyResponder {
                     }
                     refs.append(RecordRef(kind: RecordKindID(rawValue: UInt8(r.kind.rawValue)), id: id))
                 }
-                let found = try store.wholeRecords(refs, for: partner, maxBytes: ReplicationProtocol.recordsResponseBytes)
+                let found = try store.wholeRecords(refs, for: partner, maxBytes: ReplicationProtocol.recordsResponseBytes, link: link)
                 let entries = found.enumerated().map { (sequence: UInt64($0.offset + 1), delta: $0.element.1) }
                 return Reply(status: 200, contentType: ReplicationProtocol.responseContentType,
                              body: BatchFrames.all(entries, sourceLastSequence: store.lastSequence).flatMap(\.bytes))

@@ -39,6 +39,9 @@ final class FeedSender: ChannelInboundHandler {
     private var sentThrough: UInt64 = 0
     private var timer = SessionTimer()
     private var context: ChannelHandlerContext?
+    /// What this stream speaks beyond the base protocol (proto/README §8.1): parts of
+    /// other capabilities are left out of its pages.
+    private var link: Capabilities = .base
 
     init(store: CaseStore, peer: NodeID?, allowed: Bool, metrics: ReplicationMetrics, logger: Logger) {
         self.store = store
@@ -86,7 +89,8 @@ final class FeedSender: ChannelInboundHandler {
         do {
             let r = try WireCoding.parse(WirePullRequest.self, from: body)
             let checkpoint = r.hasCheckpoint && !(r.checkpoint.sourceStoreID.isEmpty && r.checkpoint.sequence == 0)
-                ? FeedCheckpoint(sourceStoreID: Array(r.checkpoint.sourceStoreID), sequence: r.checkpoint.sequence) : nil
+                ? FeedCheckpoint(sourceStoreID: Array(r.checkpoint.sourceStoreID), sequence: r.checkpoint.sequence,
+                                 capabilities: r.checkpoint.capabilities) : nil
             parsed = .pull(.init(protocolVersion: r.protocolVersion, checkpoint: checkpoint, maxBatch: r.maxBatch,
                                  capabilities: r.capabilities))
         } catch {
@@ -97,7 +101,9 @@ final class FeedSender: ChannelInboundHandler {
 
     private func facts() -> FeedSession.StoreFacts {
         let served = peer.flatMap { (try? store.served(to: $0)) ?? nil }
-        return .init(storeID: store.storeIDBytes, lastSequence: store.lastSequence, served: served)
+        return .init(storeID: store.storeIDBytes, lastSequence: store.lastSequence, served: served,
+                     // Unreadable: as if every part came first, so a link resends rather than skip one.
+                     capabilitySince: (try? store.capabilitySince()) ?? store.capabilitiesFromTheStart)
     }
 
     // MARK: Actions
@@ -111,7 +117,9 @@ final class FeedSender: ChannelInboundHandler {
             switch action {
             case .refuse(let e):
                 refuse(context, e)
-            case .beginStream(let resume, let last, let version, _):
+            case .beginStream(let resume, let last, let version, let link):
+                self.link = link
+                if let peer { store.noteLink(peer, speaks: link) }
                 if resume.checkpointReset { logger.notice("checkpoint reset", metadata: ["peer": "\(peer?.value ?? "?")"]) }
                 // The puller resumes after its checkpoint: it holds the feed that far.
                 acknowledgedThrough = resume.checkpointReset ? 0 : resume.resumeAfter
@@ -176,7 +184,7 @@ final class FeedSender: ChannelInboundHandler {
     private func sendPage(_ context: ChannelHandlerContext, after: UInt64, limit: Int) -> [FeedSession.Action] {
         let page: FeedPage
         do {
-            page = try store.feedPage(after: after, limit: limit, partner: partner)
+            page = try store.feedPage(after: after, limit: limit, partner: partner, link: link)
         } catch {
             return session.readFailed("\(error)")
         }
@@ -260,7 +268,8 @@ final class FeedSender: ChannelInboundHandler {
     /// A digest or records request (anti-entropy): one answer, then the stream ends.
     private func answerAntiEntropy(_ context: ChannelHandlerContext, _ h: HTTPRequestHead) {
         answer(context, h, AntiEntropyResponder.answer(method: h.method.rawValue, path: h.uri, body: body, allowed: allowed,
-                                                       partner: partner, store: store))
+                                                       partner: partner, store: store,
+                                                       link: peer.flatMap { store.linkSpoken(by: $0) } ?? .base))
     }
 
     private func answer(_ context: ChannelHandlerContext, _ h: HTTPRequestHead, _ reply: AntiEntropyResponder.Reply) {

@@ -57,7 +57,7 @@ final class PullStream: ChannelInboundHandler {
     func handlerAdded(context: ChannelHandlerContext) { self.context = context }
 
     func channelActive(context: ChannelHandlerContext) {
-        let start = checkpoint.map { FeedCheckpoint(sourceStoreID: $0.sourceStoreID, sequence: $0.sequence) }
+        let start = checkpoint.map { FeedCheckpoint(sourceStoreID: $0.sourceStoreID, sequence: $0.sequence, capabilities: $0.capabilities) }
         run(session.start(checkpoint: start, now: SessionTimer.now()))
         context.fireChannelActive()
     }
@@ -148,6 +148,7 @@ final class PullStream: ChannelInboundHandler {
             var c = WireCheckpoint()
             c.sourceStoreID = Data(checkpoint.sourceStoreID)
             c.sequence = checkpoint.sequence
+            c.capabilities = checkpoint.capabilities
             request.checkpoint = c
         }
         let body = (try? WireCoding.serialize(request)) ?? []
@@ -173,7 +174,8 @@ final class PullStream: ChannelInboundHandler {
         lastCheckpointWrite = now
         let replicator = self.replicator
         let node = peer.node
-        let batch = RemoteBatch(peer: node, sourceStoreID: g.sourceStoreID, throughSequence: g.through, records: g.payloads)
+        let batch = RemoteBatch(peer: node, sourceStoreID: g.sourceStoreID, throughSequence: g.through, records: g.payloads,
+                                capabilities: g.capabilities.names)
         let large = g.payloads.count >= PullStream.releaseMemoryAfter
         replicator.store.submit(.merge(batch), actor: .system) { result in
             loop.execute {

@@ -105,7 +105,7 @@ final class FeedSessionTests: XCTestCase {
 
     func testEveryEventInEveryState() {
         let begin: Action = .beginStream(resume: .init(resumeAfter: 100, checkpointReset: false, rewound: false),
-                                         lastSequence: 500, protocolVersion: 2, link: .none)
+                                         lastSequence: 500, protocolVersion: 2, link: .base)
         let routeError = SessionError(.badRequest, "GET \(Self.path): the replication endpoint is POST \(Self.path)")
         let tooLarge = SessionError(.badRequest, "the PullRequest exceeds 65536 bytes")
         let readError = SessionError(.internal, "reading the feed failed: disk")
@@ -316,14 +316,14 @@ final class FeedSessionTests: XCTestCase {
         let other = FeedCheckpoint(sourceStoreID: [9], sequence: 300)
         XCTAssertEqual(begin(other, served: 500),
                        [.beginStream(resume: .init(resumeAfter: 0, checkpointReset: true, rewound: false),
-                                     lastSequence: 500, protocolVersion: 2, link: .none), .sendPage(after: 0, limit: 512)])
+                                     lastSequence: 500, protocolVersion: 2, link: .base), .sendPage(after: 0, limit: 512)])
         let ours = FeedCheckpoint(sourceStoreID: Self.storeID, sequence: 300)
         XCTAssertEqual(begin(ours, served: 120),
                        [.beginStream(resume: .init(resumeAfter: 120, checkpointReset: false, rewound: true),
-                                     lastSequence: 500, protocolVersion: 2, link: .none), .sendPage(after: 120, limit: 512)])
+                                     lastSequence: 500, protocolVersion: 2, link: .base), .sendPage(after: 120, limit: 512)])
         XCTAssertEqual(begin(nil, served: nil).first,
                        .beginStream(resume: .init(resumeAfter: 0, checkpointReset: false, rewound: false),
-                                    lastSequence: 500, protocolVersion: 2, link: .none))
+                                    lastSequence: 500, protocolVersion: 2, link: .base))
     }
 
     func testBatchLimitFollowsTheRequest() {

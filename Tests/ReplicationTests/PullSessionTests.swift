@@ -209,7 +209,7 @@ final class PullSessionTests: XCTestCase {
                 .start: unexpected("start in awaitingHeader"),
                 .head200: violation("a second response head (200)"),
                 .head503: violation("a second response head (503)"),
-                .header: ([.linkEvent(.header(resumeAfter: 50, lastSequence: 100, checkpointReset: false, resync: nil, protocolVersion: 2, capabilities: .none))],
+                .header: ([.linkEvent(.header(resumeAfter: 50, lastSequence: 100, checkpointReset: false, resync: nil, protocolVersion: 2, capabilities: .base))],
                           "streaming"),
                 .headerOtherNode: violation("stream header names irk-office-1, expected irk-main"),
                 .batch: violation("a batch before the stream header"),

@@ -69,7 +69,13 @@ public struct Memo: ReplicatedRecord, Hashable {
         return (node, s[1])
     }
 
-    public static let schema = RecordSchema(
+    public static let schema = makeSchema()
+
+    /// The kind's table; with `statusCapability`/`commentsCapability`, as a later release
+    /// would have it had it added the status register or the comments collection after
+    /// the base protocol (proto/README §8.1).
+    public static func makeSchema(statusCapability: String? = nil, commentsCapability: String? = nil) -> RecordSchema {
+        RecordSchema(
         kind: kind, name: "memo",
         registers: [
             RegisterDescriptor(number: 1, name: "title", writer: authorRole, maxValueBytes: 512,
@@ -77,17 +83,18 @@ public struct Memo: ReplicatedRecord, Hashable {
                                show: { b in (try? title(b, nil).1) ?? "?" }),
             RegisterDescriptor(number: 2, name: "status", writer: authorRole, maxValueBytes: 256,
                                check: { b, _ throws(Refusal) in _ = try strings(b, 1) },
-                               show: { b in (try? strings(b, 1)[0]) ?? "?" }),
+                               show: { b in (try? strings(b, 1)[0]) ?? "?" }, capability: statusCapability),
         ],
         collections: [
             CollectionDescriptor(number: comments, name: "comments", writers: [authorRole], maxValueBytes: 256,
-                                 check: { b, _ throws(Refusal) in _ = try strings(b, 1) }),
+                                 check: { b, _ throws(Refusal) in _ = try strings(b, 1) }, capability: commentsCapability),
         ],
         authorityRegisters: [0],
         roles: { state, directory in
             guard let v = state.registers[0].value, let (node, _) = try? title(v, nil), let org = directory.org(node) else { return [:] }
             return [authorRole: org]
         })
+    }
 
     public var registerValues: [ValueBytes] {
         [Memo.encodeTitle(author: author, text: title), Memo.encodeStatus(status)]

@@ -91,6 +91,15 @@ def test_a_pull_request_is_checked_and_a_puller_too_old_is_told_what_to_install(
         status, frame = pull(pb2, port, certs, OFFICE, pb2.PullRequest(protocol_version=2, capabilities=advertised))
         assert status == "400" and frame.error.code == pb2.StreamError.BAD_REQUEST, (advertised, frame)
         assert why in frame.error.message, frame.error.message
+    # What a checkpoint says it was reached with gets the same rule.
+    for names, why in [(["x y"], f"checkpoint.capabilities[0]: {RULE}"),
+                       (["a", "a"], "checkpoint.capabilities[1]: a is advertised twice")]:
+        request = pb2.PullRequest(protocol_version=2)
+        request.checkpoint.source_store_id = b"\x01" * 16
+        request.checkpoint.sequence = 1
+        request.checkpoint.capabilities.extend(names)
+        status, frame = pull(pb2, port, certs, OFFICE, request)
+        assert status == "400" and why in frame.error.message, (names, frame)
     # Names of a later release are no error: the stream begins and the header lists this build's.
     status, frame = pull(pb2, port, certs, OFFICE, pb2.PullRequest(protocol_version=2, capabilities=["zz-later"]))
     assert status == "200" and frame.WhichOneof("kind") == "header", frame

@@ -271,15 +271,17 @@ extension CaseStore {
     /// Whole records as `partner` may receive them (this organisation's peers:
     /// everything), encoded as deltas, for a repair: about `maxBytes` of them (at
     /// least one), in the order asked; records not held here, or not in the partner's
-    /// scope, are left out.
-    public func wholeRecords(_ refs: [RecordRef], for partner: String, maxBytes: Int) throws(StoreError) -> [(RecordRef, [UInt8])] {
+    /// scope, are left out. `link`: what the caller's link speaks (proto/README §8.1);
+    /// parts of other capabilities are left out.
+    public func wholeRecords(_ refs: [RecordRef], for partner: String, maxBytes: Int,
+                             link: Capabilities? = nil) throws(StoreError) -> [(RecordRef, [UInt8])] {
         try readTxn { txn in
             var out: [(RecordRef, [UInt8])] = []
             var bytes = 0
             for ref in refs {
                 guard let schema = kinds[ref.kind] else { continue }
-                let filter = partner == organisation ? DeltaFilter.everything : try partnerFilter(ref.kind, ref.id, partner: partner, txn)
-                guard let filter else { continue }
+                let scoped = partner == organisation ? DeltaFilter.everything : try partnerFilter(ref.kind, ref.id, partner: partner, txn)
+                guard let filter = narrowed(scoped, ref.kind, link: link) else { continue }
                 let held = try txn.contains(self.schema.records, key: Keys.record(ref.kind.rawValue, ref.id))
                 let children = try everyChild(schema, ref.id, txn).map(\.key)
                 guard held || !children.isEmpty else { continue }

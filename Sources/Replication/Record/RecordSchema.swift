@@ -85,21 +85,25 @@ public struct RegisterDescriptor: Sendable {
     /// with its support measure) must show each in a conflict, or a person choosing
     /// between two values could not see what a loser would throw away.
     public let fields: @Sendable (ValueBytes) -> [ShownField]
+    /// The capability (proto/README §8.1) of a register added after the base protocol: it
+    /// goes only over links that speak it. nil: part of the base protocol.
+    public let capability: String?
 
     public init(number: UInt8, name: String, writer: Role, maxValueBytes: Int,
                 check: @escaping @Sendable (ValueBytes, CheckContext) throws(Refusal) -> Void,
                 show: @escaping @Sendable (ValueBytes) -> String,
-                fields: (@Sendable (ValueBytes) -> [ShownField])? = nil) {
+                fields: (@Sendable (ValueBytes) -> [ShownField])? = nil, capability: String? = nil) {
         self.init(number: number, name: name, writers: [writer], maxValueBytes: maxValueBytes, check: check, show: show,
-                  fields: fields)
+                  fields: fields, capability: capability)
     }
 
     public init(number: UInt8, name: String, writers: [Role], maxValueBytes: Int,
                 check: @escaping @Sendable (ValueBytes, CheckContext) throws(Refusal) -> Void,
                 show: @escaping @Sendable (ValueBytes) -> String,
-                fields: (@Sendable (ValueBytes) -> [ShownField])? = nil) {
+                fields: (@Sendable (ValueBytes) -> [ShownField])? = nil, capability: String? = nil) {
         precondition((1...63).contains(number), "register numbers are 1–63")
         precondition(!writers.isEmpty, "a register has a writer")
+        self.capability = capability
         self.number = number
         self.name = name
         self.writers = writers
@@ -144,10 +148,13 @@ public struct CollectionDescriptor: Sendable {
     public let writers: [Role]
     public let maxValueBytes: Int
     public let check: @Sendable (ValueBytes, CheckContext) throws(Refusal) -> Void
+    /// As a register's: the capability of a collection added after the base protocol.
+    public let capability: String?
 
     public init(number: UInt8, name: String, writers: [Role], maxValueBytes: Int,
-                check: @escaping @Sendable (ValueBytes, CheckContext) throws(Refusal) -> Void) {
+                check: @escaping @Sendable (ValueBytes, CheckContext) throws(Refusal) -> Void, capability: String? = nil) {
         precondition(number >= 1, "collection numbers are 1–255")
+        self.capability = capability
         self.number = number
         self.name = name
         self.writers = writers
@@ -189,10 +196,22 @@ public struct RecordSchema: Sendable {
     /// Most entries of a register's context: nodes of the federation (the topology bounds it).
     public static let maxContextEntries = 1_024
 
+    /// The capability of a whole kind added after the base protocol: its records go only
+    /// over links that speak it.
+    public let capability: String?
+    /// Every capability a part of this kind carries (the kind's own included).
+    public let capabilities: Set<String>
+
     public init(kind: RecordKindID, name: String, registers: [RegisterDescriptor], collections: [CollectionDescriptor],
                 authorityRegisters: [Int], homeRole: Role? = nil,
                 recordCheck: (@Sendable (RecordDelta, CheckContext) throws(Refusal) -> Void)? = nil,
+                capability: String? = nil,
                 roles: @escaping @Sendable (RecordState, Directory) -> [Role: String]) {
+        // Who may write every other part is judged from the authority registers: a peer
+        // that could not hold them could judge nothing.
+        precondition(authorityRegisters.allSatisfy { registers[$0].capability == nil }, "an authority register has no capability")
+        self.capability = capability
+        capabilities = Set(registers.compactMap(\.capability) + collections.compactMap(\.capability) + (capability.map { [$0] } ?? []))
         precondition(zip(registers, registers.dropFirst()).allSatisfy { $0.number < $1.number }, "registers by number")
         precondition(zip(collections, collections.dropFirst()).allSatisfy { $0.number < $1.number }, "collections by number")
         self.kind = kind
@@ -232,6 +251,36 @@ public struct RecordSchema: Sendable {
 
     /// Every register index, as a set for deltas carrying the whole record.
     public var allRegisters: RegisterSet { RegisterSet(count: registers.count) }
+
+    /// What of a record of this kind a link speaking `link` may carry; nil when it may
+    /// carry everything (every capability of the kind is in `link`: the common case).
+    public func parts(for link: Capabilities) -> LinkParts? {
+        guard !capabilities.allSatisfy(link.contains) else { return nil }
+        guard capability.map(link.contains) ?? true else { return .nothing }
+        var allowed = RegisterSet()
+        for (i, r) in registers.enumerated() where r.capability.map(link.contains) ?? true { allowed.insert(i) }
+        return LinkParts(kind: true, registers: allowed,
+                         collectionsLeftOut: Set(collections.filter { !($0.capability.map(link.contains) ?? true) }.map(\.number)))
+    }
+
+    /// The capabilities of the parts `registers` and `collections` name.
+    public func capabilities(registers changed: RegisterSet, collections: some Sequence<UInt8>) -> Set<String> {
+        guard !capabilities.isEmpty else { return [] }
+        var out = Set<String>()
+        if let capability { out.insert(capability) }
+        for i in changed { if let c = registers[i].capability { out.insert(c) } }
+        for n in collections { if let c = collection(number: UInt64(n))?.capability { out.insert(c) } }
+        return out
+    }
+}
+
+/// The parts of a record of one kind a link may carry (`RecordSchema.parts(for:)`).
+public struct LinkParts: Sendable, Equatable {
+    /// false: no part of the kind goes over the link.
+    public let kind: Bool
+    public let registers: RegisterSet
+    public let collectionsLeftOut: Set<UInt8>
+    public static let nothing = LinkParts(kind: false, registers: .none, collectionsLeftOut: [])
 }
 
 /// A set of register indexes (a kind has at most 63 registers).

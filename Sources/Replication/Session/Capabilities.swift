@@ -17,7 +17,8 @@ public struct Capabilities: Hashable, Sendable, CustomStringConvertible {
     public static let maxNames = 64
     public static let maxNameLength = 48
 
-    public static let none = Capabilities(checked: [])
+    /// The base protocol: no capability (a peer of a release before capabilities).
+    public static let base = Capabilities(checked: [])
 
     private init(checked names: [String]) { self.names = names }
 

@@ -88,7 +88,7 @@ public struct FeedSession: Sendable {
 
         public init(pullPath: String, supportedVersions: ClosedRange<UInt32>, timers: SessionTimers = .protocolDefaults,
                     defaultBatch: Int = BatchSequence.defaultLimit, maxBatch: Int = BatchSequence.maximumLimit,
-                    maxRequestBytes: Int = 64 << 10, maxStoreIDBytes: Int = 64, capabilities: Capabilities = .none,
+                    maxRequestBytes: Int = 64 << 10, maxStoreIDBytes: Int = 64, capabilities: Capabilities = .base,
                     release: String = "", firstReleases: [UInt32: String] = [:]) {
             self.pullPath = pullPath
             self.supportedVersions = supportedVersions
@@ -150,11 +150,14 @@ public struct FeedSession: Sendable {
         public var lastSequence: UInt64
         /// How far this store remembers serving the peer; nil if it has no record.
         public var served: UInt64?
+        /// Per capability, the first sequence of this store's feed that held a part of it.
+        public var capabilitySince: [String: UInt64]
 
-        public init(storeID: [UInt8], lastSequence: UInt64, served: UInt64?) {
+        public init(storeID: [UInt8], lastSequence: UInt64, served: UInt64?, capabilitySince: [String: UInt64] = [:]) {
             self.storeID = storeID
             self.lastSequence = lastSequence
             self.served = served
+            self.capabilitySince = capabilitySince
         }
     }
 
@@ -246,7 +249,7 @@ public struct FeedSession: Sendable {
         switch state {
         case .awaitingRequest(let waiting):
             let pull: PullRequest
-            let advertised: Capabilities
+            let advertised: (link: Capabilities, earned: Capabilities)
             switch check(request) {
             case .failure(let error):
                 state = .finished
@@ -254,8 +257,10 @@ public struct FeedSession: Sendable {
             case .success(let p):
                 (pull, advertised) = p
             }
+            let link = configuration.capabilities.intersection(advertised.link)
             let resume = ResumePoint(checkpoint: pull.checkpoint, storeID: store.storeID,
                                      lastSequence: store.lastSequence, served: store.served)
+                .holdingBack(link: link, earned: advertised.earned, since: store.capabilitySince)
             let limit = BatchSequence.limit(requested: pull.maxBatch, defaultLimit: configuration.defaultBatch,
                                             maximum: configuration.maxBatch)
             var s = Streaming(position: resume.resumeAfter, batchLimit: limit, pageLimit: limit,
@@ -263,7 +268,7 @@ public struct FeedSession: Sendable {
             let page = s.pumpIfPossible()
             state = .streaming(s)
             return [.beginStream(resume: resume, lastSequence: store.lastSequence, protocolVersion: pull.protocolVersion,
-                                 link: configuration.capabilities.intersection(advertised))]
+                                 link: link)]
                 + page
         case .streaming:
             // HTTP/2 carries one request per stream; a second one is a broken shell or peer.
@@ -419,7 +424,7 @@ public struct FeedSession: Sendable {
     // MARK: - Rules
 
     /// The request checks of §3 and §7, in the order the reference handler made them.
-    private func check(_ r: Request) -> Result<(PullRequest, Capabilities), SessionError> {
+    private func check(_ r: Request) -> Result<(PullRequest, (link: Capabilities, earned: Capabilities)), SessionError> {
         guard r.method == "POST", r.path == configuration.pullPath else {
             return .failure(.init(.badRequest, "\(r.method) \(r.path): the replication endpoint is POST \(configuration.pullPath)"))
         }
@@ -443,9 +448,11 @@ public struct FeedSession: Sendable {
         if let c = pull.checkpoint, let why = FeedPosition.check(c.sequence, "checkpoint.sequence") {
             return .failure(.init(.badRequest, why))
         }
-        let advertised: Capabilities
+        // What the puller supports, and what its checkpoint was reached with: one rule for both.
+        let advertised: (link: Capabilities, earned: Capabilities)
         do {
-            advertised = try Capabilities(advertised: pull.capabilities, field: "capabilities")
+            advertised = (try Capabilities(advertised: pull.capabilities, field: "capabilities"),
+                          try Capabilities(advertised: pull.checkpoint?.capabilities ?? [], field: "checkpoint.capabilities"))
         } catch {
             return .failure(.init(.badRequest, error.description))
         }

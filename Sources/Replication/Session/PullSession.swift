@@ -126,7 +126,7 @@ public struct PullSession<Payload: Sendable>: Sendable {
         /// The longest store id a header may carry (§4.1).
         public var maxStoreIDBytes: Int
         /// What this build supports (§8.1); the link speaks its intersection with the source's.
-        public var capabilities: Capabilities = .none
+        public var capabilities: Capabilities = .base
 
         public init(peer: NodeID, protocolVersion: UInt32, maxBatch: UInt32 = 0, mergeLimit: Int = 4096,
                     timers: SessionTimers = .protocolDefaults, senderDefaultBatch: Int = BatchSequence.defaultLimit, maxStoreIDBytes: Int = 64) {
@@ -154,12 +154,19 @@ public struct PullSession<Payload: Sendable>: Sendable {
         public var through: UInt64
         /// The peer's last sequence as the latest of these batches said.
         public var sourceLast: UInt64
+        /// The capabilities to store with the checkpoint `through` (§8.1): the link's once
+        /// the stream has passed where the puller's checkpoint stood when it began (the
+        /// source resumed early enough for every part of them); before that, only those
+        /// the old checkpoint was reached with too.
+        public var capabilities: Capabilities
 
-        public init(sourceStoreID: [UInt8], payloads: [Payload], through: UInt64, sourceLast: UInt64) {
+        public init(sourceStoreID: [UInt8], payloads: [Payload], through: UInt64, sourceLast: UInt64,
+                    capabilities: Capabilities = .base) {
             self.sourceStoreID = sourceStoreID
             self.payloads = payloads
             self.through = through
             self.sourceLast = sourceLast
+            self.capabilities = capabilities
         }
     }
 
@@ -205,6 +212,10 @@ public struct PullSession<Payload: Sendable>: Sendable {
 
     struct Streaming: Sendable {
         var sourceStoreID: [UInt8]
+        /// What the link speaks, and from which position the checkpoint may say so (§8.1).
+        var link: Capabilities = .base
+        var linkFrom: UInt64 = 0
+        var earnedBefore: Capabilities = .base
         /// The through_sequence the next batch must pass: the last one gathered, or the
         /// header's resume_after. Only grows.
         var position: UInt64
@@ -325,12 +336,18 @@ public struct PullSession<Payload: Sendable>: Sendable {
             } catch {
                 return close(.protocolViolation(error.description))
             }
-            state = .streaming(Streaming(sourceStoreID: storeID, position: resumeAfter, sourceLast: lastSequence,
-                                         lastHeard: max(w.lastHeard, now)))
+            var s = Streaming(sourceStoreID: storeID, position: resumeAfter, sourceLast: lastSequence,
+                              lastHeard: max(w.lastHeard, now))
+            s.link = configuration.capabilities.intersection(advertised)
+            // Our own stored names: a set that no longer parses is treated as none (it costs a resend, never a part).
+            let held = w.checkpoint.flatMap { $0.sourceStoreID == storeID && !checkpointReset ? $0 : nil }
+            s.earnedBefore = ((try? Capabilities(advertised: held?.capabilities ?? [], field: "checkpoint")) ?? .base).intersection(s.link)
+            s.linkFrom = held?.sequence ?? 0
+            state = .streaming(s)
             let resync = PullResync(checkpoint: w.checkpoint, resumeAfter: resumeAfter, checkpointReset: checkpointReset)
             return [.linkEvent(.header(resumeAfter: resumeAfter, lastSequence: lastSequence,
                                        checkpointReset: checkpointReset, resync: resync, protocolVersion: protocolVersion,
-                                       capabilities: configuration.capabilities.intersection(advertised)))]
+                                       capabilities: s.link))]
         case .streaming: return close(.protocolViolation("a second stream header"))
         default: return frameOutOfPlace("a header frame")
         }
@@ -369,6 +386,7 @@ public struct PullSession<Payload: Sendable>: Sendable {
         var g = s.gathered ?? Gathered(sourceStoreID: s.sourceStoreID, payloads: [], through: through, sourceLast: 0)
         g.payloads += payloads
         g.through = through
+        g.capabilities = through >= s.linkFrom ? s.link : s.earnedBefore
         g.sourceLast = max(g.sourceLast, sourceLast)
         s.gathered = g
         let submit = s.submitIfIdle()

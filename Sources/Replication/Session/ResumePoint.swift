@@ -4,10 +4,14 @@
 public struct FeedCheckpoint: Sendable, Hashable {
     public var sourceStoreID: [UInt8]
     public var sequence: UInt64
+    /// The capabilities of the streams the puller reached `sequence` in (§8.1): what it
+    /// holds of every change up to there. As the wire had them; checked by the sender.
+    public var capabilities: [String]
 
-    public init(sourceStoreID: [UInt8], sequence: UInt64) {
+    public init(sourceStoreID: [UInt8], sequence: UInt64, capabilities: [String] = []) {
         self.sourceStoreID = sourceStoreID
         self.sequence = sequence
+        self.capabilities = capabilities
     }
 
     /// A first pull sends no checkpoint, or an empty one; both mean "from 0, no reset".
@@ -46,6 +50,20 @@ public struct ResumePoint: Sendable, Hashable {
         }
         let limit = served ?? 0
         self.init(resumeAfter: min(resume, limit), checkpointReset: reset, rewound: resume > limit)
+    }
+
+    /// The rule of §8.1, after the one above: a link that now speaks a capability the
+    /// puller's checkpoint was reached without resumes before the first part of it this
+    /// store wrote (`since`), so the parts held back from the puller reach it; a
+    /// capability this store holds no part of costs nothing.
+    public func holdingBack(link: Capabilities, earned: Capabilities, since: [String: UInt64]) -> ResumePoint {
+        var r = self
+        for c in link.names where !earned.contains(c) {
+            guard let first = since[c], first >= 1, first - 1 < r.resumeAfter else { continue }
+            r.resumeAfter = first - 1
+            r.rewound = true
+        }
+        return r
     }
 
     /// The shape `ReplicationProtocol.resumePoint` returns.

@@ -256,6 +256,12 @@ public nonisolated struct Ekc_Replication_V2_Checkpoint: Sendable {
 
   public var sequence: UInt64 = 0
 
+  /// The capabilities (README §8.1) of the streams this position was reached in: what
+  /// the puller holds of every change up to `sequence`. Empty from a node of a release
+  /// before capabilities. A source resumes a link that speaks a capability missing here
+  /// from before its first part of it.
+  public var capabilities: [String] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -907,7 +913,7 @@ nonisolated extension Ekc_Replication_V2_RecordDelta: SwiftProtobuf.Message, Swi
 
 nonisolated extension Ekc_Replication_V2_Checkpoint: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Checkpoint"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}source_store_id\0\u{1}sequence\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}source_store_id\0\u{1}sequence\0\u{1}capabilities\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -917,6 +923,7 @@ nonisolated extension Ekc_Replication_V2_Checkpoint: SwiftProtobuf.Message, Swif
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularBytesField(value: &self.sourceStoreID) }()
       case 2: try { try decoder.decodeSingularUInt64Field(value: &self.sequence) }()
+      case 3: try { try decoder.decodeRepeatedStringField(value: &self.capabilities) }()
       default: break
       }
     }
@@ -929,12 +936,16 @@ nonisolated extension Ekc_Replication_V2_Checkpoint: SwiftProtobuf.Message, Swif
     if self.sequence != 0 {
       try visitor.visitSingularUInt64Field(value: self.sequence, fieldNumber: 2)
     }
+    if !self.capabilities.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.capabilities, fieldNumber: 3)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Ekc_Replication_V2_Checkpoint, rhs: Ekc_Replication_V2_Checkpoint) -> Bool {
     if lhs.sourceStoreID != rhs.sourceStoreID {return false}
     if lhs.sequence != rhs.sequence {return false}
+    if lhs.capabilities != rhs.capabilities {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
