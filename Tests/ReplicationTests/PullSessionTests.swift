@@ -307,6 +307,41 @@ final class PullSessionTests: XCTestCase {
         XCTAssertNil(closeReason { Self.header(&$0, storeID: Array(repeating: 0, count: 64)) })
     }
 
+    /// The capabilities a merge stores with its checkpoint (§8.1): what the old checkpoint
+    /// had, until the stream passes where that checkpoint stood; then the link's.
+    func testCheckpointCapabilitiesFollowTheStream() {
+        func merges(checkpoint: FeedCheckpoint?, resumeAfter: UInt64, reset: Bool = false,
+                    batches: [ClosedRange<UInt64>]) -> [[String]] {
+            var c = Self.config
+            c.capabilities = Capabilities(known: ["callbacks", "retention"])
+            var m = Session(configuration: c)
+            _ = m.start(checkpoint: checkpoint, now: Self.t0)
+            _ = m.responseHead(status: 200, now: Self.t0)
+            _ = m.header(node: "irk-main", storeID: Self.storeID, resumeAfter: resumeAfter, checkpointReset: reset,
+                         lastSequence: 200, protocolVersion: 2, capabilities: ["callbacks", "retention"], now: Self.t0)
+            var out: [[String]] = []
+            for b in batches {
+                for a in Self.batch(&m, b, sourceLast: 200) {
+                    if case .submitMerge(let g) = a { out.append(g.capabilities.names) }
+                }
+                _ = m.mergeCommitted(now: Self.t0)
+            }
+            return out
+        }
+        // Reached with retention only, at 120; the source rewound to 40 for callbacks.
+        let old = FeedCheckpoint(sourceStoreID: Self.storeID, sequence: 120, capabilities: ["retention"])
+        XCTAssertEqual(merges(checkpoint: old, resumeAfter: 40, batches: [41...80, 81...119, 120...150]),
+                       [["retention"], ["retention"], ["callbacks", "retention"]])
+        // A reset (another store): the whole feed comes in this stream.
+        XCTAssertEqual(merges(checkpoint: old, resumeAfter: 0, reset: true, batches: [1...10]), [["callbacks", "retention"]])
+        // A checkpoint of another store counts for nothing either.
+        let other = FeedCheckpoint(sourceStoreID: [9], sequence: 500, capabilities: ["callbacks", "retention"])
+        XCTAssertEqual(merges(checkpoint: other, resumeAfter: 0, reset: true, batches: [1...10]), [["callbacks", "retention"]])
+        // A stored set that no longer parses reads as none: at worst a resend.
+        let damaged = FeedCheckpoint(sourceStoreID: Self.storeID, sequence: 120, capabilities: ["Bad name"])
+        XCTAssertEqual(merges(checkpoint: damaged, resumeAfter: 100, batches: [101...110]), [[]])
+    }
+
     /// The source's capabilities get the check the source gives ours; the link event
     /// carries what both ends support.
     func testHeaderCapabilitiesAreCheckedAndIntersected() {
