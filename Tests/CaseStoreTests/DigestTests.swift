@@ -184,4 +184,34 @@ struct DigestTests {
         let back = try p.b.wholeRecords(found.damaged, for: "38", maxBytes: 1 << 20)
         #expect(back.count == 1)
     }
+
+    /// A scrub step and a merge that adds children to the same record, in one group
+    /// commit: the scrub hashed the record with the new children from the store, and the
+    /// end of the transaction added them to its leaf again, so the next pass found the
+    /// record "changed under the store" (seen after a kill -9, when the restarted node's
+    /// first scrub ran beside its catch-up). The scrub's records are hashed again whole.
+    @Test("a scrub step and a merge of new children in one transaction leave the leaf as a scrub from scratch would")
+    func scrubBesideMerge() async throws {
+        let p = try StorePeers()
+        defer { p.close() }
+        let t = try await p.a.create(draft(), actor: ivanova)
+        try await p.pull(p.b, from: p.a)
+        #expect(try await scrubToEnd(p.b).finished)
+        _ = try await p.a.note(.id(t.id), "first note")
+        let page = try p.a.feedPage(after: try p.resumePoint(p.b, from: p.a), limit: 100)
+        let batch = p.batch(page.entries, from: p.a, through: page.readThrough)
+        // What the commit loop does for a group of [merge, scrub step], in one transaction.
+        try p.b.env.write { txn in
+            p.b.digestWork.reset()
+            var seq = try txn.u64(p.b.schema.meta, Schema.MetaKey.lastSequence) ?? 0
+            _ = try p.b.applyMerge(batch, txn, &seq, now: p.clock.now)
+            try txn.put(p.b.schema.meta, key: Schema.MetaKey.digestScrub, value: [1])   // the records phase, from the start
+            _ = try p.b.applyScrub(limit: 1000, txn)
+            try p.b.updateDigests(txn)
+            try txn.put(p.b.schema.meta, key: Schema.MetaKey.lastSequence, value: seq.bigEndianBytes)
+        }
+        let again = try await scrubToEnd(p.b)
+        #expect(again.damaged.isEmpty && again.fixed == 0, "the next pass found \(again.fixed) leaves to fix")
+        #expect(try root(p.a, "38") == root(p.b, "38"))
+    }
 }

@@ -120,6 +120,10 @@ extension CaseStore {
     /// Hashes a record again from scratch. A leaf of its own organisation that changed
     /// means its bytes changed under the store (once digests are built): damage.
     private func scrubRecord(_ ref: RecordRef, ready: Bool, _ report: inout ScrubReport, _ txn: WriteTransaction) throws {
+        // An edit of this group may have written the record before this step (a merge
+        // with new children): the leaf below already holds them, so the end of the
+        // transaction must hash it whole again rather than add them a second time.
+        digestWork.recompute.insert(ref)
         let changed: [String]
         do {
             changed = try updateLeaves(ref, newChildren: [], force: true, txn)
