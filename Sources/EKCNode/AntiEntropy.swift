@@ -71,25 +71,40 @@ public final class AntiEntropy: Sendable {
         tasks.withLockedValue { $0 = started }
     }
 
+    /// Stops the rounds, those asked for by `repairSoon` too, and waits for them: a round
+    /// still opening a connection once the node's event loops are shut down would crash
+    /// the node on its way out (seen in the rolling-upgrade run, release 0.18.0).
     public func stop() async {
         let running = tasks.withLockedValue { t -> [Task<Void, Never>] in defer { t = [] }; return t }
-        for t in running { t.cancel() }
-        for t in running { await t.value }
+        let soon = asked.withLockedValue { a -> [Task<Void, Never>] in
+            a.stopped = true
+            defer { a.rounds = [:] }
+            return Array(a.rounds.values)
+        }
+        for t in running + soon { t.cancel() }
+        for t in running + soon { await t.value }
     }
 
     public var rounds: [NodeID: RepairRound] { lastRounds.withLockedValue { $0 } }
 
-    /// Peers a repair was asked of (`repairSoon`) that has not finished.
-    let asked = NIOLockedValueBox<Set<NodeID>>([])
+    /// Rounds asked for by `repairSoon` that have not finished, one per peer at most; none
+    /// once the node stops.
+    struct Asked {
+        var rounds: [NodeID: Task<Void, Never>] = [:]
+        var stopped = false
+    }
+    let asked = NIOLockedValueBox(Asked())
 
     /// Compares with `node` now, outside the interval, unless a round asked this way is
     /// running already: records this node must fetch whole (a ticket whose purge was
     /// undone) are what differs.
     public func repairSoon(with node: NodeID) {
-        guard asked.withLockedValue({ $0.insert(node).inserted }) else { return }
-        Task {
-            _ = await self.round(with: node)
-            self.asked.withLockedValue { _ = $0.remove(node) }
+        asked.withLockedValue { a in
+            guard !a.stopped, a.rounds[node] == nil else { return }
+            a.rounds[node] = Task {
+                if !Task.isCancelled { _ = await self.round(with: node) }
+                self.asked.withLockedValue { _ = $0.rounds.removeValue(forKey: node) }
+            }
         }
     }
 
