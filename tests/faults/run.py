@@ -30,12 +30,9 @@ from cluster import SPLITTABLE, FaultFederation  # noqa: E402
 from nemesis import ALL_KINDS, UPGRADE_KIND, Nemesis, heal_everything, make_schedule, upgrade_schedule  # noqa: E402
 from workload import History, Monitor, Workload, get_json, http  # noqa: E402
 from checker import Checker  # noqa: E402
+from upgrade import UPGRADED, previous_release_crash, release_of, upgrade_checks  # noqa: E402
 
 RUNS = HERE / "runs"
-# An upgrade run (--upgrade-from) starts these nodes on the previous release, in the order
-# they are upgraded: one of each fund's two nodes, the region centre's office, and the
-# whole of region 52, so that every organisation runs mixed or old for a while.
-UPGRADED = ["pension-2", "irk-office-1", "fss-1", "nn-main"]
 CRASH_MARKERS = ("Fatal error", "Segmentation", "*** Signal", "Backtracing from", "SIGSEGV", "SIGILL", "SIGBUS",
                  "Illegal instruction")
 
@@ -183,15 +180,6 @@ class Watcher:
                         say(f"  !!! {n.node_id} did not start again: {e}"[:1000])
 
 
-def release_of(binary) -> str:
-    """What `ekc version` says the binary is."""
-    import subprocess
-    r = subprocess.run([str(binary), "version", "--json"], capture_output=True, text=True, timeout=30)
-    if r.returncode != 0:
-        raise RuntimeError(f"{binary} version: {r.stderr.strip() or r.returncode}")
-    return json.loads(r.stdout)["release"]
-
-
 def pin_binary(src=None):
     """A copy of the node binary for this run (`--bin PATH`, else $EKC_BIN, else
     .build/debug/ekc): a build in the shared tree may relink the binary while nodes are
@@ -307,7 +295,7 @@ def run_seed(seed: int, seconds: float, threads: int, keep: bool, clock_ms: int 
                 (root / "final-state.json").write_text(json.dumps(checker.final_state, ensure_ascii=False, indent=0))
         say(f"  digests: {checker.digest_status}")
         if previous:
-            violations += upgrade_checks(fed, previous)
+            violations += upgrade_checks(fed, previous, federation.EKC, say)
         for c in watcher.crashes:
             violations.append({"check": "crash", "node": c["node"], "message": f"exited with {c['exit']} though not killed: "
                                + (c["why"] or f"...{c['log'][-1500:]}"), "ops": []})
@@ -351,19 +339,7 @@ def run_seed(seed: int, seconds: float, threads: int, keep: bool, clock_ms: int 
     for n in fed.all():
         text = n.tail(10 ** 9)
         if previous and n.node_id in UPGRADED:
-            # The log before the upgrade's restart is the previous release's. A crash there
-            # after it began its graceful stop is that release's defect, which no change
-            # here can mend (0.18.0: a repair round still opening a connection after the
-            # event loops shut down; fixed since): said, not counted. Anything else counts.
-            cut = text.find("===== start #2 ")
-            old, text = (text[:cut], text[cut:]) if cut >= 0 else ("", text)
-            stopping = old.rfind("shutting down")
-            hits = [old.find(m) for m in CRASH_MARKERS if m in old]
-            if hits and stopping >= 0 and min(hits) > stopping:
-                say(f"  note: {n.node_id} on the previous release crashed while stopping for its upgrade "
-                    f"(that release's defect): {old[min(hits):min(hits) + 160]!r}")
-            elif hits:
-                text = old + text
+            text = previous_release_crash(n.node_id, text, CRASH_MARKERS, say)
         for marker in CRASH_MARKERS:
             if marker in text:
                 i = text.index(marker)
@@ -386,49 +362,6 @@ def run_seed(seed: int, seconds: float, threads: int, keep: bool, clock_ms: int 
     if result["passed"] and not keep:
         _remove(root)
     return result
-
-
-def upgrade_checks(fed, previous):
-    """After an upgrade run: every node runs this build and every link speaks one protocol
-    version, whatever it spoke while mixed; the previous release, started again on an
-    upgraded store, is refused (a store never goes back to an older format)."""
-    import federation
-    want = release_of(federation.EKC)
-    out = []
-    for n in fed.all():
-        try:
-            health = get_json(n, "/v1/health")
-            links = get_json(n, "/v1/replication")["peers"]
-        except Exception as e:
-            out.append({"check": "upgrade", "node": n.node_id, "message": f"no health after the upgrades: {e!r}", "ops": []})
-            continue
-        got = (health.get("release") or {}).get("name")
-        if got != want:
-            out.append({"check": "upgrade", "node": n.node_id, "ops": [],
-                        "message": f"runs release {got} after the upgrades, not {want}"})
-        for link in links:
-            if link.get("protocolVersion") != 2 or link.get("capabilities") is None:
-                out.append({"check": "upgrade", "node": n.node_id, "ops": [],
-                            "message": f"link to {link['node']}: protocol {link.get('protocolVersion')}, "
-                                       f"capabilities {link.get('capabilities')} after the upgrades"})
-    import subprocess
-    n = fed.nodes[UPGRADED[0]]
-    n.terminate()
-    try:
-        old = subprocess.run([str(previous), "node", "start", "--config", str(n.config), "--node-id", n.node_id,
-                              *n._idp_flags()], capture_output=True, text=True, timeout=60, cwd=str(fed.root))
-        said = (old.stdout + old.stderr).strip()
-        if old.returncode == 0 or "schema" not in said:
-            out.append({"check": "upgrade", "node": n.node_id, "ops": [],
-                        "message": f"the previous release on the upgraded store exited {old.returncode}: {said[-600:]}"})
-        else:
-            say(f"  upgrade: the previous release refuses {n.node_id}'s upgraded store: {said.splitlines()[-1][:200]}")
-    except subprocess.TimeoutExpired:
-        out.append({"check": "upgrade", "node": n.node_id, "ops": [],
-                    "message": "the previous release started on the upgraded store and ran for 60 s"})
-    n.start()
-    say(f"  upgrade: every node runs {want}" if not out else f"  upgrade: {len(out)} problem(s)")
-    return out
 
 
 def attach_evidence(violations, root: Path):
