@@ -67,21 +67,31 @@ extension CaseStore {
     /// or missing directory `path` as `data.mdb`, durably. Refuses a directory that holds
     /// anything: a restore never replaces a store.
     public static func placeBackup(_ file: String, into path: String) throws(BackupError) {
-        let fm = FileManager.default
-        var isDir: ObjCBool = false
-        if fm.fileExists(atPath: path, isDirectory: &isDir) {
-            guard isDir.boolValue else { throw .io(path, "is a file, not a data directory") }
-            let held = (try? fm.contentsOfDirectory(atPath: path)) ?? []
-            guard held.isEmpty else {
-                throw .exists("\(path) holds \(held.sorted().prefix(3).joined(separator: ", ")); a restore goes into an empty "
-                              + "directory: move the old one aside (it may be evidence of what was lost)")
-            }
-        } else {
-            do { try fm.createDirectory(atPath: path, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700]) } catch {
+        if try !isEmptyRestoreTarget(path) {
+            do {
+                try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true,
+                                                        attributes: [.posixPermissions: 0o700])
+            } catch {
                 throw .io(path, "\(error)")
             }
         }
         try copyDurably(file, to: path + "/data.mdb")
+    }
+
+    /// Whether `path` is an empty directory (true) or missing (false); refuses a file or a
+    /// directory that holds anything: a restore never replaces a store.
+    @discardableResult
+    public static func isEmptyRestoreTarget(_ path: String) throws(BackupError) -> Bool {
+        let fm = FileManager.default
+        var isDir: ObjCBool = false
+        guard fm.fileExists(atPath: path, isDirectory: &isDir) else { return false }
+        guard isDir.boolValue else { throw .io(path, "is a file, not a data directory") }
+        let held = (try? fm.contentsOfDirectory(atPath: path)) ?? []
+        guard held.isEmpty else {
+            throw .io(path, "holds \(held.sorted().prefix(3).joined(separator: ", ")); a restore goes into an empty "
+                      + "directory: move the old one aside (it may be evidence of what was lost)")
+        }
+        return true
     }
 
     /// The restore record, if this store was restored.

@@ -248,15 +248,7 @@ struct StoreCommand: AsyncParsableCommand {
             let fm = FileManager.default
             let parent = ((target as NSString).standardizingPath as NSString).deletingLastPathComponent
             let staging = (parent.isEmpty ? "." : parent) + "/." + ((target as NSString).lastPathComponent) + ".restoring-\(UUID().uuidString.prefix(8))"
-            var isDir: ObjCBool = false
-            if fm.fileExists(atPath: target, isDirectory: &isDir) {
-                guard isDir.boolValue else { throw CLIError("ekc store restore: \(target) is a file, not a data directory") }
-                let held = (try? fm.contentsOfDirectory(atPath: target)) ?? []
-                guard held.isEmpty else {
-                    throw CLIError("ekc store restore: \(target) holds \(held.sorted().prefix(3).joined(separator: ", ")); a restore goes "
-                                   + "into an empty directory: move the old one aside (it may be evidence of what was lost)")
-                }
-            }
+            do { try CaseStore.isEmptyRestoreTarget(target) } catch { throw CLIError("ekc store restore: \(error)") }
             let record: RestoreRecord
             do {
                 try CaseStore.placeBackup(backup, into: staging)
