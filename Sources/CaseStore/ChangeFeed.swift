@@ -256,7 +256,12 @@ extension CaseStore {
         guard !names.isEmpty else { return [:] }
         return try readTxn { txn in
             var out: [String: UInt64] = [:]
-            for n in names { if let s = try txn.u64(schema.meta, CapabilityMeta.since(n)) { out[n] = s } }
+            for n in names {
+                // A value of another length (a damaged meta table) reads as the feed's start:
+                // a link then resends, never skips a held-back part.
+                guard let s = try txn.withValue(schema.meta, key: CapabilityMeta.since(n), { UInt64(bigEndianBytes: $0) ?? 1 }) else { continue }
+                out[n] = s
+            }
             return out
         }
     }

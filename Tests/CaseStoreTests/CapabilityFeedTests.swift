@@ -45,6 +45,10 @@ struct CapabilityFeedTests {
         try await s.write(RecordWrite(kind: Memo.kind, id: id, values: [1: Memo.encodeStatus("open")]))
         try await s.write(RecordWrite(kind: Memo.kind, id: id, values: [:], children: [(Memo.comments, Memo.encodeComment("да"))]))
         #expect(try s.capabilitySince() == ["memo-status": 2, "memo-comments": 3])
+        // A damaged value reads as the feed's start (a resend, never a skip); restored after.
+        try s.env.write { txn in try txn.put(s.schema.meta, key: CapabilityMeta.since("memo-status"), value: [9]) }
+        #expect(try s.capabilitySince() == ["memo-status": 1, "memo-comments": 3])
+        try s.env.write { txn in try txn.put(s.schema.meta, key: CapabilityMeta.since("memo-status"), value: UInt64(2).bigEndianBytes) }
 
         let all = try s.feedPage(after: 0, limit: 10)
         #expect(try parts(all).map(\.registers) == [[1], [1, 2], [1]] && parts(all).map(\.children) == [0, 0, 1])
